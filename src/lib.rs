@@ -1,0 +1,42 @@
+//! tether: a containerd runtime v2 shim for runc.
+//!
+//! # Layout
+//!
+//! The binary has three actions (see [`cli`]): `start` and `delete` are short-lived commands
+//! containerd runs; without an action word the binary is the long-lived server.
+//!
+//! - [`cli`]: Go-flag style argument parsing; pure.
+//! - [`shim`]: the three actions: `start` (via [`daemonize`]), `delete` (crash cleanup) and
+//!   `serve` (the daemon's main).
+//! - [`daemonize`]: socket address, bind, re-exec of the server with the listener on fd 3.
+//! - [`service`]: the ttrpc task API edge. The only module that knows task-API protobuf types
+//!   and the only place errors become ttrpc status codes.
+//! - [`supervisor`]: the process table, exit routing and event ordering rules.
+//! - [`process`]: per-process state machine and id validation; pure.
+//! - [`runtime`]: invoking runc (argv, timeouts, `log.json` errors, error classification).
+//! - [`io`]: container stdio: pipes to runc, copy loops to containerd's FIFOs.
+//! - [`mount`]: mounting the rootfs a `Create` carries, and unmounting it.
+//! - [`reaper`]: the one `waitpid(-1)` loop and spawn-and-wait for every child we fork.
+//! - [`events`]: the ordered publisher of task events to containerd.
+//! - [`logging`]: `tracing` output into the bundle's `log` FIFO, never blocking.
+//! - [`sys`]: the few raw OS calls that need `unsafe`.
+//! - [`error`]: the one error type.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod daemonize;
+pub mod error;
+pub mod events;
+pub mod io;
+pub mod logging;
+pub mod mount;
+pub mod process;
+pub mod reaper;
+pub mod runtime;
+pub mod service;
+pub mod shim;
+pub mod supervisor;
+pub mod sys;
+
+/// Version reported by `-v` and `Connect`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
