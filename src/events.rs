@@ -1,0 +1,210 @@
+//! Task events to containerd, in order.
+//!
+//! Events are queued on one channel at the moment the supervisor decides them (under its table
+//! lock), and one task forwards them to containerd's `Events/Forward` over ttrpc at
+//! `TTRPC_ADDRESS`. A failed delivery is retried in place: the head of the queue blocks the rest,
+//! so a retry can never reorder events (the Go shim re-queues failures behind later events).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use containerd_shim_protos::events::task as pb;
+use containerd_shim_protos::protobuf::well_known_types::{any::Any, timestamp::Timestamp};
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::shim::event::Envelope;
+use containerd_shim_protos::shim::events::ForwardRequest;
+use containerd_shim_protos::shim_async::EventsClient;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::io::StdioConfig;
+use crate::mount::Mount;
+
+/// A task event, in domain terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Create { container_id: String, bundle: String, rootfs: Vec<Mount>, io: StdioConfig, pid: u32 },
+    Start { container_id: String, pid: u32 },
+    /// `id` is the container id for the init process, the exec id otherwise.
+    Exit { container_id: String, id: String, pid: u32, exit_status: u32, exited_at: SystemTime },
+    Delete { container_id: String, id: String, pid: u32, exit_status: u32, exited_at: Option<SystemTime> },
+}
+
+impl Event {
+    pub fn topic(&self) -> &'static str {
+        match self {
+            Event::Create { .. } => "/tasks/create",
+            Event::Start { .. } => "/tasks/start",
+            Event::Exit { .. } => "/tasks/exit",
+            Event::Delete { .. } => "/tasks/delete",
+        }
+    }
+
+    /// The event as containerd's `Any` (type URL = full message name, as containerd's typeurl
+    /// registry expects for its own events).
+    pub fn to_any(&self) -> Any {
+        fn pack<M: Message>(name: &str, m: M) -> Any {
+            Any { type_url: name.to_string(), value: m.write_to_bytes().unwrap_or_default(), ..Default::default() }
+        }
+        match self.clone() {
+            Event::Create { container_id, bundle, rootfs, io, pid } => pack(
+                "containerd.events.TaskCreate",
+                pb::TaskCreate {
+                    container_id,
+                    bundle,
+                    rootfs: rootfs
+                        .into_iter()
+                        .map(|m| containerd_shim_protos::types::mount::Mount { type_: m.kind, source: m.source, options: m.options, ..Default::default() })
+                        .collect(),
+                    io: MessageField::some(pb::TaskIO { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, terminal: io.terminal, ..Default::default() }),
+                    pid,
+                    ..Default::default()
+                },
+            ),
+            Event::Start { container_id, pid } => pack("containerd.events.TaskStart", pb::TaskStart { container_id, pid, ..Default::default() }),
+            Event::Exit { container_id, id, pid, exit_status, exited_at } => pack(
+                "containerd.events.TaskExit",
+                pb::TaskExit { container_id, id, pid, exit_status, exited_at: MessageField::some(timestamp(exited_at)), ..Default::default() },
+            ),
+            Event::Delete { container_id, id, pid, exit_status, exited_at } => pack(
+                "containerd.events.TaskDelete",
+                pb::TaskDelete { container_id, id, pid, exit_status, exited_at: exited_at.map(timestamp).into(), ..Default::default() },
+            ),
+        }
+    }
+}
+
+/// protobuf `Timestamp` of a wall-clock time.
+pub fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32, ..Default::default() }
+}
+
+enum Msg {
+    Event(Event, SystemTime),
+    /// Answered once every earlier event was delivered or given up on.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The sending side; cheap to clone. Publishing never blocks.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl EventSink {
+    pub fn publish(&self, event: Event) {
+        tracing::debug!(topic = event.topic(), ?event, "queue event");
+        let _ = self.tx.send(Msg::Event(event, SystemTime::now()));
+    }
+
+    /// Waits (at most `limit`) until everything queued so far has left.
+    pub async fn flush(&self, limit: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).is_ok() {
+            let _ = tokio::time::timeout(limit, rx).await;
+        }
+    }
+}
+
+/// Where events go.
+pub enum Destination {
+    /// containerd's ttrpc socket path (`TTRPC_ADDRESS`) and our namespace.
+    Containerd { address: String, namespace: String },
+    /// Collected in memory (tests).
+    Memory(mpsc::UnboundedSender<(String, Event)>),
+    /// Nobody listens (CRI-O's VM runtime path gives no address).
+    Discard,
+}
+
+/// Starts the forwarding task on the current runtime.
+pub fn start(dest: Destination) -> EventSink {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(forward(rx, dest));
+    EventSink { tx }
+}
+
+async fn forward(mut rx: mpsc::UnboundedReceiver<Msg>, dest: Destination) {
+    let mut client: Option<EventsClient> = None;
+    while let Some(msg) = rx.recv().await {
+        let (event, at) = match msg {
+            Msg::Event(e, at) => (e, at),
+            Msg::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        match &dest {
+            Destination::Discard => {}
+            Destination::Memory(tx) => {
+                let _ = tx.send((event.topic().to_string(), event));
+            }
+            Destination::Containerd { address, namespace } => {
+                let req = ForwardRequest {
+                    envelope: MessageField::some(Envelope {
+                        timestamp: MessageField::some(timestamp(at)),
+                        namespace: namespace.clone(),
+                        topic: event.topic().to_string(),
+                        event: MessageField::some(event.to_any()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                let mut backoff = Duration::from_millis(50);
+                loop {
+                    match send(&mut client, address, namespace, &req).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(topic = event.topic(), error = %e, retry_in = ?backoff, "event delivery failed");
+                            client = None;
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn send(client: &mut Option<EventsClient>, address: &str, namespace: &str, req: &ForwardRequest) -> Result<(), String> {
+    if client.is_none() {
+        let addr = if address.contains("://") { address.to_string() } else { format!("unix://{address}") };
+        let c = ttrpc::asynchronous::Client::connect(&addr).await.map_err(|e| e.to_string())?;
+        *client = Some(EventsClient::new(c));
+    }
+    let c = client.as_ref().expect("connected above");
+    let mut ctx = ttrpc::context::with_timeout(Duration::from_secs(5).as_nanos() as i64);
+    ctx.add("containerd-namespace-ttrpc".to_string(), namespace.to_string());
+    c.forward(ctx, req).await.map(drop).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_event_encodes_containerd_type_and_fields() {
+        let at = UNIX_EPOCH + Duration::new(100, 5);
+        let e = Event::Exit { container_id: "c".into(), id: "c".into(), pid: 42, exit_status: 137, exited_at: at };
+        assert_eq!(e.topic(), "/tasks/exit");
+        let any = e.to_any();
+        assert_eq!(any.type_url, "containerd.events.TaskExit");
+        let back = pb::TaskExit::parse_from_bytes(&any.value).unwrap();
+        assert_eq!((back.container_id.as_str(), back.pid, back.exit_status), ("c", 42, 137));
+        assert_eq!((back.exited_at.seconds, back.exited_at.nanos), (100, 5));
+    }
+
+    #[tokio::test]
+    async fn memory_destination_keeps_order_and_flush_waits() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let sink = start(Destination::Memory(tx));
+        for pid in 0..100 {
+            sink.publish(Event::Start { container_id: "c".into(), pid });
+        }
+        sink.flush(Duration::from_secs(5)).await;
+        for pid in 0..100 {
+            let (topic, e) = rx.try_recv().expect("flushed events are delivered");
+            assert_eq!(topic, "/tasks/start");
+            assert_eq!(e, Event::Start { container_id: "c".into(), pid });
+        }
+    }
+}

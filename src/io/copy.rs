@@ -1,0 +1,66 @@
+//! The copy loop between a pipe and a client target.
+
+use std::io::Write;
+use std::path::Path;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+
+use crate::error::{Error, Result};
+
+/// Where copied bytes go.
+pub enum Sink {
+    /// A FIFO or pipe, written asynchronously.
+    Fifo(pipe::Sender),
+    /// A regular file opened for append; page-cache writes, short enough to do inline.
+    File(std::fs::File),
+}
+
+impl Sink {
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Fifo(s) => s.write_all(buf).await,
+            Sink::File(f) => f.write_all(buf),
+        }
+    }
+}
+
+/// Opens (creating parent directories) a log file for appending.
+pub fn open_log_file(path: &Path) -> Result<Sink> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(Error::io(format!("open log file {}", path.display())))?;
+    Ok(Sink::File(f))
+}
+
+/// Copies `src` to `sink` until EOF on `src`, then drops `sink` (closing it, which is how EOF
+/// reaches a container's stdin).
+///
+/// A write error drops the sink but the loop keeps reading: the writer side of `src` (the
+/// container) must never block forever because a reader went away.
+pub async fn pump(mut src: pipe::Receiver, sink: Sink) {
+    let mut sink = Some(sink);
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match src.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "stdio read failed");
+                break;
+            }
+        };
+        if let Some(s) = sink.as_mut() {
+            if let Err(e) = s.write_all(&buf[..n]).await {
+                tracing::warn!(error = %e, "stdio write failed; discarding further output of this stream");
+                sink = None;
+            }
+        }
+    }
+}

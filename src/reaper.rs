@@ -1,0 +1,99 @@
+//! The one place that calls `waitpid`.
+//!
+//! The server is a child subreaper, so it must reap every process that re-parents to it,
+//! including orphans it never spawned. A global `waitpid(-1)` loop steals the status of any
+//! child someone else waits for, so nothing else may wait: every child we fork goes through
+//! [`Reaper::spawn`], which registers interest in the pid *before* the reaping loop can see it
+//! (spawning and reaping take the same lock), and gets its status from the loop.
+//!
+//! Exits nobody spawned through us (container init and exec processes, orphans) go to the
+//! channel returned by [`Reaper::start`]; the supervisor routes them.
+
+use std::collections::HashMap;
+use std::io;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+
+/// One reaped process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub pid: i32,
+    /// Exit code, or 128 + signal number when killed by a signal.
+    pub status: i32,
+    pub at: SystemTime,
+}
+
+/// Handle to the reaping loop; cheap to clone.
+#[derive(Clone)]
+pub struct Reaper {
+    /// Waiters by pid. The lock is held while spawning and while reaping, which is what makes
+    /// "subscribe before the exit can be seen" hold.
+    waiters: Arc<Mutex<HashMap<i32, oneshot::Sender<Exit>>>>,
+}
+
+/// A spawned child and the future status of it.
+pub struct Spawned {
+    pub child: Child,
+    pub exit: oneshot::Receiver<Exit>,
+}
+
+impl Reaper {
+    /// Installs the SIGCHLD handler and starts the loop on the current tokio runtime.
+    /// Returns the reaper and the stream of exits nobody spawned through it.
+    pub fn start() -> io::Result<(Reaper, mpsc::UnboundedReceiver<Exit>)> {
+        let mut sigchld = signal(SignalKind::child())?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reaper = Reaper { waiters: Arc::default() };
+        let loop_reaper = reaper.clone();
+        tokio::spawn(async move {
+            loop {
+                // Reap first: children may have exited before the handler was installed.
+                loop_reaper.reap_all(&tx);
+                if sigchld.recv().await.is_none() {
+                    break;
+                }
+            }
+        });
+        Ok((reaper, rx))
+    }
+
+    /// Spawns `cmd` and returns a receiver for its exit. Never call `wait` on the child.
+    pub fn spawn(&self, cmd: &mut Command) -> io::Result<Spawned> {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let child = cmd.spawn()?;
+        let (tx, rx) = oneshot::channel();
+        waiters.insert(child.id() as i32, tx);
+        Ok(Spawned { child, exit: rx })
+    }
+
+    /// Reaps every exited child, routing each status to its waiter or to `unclaimed`.
+    fn reap_all(&self, unclaimed: &mpsc::UnboundedSender<Exit>) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let (pid, status) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid.as_raw(), 128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "waitpid failed");
+                    return;
+                }
+            };
+            let exit = Exit { pid, status, at: SystemTime::now() };
+            match waiters.remove(&pid) {
+                // A dropped receiver means the spawner gave up (timeout); nothing to do.
+                Some(waiter) => drop(waiter.send(exit)),
+                None => drop(unclaimed.send(exit)),
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Invoking the OCI runtime (runc or a compatible binary).
+//!
+//! Every call goes through the [`Reaper`] (never `Child::wait`), has a deadline after which the
+//! runtime process is killed, and on failure reports runc's own message from `log.json`. The
+//! unavoidable classification of runc's error text also lives here and nowhere else.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+
+use crate::error::{Error, Result};
+use crate::reaper::Reaper;
+
+/// Default base of runc state dirs; the namespace is appended, as the Go shim does.
+pub const DEFAULT_ROOT: &str = "/run/containerd/runc";
+/// How long one runtime call may take before it is killed.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The runc options containerd passes in `CreateTaskRequest.options`
+/// (`containerd.runc.v1.Options`), in plain form. Persisted as the bundle's `options.json` so
+/// the `delete` action can find the runc root after the server is gone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuncOptions {
+    pub binary_name: String,
+    pub root: String,
+    pub systemd_cgroup: bool,
+    pub no_pivot_root: bool,
+    pub no_new_keyring: bool,
+    pub io_uid: u32,
+    pub io_gid: u32,
+}
+
+/// stdio handed to a runc call whose children inherit it (create, exec).
+#[derive(Default)]
+pub struct RuncStdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+/// A runc bound to one container's settings.
+#[derive(Debug, Clone)]
+pub struct Runc {
+    pub binary: String,
+    /// `--root`: `<options.root or DEFAULT_ROOT>/<namespace>`.
+    pub root: PathBuf,
+    /// `--log`: the bundle's `log.json`.
+    pub log: PathBuf,
+    pub systemd_cgroup: bool,
+    pub no_pivot_root: bool,
+    pub no_new_keyring: bool,
+    pub timeout: Duration,
+}
+
+impl Runc {
+    pub fn new(opts: &RuncOptions, namespace: &str, bundle: &Path) -> Runc {
+        let binary = if opts.binary_name.is_empty() { "runc".to_string() } else { opts.binary_name.clone() };
+        let base = if opts.root.is_empty() { DEFAULT_ROOT } else { &opts.root };
+        Runc {
+            binary,
+            root: Path::new(base).join(namespace),
+            log: bundle.join("log.json"),
+            systemd_cgroup: opts.systemd_cgroup,
+            no_pivot_root: opts.no_pivot_root,
+            no_new_keyring: opts.no_new_keyring,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The argv after the binary name: global flags, then the subcommand's. Pure, for tests.
+    pub fn argv(&self, sub: &[OsString]) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec!["--root".into(), self.root.clone().into(), "--log".into(), self.log.clone().into(), "--log-format".into(), "json".into()];
+        if self.systemd_cgroup {
+            v.push("--systemd-cgroup".into());
+        }
+        v.extend(sub.iter().cloned());
+        v
+    }
+
+    pub fn create_args(&self, id: &str, bundle: &Path, pid_file: &Path) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec!["create".into(), "--bundle".into(), bundle.into(), "--pid-file".into(), pid_file.into()];
+        if self.no_pivot_root {
+            v.push("--no-pivot".into());
+        }
+        if self.no_new_keyring {
+            v.push("--no-new-keyring".into());
+        }
+        v.push(id.into());
+        v
+    }
+
+    /// `runc create`: the container's init exists afterwards, paused before the user program.
+    pub async fn create(&self, reaper: &Reaper, id: &str, bundle: &Path, pid_file: &Path, stdio: RuncStdio) -> Result<()> {
+        self.call(reaper, "create", &self.create_args(id, bundle, pid_file), Some(stdio)).await.map(drop)
+    }
+
+    pub async fn start(&self, reaper: &Reaper, id: &str) -> Result<()> {
+        self.call(reaper, "start", &["start".into(), id.into()], None).await.map(drop)
+    }
+
+    /// `runc kill`; "already finished" style failures become NotFound.
+    pub async fn kill(&self, reaper: &Reaper, id: &str, signal: u32, all: bool) -> Result<()> {
+        let mut args: Vec<OsString> = vec!["kill".into()];
+        if all {
+            args.push("--all".into());
+        }
+        args.push(id.into());
+        args.push(signal.to_string().into());
+        self.call(reaper, "kill", &args, None).await.map(drop).map_err(classify_kill_error)
+    }
+
+    /// `runc delete`; a container runc no longer knows is not an error.
+    pub async fn delete(&self, reaper: &Reaper, id: &str, force: bool) -> Result<()> {
+        let mut args: Vec<OsString> = vec!["delete".into()];
+        if force {
+            args.push("--force".into());
+        }
+        args.push(id.into());
+        match self.call(reaper, "delete", &args, None).await {
+            Err(Error::Runtime { msg, .. }) if msg.contains("does not exist") => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// `runc ps`: pids of every process in the container.
+    pub async fn ps(&self, reaper: &Reaper, id: &str) -> Result<Vec<i32>> {
+        let out = self.call(reaper, "ps", &["ps".into(), "--format".into(), "json".into(), id.into()], None).await.map_err(classify_kill_error)?;
+        let pids: Option<Vec<i32>> = serde_json::from_slice(&out)
+            .map_err(|e| Error::Runtime { op: "ps", msg: format!("unparsable output: {e}") })?;
+        Ok(pids.unwrap_or_default())
+    }
+
+    /// Runs one runtime command to completion and returns its stdout.
+    ///
+    /// With `stdio` the command's stdio is the container's (create, exec) and nothing is
+    /// captured; otherwise stdout and stderr are captured for results and messages.
+    async fn call(&self, reaper: &Reaper, op: &'static str, sub: &[OsString], stdio: Option<RuncStdio>) -> Result<Vec<u8>> {
+        let log_offset = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(self.argv(sub)).env_remove("NOTIFY_SOCKET");
+        let capture = stdio.is_none();
+        match stdio {
+            Some(s) => {
+                cmd.stdin(s.stdin.map_or_else(Stdio::null, Stdio::from));
+                cmd.stdout(s.stdout.map_or_else(Stdio::null, Stdio::from));
+                cmd.stderr(s.stderr.map_or_else(Stdio::null, Stdio::from));
+            }
+            None => {
+                cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            }
+        }
+        let mut spawned = reaper.spawn(&mut cmd).map_err(|e| Error::Runtime { op, msg: format!("cannot run {}: {e}", self.binary) })?;
+        // Drop our copies of the container's stdio ends now that runc has them.
+        drop(cmd);
+        let pid = spawned.child.id() as i32;
+        let (out, err) = if capture {
+            (spawned.child.stdout.take().map(|s| tokio::spawn(read_all(s.into()))), spawned.child.stderr.take().map(|s| tokio::spawn(read_all(s.into()))))
+        } else {
+            (None, None)
+        };
+        let exit = match tokio::time::timeout(self.timeout, spawned.exit).await {
+            Ok(Ok(exit)) => exit,
+            Ok(Err(_)) => return Err(Error::Runtime { op, msg: "lost the runtime's exit status".into() }),
+            Err(_) => {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                return Err(Error::DeadlineExceeded(format!("{} {op} did not finish within {:?} and was killed", self.binary, self.timeout)));
+            }
+        };
+        let collect = |h: Option<tokio::task::JoinHandle<Vec<u8>>>| async move {
+            match h {
+                Some(h) => tokio::time::timeout(Duration::from_secs(1), h).await.ok().and_then(|r| r.ok()).unwrap_or_default(),
+                None => Vec::new(),
+            }
+        };
+        let stdout = collect(out).await;
+        let stderr = collect(err).await;
+        if exit.status == 0 {
+            return Ok(stdout);
+        }
+        let msg = last_log_error(&self.log, log_offset)
+            .or_else(|| non_empty(&stderr))
+            .or_else(|| non_empty(&stdout))
+            .unwrap_or_else(|| format!("exit status {}", exit.status));
+        Err(Error::Runtime { op, msg })
+    }
+}
+
+async fn read_all(fd: OwnedFd) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Ok(mut rx) = pipe::Receiver::from_owned_fd(fd) {
+        let _ = rx.read_to_end(&mut buf).await;
+    }
+    buf
+}
+
+fn non_empty(b: &[u8]) -> Option<String> {
+    let s = String::from_utf8_lossy(b).trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+/// The message of the last `"level":"error"` line runc appended to `log.json` after `offset`.
+pub fn last_log_error(log: &Path, offset: u64) -> Option<String> {
+    let data = std::fs::read(log).ok()?;
+    let start = usize::try_from(offset).ok().filter(|&o| o <= data.len()).unwrap_or(0);
+    parse_last_error(&data[start..])
+}
+
+fn parse_last_error(data: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Line {
+        level: String,
+        msg: String,
+    }
+    data.split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Line>(l).ok())
+        .filter(|l| l.level == "error")
+        .last()
+        .map(|l| l.msg)
+}
+
+/// Maps runc's kill/ps failures about a finished process or a missing container to NotFound.
+fn classify_kill_error(e: Error) -> Error {
+    match e {
+        Error::Runtime { msg, .. } if ["process already finished", "container not running", "no such process", "not running"].iter().any(|s| msg.to_lowercase().contains(s)) => {
+            Error::NotFound("process already finished".into())
+        }
+        Error::Runtime { msg, .. } if msg.contains("does not exist") => Error::NotFound("no such container".into()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_defaults_to_containerd_layout_and_honours_options() {
+        let r = Runc::new(&RuncOptions::default(), "ns1", Path::new("/b"));
+        assert_eq!(r.binary, "runc");
+        assert_eq!(r.root, Path::new("/run/containerd/runc/ns1"));
+        assert_eq!(r.log, Path::new("/b/log.json"));
+        let opts = RuncOptions { binary_name: "crun".into(), root: "/r".into(), systemd_cgroup: true, ..Default::default() };
+        let r = Runc::new(&opts, "ns1", Path::new("/b"));
+        assert_eq!(r.binary, "crun");
+        assert_eq!(r.root, Path::new("/r/ns1"));
+        let argv = r.argv(&["start".into(), "c".into()]);
+        let argv: Vec<_> = argv.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(argv, ["--root", "/r/ns1", "--log", "/b/log.json", "--log-format", "json", "--systemd-cgroup", "start", "c"]);
+    }
+
+    #[test]
+    fn create_args_carry_pid_file_and_flags() {
+        let opts = RuncOptions { no_pivot_root: true, no_new_keyring: true, ..Default::default() };
+        let r = Runc::new(&opts, "n", Path::new("/b"));
+        let a = r.create_args("c1", Path::new("/b"), Path::new("/b/init.pid"));
+        let a: Vec<_> = a.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(a, ["create", "--bundle", "/b", "--pid-file", "/b/init.pid", "--no-pivot", "--no-new-keyring", "c1"]);
+    }
+
+    #[test]
+    fn last_error_line_wins_and_offset_skips_old_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log.json");
+        let old = "{\"level\":\"error\",\"msg\":\"old failure\",\"time\":\"t\"}\n";
+        let new = "{\"level\":\"info\",\"msg\":\"hi\"}\n{\"level\":\"error\",\"msg\":\"exec: \\\"nope\\\": executable file not found in $PATH\"}\n{\"level\":\"warning\",\"msg\":\"w\"}\n";
+        std::fs::write(&log, format!("{old}{new}")).unwrap();
+        assert_eq!(last_log_error(&log, 0).as_deref(), Some("exec: \"nope\": executable file not found in $PATH"));
+        std::fs::write(&log, old).unwrap();
+        assert_eq!(last_log_error(&log, old.len() as u64), None);
+        assert_eq!(last_log_error(&dir.path().join("missing"), 0), None);
+    }
+
+    #[test]
+    fn kill_errors_are_classified() {
+        let rt = |m: &str| Error::Runtime { op: "kill", msg: m.into() };
+        assert!(matches!(classify_kill_error(rt("container not running")), Error::NotFound(_)));
+        assert!(matches!(classify_kill_error(rt("container \"x\" does not exist")), Error::NotFound(_)));
+        assert!(matches!(classify_kill_error(rt("permission denied")), Error::Runtime { .. }));
+    }
+}

@@ -1,0 +1,266 @@
+//! The ttrpc edge: `containerd.task.v2.Task` (containerd 1.6/1.7) and `containerd.task.v3.Task`
+//! (2.x) served by the same handlers. Each method decodes its request into plain values, makes
+//! one supervisor call and encodes the answer. This is the only module that sees task-API
+//! protobuf types and the only place an [`Error`] becomes a ttrpc status code.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use containerd_shim_protos::api::{self, Status};
+use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::shim::oci::Options as PbRuncOptions;
+use containerd_shim_protos::shim_async::{create_task, Task};
+use tokio::sync::Notify;
+use tracing::Instrument;
+use ttrpc::asynchronous::{Service, TtrpcContext};
+use ttrpc::Code;
+
+use crate::error::Error;
+use crate::events::timestamp;
+use crate::io::StdioConfig;
+use crate::mount::Mount;
+use crate::process::{ExitInfo, State};
+use crate::runtime::RuncOptions;
+use crate::supervisor::{CreateRequest, Supervisor};
+
+/// The service names containerd dials: v2 up to 1.7, v3 from 2.0. The messages are identical.
+pub const TASK_SERVICE_V2: &str = "containerd.task.v2.Task";
+pub const TASK_SERVICE_V3: &str = "containerd.task.v3.Task";
+
+/// The one mapping from our errors to ttrpc status codes.
+pub fn to_status(e: Error) -> ttrpc::Error {
+    let code = match &e {
+        Error::InvalidArgument(_) => Code::INVALID_ARGUMENT,
+        Error::NotFound(_) => Code::NOT_FOUND,
+        Error::AlreadyExists(_) => Code::ALREADY_EXISTS,
+        Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
+        Error::Unimplemented(_) => Code::UNIMPLEMENTED,
+        Error::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
+        // The Go shim reports runtime failures as Unknown; containerd shows the message.
+        Error::Runtime { .. } => Code::UNKNOWN,
+        Error::Io { .. } => Code::INTERNAL,
+    };
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.to_string()))
+}
+
+/// The task service.
+pub struct TaskService {
+    sup: Supervisor,
+    /// Notified when `Shutdown` finds no container left.
+    shutdown: Arc<Notify>,
+}
+
+impl TaskService {
+    pub fn new(sup: Supervisor, shutdown: Arc<Notify>) -> TaskService {
+        TaskService { sup, shutdown }
+    }
+}
+
+/// The service registered under both task API names.
+pub fn services(svc: Arc<TaskService>) -> HashMap<String, Service> {
+    let mut all = create_task(svc.clone());
+    let v3 = create_task(svc).remove(TASK_SERVICE_V3).expect("generated service is v3");
+    all.insert(TASK_SERVICE_V2.to_string(), v3);
+    all
+}
+
+type Res<T> = ttrpc::Result<T>;
+
+fn unimplemented<T>(what: &str) -> Res<T> {
+    Err(to_status(Error::Unimplemented(format!("{what} is not supported by tether yet"))))
+}
+
+fn span(rpc: &'static str, id: &str, exec_id: &str) -> tracing::Span {
+    tracing::info_span!("task", rpc, id = %id, exec_id = %exec_id)
+}
+
+/// Decodes `containerd.runc.v1.Options`; any other options type (CRI's runtimeoptions for a
+/// non-runc handler) means defaults.
+pub fn decode_options(any: &MessageField<containerd_shim_protos::protobuf::well_known_types::any::Any>) -> Result<RuncOptions, Error> {
+    let Some(any) = any.as_ref() else { return Ok(RuncOptions::default()) };
+    if !any.type_url.ends_with("containerd.runc.v1.Options") {
+        return Ok(RuncOptions::default());
+    }
+    let o = PbRuncOptions::parse_from_bytes(&any.value).map_err(|e| Error::InvalidArgument(format!("malformed runc options: {e}")))?;
+    Ok(RuncOptions {
+        binary_name: o.binary_name,
+        root: o.root,
+        systemd_cgroup: o.systemd_cgroup,
+        no_pivot_root: o.no_pivot_root,
+        no_new_keyring: o.no_new_keyring,
+        io_uid: o.io_uid,
+        io_gid: o.io_gid,
+    })
+}
+
+fn status_of(s: State) -> Status {
+    match s {
+        State::Created => Status::CREATED,
+        State::Running => Status::RUNNING,
+        State::Stopped => Status::STOPPED,
+    }
+}
+
+fn exited_at(e: Option<ExitInfo>) -> MessageField<containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp> {
+    e.map(|e| timestamp(e.at)).into()
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> Res<api::CreateTaskResponse> {
+        async {
+            let options = decode_options(&req.options).map_err(to_status)?;
+            let create = CreateRequest {
+                id: req.id.clone(),
+                bundle: PathBuf::from(&req.bundle),
+                rootfs: req.rootfs.iter().map(|m| Mount { kind: m.type_.clone(), source: m.source.clone(), options: m.options.clone() }).collect(),
+                stdio: StdioConfig { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal },
+                options,
+                checkpoint: req.checkpoint.clone(),
+            };
+            let pid = self.sup.create(create).await.map_err(to_status)?;
+            Ok(api::CreateTaskResponse { pid, ..Default::default() })
+        }
+        .instrument(span("create", &req.id, ""))
+        .await
+    }
+
+    async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> Res<api::StartResponse> {
+        let pid = self.sup.start(&req.id, &req.exec_id).instrument(span("start", &req.id, &req.exec_id)).await.map_err(to_status)?;
+        Ok(api::StartResponse { pid, ..Default::default() })
+    }
+
+    async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> Res<api::StateResponse> {
+        let s = self.sup.state(&req.id, &req.exec_id).map_err(to_status)?;
+        Ok(api::StateResponse {
+            id: s.id,
+            exec_id: s.exec_id,
+            bundle: s.bundle.display().to_string(),
+            pid: s.pid,
+            status: status_of(s.state).into(),
+            stdin: s.stdio.stdin,
+            stdout: s.stdio.stdout,
+            stderr: s.stdio.stderr,
+            terminal: s.stdio.terminal,
+            exit_status: s.exit.map_or(0, |e| e.status),
+            exited_at: exited_at(s.exit),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> Res<api::WaitResponse> {
+        let e = self.sup.wait(&req.id, &req.exec_id).instrument(span("wait", &req.id, &req.exec_id)).await.map_err(to_status)?;
+        Ok(api::WaitResponse { exit_status: e.status, exited_at: exited_at(Some(e)), ..Default::default() })
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> Res<Empty> {
+        self.sup.kill(&req.id, &req.exec_id, req.signal, req.all).instrument(span("kill", &req.id, &req.exec_id)).await.map_err(to_status)?;
+        Ok(Empty::new())
+    }
+
+    async fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> Res<api::DeleteResponse> {
+        let d = self.sup.delete(&req.id, &req.exec_id).instrument(span("delete", &req.id, &req.exec_id)).await.map_err(to_status)?;
+        Ok(api::DeleteResponse { pid: d.pid, exit_status: d.exit.status, exited_at: exited_at(Some(d.exit)), ..Default::default() })
+    }
+
+    async fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> Res<api::PidsResponse> {
+        let pids = self.sup.pids(&req.id).instrument(span("pids", &req.id, "")).await.map_err(to_status)?;
+        let processes = pids.into_iter().map(|pid| api::ProcessInfo { pid, ..Default::default() }).collect();
+        Ok(api::PidsResponse { processes, ..Default::default() })
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> Res<Empty> {
+        if req.stdin {
+            self.sup.close_stdin(&req.id, &req.exec_id).map_err(to_status)?;
+        }
+        Ok(Empty::new())
+    }
+
+    async fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> Res<api::ConnectResponse> {
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid: self.sup.init_pid(&req.id),
+            version: crate::VERSION.to_string(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> Res<Empty> {
+        if self.sup.is_empty() {
+            tracing::info!("last container gone; shutting down");
+            self.shutdown.notify_one();
+        }
+        Ok(Empty::new())
+    }
+
+    async fn exec(&self, _ctx: &TtrpcContext, _req: api::ExecProcessRequest) -> Res<Empty> {
+        unimplemented("Exec")
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, _req: api::ResizePtyRequest) -> Res<Empty> {
+        unimplemented("ResizePty")
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> Res<Empty> {
+        unimplemented("Pause")
+    }
+
+    async fn resume(&self, _ctx: &TtrpcContext, _req: api::ResumeRequest) -> Res<Empty> {
+        unimplemented("Resume")
+    }
+
+    async fn checkpoint(&self, _ctx: &TtrpcContext, _req: api::CheckpointTaskRequest) -> Res<Empty> {
+        unimplemented("Checkpoint")
+    }
+
+    async fn update(&self, _ctx: &TtrpcContext, _req: api::UpdateTaskRequest) -> Res<Empty> {
+        unimplemented("Update")
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, _req: api::StatsRequest) -> Res<api::StatsResponse> {
+        unimplemented("Stats")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_has_its_code() {
+        let code = |e: Error| match to_status(e) {
+            ttrpc::Error::RpcStatus(s) => s.code(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code(Error::InvalidArgument("x".into())), Code::INVALID_ARGUMENT);
+        assert_eq!(code(Error::NotFound("x".into())), Code::NOT_FOUND);
+        assert_eq!(code(Error::AlreadyExists("x".into())), Code::ALREADY_EXISTS);
+        assert_eq!(code(Error::FailedPrecondition("x".into())), Code::FAILED_PRECONDITION);
+        assert_eq!(code(Error::Unimplemented("x".into())), Code::UNIMPLEMENTED);
+        assert_eq!(code(Error::DeadlineExceeded("x".into())), Code::DEADLINE_EXCEEDED);
+        assert_eq!(code(Error::Runtime { op: "create", msg: "boom".into() }), Code::UNKNOWN);
+    }
+
+    #[test]
+    fn runtime_message_reaches_the_caller() {
+        let ttrpc::Error::RpcStatus(s) = to_status(Error::Runtime { op: "create", msg: "exec: \"x\": not found".into() }) else { panic!() };
+        assert_eq!(s.message(), "OCI runtime create failed: exec: \"x\": not found");
+    }
+
+    #[test]
+    fn options_decoding() {
+        use containerd_shim_protos::protobuf::well_known_types::any::Any;
+        let pb = PbRuncOptions { binary_name: "crun".into(), root: "/r".into(), systemd_cgroup: true, ..Default::default() };
+        let any = Any { type_url: "containerd.runc.v1.Options".into(), value: pb.write_to_bytes().unwrap(), ..Default::default() };
+        let o = decode_options(&MessageField::some(any)).unwrap();
+        assert_eq!((o.binary_name.as_str(), o.root.as_str(), o.systemd_cgroup), ("crun", "/r", true));
+        let cri = Any { type_url: "runtimeoptions.v1.Options".into(), value: vec![1, 2, 3], ..Default::default() };
+        assert_eq!(decode_options(&MessageField::some(cri)).unwrap(), RuncOptions::default());
+        let bad = Any { type_url: "containerd.runc.v1.Options".into(), value: vec![0xff, 0xff], ..Default::default() };
+        assert!(matches!(decode_options(&MessageField::some(bad)), Err(Error::InvalidArgument(_))));
+        assert_eq!(decode_options(&MessageField::none()).unwrap(), RuncOptions::default());
+    }
+}

@@ -1,0 +1,498 @@
+//! The process table: which containers exist, what state each process is in, where each reaped
+//! exit belongs, and the order events leave in.
+//!
+//! # Rules kept here
+//! - The table lock (`std::sync::Mutex`) is held only for short sections with no `.await` and
+//!   no runtime call; runc runs outside it, so `State`, `Wait` and `Connect` always answer.
+//! - Events are queued while the lock is held, at the moment the decision is made, so their
+//!   order is the order of the decisions.
+//! - `TaskExit` never precedes `TaskStart`: while a start is in flight the process is marked
+//!   `starting` and an exit for it is held back, then handled right after the start event is
+//!   queued. While a create is in flight its init pid is not yet known, so every exit of an
+//!   unknown pid is also collected for it (Go's `preStart`/`handleStarted`).
+//! - Exit status is kept until `Delete`; `Wait` is a `watch` on it, so every waiter, early or
+//!   late, gets the same status exactly once.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{Error, Result};
+use crate::events::{Event, EventSink};
+use crate::io::{ProcessIo, StdioConfig};
+use crate::mount::{self, Mount};
+use crate::process::{validate_id, ExitInfo, Op, State};
+use crate::reaper::{Exit, Reaper};
+use crate::runtime::{Runc, RuncOptions};
+
+/// How long `Delete` waits for a process's output to drain before closing it.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// A `Create` in domain terms.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs: Vec<Mount>,
+    pub stdio: StdioConfig,
+    pub options: RuncOptions,
+    pub checkpoint: String,
+}
+
+/// What `State` reports.
+#[derive(Debug, Clone)]
+pub struct ProcessState {
+    pub id: String,
+    pub exec_id: String,
+    pub bundle: PathBuf,
+    pub pid: u32,
+    pub state: State,
+    pub stdio: StdioConfig,
+    pub exit: Option<ExitInfo>,
+}
+
+/// What `Delete` reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Deleted {
+    pub pid: u32,
+    pub exit: ExitInfo,
+}
+
+/// The process table and the collaborators it drives. Cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    table: Mutex<Table>,
+    reaper: Reaper,
+    events: EventSink,
+    namespace: String,
+}
+
+#[derive(Default)]
+struct Table {
+    containers: HashMap<String, Container>,
+    /// Ids whose `Create` is in flight: taken, but not visible yet.
+    reserved: HashSet<String>,
+    /// In-flight creates collecting exits of pids not known yet, by key.
+    collectors: HashMap<u64, Vec<Exit>>,
+    next_collector: u64,
+}
+
+struct Container {
+    bundle: PathBuf,
+    runc: Runc,
+    init: Proc,
+    /// The container has no pid namespace of its own, so its processes outlive its init
+    /// unless we kill them (the kernel does it for a private namespace).
+    kill_all_on_exit: bool,
+    /// We mounted `rootfs` mounts and must take them down at delete.
+    mounted_rootfs: bool,
+    deleting: bool,
+}
+
+/// One process (the init; execs come later) as the table tracks it.
+struct Proc {
+    pid: i32,
+    state: State,
+    stdio: StdioConfig,
+    /// A start is in flight; exits are held in `held_exit` until its event is queued.
+    starting: bool,
+    held_exit: Option<ExitInfo>,
+    exit: watch::Sender<Option<ExitInfo>>,
+    /// Taken out while `Delete` drains it.
+    io: Option<ProcessIo>,
+}
+
+impl Proc {
+    fn new(pid: i32, stdio: StdioConfig, io: ProcessIo) -> Proc {
+        Proc { pid, state: State::Created, stdio, starting: false, held_exit: None, exit: watch::channel(None).0, io: Some(io) }
+    }
+}
+
+/// Registration of an in-flight create in `Table::collectors`; removed on drop, so a failed or
+/// cancelled create never leaves a collector behind.
+struct Collector {
+    /// `None` once `finish` removed the registration under the caller's lock.
+    shared: Option<Arc<Shared>>,
+    key: u64,
+}
+
+impl Collector {
+    /// Stops collecting (the caller holds the lock) and returns the exit of `pid` if it was seen.
+    fn finish(mut self, table: &mut Table, pid: i32) -> Option<Exit> {
+        self.shared = None;
+        table.collectors.remove(&self.key).and_then(|v| v.into_iter().find(|e| e.pid == pid))
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.lock().collectors.remove(&self.key);
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // A panic under the lock cannot leave the table half-updated in a way that matters more
+        // than losing every container, so keep serving.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Table {
+    fn container(&mut self, id: &str) -> Result<&mut Container> {
+        self.containers.get_mut(id).ok_or_else(|| Error::NotFound(format!("container {id} not found")))
+    }
+}
+
+fn require_init(exec_id: &str) -> Result<()> {
+    if exec_id.is_empty() {
+        Ok(())
+    } else {
+        validate_id("exec", exec_id)?;
+        Err(Error::NotFound(format!("exec {exec_id} not found")))
+    }
+}
+
+impl Supervisor {
+    /// Builds the supervisor and starts routing the reaper's unclaimed exits into it.
+    pub fn new(reaper: Reaper, exits: mpsc::UnboundedReceiver<Exit>, events: EventSink, namespace: String) -> Supervisor {
+        let shared = Arc::new(Shared { table: Mutex::default(), reaper, events, namespace });
+        let sup = Supervisor { shared };
+        let routing = sup.clone();
+        tokio::spawn(async move {
+            let mut exits = exits;
+            while let Some(exit) = exits.recv().await {
+                routing.handle_exit(exit);
+            }
+        });
+        sup
+    }
+
+    /// True when no container exists or is being created: the server may exit.
+    pub fn is_empty(&self) -> bool {
+        let t = self.shared.lock();
+        t.containers.is_empty() && t.reserved.is_empty()
+    }
+
+    pub async fn create(&self, req: CreateRequest) -> Result<u32> {
+        validate_id("container", &req.id)?;
+        if !req.checkpoint.is_empty() {
+            return Err(Error::Unimplemented("restore from a checkpoint is not supported yet".into()));
+        }
+        if !req.bundle.is_absolute() {
+            return Err(Error::InvalidArgument(format!("bundle path {:?} must be absolute", req.bundle)));
+        }
+        {
+            let mut t = self.shared.lock();
+            if t.containers.contains_key(&req.id) || !t.reserved.insert(req.id.clone()) {
+                return Err(Error::AlreadyExists(format!("container {} already exists", req.id)));
+            }
+        }
+        let created = self.create_container(&req).await;
+        let mut t = self.shared.lock();
+        t.reserved.remove(&req.id);
+        let (container, collector) = created?;
+        let pid = container.init.pid;
+        let early_exit = collector.finish(&mut t, pid);
+        self.shared.events.publish(Event::Create {
+            container_id: req.id.clone(),
+            bundle: req.bundle.display().to_string(),
+            rootfs: req.rootfs.clone(),
+            io: req.stdio.clone(),
+            pid: pid as u32,
+        });
+        let c = t.containers.entry(req.id.clone()).or_insert(container);
+        if let Some(exit) = early_exit {
+            self.finish_exit(&req.id, c, exit_info(exit));
+        }
+        Ok(pid as u32)
+    }
+
+    /// The slow part of create, outside the lock. Undoes what it did on failure.
+    async fn create_container(&self, req: &CreateRequest) -> Result<(Container, Collector)> {
+        let bundle = &req.bundle;
+        let kill_all_on_exit = !has_private_pid_namespace(bundle)?;
+        persist_options(bundle, &req.options)?;
+        let mounted_rootfs = !req.rootfs.is_empty();
+        let rootfs = bundle.join("rootfs");
+        if mounted_rootfs {
+            std::fs::create_dir_all(&rootfs).map_err(Error::io(format!("create {}", rootfs.display())))?;
+            mount::mount_all(&req.rootfs, &rootfs)?;
+        }
+        let undo_mount = || {
+            if mounted_rootfs {
+                mount::unmount_all(&rootfs);
+            }
+        };
+        let (mut io, runc_stdio) = match ProcessIo::open(&req.stdio, req.options.io_uid, req.options.io_gid) {
+            Ok(x) => x,
+            Err(e) => {
+                undo_mount();
+                return Err(e);
+            }
+        };
+        let runc = Runc::new(&req.options, &self.shared.namespace, bundle);
+        let collector = self.collector();
+        let pid_file = bundle.join("init.pid");
+        let created = runc.create(&self.shared.reaper, &req.id, bundle, &pid_file, runc_stdio).await;
+        let pid = created.and_then(|()| read_pid(&pid_file));
+        match pid {
+            Ok(pid) => {
+                let init = Proc::new(pid, req.stdio.clone(), io);
+                Ok((Container { bundle: bundle.clone(), runc, init, kill_all_on_exit, mounted_rootfs, deleting: false }, collector))
+            }
+            Err(e) => {
+                io.close();
+                // runc may have left a half-made container behind.
+                let _ = runc.delete(&self.shared.reaper, &req.id, true).await;
+                undo_mount();
+                Err(e)
+            }
+        }
+    }
+
+    fn collector(&self) -> Collector {
+        let mut t = self.shared.lock();
+        let key = t.next_collector;
+        t.next_collector += 1;
+        t.collectors.insert(key, Vec::new());
+        Collector { shared: Some(self.shared.clone()), key }
+    }
+
+    pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
+        require_init(exec_id)?;
+        let (runc, pid) = {
+            let mut t = self.shared.lock();
+            let c = t.container(id)?;
+            if c.init.starting || c.deleting {
+                return Err(Error::FailedPrecondition(format!("container {id} is busy")));
+            }
+            c.init.state.apply(Op::Start)?;
+            c.init.starting = true;
+            (c.runc.clone(), c.init.pid)
+        };
+        let started = runc.start(&self.shared.reaper, id).await;
+        let mut t = self.shared.lock();
+        let c = t.container(id)?;
+        c.init.starting = false;
+        if started.is_ok() {
+            c.init.state = State::Running;
+            self.shared.events.publish(Event::Start { container_id: id.to_string(), pid: pid as u32 });
+        }
+        if let Some(exit) = c.init.held_exit.take() {
+            self.finish_exit(id, c, exit);
+        }
+        started.map(|()| pid as u32)
+    }
+
+    pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        require_init(exec_id)?;
+        let runc = {
+            let mut t = self.shared.lock();
+            let c = t.container(id)?;
+            c.init.state.apply(Op::Kill)?;
+            c.runc.clone()
+        };
+        runc.kill(&self.shared.reaper, id, signal, all).await
+    }
+
+    pub async fn delete(&self, id: &str, exec_id: &str) -> Result<Deleted> {
+        require_init(exec_id)?;
+        let (runc, mut io, state) = {
+            let mut t = self.shared.lock();
+            let c = t.container(id)?;
+            if c.init.starting || c.deleting {
+                return Err(Error::FailedPrecondition(format!("container {id} is busy")));
+            }
+            c.init.state.apply(Op::Delete)?;
+            c.deleting = true;
+            (c.runc.clone(), c.init.io.take(), c.init.state)
+        };
+        if state == State::Stopped {
+            if let Some(io) = io.as_mut() {
+                if !io.drain(DRAIN_LIMIT).await {
+                    tracing::warn!("output did not drain within {DRAIN_LIMIT:?}; closing it");
+                }
+            }
+        }
+        if let Err(e) = runc.delete(&self.shared.reaper, id, false).await {
+            let mut t = self.shared.lock();
+            let c = t.container(id)?;
+            c.deleting = false;
+            c.init.io = io;
+            return Err(e);
+        }
+        drop(io);
+        let mut t = self.shared.lock();
+        let c = t.containers.remove(id).ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
+        drop(t);
+        if c.mounted_rootfs {
+            mount::unmount_all(&c.bundle.join("rootfs"));
+        }
+        // A created-but-never-started init was killed by `runc delete`.
+        let exit = c.init.exit.borrow().unwrap_or(ExitInfo { status: 128 + libc::SIGKILL as u32, at: SystemTime::now() });
+        c.init.exit.send_replace(Some(exit));
+        self.shared.events.publish(Event::Delete {
+            container_id: id.to_string(),
+            id: id.to_string(),
+            pid: c.init.pid as u32,
+            exit_status: exit.status,
+            exited_at: Some(exit.at),
+        });
+        Ok(Deleted { pid: c.init.pid as u32, exit })
+    }
+
+    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
+        require_init(exec_id)?;
+        let mut rx = {
+            let mut t = self.shared.lock();
+            t.container(id)?.init.exit.subscribe()
+        };
+        let exit = rx.wait_for(Option::is_some).await.map_err(|_| Error::NotFound(format!("container {id} was deleted")))?;
+        Ok(exit.expect("waited for Some"))
+    }
+
+    pub fn state(&self, id: &str, exec_id: &str) -> Result<ProcessState> {
+        require_init(exec_id)?;
+        let mut t = self.shared.lock();
+        let c = t.container(id)?;
+        let state = ProcessState {
+            id: id.to_string(),
+            exec_id: String::new(),
+            bundle: c.bundle.clone(),
+            pid: c.init.pid as u32,
+            state: c.init.state,
+            stdio: c.init.stdio.clone(),
+            exit: *c.init.exit.borrow(),
+        };
+        Ok(state)
+    }
+
+    /// Pids of every process in the container.
+    pub async fn pids(&self, id: &str) -> Result<Vec<u32>> {
+        let runc = {
+            let mut t = self.shared.lock();
+            t.container(id)?.runc.clone()
+        };
+        Ok(runc.ps(&self.shared.reaper, id).await?.into_iter().map(|p| p as u32).collect())
+    }
+
+    /// The init pid of `id`, or 0 when unknown (Connect is a liveness probe and never fails).
+    pub fn init_pid(&self, id: &str) -> u32 {
+        self.shared.lock().containers.get(id).map_or(0, |c| c.init.pid as u32)
+    }
+
+    pub fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
+        require_init(exec_id)?;
+        let mut t = self.shared.lock();
+        if let Some(io) = t.container(id)?.init.io.as_mut() {
+            io.close_stdin();
+        }
+        Ok(())
+    }
+
+    /// Routes one reaped exit that no spawner claimed.
+    fn handle_exit(&self, exit: Exit) {
+        let mut t = self.shared.lock();
+        let found = t.containers.iter_mut().find(|(_, c)| c.init.pid == exit.pid && c.init.state != State::Stopped);
+        match found {
+            Some((id, c)) if c.init.starting => {
+                tracing::debug!(container = %id, pid = exit.pid, "exit held until start is published");
+                c.init.held_exit = Some(exit_info(exit));
+            }
+            Some((id, c)) => {
+                let id = id.clone();
+                self.finish_exit(&id, c, exit_info(exit));
+            }
+            None => {
+                for pending in t.collectors.values_mut() {
+                    pending.push(exit);
+                }
+            }
+        }
+    }
+
+    /// Records the init's exit, releases waiters and queues `TaskExit`. Called under the lock.
+    fn finish_exit(&self, id: &str, c: &mut Container, exit: ExitInfo) {
+        let Ok(next) = c.init.state.apply(Op::Exit) else { return };
+        c.init.state = next;
+        c.init.exit.send_replace(Some(exit));
+        tracing::info!(container = %id, pid = c.init.pid, status = exit.status, "init exited");
+        self.shared.events.publish(Event::Exit {
+            container_id: id.to_string(),
+            id: id.to_string(),
+            pid: c.init.pid as u32,
+            exit_status: exit.status,
+            exited_at: exit.at,
+        });
+        if c.kill_all_on_exit {
+            // Without its own pid namespace the container's other processes survive the init.
+            let (runc, reaper, id) = (c.runc.clone(), self.shared.reaper.clone(), id.to_string());
+            tokio::spawn(async move {
+                if let Err(e) = runc.kill(&reaper, &id, libc::SIGKILL as u32, true).await {
+                    tracing::debug!(container = %id, error = %e, "kill --all after init exit");
+                }
+            });
+        }
+    }
+}
+
+fn exit_info(e: Exit) -> ExitInfo {
+    ExitInfo { status: e.status as u32, at: e.at }
+}
+
+fn read_pid(path: &Path) -> Result<i32> {
+    let s = std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
+    s.trim().parse().map_err(|_| Error::Runtime { op: "create", msg: format!("bad pid file {}: {s:?}", path.display()) })
+}
+
+/// Writes `options.json` and `runtime` for the `delete` action, which runs without us.
+fn persist_options(bundle: &Path, opts: &RuncOptions) -> Result<()> {
+    let json = serde_json::to_vec(opts).expect("options serialize");
+    let binary = if opts.binary_name.is_empty() { "runc" } else { &opts.binary_name };
+    for (name, data) in [("options.json", &json[..]), ("runtime", binary.as_bytes())] {
+        let path = bundle.join(name);
+        std::fs::write(&path, data).map_err(Error::io(format!("write {}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Whether the bundle's spec gives the container a new pid namespace (a `pid` entry without a
+/// path). Read once at create, never on the exit path.
+fn has_private_pid_namespace(bundle: &Path) -> Result<bool> {
+    let path = bundle.join("config.json");
+    let data = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
+    let spec: serde_json::Value = serde_json::from_slice(&data).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+    let namespaces = spec.pointer("/linux/namespaces").and_then(|n| n.as_array()).cloned().unwrap_or_default();
+    Ok(namespaces.iter().any(|ns| {
+        ns.get("type").and_then(|t| t.as_str()) == Some("pid") && ns.get("path").and_then(|p| p.as_str()).unwrap_or("").is_empty()
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_namespace_detection() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |spec: &str| std::fs::write(dir.path().join("config.json"), spec).unwrap();
+        write(r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}]}}"#);
+        assert!(has_private_pid_namespace(dir.path()).unwrap());
+        write(r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid","path":"/proc/1/ns/pid"}]}}"#);
+        assert!(!has_private_pid_namespace(dir.path()).unwrap());
+        write(r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#);
+        assert!(!has_private_pid_namespace(dir.path()).unwrap());
+        write("not json");
+        assert!(matches!(has_private_pid_namespace(dir.path()), Err(Error::InvalidArgument(_))));
+    }
+}

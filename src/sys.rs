@@ -1,0 +1,61 @@
+//! The raw OS calls that need `unsafe`, each small and explained. Everything else in the crate
+//! uses safe wrappers (std, nix, tokio).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Makes this process the reaper of orphaned descendants (the container's processes once runc
+/// exits), so their exit statuses reach our `waitpid(-1)` loop.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers and touches no memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Takes ownership of an inherited descriptor (the listener the `start` action passed on fd 3).
+///
+/// Fails unless `fd` is open, so a server started by hand without it gets a clear error.
+pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_GETFD) only queries the descriptor table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open and nothing else in this process owns it: it was inherited
+    // across exec for exactly this purpose and is taken once, at startup.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Points `target` (e.g. stderr) at `fd`.
+pub fn dup_onto(fd: &impl AsRawFd, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 on two descriptors; `fd` is borrowed and stays open for the call.
+    if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Arranges for the spawned server to start a new session (detached from containerd's process
+/// group and terminal) with `listener` on fd 3.
+pub fn detach_with_listener(cmd: &mut Command, listener: RawFd) {
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (setsid, dup2, fcntl) with no allocation.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if listener == 3 {
+                // dup2 onto itself keeps FD_CLOEXEC; clear it so fd 3 survives exec.
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(listener, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
