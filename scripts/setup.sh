@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the integration tests and the demo need on Debian/Ubuntu:
+# containerd (with ctr), runc and busybox-static. Idempotent: does nothing, and prints
+# nothing, when all of them are already installed. Installing needs root.
+set -euo pipefail
+
+packages=(containerd runc busybox-static)
+
+missing=()
+for pkg in "${packages[@]}"; do
+    # `dpkg -s` also succeeds for removed-but-not-purged packages; check the status line.
+    if ! dpkg -s "$pkg" 2>/dev/null | grep -qx 'Status: install ok installed'; then
+        missing+=("$pkg")
+    fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup.sh: missing packages: ${missing[*]}; run this script as root to install them" >&2
+    exit 1
+fi
+
+echo "setup.sh: installing ${missing[*]}"
+apt-get update
+DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The project's single test command: builds, then runs every test target (unit tests,
+# integration tests, examples' tests) and the doc tests.
+#
+# The integration tests in tests/core.rs need root, containerd, runc and busybox-static
+# (scripts/setup.sh installs them) and fail, never skip, without them. They drive the runtime
+# named by TETHER_TEST_RUNTIME (default io.containerd.tether.v2); set
+# TETHER_TEST_RUNTIME=io.containerd.runc.v2 to run them against the reference Go shim.
+#
+# Extra arguments are passed to the test binaries, e.g. `scripts/test.sh --test-threads=1`.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+echo "+ cargo build --all-targets"
+cargo build --all-targets
+
+echo "+ cargo test --all-targets --no-fail-fast${*:+ -- $*}"
+cargo test --all-targets --no-fail-fast -- "$@"
+
+echo "+ cargo test --doc"
+cargo test --doc

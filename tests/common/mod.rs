@@ -1,0 +1,1139 @@
+//! Shared harness for the root-only integration tests: a private containerd per test, a
+//! busybox rootfs, `ctr` helpers with timeouts, and `/proc` inspection.
+//!
+//! Every test file that uses it says `mod common;`. Nothing here skips silently: a test that
+//! needs root calls [`require_root`] and fails when not root.
+//!
+//! Which runtime the tests drive is chosen by `TETHER_TEST_RUNTIME` (default
+//! `io.containerd.tether.v2`); `TETHER_TEST_RUNTIME=io.containerd.runc.v2` runs the same tests
+//! against the reference Go shim, which is how the tests themselves are checked.
+//!
+//! Isolation between tests (they run in parallel threads of one process and in several test
+//! processes): each [`Containerd`] has its own temp dir (root, state, sockets, rootfs, log)
+//! and its own containerd namespace. The namespace also keeps the shims' shared runc root
+//! (`/run/containerd/runc/<namespace>`) apart, and shims are told apart by the grpc address
+//! they were given, which is inside the temp dir.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Runtime name used when `TETHER_TEST_RUNTIME` is unset or empty.
+pub const DEFAULT_RUNTIME: &str = "io.containerd.tether.v2";
+
+/// Upper bound for one ordinary `ctr` call. A hang becomes a test failure, not a stuck run.
+pub const CTR_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long `Containerd::start` waits for `ctr version` to succeed.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long `Containerd::stop` waits after SIGTERM before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Per-call bound used while cleaning up in `Drop` (must not hang a failing test forever).
+const CLEANUP_CTR_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The busybox-static binary the rootfs is built from.
+const BUSYBOX: &str = "/bin/busybox";
+
+/// Where containerd 1.6 shims put their ttrpc sockets.
+pub const SHIM_SOCKET_DIR: &str = "/run/containerd/s";
+
+/// Runc root the containerd runc shims use for a namespace is `<RUNC_ROOT>/<namespace>`.
+pub const RUNC_ROOT: &str = "/run/containerd/runc";
+
+// ---------------------------------------------------------------------------------------------
+// Basics
+// ---------------------------------------------------------------------------------------------
+
+/// Fails the test unless it runs as root (effective uid 0). Never skips silently.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this integration test needs root (euid is {euid}): it starts containerd and runc. \
+         Run it as root, e.g. `sudo -E cargo test --test core`."
+    );
+}
+
+/// The runtime under test: `TETHER_TEST_RUNTIME`, or `io.containerd.tether.v2`.
+pub fn runtime() -> String {
+    match std::env::var("TETHER_TEST_RUNTIME") {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
+        _ => DEFAULT_RUNTIME.to_string(),
+    }
+}
+
+/// The shim binary cargo built for this test run.
+pub fn shim_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-tether-v2"))
+}
+
+/// A container id (or other name) unique within this test process: `<prefix>-<n>`, with
+/// characters containerd does not accept in identifiers replaced by `-`.
+pub fn unique_id(prefix: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut clean = String::new();
+    for c in prefix.chars() {
+        if c.is_ascii_alphanumeric() {
+            clean.push(c);
+        } else if !clean.is_empty() && !clean.ends_with('-') {
+            clean.push('-');
+        }
+    }
+    let clean = clean.trim_end_matches('-');
+    let clean = if clean.is_empty() { "c" } else { clean };
+    format!("{clean}-{n}")
+}
+
+/// Polls `cond` every 20 ms until it returns true (-> true) or `timeout` passes (-> false).
+/// `cond` is always evaluated at least once, and once more at the deadline.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return cond();
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Last `n` lines of a text file, for failure messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = match fs::read(path) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => return format!("<cannot read {}: {e}>", path.display()),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `Output` rendered for an assertion message (stdout is cut to keep messages readable).
+pub fn describe(out: &Output) -> String {
+    let mut stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if stdout.len() > 2000 {
+        let mut cut = 2000;
+        while !stdout.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        stdout.truncate(cut);
+        stdout.push_str("…(truncated)");
+    }
+    format!(
+        "status: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rootfs
+// ---------------------------------------------------------------------------------------------
+
+/// Builds a busybox rootfs in `dir` (created if needed): `bin/busybox` copied from
+/// `/bin/busybox` (must be busybox-static), one `bin/<applet> -> busybox` symlink per applet
+/// of `busybox --list`, and the empty `proc dev sys tmp etc` dirs runc mounts onto.
+pub fn busybox_rootfs(dir: &Path) {
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap_or_else(|e| panic!("mkdir {}: {e}", bin.display()));
+    for d in ["proc", "dev", "sys", "tmp", "etc"] {
+        fs::create_dir_all(dir.join(d)).unwrap_or_else(|e| panic!("mkdir {d}: {e}"));
+    }
+    let list = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {BUSYBOX} ({e}); install busybox-static (scripts/setup.sh)")
+        });
+    assert!(
+        list.status.success(),
+        "{BUSYBOX} --list failed: {}",
+        describe(&list)
+    );
+    fs::copy(BUSYBOX, bin.join("busybox"))
+        .unwrap_or_else(|e| panic!("copy {BUSYBOX} into {}: {e}", bin.display()));
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let applet = applet.trim();
+        // `busybox --list` names `busybox` itself; a symlink there would replace the binary.
+        if applet.is_empty() || applet == "busybox" || applet.contains('/') {
+            continue;
+        }
+        let link = bin.join(applet);
+        if link.symlink_metadata().is_err() {
+            symlink("busybox", &link).unwrap_or_else(|e| panic!("symlink {}: {e}", link.display()));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes with timeouts
+// ---------------------------------------------------------------------------------------------
+
+/// A child process whose stdout and stderr are drained by background threads (so a chatty
+/// child never blocks on a full pipe) and which is killed and reaped if dropped while running.
+pub struct Background {
+    child: Child,
+    what: String,
+    stdin: Option<ChildStdin>,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl Background {
+    /// Spawns `cmd` with all three stdio streams piped.
+    pub fn spawn(mut cmd: Command) -> Background {
+        let what = format!("{cmd:?}");
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let stdin = child.stdin.take();
+        let mut out = child.stdout.take().expect("piped stdout");
+        let mut err = child.stderr.take().expect("piped stderr");
+        let stdout = thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = out.read_to_end(&mut buf);
+            buf
+        });
+        let stderr = thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err.read_to_end(&mut buf);
+            buf
+        });
+        Background {
+            child,
+            what,
+            stdin,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Writes `data` to the child's stdin from a helper thread, then closes stdin.
+    pub fn feed_stdin(&mut self, data: Vec<u8>) -> JoinHandle<std::io::Result<()>> {
+        let mut stdin = self.stdin.take().expect("stdin already taken");
+        thread::spawn(move || {
+            let r = stdin.write_all(&data);
+            drop(stdin);
+            r
+        })
+    }
+
+    /// Closes the child's stdin (EOF for the child).
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// `Some(status)` if the child has exited (it is then reaped), `None` if still running.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("wait {}: {e}", self.what))
+    }
+
+    /// Waits at most `timeout` for the child to exit and returns its output, or `Err` with a
+    /// description (after killing and reaping it) if it did not exit in time.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Result<Output, String> {
+        self.stdin.take();
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.try_status() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        match status {
+            Some(status) => Ok(self.collect(status)),
+            None => {
+                let _ = self.child.kill();
+                let status = self.child.wait().expect("wait after kill");
+                let out = self.collect(status);
+                Err(format!(
+                    "`{}` did not finish within {timeout:?}; killed it.\n{}",
+                    self.what,
+                    describe(&out)
+                ))
+            }
+        }
+    }
+
+    /// Like [`Background::wait_timeout`] but panics on timeout.
+    pub fn wait(self, timeout: Duration) -> Output {
+        self.wait_timeout(timeout).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn collect(&mut self, status: ExitStatus) -> Output {
+        let stdout = self
+            .stdout
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        Output {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // The reader threads end on EOF once the child is gone; they are not joined here so a
+        // pipe kept open by some grandchild can never block the drop.
+    }
+}
+
+/// Runs `cmd` to completion with a bound; `Err` (child killed) on timeout.
+pub fn output_timeout(cmd: Command, timeout: Duration) -> Result<Output, String> {
+    Background::spawn(cmd).wait_timeout(timeout)
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc inspection
+// ---------------------------------------------------------------------------------------------
+
+/// The fields of `/proc/<pid>/stat` the tests need.
+#[derive(Debug, Clone)]
+pub struct ProcStat {
+    pub pid: i32,
+    pub comm: String,
+    pub state: char,
+    pub ppid: i32,
+}
+
+/// Parses `/proc/<pid>/stat`; `None` if the process does not exist (any more).
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm is in parentheses and may itself contain spaces or ')'.
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_string();
+    let mut rest = text[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        comm,
+        state,
+        ppid,
+    })
+}
+
+/// All processes currently in `/proc`.
+pub fn all_procs() -> Vec<ProcStat> {
+    let mut v = Vec::new();
+    if let Ok(rd) = fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                if let Some(st) = proc_stat(pid) {
+                    v.push(st);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// `/proc/<pid>/cmdline` split at NULs (empty for zombies, kernel threads and gone pids).
+pub fn cmdline(pid: i32) -> Vec<String> {
+    match fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(b) => b
+            .split(|&c| c == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// True if `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    matches!(proc_stat(pid), Some(st) if st.state != 'Z' && st.state != 'X')
+}
+
+/// Direct children of `pid` (any state, zombies included).
+pub fn children_of(pid: i32) -> Vec<ProcStat> {
+    all_procs().into_iter().filter(|p| p.ppid == pid).collect()
+}
+
+/// Every descendant of `pid` (children, grandchildren, ...) in one `/proc` snapshot.
+pub fn descendants_of(pid: i32) -> Vec<ProcStat> {
+    let procs = all_procs();
+    let mut out: Vec<ProcStat> = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for p in procs.iter().filter(|p| p.ppid == parent) {
+            if !out.iter().any(|o| o.pid == p.pid) {
+                frontier.push(p.pid);
+                out.push(p.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Zombie processes anywhere below `pid`.
+pub fn zombies_under(pid: i32) -> Vec<ProcStat> {
+    descendants_of(pid)
+        .into_iter()
+        .filter(|p| p.state == 'Z')
+        .collect()
+}
+
+/// Sends `sig` to `pid`; true on success.
+pub fn kill(pid: i32, sig: i32) -> bool {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+fn is_shim_cmd(pid: i32, argv: &[String]) -> bool {
+    let base = |p: &str| {
+        Path::new(p)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+    };
+    let argv0 = argv.first().and_then(|a| base(a)).unwrap_or_default();
+    let exe = fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| base(&p.to_string_lossy()))
+        .unwrap_or_default();
+    let shim_name = shim_binary()
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned());
+    [argv0, exe]
+        .iter()
+        .any(|n| n.starts_with("containerd-shim") || Some(n) == shim_name.as_ref())
+}
+
+// ---------------------------------------------------------------------------------------------
+// ctr argument builder
+// ---------------------------------------------------------------------------------------------
+
+/// Builder for `ctr run` arguments. By default yields
+/// `run --rm --runtime <runtime()> --env PATH=/bin --rootfs <rootfs> <id> <cmd...>`.
+///
+/// `--rootfs` is a boolean flag in ctr 1.6 (the directory is the first positional argument,
+/// where an image ref would go), so every flag must come before it.
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    id: String,
+    rootfs: PathBuf,
+    cmd: Vec<String>,
+    detach: bool,
+    extra: Vec<String>,
+}
+
+/// `ctr run` arguments for `cmd` in container `id` with the busybox rootfs at `rootfs`.
+pub fn run_args(id: &str, rootfs: &Path, cmd: &[&str]) -> RunArgs {
+    RunArgs {
+        id: id.to_string(),
+        rootfs: rootfs.to_path_buf(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        detach: false,
+        extra: Vec::new(),
+    }
+}
+
+impl RunArgs {
+    /// `-d` instead of `--rm` (ctr refuses both together).
+    pub fn detach(mut self) -> Self {
+        self.detach = true;
+        self
+    }
+
+    /// Join the host pid namespace (`--with-ns pid:/proc/self/ns/pid`), so the container's
+    /// first process is not pid 1 of its namespace and its orphans reparent to the shim.
+    pub fn host_pid_ns(self) -> Self {
+        self.flag("--with-ns").flag("pid:/proc/self/ns/pid")
+    }
+
+    /// Any other `ctr run` flag (placed before `--rootfs`).
+    pub fn flag(mut self, f: &str) -> Self {
+        self.extra.push(f.to_string());
+        self
+    }
+
+    pub fn build(&self) -> Vec<String> {
+        let mut v = vec!["run".to_string()];
+        v.push(if self.detach { "-d" } else { "--rm" }.to_string());
+        v.extend([
+            "--runtime".to_string(),
+            runtime(),
+            "--env".into(),
+            "PATH=/bin".into(),
+        ]);
+        v.extend(self.extra.iter().cloned());
+        v.push("--rootfs".into());
+        v.push(self.rootfs.to_string_lossy().into_owned());
+        v.push(self.id.clone());
+        v.extend(self.cmd.iter().cloned());
+        v
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Private containerd
+// ---------------------------------------------------------------------------------------------
+
+/// A private containerd running on a temp dir, with its own namespace. Dropping it removes
+/// its containers, stops it, kills the shims it started, cleans its runc root and unmounts
+/// anything left under the temp dir.
+pub struct Containerd {
+    child: Option<Child>,
+    /// grpc socket path (also what shims get as `-address`).
+    address: String,
+    namespace: String,
+    config: PathBuf,
+    log: PathBuf,
+    rootfs: std::sync::OnceLock<PathBuf>,
+    /// Container ids handed out by [`Containerd::run_args`], for socket cleanup in `Drop`.
+    ids: Mutex<Vec<String>>,
+    // Declared last so it is removed after everything else has been torn down.
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    /// Writes a config and starts containerd; panics (with the log tail) unless `ctr version`
+    /// answers within 10 s.
+    pub fn start() -> Containerd {
+        require_root();
+        let mut base = std::env::temp_dir();
+        // Unix socket paths are limited to 108 bytes; keep the grpc address short.
+        if base.as_os_str().len() > 60 {
+            base = PathBuf::from("/tmp");
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("tether-it-")
+            .tempdir_in(&base)
+            .unwrap_or_else(|e| panic!("temp dir in {}: {e}", base.display()));
+        let d = dir.path().to_path_buf();
+        let address = d.join("containerd.sock").to_string_lossy().into_owned();
+        let config = d.join("config.toml");
+        let log = d.join("containerd.log");
+        let namespace = unique_id(&format!("tether-{}", std::process::id()));
+        let text = containerd_config(&d, &address);
+        fs::write(&config, text).unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
+        let mut cd = Containerd {
+            child: None,
+            address,
+            namespace,
+            config,
+            log,
+            rootfs: std::sync::OnceLock::new(),
+            ids: Mutex::new(Vec::new()),
+            dir,
+        };
+        cd.spawn();
+        let ns = cd.namespace.clone();
+        cd.ctr_ok(&["namespaces", "create", &ns]);
+        cd
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "containerd already running");
+        let logf = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.log.display()));
+        let shim_dir = shim_binary()
+            .parent()
+            .expect("shim binary has a parent dir")
+            .to_path_buf();
+        let path = match std::env::var_os("PATH") {
+            Some(p) if !p.is_empty() => {
+                let mut s = shim_dir.into_os_string();
+                s.push(":");
+                s.push(p);
+                s
+            }
+            _ => {
+                let mut s = shim_dir.into_os_string();
+                s.push(":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+                s
+            }
+        };
+        let mut cmd = Command::new("containerd");
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("dup log fd"))
+            .stderr(logf);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start containerd ({e}); install it with scripts/setup.sh")
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .unwrap()
+                .try_wait()
+                .expect("wait containerd")
+            {
+                self.child = None;
+                panic!(
+                    "containerd exited during start-up ({status}); log tail:\n{}",
+                    tail(&self.log, 40)
+                );
+            }
+            let ok = matches!(
+                output_timeout(self.ctr_cmd(&["version"]), Duration::from_secs(5)),
+                Ok(out) if out.status.success()
+            );
+            if ok {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "containerd did not answer `ctr version` within {START_TIMEOUT:?}; log tail:\n{}",
+                    tail(&self.log, 40)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The temp dir holding everything of this instance.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// grpc socket path, as passed to `ctr --address` and to shims as `-address`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn ttrpc_address(&self) -> String {
+        format!("{}.ttrpc", self.address)
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// containerd's combined stdout/stderr (debug level, so shim logs are in it too).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// pid of the running containerd, if any.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// The runc state dir the shims use for this instance's namespace.
+    pub fn runc_root(&self) -> PathBuf {
+        Path::new(RUNC_ROOT).join(&self.namespace)
+    }
+
+    /// A busybox rootfs in this instance's temp dir, built on first use.
+    pub fn rootfs(&self) -> PathBuf {
+        self.rootfs
+            .get_or_init(|| {
+                let r = self.dir.path().join("rootfs");
+                busybox_rootfs(&r);
+                r
+            })
+            .clone()
+    }
+
+    /// [`run_args`] with this instance's busybox rootfs, plus `--fifo-dir` inside the temp
+    /// dir (so ctr's stdio FIFOs never outlive the test, even when containerd loses track of
+    /// them after a restart or a dead shim). Remembers `id` for cleanup.
+    pub fn run_args(&self, id: &str, cmd: &[&str]) -> RunArgs {
+        self.ids.lock().unwrap().push(id.to_string());
+        let fifo_dir = self.dir.path().join("fifo");
+        run_args(id, &self.rootfs(), cmd)
+            .flag("--fifo-dir")
+            .flag(&fifo_dir.to_string_lossy())
+    }
+
+    /// `ctr --address <addr> --namespace <ns> <args>` as a `Command` (not run).
+    pub fn ctr_cmd<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(&self.address)
+            .arg("--namespace")
+            .arg(&self.namespace);
+        cmd.args(args);
+        cmd
+    }
+
+    /// Runs `ctr` with this instance's address and namespace; panics if it takes longer than
+    /// [`CTR_TIMEOUT`].
+    pub fn ctr<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        self.ctr_timeout(args, CTR_TIMEOUT)
+    }
+
+    /// Like [`Containerd::ctr`] with an explicit bound.
+    pub fn ctr_timeout<S: AsRef<OsStr>>(&self, args: &[S], timeout: Duration) -> Output {
+        output_timeout(self.ctr_cmd(args), timeout).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs `ctr`, asserts it succeeded (showing its stderr otherwise), returns its stdout.
+    pub fn ctr_ok<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {:?} failed\n{}",
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy())
+                .collect::<Vec<_>>(),
+            describe(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Spawns `ctr` in the background with stdin, stdout and stderr piped.
+    pub fn ctr_spawn<S: AsRef<OsStr>>(&self, args: &[S]) -> Background {
+        Background::spawn(self.ctr_cmd(args))
+    }
+
+    /// Runs `ctr` feeding `input` on its stdin (closed afterwards), bounded by `timeout`.
+    pub fn ctr_stdin<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        input: Vec<u8>,
+        timeout: Duration,
+    ) -> Output {
+        let mut bg = self.ctr_spawn(args);
+        let writer = bg.feed_stdin(input);
+        let out = bg.wait(timeout);
+        // A broken pipe is possible if the container exits without reading everything; the
+        // test decides from the output whether that matters.
+        let _ = writer.join();
+        out
+    }
+
+    /// `ctr tasks ls` parsed into `(id, pid, status)` rows.
+    pub fn tasks(&self) -> Vec<(String, i32, String)> {
+        let out = self.ctr_ok(&["tasks", "ls"]);
+        parse_tasks(&out)
+    }
+
+    /// `(pid, status)` of task `id` from `ctr tasks ls`, `None` if not listed.
+    pub fn task(&self, id: &str) -> Option<(i32, String)> {
+        self.tasks()
+            .into_iter()
+            .find(|t| t.0 == id)
+            .map(|t| (t.1, t.2))
+    }
+
+    /// Waits (bounded) until task `id` is listed with `status`; returns its pid.
+    pub fn wait_task_status(&self, id: &str, status: &str, timeout: Duration) -> i32 {
+        let mut last = None;
+        let ok = wait_until(timeout, || {
+            last = self.task(id);
+            matches!(&last, Some((_, s)) if s == status)
+        });
+        assert!(
+            ok,
+            "task {id} did not become {status} within {timeout:?}; last seen: {last:?}"
+        );
+        last.unwrap().0
+    }
+
+    /// `ctr containers ls -q`.
+    pub fn containers(&self) -> Vec<String> {
+        self.ctr_ok(&["containers", "ls", "-q"])
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// Live shim processes (server, `start` or `delete` invocations) of this containerd
+    /// instance: executable named `containerd-shim*` (or the tether binary), and either
+    /// `-address <this grpc address>` on the command line or this instance's
+    /// `TTRPC_ADDRESS` in the environment. Zombies do not count (they have exited).
+    pub fn shim_pids(&self) -> Vec<i32> {
+        let ttrpc_env = format!("TTRPC_ADDRESS={}", self.ttrpc_address());
+        let mut pids = Vec::new();
+        for p in all_procs() {
+            if p.state == 'Z' || p.state == 'X' {
+                continue;
+            }
+            let argv = cmdline(p.pid);
+            if argv.is_empty() || !is_shim_cmd(p.pid, &argv) {
+                continue;
+            }
+            let by_arg = argv
+                .windows(2)
+                .any(|w| (w[0] == "-address" || w[0] == "--address") && w[1] == self.address)
+                || argv.iter().any(|a| {
+                    a == &format!("-address={}", self.address)
+                        || a == &format!("--address={}", self.address)
+                });
+            let by_env = || {
+                fs::read(format!("/proc/{}/environ", p.pid))
+                    .map(|env| env.split(|&c| c == 0).any(|kv| kv == ttrpc_env.as_bytes()))
+                    .unwrap_or(false)
+            };
+            if by_arg || by_env() {
+                pids.push(p.pid);
+            }
+        }
+        pids.sort_unstable();
+        pids
+    }
+
+    /// Stops containerd by pid: SIGTERM, up to 5 s, then SIGKILL; reaps it. Shims stay.
+    pub fn stop(&mut self) {
+        if let Some(status) = self.stop_inner() {
+            eprintln!("containerd stopped: {status}");
+        }
+    }
+
+    fn stop_inner(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = child.id() as i32;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        kill(pid, libc::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    /// Stops containerd (if running) and starts it again on the same config and dirs.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Best effort: kill and delete every task and container of this instance.
+    fn remove_all_tasks(&self) {
+        let t = CLEANUP_CTR_TIMEOUT;
+        let Ok(out) = output_timeout(self.ctr_cmd(&["tasks", "ls"]), t) else {
+            return;
+        };
+        let ids: Vec<String> = parse_tasks(&String::from_utf8_lossy(&out.stdout))
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        for id in &ids {
+            let _ = output_timeout(
+                self.ctr_cmd(&["tasks", "kill", "-a", "-s", "SIGKILL", id]),
+                t,
+            );
+        }
+        for id in &ids {
+            wait_until(Duration::from_secs(3), || {
+                output_timeout(self.ctr_cmd(&["tasks", "ls"]), t)
+                    .map(|o| {
+                        !parse_tasks(&String::from_utf8_lossy(&o.stdout))
+                            .iter()
+                            .any(|r| &r.0 == id && r.2 == "RUNNING")
+                    })
+                    .unwrap_or(true)
+            });
+            let _ = output_timeout(self.ctr_cmd(&["tasks", "delete", "-f", id]), t);
+        }
+        if let Ok(out) = output_timeout(self.ctr_cmd(&["containers", "ls", "-q"]), t) {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = output_timeout(self.ctr_cmd(&["containers", "delete", id]), t);
+            }
+        }
+    }
+
+    /// Best effort: `runc delete --force` whatever is left in this namespace's runc root.
+    fn remove_runc_state(&self) {
+        let root = self.runc_root();
+        if !root.exists() {
+            return;
+        }
+        let mut list = Command::new("runc");
+        list.arg("--root").arg(&root).args(["list", "-q"]);
+        if let Ok(out) = output_timeout(list, CLEANUP_CTR_TIMEOUT) {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let mut del = Command::new("runc");
+                del.arg("--root").arg(&root).args(["delete", "--force", id]);
+                let _ = output_timeout(del, CLEANUP_CTR_TIMEOUT);
+            }
+        }
+        let _ = fs::remove_dir(&root);
+    }
+
+    /// Best effort: remove the shim sockets of this instance's containers that a killed shim
+    /// left in `/run/containerd/s`. Both shims name them by the hex sha256 of
+    /// `<grpc address>/<namespace>/<container id>`, which includes our unique address.
+    fn remove_shim_sockets(&self) {
+        let ids = self.ids.lock().map(|v| v.clone()).unwrap_or_default();
+        for id in ids {
+            let key = format!("{}/{}/{}", self.address, self.namespace, id);
+            let mut cmd = Command::new("sha256sum");
+            cmd.stdin(Stdio::piped());
+            let mut bg = Background::spawn(cmd);
+            let _ = bg.feed_stdin(key.into_bytes()).join();
+            let Ok(out) = bg.wait_timeout(Duration::from_secs(5)) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&out.stdout);
+            let Some(hash) = text.split_whitespace().next() else {
+                continue;
+            };
+            if hash.len() != 64 || !hash.bytes().all(|c| c.is_ascii_hexdigit()) {
+                continue;
+            }
+            let sock = Path::new(SHIM_SOCKET_DIR).join(hash);
+            let is_socket = sock
+                .symlink_metadata()
+                .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                .unwrap_or(false);
+            if is_socket {
+                let _ = fs::remove_file(&sock);
+            }
+        }
+    }
+
+    /// Best effort: lazily unmount every mount point under the temp dir, deepest first.
+    fn unmount_all(&self) {
+        let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        let prefix = format!("{}/", self.dir.path().display());
+        let mut points: Vec<String> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(unescape_mountinfo)
+            .filter(|p| p.starts_with(&prefix))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            if let Ok(c) = std::ffi::CString::new(p) {
+                // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "---- containerd log tail ({}) ----\n{}\n---- end of containerd log ----",
+                self.log.display(),
+                tail(&self.log, 80)
+            );
+        }
+        if self.child.is_some() {
+            self.remove_all_tasks();
+        }
+        let _ = self.stop_inner();
+        // With containerd gone, nothing will reconnect to the shims: remove the containers
+        // (runc kills their processes) and then any shim still running for this instance.
+        self.remove_runc_state();
+        for pid in self.shim_pids() {
+            kill(pid, libc::SIGKILL);
+        }
+        wait_until(Duration::from_secs(2), || self.shim_pids().is_empty());
+        self.remove_shim_sockets();
+        self.unmount_all();
+    }
+}
+
+fn containerd_config(dir: &Path, address: &str) -> String {
+    format!(
+        r#"# Written by the tether integration-test harness (tests/common/mod.rs).
+version = 2
+root = "{root}"
+state = "{state}"
+oom_score = 0
+# cri is not needed; the others fail or are slow on most hosts, and opt writes to /opt.
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.internal.v1.opt",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+]
+
+[grpc]
+  address = "{address}"
+
+[ttrpc]
+  address = "{address}.ttrpc"
+
+[debug]
+  level = "debug"
+"#,
+        root = dir.join("root").display(),
+        state = dir.join("state").display(),
+    )
+}
+
+/// Undoes the octal escapes (`\040` etc.) of `/proc/self/mountinfo` paths.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses `ctr tasks ls` output (`TASK PID STATUS` header, then one row per task).
+pub fn parse_tasks(out: &str) -> Vec<(String, i32, String)> {
+    out.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let id = f.next()?.to_string();
+            let pid = f.next()?.parse().ok()?;
+            let status = f.next()?.to_string();
+            Some((id, pid, status))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event stream
+// ---------------------------------------------------------------------------------------------
+
+/// `ctr events` running in the background; its stdout lines are collected as they arrive.
+/// Killed when dropped.
+pub struct EventStream {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl EventStream {
+    /// Starts `ctr events` and waits (bounded) until it demonstrably receives events, by
+    /// labelling the namespace until the matching `/namespaces/update` shows up.
+    pub fn start(cd: &Containerd) -> EventStream {
+        let mut cmd = cd.ctr_cmd(&["events"]);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn ctr events");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || {
+            let mut pending = Vec::new();
+            let mut buf = [0u8; 8192];
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        pending.extend_from_slice(&buf[..n]);
+                        while let Some(pos) = pending.iter().position(|&c| c == b'\n') {
+                            let line: Vec<u8> = pending.drain(..=pos).collect();
+                            let line = String::from_utf8_lossy(&line).trim_end().to_string();
+                            sink.lock().unwrap().push(line);
+                        }
+                    }
+                }
+            }
+        });
+        let stream = EventStream { child, lines };
+        let ns = cd.namespace().to_string();
+        let mut n = 0;
+        let primed = wait_until(Duration::from_secs(10), || {
+            n += 1;
+            let label = format!("tether-probe={n}");
+            let _ = cd.ctr(&["namespaces", "label", &ns, &label]);
+            let needle = format!("\"tether-probe\":\"{n}\"");
+            wait_until(Duration::from_millis(300), || {
+                stream
+                    .lines()
+                    .iter()
+                    .any(|l| l.contains("/namespaces/update") && l.contains(&needle))
+            })
+        });
+        assert!(
+            primed,
+            "`ctr events` did not deliver events within 10 s: {:?}",
+            stream.lines()
+        );
+        stream
+    }
+
+    /// Everything received so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Topics (`/tasks/create`, ...) of the `/tasks/*` events whose `container_id` is `id`,
+    /// in arrival order.
+    pub fn task_topics(&self, id: &str) -> Vec<String> {
+        let needle = format!("\"container_id\":\"{id}\"");
+        self.lines()
+            .iter()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find(|w| w.starts_with("/tasks/"))
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    /// The full line of the first `topic` event for container `id`.
+    pub fn find(&self, id: &str, topic: &str) -> Option<String> {
+        let needle = format!("\"container_id\":\"{id}\"");
+        self.lines()
+            .into_iter()
+            .find(|l| l.contains(&needle) && l.split_whitespace().any(|w| w == topic))
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
