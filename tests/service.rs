@@ -1,0 +1,912 @@
+//! The task API over the shim's real ttrpc socket, with a fake runtime.
+//!
+//! Each test runs the real `containerd-shim-tether-v2` binary's `start` action exactly as
+//! containerd does (cwd = bundle, Go-style flags, empty stdin, no `TTRPC_ADDRESS` so events are
+//! discarded), connects a ttrpc client to the address it prints, and drives the task API. The
+//! OCI runtime is `tests/fixtures/fake-runc`, a shell script that emulates runc's command line
+//! and leaves an ordinary process behind as the container's init, so no containerd, runc,
+//! namespaces or cgroups are involved and the error codes and lifecycle are checked exactly.
+//!
+//! Needs root (the shim's socket directory `/run/containerd/s` is root-only): every test fails,
+//! never skips, when not root. Tests run in parallel; each has its own temp dir, namespace, fake
+//! containerd address and container ids, hence its own shim socket. Every wait is bounded, and
+//! the [`Guard`] kills the shim and the fake containers whatever the outcome.
+
+use std::fs;
+use std::future::Future;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use containerd_shim_protos::api::{self, Status};
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::shim::oci::Options as RuncOptions;
+use containerd_shim_protos::shim_async::TaskClient;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+use ttrpc::asynchronous::Client;
+use ttrpc::Code;
+
+/// The shim binary under test, built by cargo for integration tests.
+const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-tether-v2");
+
+/// The fake OCI runtime.
+const FAKE_RUNC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fake-runc");
+
+/// Where the shim puts its sockets.
+const SOCKET_DIR: &str = "/run/containerd/s";
+
+/// Bound of one ttrpc call.
+const RPC_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Bound of one run of the shim binary (`start` or `delete` action).
+const CMD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `containerd.runc.v1.Options` as containerd's typeurl names it.
+const RUNC_OPTIONS_URL: &str = "containerd.runc.v1.Options";
+
+const V2: &str = "containerd.task.v2.Task";
+
+const SIGKILL: u32 = 9;
+
+// ---------------------------------------------------------------------------------------------
+// Preconditions
+// ---------------------------------------------------------------------------------------------
+
+/// Fails (never skips) unless root, and unless the fake runtime is there and executable.
+fn require_root_and_fixture() {
+    let euid = nix::unistd::geteuid();
+    assert!(
+        euid.is_root(),
+        "tests/service.rs must run as root (euid 0, not {euid}): the shim binds its socket in the \
+         root-only {SOCKET_DIR}. Run `sudo -E cargo test --test service` or as root in CI."
+    );
+    let mode = fs::metadata(FAKE_RUNC).unwrap_or_else(|e| panic!("fake runtime {FAKE_RUNC}: {e}")).permissions().mode();
+    assert!(mode & 0o111 == 0o111, "{FAKE_RUNC} must be executable (mode 755), is {mode:o}: `chmod 755` it / check git's file mode");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A name unique in this machine for this run: test processes run in parallel, and so do the
+/// tests in one process.
+fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The Go shim's socket derivation, computed independently of the shim's code.
+fn expected_socket(address: &str, namespace: &str, group: &str) -> PathBuf {
+    let digest = Sha256::digest(format!("{address}/{namespace}/{group}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Path::new(SOCKET_DIR).join(hex)
+}
+
+/// Awaits `f` for at most [`RPC_TIMEOUT`]: a hang is a failure naming `what`.
+async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(RPC_TIMEOUT, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no answer within {RPC_TIMEOUT:?}"),
+    }
+}
+
+fn ctx() -> ttrpc::context::Context {
+    ttrpc::context::Context::default()
+}
+
+/// The ttrpc status code of a failed call, with its message; panics if the call succeeded or
+/// failed without a status (transport error).
+#[track_caller]
+fn status_of<T: std::fmt::Debug>(what: &str, r: ttrpc::Result<T>) -> (Code, String) {
+    match r {
+        Err(ttrpc::Error::RpcStatus(s)) => (s.code(), s.message().to_string()),
+        Err(other) => panic!("{what}: want a ttrpc status, got transport error {other:?}"),
+        Ok(v) => panic!("{what}: want an error status, got OK {v:?}"),
+    }
+}
+
+/// Asserts that the call failed with `want`; returns the message.
+#[track_caller]
+fn expect_code<T: std::fmt::Debug>(what: &str, r: ttrpc::Result<T>, want: Code) -> String {
+    let (code, msg) = status_of(what, r);
+    assert_eq!(code, want, "{what}: want {want:?}, got {code:?} ({msg:?})");
+    msg
+}
+
+#[track_caller]
+fn ok<T>(what: &str, r: ttrpc::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: want OK, got {e:?}"))
+}
+
+/// Runs `cmd` to completion with empty stdin, capturing stdout and stderr, bounded by
+/// [`CMD_TIMEOUT`]. Also fails if the output pipes stay open after the process exited (a
+/// daemon holding containerd's pipe would hang containerd, which reads until EOF).
+fn run(mut cmd: Command) -> Output {
+    let what = format!("{cmd:?}");
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let reader = |mut r: Box<dyn Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            let _ = tx.send(buf);
+        });
+        rx
+    };
+    let out = reader(Box::new(child.stdout.take().unwrap()));
+    let err = reader(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {CMD_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let collect = |rx: mpsc::Receiver<Vec<u8>>, name: &str| {
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{what} exited but its {name} stayed open: something it started holds the caller's pipe"))
+    };
+    Output { status, stdout: collect(out, "stdout"), stderr: collect(err, "stderr") }
+}
+
+fn describe(out: &Output) -> String {
+    format!("{}\nstdout: {:?}\nstderr: {:?}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc inspection
+// ---------------------------------------------------------------------------------------------
+
+/// Fields of /proc/PID/stat from field 3 (state) on; `None` if there is no such process.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &s[s.rfind(')')? + 2..];
+    Some(after.split_whitespace().map(str::to_string).collect())
+}
+
+/// The process is gone or a zombie (it exited; whoever is its parent has not reaped it yet).
+fn exited(pid: i32) -> bool {
+    match stat_fields(pid) {
+        None => true,
+        Some(f) => f[0] == "Z" || f[0] == "X",
+    }
+}
+
+/// Polls until `pid` exited, at most `limit`.
+async fn wait_exited(pid: i32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if exited(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    exited(pid)
+}
+
+/// Live processes whose command line has `-socket <socket>`: servers of that socket.
+fn servers_of(socket: &Path) -> Vec<i32> {
+    let want = socket.as_os_str().as_encoded_bytes();
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        if args.windows(2).any(|w| w[0] == b"-socket" && w[1] == want) && !exited(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------------------------
+
+/// Owns everything a test starts; on drop kills the shim server(s) of its socket, every fake
+/// container init still alive, and removes the socket.
+struct Guard {
+    dir: TempDir,
+    namespace: String,
+    /// The `-address` given to the shim: a containerd address that is never dialled (no
+    /// TTRPC_ADDRESS), unique per test so each test gets its own socket.
+    address: String,
+    socket: PathBuf,
+}
+
+impl Guard {
+    /// `options.root` for the fake runtime; the shim appends the namespace.
+    fn runc_root(&self) -> PathBuf {
+        self.dir.path().join("runc")
+    }
+
+    /// The fake runtime's state dir of container `id`.
+    fn fake_state(&self, id: &str) -> PathBuf {
+        self.runc_root().join(&self.namespace).join(id)
+    }
+
+    /// The bundle of container `id`, made on first use: a minimal spec with a private pid
+    /// namespace (so the shim does not `kill --all` after the init exits).
+    fn bundle(&self, id: &str) -> PathBuf {
+        let b = self.dir.path().join("bundles").join(id);
+        if !b.exists() {
+            fs::create_dir_all(b.join("rootfs")).unwrap();
+            fs::write(
+                b.join("config.json"),
+                r#"{"ociVersion":"1.0.2","process":{"args":["sleep"]},"root":{"path":"rootfs"},"linux":{"namespaces":[{"type":"pid"},{"type":"mount"}]}}"#,
+            )
+            .unwrap();
+        }
+        b
+    }
+
+    /// Runs a shim action (`start` or `delete`) as containerd does.
+    fn action(&self, id: &str, action: &str, with_bundle_flag: bool) -> Output {
+        let bundle = self.bundle(id);
+        let mut cmd = Command::new(SHIM);
+        cmd.args(["-namespace", &self.namespace, "-address", &self.address, "-publish-binary", "/bin/true", "-id", id]);
+        if with_bundle_flag {
+            cmd.arg("-bundle").arg(&bundle);
+        }
+        cmd.arg(action).current_dir(&bundle).env_remove("TTRPC_ADDRESS").env_remove("GRPC_ADDRESS");
+        run(cmd)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.socket.as_os_str().is_empty() {
+            for pid in servers_of(&self.socket) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = fs::remove_file(&self.socket);
+        }
+        // Fake inits the test left behind, wherever their state is (an id that escaped its
+        // directory would put it elsewhere under the root). The fake records each init's start
+        // time, so a reused pid is never killed.
+        kill_fake_inits(&self.runc_root(), 0);
+    }
+}
+
+fn kill_fake_inits(dir: &Path, depth: usize) {
+    let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
+    if let Ok(pid) = read("pid").trim().parse::<i32>() {
+        let starttime = read("starttime");
+        if pid > 1 && stat_fields(pid).is_some_and(|f| f.get(19).map(String::as_str) == Some(starttime.trim())) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if depth < 8 && e.file_type().is_ok_and(|t| t.is_dir()) {
+            kill_fake_inits(&e.path(), depth + 1);
+        }
+    }
+}
+
+/// A running shim server and clients connected to it.
+struct Shim {
+    g: Guard,
+    /// The id given to `start` (the group the socket is derived from).
+    id: String,
+    /// Server pid, from the bundle's `shim.pid`.
+    pid: i32,
+    raw: Client,
+    task: TaskClient,
+}
+
+impl Shim {
+    /// Starts a shim for a new container id `<tag>-…` and checks what `start` must do: print
+    /// exactly the address, write `address` and `shim.pid`, leave a live server behind.
+    async fn launch(tag: &str) -> Shim {
+        require_root_and_fixture();
+        let dir = tempfile::Builder::new().prefix("tether-svc-").tempdir().unwrap();
+        let namespace = unique("ns");
+        let address = dir.path().join("containerd.sock").display().to_string();
+        let id = unique(tag);
+        let socket = expected_socket(&address, &namespace, &id);
+        // The guard exists before anything that can fail once a server may be running.
+        let g = Guard { dir, namespace, address, socket: socket.clone() };
+        let out = g.action(&id, "start", false);
+        let bundle = g.bundle(&id);
+        assert!(out.status.success(), "start failed: {}", describe(&out));
+        let want = format!("unix://{}", socket.display());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "start must print exactly the address: {}", describe(&out));
+        assert!(out.stderr.is_empty(), "containerd reads start's stdout and stderr together; stderr must be empty: {}", describe(&out));
+        assert_eq!(fs::read_to_string(bundle.join("address")).expect("start writes the bundle's address file"), want);
+        let pid: i32 = fs::read_to_string(bundle.join("shim.pid")).expect("start writes shim.pid").trim().parse().expect("shim.pid holds a pid");
+        assert!(!exited(pid), "shim.pid {pid} is not a live process");
+        assert_eq!(servers_of(&socket), vec![pid], "exactly the shim.pid process serves {}", socket.display());
+        let meta = fs::symlink_metadata(&socket).expect("socket exists");
+        assert!(meta.file_type().is_socket(), "{} is not a socket", socket.display());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "socket mode");
+        let raw = bounded("connect", Client::connect(&want)).await.unwrap_or_else(|e| panic!("connect {want}: {e:?}"));
+        let task = TaskClient::new(raw.clone());
+        Shim { g, id, pid, raw, task }
+    }
+
+    fn bundle(&self, id: &str) -> PathBuf {
+        self.g.bundle(id)
+    }
+
+    fn options(&self) -> MessageField<Any> {
+        let o = RuncOptions { binary_name: FAKE_RUNC.into(), root: self.g.runc_root().display().to_string(), ..Default::default() };
+        MessageField::some(Any { type_url: RUNC_OPTIONS_URL.into(), value: o.write_to_bytes().unwrap(), ..Default::default() })
+    }
+
+    /// A Create of `id` in `id`'s own bundle with the fake runtime's options.
+    fn create_request(&self, id: &str) -> api::CreateTaskRequest {
+        self.create_request_in(id, &self.bundle(id))
+    }
+
+    fn create_request_in(&self, id: &str, bundle: &Path) -> api::CreateTaskRequest {
+        api::CreateTaskRequest { id: id.into(), bundle: bundle.display().to_string(), options: self.options(), ..Default::default() }
+    }
+
+    async fn create_with(&self, req: api::CreateTaskRequest) -> ttrpc::Result<api::CreateTaskResponse> {
+        bounded("Create", self.task.create(ctx(), &req)).await
+    }
+
+    async fn create(&self, id: &str) -> ttrpc::Result<api::CreateTaskResponse> {
+        self.create_with(self.create_request(id)).await
+    }
+
+    async fn start(&self, id: &str) -> ttrpc::Result<api::StartResponse> {
+        bounded("Start", self.task.start(ctx(), &api::StartRequest { id: id.into(), ..Default::default() })).await
+    }
+
+    async fn state(&self, id: &str) -> ttrpc::Result<api::StateResponse> {
+        bounded("State", self.task.state(ctx(), &api::StateRequest { id: id.into(), ..Default::default() })).await
+    }
+
+    async fn wait(&self, id: &str) -> ttrpc::Result<api::WaitResponse> {
+        bounded("Wait", self.task.wait(ctx(), &api::WaitRequest { id: id.into(), ..Default::default() })).await
+    }
+
+    async fn kill(&self, id: &str, signal: u32, all: bool) -> ttrpc::Result<Empty> {
+        bounded("Kill", self.task.kill(ctx(), &api::KillRequest { id: id.into(), signal, all, ..Default::default() })).await
+    }
+
+    async fn delete(&self, id: &str) -> ttrpc::Result<api::DeleteResponse> {
+        bounded("Delete", self.task.delete(ctx(), &api::DeleteRequest { id: id.into(), ..Default::default() })).await
+    }
+
+    async fn pids(&self, id: &str) -> ttrpc::Result<api::PidsResponse> {
+        bounded("Pids", self.task.pids(ctx(), &api::PidsRequest { id: id.into(), ..Default::default() })).await
+    }
+
+    async fn close_io(&self, id: &str, stdin: bool) -> ttrpc::Result<Empty> {
+        bounded("CloseIO", self.task.close_io(ctx(), &api::CloseIORequest { id: id.into(), stdin, ..Default::default() })).await
+    }
+
+    async fn connect(&self, id: &str) -> ttrpc::Result<api::ConnectResponse> {
+        bounded("Connect", self.task.connect(ctx(), &api::ConnectRequest { id: id.into(), ..Default::default() })).await
+    }
+
+    async fn shutdown(&self) -> ttrpc::Result<Empty> {
+        bounded("Shutdown", self.task.shutdown(ctx(), &api::ShutdownRequest { id: self.id.clone(), ..Default::default() })).await
+    }
+
+    /// One call under the v2 service name (containerd 1.6/1.7), which has no generated client.
+    async fn call_v2<Req: Message, Resp: Message>(&self, method: &str, req: &Req) -> ttrpc::Result<Resp> {
+        let request = ttrpc::Request { service: V2.into(), method: method.into(), payload: req.write_to_bytes().unwrap(), ..Default::default() };
+        let resp = bounded(&format!("{V2}/{method}"), self.raw.request(request)).await?;
+        Ok(Resp::parse_from_bytes(&resp.payload).unwrap_or_else(|e| panic!("{V2}/{method}: undecodable response: {e}")))
+    }
+
+    /// The pid the fake runtime recorded for `id`.
+    fn fake_pid(&self, id: &str) -> u32 {
+        fs::read_to_string(self.g.fake_state(id).join("pid")).unwrap().trim().parse().unwrap()
+    }
+
+    /// Creates `id` (asserting success) and checks the reported pid is the fake's init.
+    async fn create_ok(&self, id: &str) -> u32 {
+        let pid = ok(&format!("Create {id}"), self.create(id).await).pid;
+        assert_eq!(pid, self.fake_pid(id), "Create's pid is the init the runtime made");
+        assert_eq!(fs::read_to_string(self.bundle(id).join("init.pid")).unwrap().trim(), pid.to_string(), "init.pid");
+        pid
+    }
+
+    fn bundle_listing(&self, id: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.bundle(id)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+}
+
+fn status(s: &api::StateResponse) -> Status {
+    s.status.enum_value().unwrap_or_else(|v| panic!("unknown status value {v}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+/// `start` prints only the address (checked in `launch`); a second `start` for the same
+/// id/namespace/address while the server lives prints the same address, leaves `shim.pid`
+/// alone and starts no second server.
+#[tokio::test]
+async fn start_prints_only_the_address_and_a_second_start_reuses_the_server() {
+    let shim = Shim::launch("start").await;
+    let bundle = shim.bundle(&shim.id);
+    let first = fs::read_to_string(bundle.join("address")).unwrap();
+
+    let out = shim.g.action(&shim.id, "start", false);
+    assert!(out.status.success(), "second start: {}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), first, "second start prints the same address: {}", describe(&out));
+    assert!(out.stderr.is_empty(), "second start: {}", describe(&out));
+    assert_eq!(fs::read_to_string(bundle.join("shim.pid")).unwrap().trim(), shim.pid.to_string(), "shim.pid unchanged");
+    assert_eq!(servers_of(&shim.g.socket), vec![shim.pid], "no second server");
+
+    // The first server still answers, on the connection made before the second start.
+    assert_eq!(ok("Connect", shim.connect(&shim.id).await).shim_pid, shim.pid as u32);
+}
+
+/// Connect answers under both service names with the server's pid, and task_pid 0 (not an
+/// error) for a container it does not have.
+#[tokio::test]
+async fn connect_answers_on_v2_and_v3() {
+    let shim = Shim::launch("connect").await;
+    let unknown = unique("nosuch");
+
+    let v3 = ok("v3 Connect", shim.connect(&unknown).await);
+    assert_eq!((v3.shim_pid, v3.task_pid), (shim.pid as u32, 0), "v3 Connect: {v3:?}");
+    assert!(!v3.version.is_empty(), "Connect reports a version");
+
+    let v2: api::ConnectResponse = ok("v2 Connect", shim.call_v2("Connect", &api::ConnectRequest { id: unknown.clone(), ..Default::default() }).await);
+    assert_eq!((v2.shim_pid, v2.task_pid), (shim.pid as u32, 0), "v2 Connect: {v2:?}");
+
+    // Errors come back the same way under v2.
+    let r: ttrpc::Result<api::StateResponse> = shim.call_v2("State", &api::StateRequest { id: unknown, ..Default::default() }).await;
+    expect_code("v2 State of an unknown container", r, Code::NOT_FOUND);
+
+    // Once a container exists, Connect reports its init pid under both names.
+    let id = unique("c");
+    let pid = shim.create_ok(&id).await;
+    assert_eq!(ok("v3 Connect", shim.connect(&id).await).task_pid, pid);
+    let v2: api::ConnectResponse = ok("v2 Connect", shim.call_v2("Connect", &api::ConnectRequest { id, ..Default::default() }).await);
+    assert_eq!(v2.task_pid, pid);
+}
+
+/// Ids that could escape a path or that containerd would refuse are INVALID_ARGUMENT before
+/// anything is written or run.
+#[tokio::test]
+async fn invalid_ids_are_refused_and_leave_no_trace() {
+    let shim = Shim::launch("ids").await;
+    // Every request uses the shim's own (valid) bundle: only the id is wrong.
+    let bundle = shim.bundle(&shim.id);
+    let before = shim.bundle_listing(&shim.id);
+    let long = "a".repeat(77);
+    for id in ["", "../x", "a/b", "..", ".", long.as_str(), "a b", "-a", "a-", "a\0b", "é"] {
+        let msg = expect_code(&format!("Create {id:?}"), shim.create_with(shim.create_request_in(id, &bundle)).await, Code::INVALID_ARGUMENT);
+        assert!(msg.contains("invalid container id"), "Create {id:?}: message {msg:?}");
+    }
+    assert_eq!(shim.bundle_listing(&shim.id), before, "a refused Create wrote into the bundle");
+    // A relative bundle path is refused too.
+    let mut req = shim.create_request(&unique("c"));
+    req.bundle = "relative/bundle".into();
+    expect_code("Create with a relative bundle", shim.create_with(req).await, Code::INVALID_ARGUMENT);
+    assert!(!shim.g.runc_root().exists(), "a refused Create ran the runtime");
+    // The 76-character maximum is accepted.
+    shim.create_ok(&"b".repeat(76)).await;
+}
+
+/// Every per-container call on an id the shim does not have is NOT_FOUND; Connect is OK.
+#[tokio::test]
+async fn unknown_container_is_not_found() {
+    let shim = Shim::launch("unknown").await;
+    let id = unique("nosuch");
+    expect_code("State", shim.state(&id).await, Code::NOT_FOUND);
+    expect_code("Wait", shim.wait(&id).await, Code::NOT_FOUND);
+    expect_code("Kill", shim.kill(&id, SIGKILL, false).await, Code::NOT_FOUND);
+    expect_code("Kill --all", shim.kill(&id, SIGKILL, true).await, Code::NOT_FOUND);
+    expect_code("Delete", shim.delete(&id).await, Code::NOT_FOUND);
+    expect_code("Pids", shim.pids(&id).await, Code::NOT_FOUND);
+    expect_code("Start", shim.start(&id).await, Code::NOT_FOUND);
+    expect_code("CloseIO stdin", shim.close_io(&id, true).await, Code::NOT_FOUND);
+    ok("Connect", shim.connect(&id).await);
+    // The shim's own id before any Create is just as unknown.
+    expect_code("State of the start id", shim.state(&shim.id).await, Code::NOT_FOUND);
+    // An exec id of a known container that has no such exec is NOT_FOUND too.
+    let c = unique("c");
+    shim.create_ok(&c).await;
+    let r = bounded("State exec", shim.task.state(ctx(), &api::StateRequest { id: c.clone(), exec_id: "nope".into(), ..Default::default() })).await;
+    expect_code("State of an unknown exec", r, Code::NOT_FOUND);
+}
+
+/// A second Create of an id is ALREADY_EXISTS, whether the first finished or is in flight,
+/// and does not disturb the first.
+#[tokio::test]
+async fn duplicate_create_is_already_exists() {
+    let shim = Shim::launch("dup").await;
+    let id = unique("c");
+    let pid = shim.create_ok(&id).await;
+    expect_code("second Create", shim.create(&id).await, Code::ALREADY_EXISTS);
+    let s = ok("State", shim.state(&id).await);
+    assert_eq!((status(&s), s.pid), (Status::CREATED, pid), "the first container is untouched");
+
+    // Two concurrent Creates of a new id: exactly one wins.
+    let id2 = unique("c");
+    let (a, b) = tokio::join!(shim.create(&id2), shim.create(&id2));
+    let (winner, loser) = match (a, b) {
+        (Ok(w), l @ Err(_)) | (l @ Err(_), Ok(w)) => (w, l),
+        (a, b) => panic!("concurrent Creates: want one OK and one ALREADY_EXISTS, got {a:?} and {b:?}"),
+    };
+    expect_code("concurrent Create", loser, Code::ALREADY_EXISTS);
+    assert_eq!(winner.pid, shim.fake_pid(&id2));
+}
+
+/// The whole lifecycle of a container killed by a signal, with the code of every refusal.
+#[tokio::test]
+async fn lifecycle_create_start_kill_wait_delete() {
+    let shim = Shim::launch("life").await;
+    let id = unique("c");
+    let pid = shim.create_ok(&id).await;
+
+    let s = ok("State created", shim.state(&id).await);
+    assert_eq!((status(&s), s.pid, s.exit_status), (Status::CREATED, pid, 0), "{s:?}");
+    assert_eq!(s.id, id);
+    assert_eq!(s.bundle, shim.bundle(&id).display().to_string());
+    assert!(s.exited_at.is_none(), "no exit time before exit: {s:?}");
+
+    assert_eq!(ok("Start", shim.start(&id).await).pid, pid);
+    let s = ok("State running", shim.state(&id).await);
+    assert_eq!((status(&s), s.pid), (Status::RUNNING, pid), "{s:?}");
+    assert!(!exited(pid as i32), "the init runs");
+
+    let pids = ok("Pids", shim.pids(&id).await);
+    assert_eq!(pids.processes.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![pid]);
+
+    expect_code("Start again", shim.start(&id).await, Code::FAILED_PRECONDITION);
+    expect_code("Delete while running", shim.delete(&id).await, Code::FAILED_PRECONDITION);
+    assert_eq!(status(&ok("State", shim.state(&id).await)), Status::RUNNING, "refusals change nothing");
+
+    ok("Kill SIGKILL", shim.kill(&id, SIGKILL, false).await);
+    let w = ok("Wait", shim.wait(&id).await);
+    assert_eq!(w.exit_status, 137, "{w:?}");
+    assert!(w.exited_at.as_ref().is_some_and(|t| t.seconds > 0), "Wait carries the exit time: {w:?}");
+    assert!(wait_exited(pid as i32, Duration::from_secs(2)).await);
+
+    let s = ok("State stopped", shim.state(&id).await);
+    assert_eq!((status(&s), s.pid, s.exit_status), (Status::STOPPED, pid, 137), "{s:?}");
+    assert_eq!(s.exited_at, w.exited_at, "State and Wait report the same exit time");
+    // A Wait after the exit answers at once with the same status.
+    assert_eq!(ok("late Wait", shim.wait(&id).await).exit_status, 137);
+
+    let d = ok("Delete", shim.delete(&id).await);
+    assert_eq!((d.pid, d.exit_status), (pid, 137), "{d:?}");
+    assert_eq!(d.exited_at, w.exited_at, "Delete reports the exit time");
+    assert!(!shim.g.fake_state(&id).exists(), "Delete ran `runc delete`");
+
+    expect_code("State after Delete", shim.state(&id).await, Code::NOT_FOUND);
+    expect_code("Delete again", shim.delete(&id).await, Code::NOT_FOUND);
+    expect_code("Wait after Delete", shim.wait(&id).await, Code::NOT_FOUND);
+    assert_eq!(ok("Connect", shim.connect(&id).await).task_pid, 0, "a deleted container has no task pid");
+
+    // The id is free again.
+    let pid2 = shim.create_ok(&id).await;
+    assert_ne!(pid2, pid);
+}
+
+/// A created container that is deleted without being started: its init is killed by the
+/// runtime and Delete reports 137.
+#[tokio::test]
+async fn delete_of_a_created_container_reports_killed() {
+    let shim = Shim::launch("created").await;
+    let id = unique("c");
+    let pid = shim.create_ok(&id).await;
+    let waiter = {
+        let task = shim.task.clone();
+        let id = id.clone();
+        tokio::spawn(async move { task.wait(ctx(), &api::WaitRequest { id, ..Default::default() }).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished(), "Wait answered for a created process");
+    let d = ok("Delete", shim.delete(&id).await);
+    assert_eq!((d.pid, d.exit_status), (pid, 137), "{d:?}");
+    let w = ok("Wait in flight across Delete", bounded("Wait", waiter).await.unwrap());
+    assert_eq!(w.exit_status, 137, "a Wait in flight gets the status Delete reported: {w:?}");
+    assert!(wait_exited(pid as i32, Duration::from_secs(2)).await, "the created init was killed");
+    expect_code("State", shim.state(&id).await, Code::NOT_FOUND);
+}
+
+/// The container's own exit status reaches every waiter: ten Waits in flight before the exit
+/// and one after it all get 3.
+#[tokio::test]
+async fn exit_status_reaches_every_waiter() {
+    let shim = Shim::launch("waiters").await;
+    let id = unique("c");
+    let bundle = shim.bundle(&id);
+    let go = shim.g.dir.path().join("exit-now");
+    fs::write(bundle.join("fake-cmd"), format!("while [ ! -e '{}' ]; do sleep 0.02; done; exit 3", go.display())).unwrap();
+    let pid = shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+
+    let waiters: Vec<_> = (0..10)
+        .map(|_| {
+            let task = shim.task.clone();
+            let id = id.clone();
+            tokio::spawn(async move { task.wait(ctx(), &api::WaitRequest { id, ..Default::default() }).await })
+        })
+        .collect();
+    // Let every Wait reach the server; none may answer while the process lives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status(&ok("State", shim.state(&id).await)), Status::RUNNING);
+    assert!(waiters.iter().all(|w| !w.is_finished()), "a Wait answered before the process exited");
+
+    fs::write(&go, "").unwrap();
+    for (i, w) in waiters.into_iter().enumerate() {
+        let r = bounded(&format!("Wait #{i}"), w).await.unwrap();
+        assert_eq!(ok(&format!("Wait #{i}"), r).exit_status, 3);
+    }
+    let s = ok("State", shim.state(&id).await);
+    assert_eq!((status(&s), s.exit_status), (Status::STOPPED, 3));
+    let late = Instant::now();
+    assert_eq!(ok("late Wait", shim.wait(&id).await).exit_status, 3);
+    assert!(late.elapsed() < Duration::from_secs(1), "a Wait after the exit answers at once");
+    let d = ok("Delete", shim.delete(&id).await);
+    assert_eq!((d.pid, d.exit_status), (pid, 3));
+}
+
+/// A container that exits the moment it is started, reaped before `runc start` even returns
+/// (the exit arrives while the shim's Start is in flight): Start still succeeds, Wait gets the
+/// code, Kill of the stopped process is NOT_FOUND, Delete reports the code.
+#[tokio::test]
+async fn exit_during_start_and_kill_of_a_stopped_process() {
+    let shim = Shim::launch("quick").await;
+    let id = unique("c");
+    fs::write(shim.bundle(&id).join("fake-cmd"), "exit 3").unwrap();
+    fs::write(shim.bundle(&id).join("fake-start-waits-for-reap"), "").unwrap();
+    let pid = shim.create_ok(&id).await;
+    // Subscribed before Start, so it cannot miss the exit even if it were lost otherwise.
+    let early = {
+        let task = shim.task.clone();
+        let id = id.clone();
+        tokio::spawn(async move { task.wait(ctx(), &api::WaitRequest { id, ..Default::default() }).await })
+    };
+    ok("Start", shim.start(&id).await);
+    assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 3);
+    assert_eq!(ok("early Wait", bounded("early Wait", early).await.unwrap()).exit_status, 3);
+    let s = ok("State", shim.state(&id).await);
+    assert_eq!((status(&s), s.pid, s.exit_status), (Status::STOPPED, pid, 3), "{s:?}");
+
+    expect_code("Kill of a stopped process", shim.kill(&id, SIGKILL, false).await, Code::NOT_FOUND);
+    expect_code("Kill --all of a stopped process", shim.kill(&id, 15, true).await, Code::NOT_FOUND);
+    expect_code("Start of a stopped process", shim.start(&id).await, Code::FAILED_PRECONDITION);
+
+    let d = ok("Delete", shim.delete(&id).await);
+    assert_eq!((d.pid, d.exit_status), (pid, 3), "{d:?}");
+}
+
+/// runc's own error message (from log.json) reaches the caller as UNKNOWN, and a failed Create
+/// leaves nothing behind: the same id can be created afterwards.
+#[tokio::test]
+async fn runtime_error_message_reaches_the_caller() {
+    let shim = Shim::launch("fail").await;
+    let id = unique("c");
+    let marker = shim.bundle(&id).join("fake-fail-create");
+    let text = format!("fake: cannot frobnicate the {id} widget");
+    fs::write(&marker, &text).unwrap();
+    let msg = expect_code("Create with a failing runtime", shim.create(&id).await, Code::UNKNOWN);
+    assert!(msg.contains(&text), "runc's message {text:?} must reach the caller, got {msg:?}");
+
+    expect_code("State after a failed Create", shim.state(&id).await, Code::NOT_FOUND);
+    assert_eq!(ok("Connect", shim.connect(&id).await).task_pid, 0);
+    fs::remove_file(&marker).unwrap();
+    let pid = shim.create_ok(&id).await;
+    let s = ok("State", shim.state(&id).await);
+    assert_eq!((status(&s), s.pid), (Status::CREATED, pid));
+}
+
+/// Methods tether does not provide yet are UNIMPLEMENTED (never NOT_FOUND, which containerd
+/// would take for "no such container"), whether or not the container exists; undecodable runc
+/// options are INVALID_ARGUMENT.
+#[tokio::test]
+async fn unsupported_methods_and_malformed_options() {
+    let shim = Shim::launch("unimpl").await;
+    let id = unique("c");
+    shim.create_ok(&id).await;
+    let t = &shim.task;
+    for target in [id.clone(), unique("nosuch")] {
+        let i = || target.clone();
+        let checks: Vec<(&str, ttrpc::Result<()>)> = vec![
+            ("Pause", bounded("Pause", t.pause(ctx(), &api::PauseRequest { id: i(), ..Default::default() })).await.map(drop)),
+            ("Resume", bounded("Resume", t.resume(ctx(), &api::ResumeRequest { id: i(), ..Default::default() })).await.map(drop)),
+            ("Checkpoint", bounded("Checkpoint", t.checkpoint(ctx(), &api::CheckpointTaskRequest { id: i(), path: "/tmp/cp".into(), ..Default::default() })).await.map(drop)),
+            ("Update", bounded("Update", t.update(ctx(), &api::UpdateTaskRequest { id: i(), ..Default::default() })).await.map(drop)),
+            ("Stats", bounded("Stats", t.stats(ctx(), &api::StatsRequest { id: i(), ..Default::default() })).await.map(drop)),
+            ("ResizePty", bounded("ResizePty", t.resize_pty(ctx(), &api::ResizePtyRequest { id: i(), width: 80, height: 24, ..Default::default() })).await.map(drop)),
+        ];
+        for (name, r) in checks {
+            expect_code(&format!("{name} {target}"), r, Code::UNIMPLEMENTED);
+        }
+        // Exec is being implemented: only require an answer, and UNIMPLEMENTED while it is not.
+        let exec = bounded("Exec", t.exec(ctx(), &api::ExecProcessRequest { id: i(), exec_id: "e1".into(), ..Default::default() })).await;
+        if let Err(ttrpc::Error::RpcStatus(s)) = &exec {
+            if s.code() != Code::UNIMPLEMENTED {
+                eprintln!("note: Exec {target} now answers {:?} ({}); not asserted here", s.code(), s.message());
+            }
+        }
+    }
+
+    // Create variants not provided yet: refused as UNIMPLEMENTED, and the id stays free.
+    let c = unique("c");
+    let mut req = shim.create_request(&c);
+    req.checkpoint = "/tmp/some-checkpoint".into();
+    expect_code("Create from a checkpoint", shim.create_with(req).await, Code::UNIMPLEMENTED);
+    let mut req = shim.create_request(&c);
+    req.terminal = true;
+    expect_code("Create with a terminal", shim.create_with(req).await, Code::UNIMPLEMENTED);
+    assert!(!shim.g.fake_state(&c).exists(), "a refused Create ran the runtime");
+    shim.create_ok(&c).await;
+    ok("CloseIO of an existing container", shim.close_io(&c, true).await);
+
+    // Malformed containerd.runc.v1.Options: refused before anything is written or reserved.
+    let bad = unique("c");
+    let before = shim.bundle_listing(&bad);
+    let mut req = shim.create_request(&bad);
+    req.options = MessageField::some(Any { type_url: RUNC_OPTIONS_URL.into(), value: vec![0xff, 0xff, 0xff], ..Default::default() });
+    expect_code("Create with malformed options", shim.create_with(req).await, Code::INVALID_ARGUMENT);
+    assert_eq!(shim.bundle_listing(&bad), before, "refused Create wrote into the bundle");
+    expect_code("State", shim.state(&bad).await, Code::NOT_FOUND);
+    shim.create_ok(&bad).await;
+}
+
+/// Shutdown is refused silently while a container exists (the server keeps serving) and ends
+/// the server once the last container is deleted: it exits and removes its socket.
+#[tokio::test]
+async fn shutdown_waits_for_the_last_container() {
+    let shim = Shim::launch("shutdown").await;
+    let id = unique("c");
+    shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+
+    ok("Shutdown with a container", shim.shutdown().await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!exited(shim.pid), "the server exited with a container left");
+    assert_eq!(ok("Connect", shim.connect(&id).await).shim_pid, shim.pid as u32);
+    assert!(shim.g.socket.exists(), "socket removed while serving");
+    // A new connection works too (the listener was not closed).
+    let again = bounded("reconnect", Client::connect(&format!("unix://{}", shim.g.socket.display()))).await.expect("reconnect");
+    ok("Connect on a new connection", bounded("Connect", TaskClient::new(again).connect(ctx(), &api::ConnectRequest::default())).await);
+
+    ok("Kill", shim.kill(&id, SIGKILL, false).await);
+    assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
+    ok("Delete", shim.delete(&id).await);
+
+    let asked = Instant::now();
+    ok("Shutdown after the last Delete", shim.shutdown().await);
+    assert!(wait_exited(shim.pid, Duration::from_secs(2)).await, "the server did not exit within 2 s of Shutdown");
+    let deadline = asked + Duration::from_secs(2);
+    while shim.g.socket.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!shim.g.socket.exists(), "the server left its socket {} behind", shim.g.socket.display());
+}
+
+/// The `delete` action (containerd's cleanup after a dead server) force-deletes the container,
+/// prints a DeleteResponse with 137 and the init pid from init.pid, removes the dead socket,
+/// exits 0, and is idempotent.
+#[tokio::test]
+async fn delete_action_cleans_up_after_a_dead_server() {
+    let shim = Shim::launch("cleanup").await;
+    let id = shim.id.clone();
+    let pid = shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+
+    // The server dies without cleaning up.
+    kill(Pid::from_raw(shim.pid), Signal::SIGKILL).unwrap();
+    assert!(wait_exited(shim.pid, Duration::from_secs(2)).await, "SIGKILLed server still there");
+    assert!(shim.g.socket.exists(), "a SIGKILLed server cannot remove its socket");
+    assert!(!exited(pid as i32), "the container outlives the server");
+
+    for round in 1..=2 {
+        let out = shim.g.action(&id, "delete", true);
+        assert!(out.status.success(), "delete action #{round}: {}", describe(&out));
+        let d = api::DeleteResponse::parse_from_bytes(&out.stdout).unwrap_or_else(|e| panic!("delete action #{round} stdout is not a DeleteResponse ({e}): {}", describe(&out)));
+        assert_eq!((d.pid, d.exit_status), (pid, 137), "delete action #{round}: {d:?}");
+        assert!(d.exited_at.as_ref().is_some_and(|t| t.seconds > 0), "delete action #{round}: exited_at {d:?}");
+        assert!(wait_exited(pid as i32, Duration::from_secs(2)).await, "delete action #{round} left the init running");
+        assert!(!shim.g.fake_state(&id).exists(), "delete action #{round} did not `runc delete` the container");
+        assert!(!shim.g.socket.exists(), "delete action #{round} left the dead server's socket");
+    }
+}
+
+/// A `start` that finds the socket of a dead server replaces it: a new server, the same
+/// address, a new shim.pid.
+#[tokio::test]
+async fn start_replaces_a_dead_servers_socket() {
+    let shim = Shim::launch("stale").await;
+    kill(Pid::from_raw(shim.pid), Signal::SIGKILL).unwrap();
+    assert!(wait_exited(shim.pid, Duration::from_secs(2)).await, "SIGKILLed server still there");
+    assert!(shim.g.socket.exists(), "a SIGKILLed server cannot remove its socket");
+
+    let out = shim.g.action(&shim.id, "start", false);
+    let address = format!("unix://{}", shim.g.socket.display());
+    assert!(out.status.success(), "start over a stale socket: {}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), address, "{}", describe(&out));
+    let pid: i32 = fs::read_to_string(shim.bundle(&shim.id).join("shim.pid")).unwrap().trim().parse().unwrap();
+    assert_ne!(pid, shim.pid, "a new server");
+    assert_eq!(servers_of(&shim.g.socket), vec![pid]);
+    let client = TaskClient::new(bounded("connect", Client::connect(&address)).await.expect("connect to the new server"));
+    let c = ok("Connect", bounded("Connect", client.connect(ctx(), &api::ConnectRequest::default())).await);
+    assert_eq!(c.shim_pid, pid as u32);
+}
+
+/// A created (never started) container can be killed: Wait gets 137, it cannot be started
+/// any more, and Delete reports 137.
+#[tokio::test]
+async fn kill_of_a_created_container() {
+    let shim = Shim::launch("killcreated").await;
+    let id = unique("c");
+    let pid = shim.create_ok(&id).await;
+    ok("Kill SIGKILL", shim.kill(&id, SIGKILL, false).await);
+    assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
+    let s = ok("State", shim.state(&id).await);
+    assert_eq!((status(&s), s.pid, s.exit_status), (Status::STOPPED, pid, 137), "{s:?}");
+    expect_code("Start of a stopped process", shim.start(&id).await, Code::FAILED_PRECONDITION);
+    let d = ok("Delete", shim.delete(&id).await);
+    assert_eq!((d.pid, d.exit_status), (pid, 137), "{d:?}");
+}
+
+/// How runc's kill failures reach the caller: "not running" style messages are NOT_FOUND (the
+/// process is gone), anything else is UNKNOWN with runc's message; the container is unharmed.
+#[tokio::test]
+async fn runtime_kill_errors_are_classified() {
+    let shim = Shim::launch("killerr").await;
+    let id = unique("c");
+    let pid = shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+    let knob = shim.bundle(&id).join("fake-fail-kill");
+
+    fs::write(&knob, "container not running").unwrap();
+    expect_code("Kill when runc says not running", shim.kill(&id, SIGKILL, false).await, Code::NOT_FOUND);
+
+    let text = format!("fake: operation not permitted on {id}");
+    fs::write(&knob, &text).unwrap();
+    let msg = expect_code("Kill when runc fails otherwise", shim.kill(&id, SIGKILL, false).await, Code::UNKNOWN);
+    assert!(msg.contains(&text), "runc's message {text:?} must reach the caller, got {msg:?}");
+
+    assert!(!exited(pid as i32), "a failed kill killed the init");
+    assert_eq!(status(&ok("State", shim.state(&id).await)), Status::RUNNING);
+    fs::remove_file(&knob).unwrap();
+    ok("Kill", shim.kill(&id, SIGKILL, false).await);
+    assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
+}
+
+/// `start` refuses an id that could escape a path: exit status 1, the reason on stderr,
+/// nothing on stdout, and no socket or server.
+#[tokio::test]
+async fn start_refuses_an_invalid_id() {
+    require_root_and_fixture();
+    let dir = tempfile::Builder::new().prefix("tether-svc-").tempdir().unwrap();
+    let namespace = unique("ns");
+    let address = dir.path().join("containerd.sock").display().to_string();
+    let id = "../escape";
+    let socket = expected_socket(&address, &namespace, id);
+    let g = Guard { dir, namespace, address, socket };
+    let bundle = g.bundle("bundle");
+    let mut cmd = Command::new(SHIM);
+    cmd.args(["-namespace", &g.namespace, "-address", &g.address, "-publish-binary", "/bin/true", "-id", id, "start"]).current_dir(&bundle).env_remove("TTRPC_ADDRESS");
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid container id"), "{}", describe(&out));
+    assert!(!g.socket.exists(), "a socket was bound for an invalid id");
+    assert!(servers_of(&g.socket).is_empty(), "a server was started for an invalid id");
+    assert!(!bundle.join("address").exists() && !bundle.join("shim.pid").exists(), "start wrote into the bundle");
+}
