@@ -26,6 +26,8 @@ pub enum Event {
     /// `id` is the container id for the init process, the exec id otherwise.
     Exit { container_id: String, id: String, pid: u32, exit_status: u32, exited_at: SystemTime },
     Delete { container_id: String, id: String, pid: u32, exit_status: u32, exited_at: Option<SystemTime> },
+    ExecAdded { container_id: String, exec_id: String },
+    ExecStarted { container_id: String, exec_id: String, pid: u32 },
 }
 
 impl Event {
@@ -35,6 +37,8 @@ impl Event {
             Event::Start { .. } => "/tasks/start",
             Event::Exit { .. } => "/tasks/exit",
             Event::Delete { .. } => "/tasks/delete",
+            Event::ExecAdded { .. } => "/tasks/exec-added",
+            Event::ExecStarted { .. } => "/tasks/exec-started",
         }
     }
 
@@ -68,6 +72,12 @@ impl Event {
                 "containerd.events.TaskDelete",
                 pb::TaskDelete { container_id, id, pid, exit_status, exited_at: exited_at.map(timestamp).into(), ..Default::default() },
             ),
+            Event::ExecAdded { container_id, exec_id } => {
+                pack("containerd.events.TaskExecAdded", pb::TaskExecAdded { container_id, exec_id, ..Default::default() })
+            }
+            Event::ExecStarted { container_id, exec_id, pid } => {
+                pack("containerd.events.TaskExecStarted", pb::TaskExecStarted { container_id, exec_id, pid, ..Default::default() })
+            }
         }
     }
 }

@@ -103,6 +103,15 @@ impl Runc {
         self.call(reaper, "create", &self.create_args(id, bundle, pid_file), Some(stdio)).await.map(drop)
     }
 
+    pub fn exec_args(&self, id: &str, process: &Path, pid_file: &Path) -> Vec<OsString> {
+        vec!["exec".into(), "--detach".into(), "--pid-file".into(), pid_file.into(), "--process".into(), process.into(), id.into()]
+    }
+
+    /// `runc exec --detach`: runs the process described by the `process` JSON file.
+    pub async fn exec(&self, reaper: &Reaper, id: &str, process: &Path, pid_file: &Path, stdio: RuncStdio) -> Result<()> {
+        self.call(reaper, "exec", &self.exec_args(id, process, pid_file), Some(stdio)).await.map(drop)
+    }
+
     pub async fn start(&self, reaper: &Reaper, id: &str) -> Result<()> {
         self.call(reaper, "start", &["start".into(), id.into()], None).await.map(drop)
     }

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use containerd_shim_protos::api::{self, Status};
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
 use containerd_shim_protos::protobuf::{Message, MessageField};
-use containerd_shim_protos::shim::oci::Options as PbRuncOptions;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::shim::oci::{Options as PbRuncOptions, ProcessDetails};
 use containerd_shim_protos::shim_async::{create_task, Task};
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -168,14 +169,26 @@ impl Task for TaskService {
 
     async fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> Res<api::PidsResponse> {
         let pids = self.sup.pids(&req.id).instrument(span("pids", &req.id, "")).await.map_err(to_status)?;
-        let processes = pids.into_iter().map(|pid| api::ProcessInfo { pid, ..Default::default() }).collect();
+        let processes = pids
+            .into_iter()
+            .map(|(pid, exec_id)| api::ProcessInfo {
+                pid,
+                // containerd reads `containerd.runc.v1.ProcessDetails` to tell execs apart.
+                info: exec_id
+                    .map(|exec_id| Any {
+                        type_url: "containerd.runc.v1.ProcessDetails".into(),
+                        value: ProcessDetails { exec_id, ..Default::default() }.write_to_bytes().unwrap_or_default(),
+                        ..Default::default()
+                    })
+                    .into(),
+                ..Default::default()
+            })
+            .collect();
         Ok(api::PidsResponse { processes, ..Default::default() })
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> Res<Empty> {
-        if req.stdin {
-            self.sup.close_stdin(&req.id, &req.exec_id).map_err(to_status)?;
-        }
+        self.sup.close_io(&req.id, &req.exec_id, req.stdin).map_err(to_status)?;
         Ok(Empty::new())
     }
 
@@ -196,8 +209,12 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn exec(&self, _ctx: &TtrpcContext, _req: api::ExecProcessRequest) -> Res<Empty> {
-        unimplemented("Exec")
+    async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> Res<Empty> {
+        let _span = span("exec", &req.id, &req.exec_id).entered();
+        let stdio = StdioConfig { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal };
+        let spec = req.spec.as_ref().map(|a| a.value.as_slice()).unwrap_or_default();
+        self.sup.exec(&req.id, &req.exec_id, stdio, spec).map_err(to_status)?;
+        Ok(Empty::new())
     }
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, _req: api::ResizePtyRequest) -> Res<Empty> {

@@ -97,6 +97,7 @@ fn remove_dead_socket(bundle: &Path) {
 
 /// The long-lived server.
 fn serve(args: &Args) -> Result<()> {
+    crate::sys::close_fds_from(4);
     let bundle = cwd()?;
     crate::logging::init(&bundle, args.debug);
     // Before anything forks, so every descendant that is orphaned comes to us.

@@ -88,16 +88,23 @@ struct Container {
     bundle: PathBuf,
     runc: Runc,
     init: Proc,
+    execs: HashMap<String, Proc>,
+    /// The init was reaped while execs were still running; its exit is published once the
+    /// last of them is, so the init's `TaskExit` is always the container's last.
+    pending_init_exit: Option<ExitInfo>,
     /// The container has no pid namespace of its own, so its processes outlive its init
     /// unless we kill them (the kernel does it for a private namespace).
     kill_all_on_exit: bool,
+    /// uid/gid owning the stdio pipes (user-namespaced containers).
+    io_owner: (u32, u32),
     /// We mounted `rootfs` mounts and must take them down at delete.
     mounted_rootfs: bool,
     deleting: bool,
 }
 
-/// One process (the init; execs come later) as the table tracks it.
+/// One process (the init or an exec) as the table tracks it.
 struct Proc {
+    /// 0 for an exec that has not started.
     pid: i32,
     state: State,
     stdio: StdioConfig,
@@ -107,16 +114,41 @@ struct Proc {
     exit: watch::Sender<Option<ExitInfo>>,
     /// Taken out while `Delete` drains it.
     io: Option<ProcessIo>,
+    /// An exec's OCI process spec (JSON), kept from `Exec` to its `Start`.
+    spec: Vec<u8>,
 }
 
 impl Proc {
-    fn new(pid: i32, stdio: StdioConfig, io: ProcessIo) -> Proc {
-        Proc { pid, state: State::Created, stdio, starting: false, held_exit: None, exit: watch::channel(None).0, io: Some(io) }
+    fn new(pid: i32, stdio: StdioConfig, io: Option<ProcessIo>) -> Proc {
+        Proc { pid, state: State::Created, stdio, starting: false, held_exit: None, exit: watch::channel(None).0, io, spec: Vec::new() }
+    }
+
+    fn alive(&self) -> bool {
+        self.starting || self.state == State::Running
     }
 }
 
-/// Registration of an in-flight create in `Table::collectors`; removed on drop, so a failed or
-/// cancelled create never leaves a collector behind.
+impl Container {
+    /// The init (`exec_id` empty) or the named exec.
+    fn process(&mut self, exec_id: &str) -> Result<&mut Proc> {
+        if exec_id.is_empty() {
+            return Ok(&mut self.init);
+        }
+        self.execs.get_mut(exec_id).ok_or_else(|| Error::NotFound(format!("exec {exec_id} not found")))
+    }
+
+    /// Whether the init was reaped (its exit may still be pending behind execs).
+    fn init_exited(&self) -> bool {
+        self.pending_init_exit.is_some() || self.init.state == State::Stopped
+    }
+
+    fn execs_alive(&self) -> bool {
+        self.execs.values().any(Proc::alive)
+    }
+}
+
+/// Registration of an in-flight create or exec start in `Table::collectors`; removed on drop,
+/// so a failed or cancelled one never leaves a collector behind.
 struct Collector {
     /// `None` once `finish` removed the registration under the caller's lock.
     shared: Option<Arc<Shared>>,
@@ -125,9 +157,10 @@ struct Collector {
 
 impl Collector {
     /// Stops collecting (the caller holds the lock) and returns the exit of `pid` if it was seen.
+    /// Must be used instead of dropping whenever the caller holds the table lock.
     fn finish(mut self, table: &mut Table, pid: i32) -> Option<Exit> {
         self.shared = None;
-        table.collectors.remove(&self.key).and_then(|v| v.into_iter().find(|e| e.pid == pid))
+        table.collectors.remove(&self.key).and_then(|v| v.into_iter().find(|e| e.pid == pid && pid != 0))
     }
 }
 
@@ -153,13 +186,8 @@ impl Table {
     }
 }
 
-fn require_init(exec_id: &str) -> Result<()> {
-    if exec_id.is_empty() {
-        Ok(())
-    } else {
-        validate_id("exec", exec_id)?;
-        Err(Error::NotFound(format!("exec {exec_id} not found")))
-    }
+fn check_exec_id(exec_id: &str) -> Result<()> {
+    if exec_id.is_empty() { Ok(()) } else { validate_id("exec", exec_id) }
 }
 
 impl Supervisor {
@@ -212,7 +240,7 @@ impl Supervisor {
         });
         let c = t.containers.entry(req.id.clone()).or_insert(container);
         if let Some(exit) = early_exit {
-            self.finish_exit(&req.id, c, exit_info(exit));
+            self.process_exit(&req.id, c, "", exit_info(exit));
         }
         Ok(pid as u32)
     }
@@ -247,8 +275,9 @@ impl Supervisor {
         let pid = created.and_then(|()| read_pid(&pid_file));
         match pid {
             Ok(pid) => {
-                let init = Proc::new(pid, req.stdio.clone(), io);
-                Ok((Container { bundle: bundle.clone(), runc, init, kill_all_on_exit, mounted_rootfs, deleting: false }, collector))
+                let init = Proc::new(pid, req.stdio.clone(), Some(io));
+                let c = Container { bundle: bundle.clone(), runc, init, execs: HashMap::new(), pending_init_exit: None, io_owner: (req.options.io_uid, req.options.io_gid), kill_all_on_exit, mounted_rootfs, deleting: false };
+                Ok((c, collector))
             }
             Err(e) => {
                 io.close();
@@ -269,7 +298,10 @@ impl Supervisor {
     }
 
     pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
-        require_init(exec_id)?;
+        check_exec_id(exec_id)?;
+        if !exec_id.is_empty() {
+            return self.start_exec(id, exec_id).await;
+        }
         let (runc, pid) = {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
@@ -289,16 +321,118 @@ impl Supervisor {
             self.shared.events.publish(Event::Start { container_id: id.to_string(), pid: pid as u32 });
         }
         if let Some(exit) = c.init.held_exit.take() {
-            self.finish_exit(id, c, exit);
+            self.process_exit(id, c, "", exit);
         }
         started.map(|()| pid as u32)
     }
 
+    /// `Exec`: registers the process; it runs at `Start`.
+    pub fn exec(&self, id: &str, exec_id: &str, stdio: StdioConfig, spec: &[u8]) -> Result<()> {
+        validate_id("exec", exec_id)?;
+        let mut spec: serde_json::Value = serde_json::from_slice(spec).map_err(|e| Error::InvalidArgument(format!("exec process spec is not valid JSON: {e}")))?;
+        let Some(obj) = spec.as_object_mut() else {
+            return Err(Error::InvalidArgument("exec process spec must be a JSON object".into()));
+        };
+        // The request, not the spec, decides whether there is a terminal (as in the Go shim).
+        obj.insert("terminal".into(), stdio.terminal.into());
+        let mut t = self.shared.lock();
+        let c = t.container(id)?;
+        if c.init_exited() {
+            return Err(Error::FailedPrecondition(format!("container {id} is not running")));
+        }
+        if c.execs.contains_key(exec_id) {
+            return Err(Error::AlreadyExists(format!("exec {exec_id} already exists")));
+        }
+        let mut p = Proc::new(0, stdio, None);
+        p.spec = serde_json::to_vec(&spec).expect("serialize JSON value");
+        c.execs.insert(exec_id.to_string(), p);
+        self.shared.events.publish(Event::ExecAdded { container_id: id.to_string(), exec_id: exec_id.to_string() });
+        Ok(())
+    }
+
+    async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32> {
+        let (runc, bundle, stdio, spec, uid, gid) = {
+            let mut t = self.shared.lock();
+            let c = t.container(id)?;
+            if c.init_exited() {
+                return Err(Error::FailedPrecondition(format!("container {id} is not running")));
+            }
+            let (runc, bundle) = (c.runc.clone(), c.bundle.clone());
+            let io_owner = c.io_owner;
+            let p = c.process(exec_id)?;
+            if p.starting {
+                return Err(Error::FailedPrecondition(format!("exec {exec_id} is already starting")));
+            }
+            p.state.apply(Op::Start)?;
+            p.starting = true;
+            (runc, bundle, p.stdio.clone(), std::mem::take(&mut p.spec), io_owner.0, io_owner.1)
+        };
+        let collector = self.collector();
+        let launched = self.launch_exec(&runc, id, exec_id, &bundle, &stdio, &spec, uid, gid).await;
+        let mut t = self.shared.lock();
+        // Finish under this lock on every path: dropping the collector here would re-lock.
+        let early_exit = collector.finish(&mut t, launched.as_ref().map_or(0, |(pid, _)| *pid));
+        let c = t.container(id)?;
+        let result = match launched {
+            Ok((pid, io)) => {
+                let p = c.process(exec_id)?;
+                p.starting = false;
+                p.pid = pid;
+                p.state = State::Running;
+                p.io = Some(io);
+                self.shared.events.publish(Event::ExecStarted { container_id: id.to_string(), exec_id: exec_id.to_string(), pid: pid as u32 });
+                if let Some(exit) = early_exit {
+                    self.process_exit(id, c, exec_id, exit_info(exit));
+                }
+                Ok(pid as u32)
+            }
+            Err(e) => {
+                let p = c.process(exec_id)?;
+                p.starting = false;
+                p.spec = spec;
+                Err(e)
+            }
+        };
+        // The init may have exited while this exec was starting and be waiting for it.
+        if c.pending_init_exit.is_some() && !c.execs_alive() {
+            let exit = c.pending_init_exit.take().expect("checked");
+            self.finish_init_exit(id, c, exit);
+        }
+        result
+    }
+
+    /// The slow part of an exec start: stdio, process spec file, `runc exec`, pid.
+    #[allow(clippy::too_many_arguments)]
+    async fn launch_exec(&self, runc: &Runc, id: &str, exec_id: &str, bundle: &Path, stdio: &StdioConfig, spec: &[u8], uid: u32, gid: u32) -> Result<(i32, ProcessIo)> {
+        let (mut io, runc_stdio) = ProcessIo::open(stdio, uid, gid)?;
+        let spec_file = bundle.join(format!("{exec_id}.process.json"));
+        let pid_file = bundle.join(format!("{exec_id}.pid"));
+        std::fs::write(&spec_file, spec).map_err(Error::io(format!("write {}", spec_file.display())))?;
+        let ran = runc.exec(&self.shared.reaper, id, &spec_file, &pid_file, runc_stdio).await;
+        let _ = std::fs::remove_file(&spec_file);
+        match ran.and_then(|()| read_pid(&pid_file)) {
+            Ok(pid) => Ok((pid, io)),
+            Err(e) => {
+                io.close();
+                Err(e)
+            }
+        }
+    }
+
     pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
-        require_init(exec_id)?;
+        check_exec_id(exec_id)?;
         let runc = {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
+            if !exec_id.is_empty() {
+                // Execs are signalled directly, as the Go shim does.
+                let p = c.process(exec_id)?;
+                return match p.state {
+                    State::Created => Err(Error::FailedPrecondition(format!("exec {exec_id} is not started"))),
+                    State::Stopped => Err(Error::NotFound("process already finished".into())),
+                    State::Running => crate::sys::signal(p.pid, signal),
+                };
+            }
             c.init.state.apply(Op::Kill)?;
             c.runc.clone()
         };
@@ -306,7 +440,10 @@ impl Supervisor {
     }
 
     pub async fn delete(&self, id: &str, exec_id: &str) -> Result<Deleted> {
-        require_init(exec_id)?;
+        check_exec_id(exec_id)?;
+        if !exec_id.is_empty() {
+            return self.delete_exec(id, exec_id).await;
+        }
         let (runc, mut io, state) = {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
@@ -335,6 +472,12 @@ impl Supervisor {
         let mut t = self.shared.lock();
         let c = t.containers.remove(id).ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
         drop(t);
+        for (exec_id, p) in &c.execs {
+            let _ = std::fs::remove_file(c.bundle.join(format!("{exec_id}.pid")));
+            if p.exit.borrow().is_none() {
+                p.exit.send_replace(Some(ExitInfo { status: 128 + libc::SIGKILL as u32, at: SystemTime::now() }));
+            }
+        }
         if c.mounted_rootfs {
             mount::unmount_all(&c.bundle.join("rootfs"));
         }
@@ -351,39 +494,71 @@ impl Supervisor {
         Ok(Deleted { pid: c.init.pid as u32, exit })
     }
 
+    async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<Deleted> {
+        let (mut io, state) = {
+            let mut t = self.shared.lock();
+            let p = t.container(id)?.process(exec_id)?;
+            if p.starting {
+                return Err(Error::FailedPrecondition(format!("exec {exec_id} is starting")));
+            }
+            p.state.apply(Op::Delete)?;
+            (p.io.take(), p.state)
+        };
+        if state == State::Stopped {
+            if let Some(io) = io.as_mut() {
+                io.drain(DRAIN_LIMIT).await;
+            }
+        }
+        drop(io);
+        let mut t = self.shared.lock();
+        let c = t.container(id)?;
+        let p = c.execs.remove(exec_id).ok_or_else(|| Error::NotFound(format!("exec {exec_id} not found")))?;
+        let _ = std::fs::remove_file(c.bundle.join(format!("{exec_id}.pid")));
+        // A never-started exec releases its waiters with status 0: nothing ran.
+        let exit = p.exit.borrow().unwrap_or(ExitInfo { status: 0, at: SystemTime::now() });
+        p.exit.send_replace(Some(exit));
+        Ok(Deleted { pid: p.pid as u32, exit })
+    }
+
     pub async fn wait(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
-        require_init(exec_id)?;
+        check_exec_id(exec_id)?;
         let mut rx = {
             let mut t = self.shared.lock();
-            t.container(id)?.init.exit.subscribe()
+            t.container(id)?.process(exec_id)?.exit.subscribe()
         };
-        let exit = rx.wait_for(Option::is_some).await.map_err(|_| Error::NotFound(format!("container {id} was deleted")))?;
+        let exit = rx.wait_for(Option::is_some).await.map_err(|_| Error::NotFound(format!("process {id}/{exec_id} was deleted")))?;
         Ok(exit.expect("waited for Some"))
     }
 
     pub fn state(&self, id: &str, exec_id: &str) -> Result<ProcessState> {
-        require_init(exec_id)?;
+        check_exec_id(exec_id)?;
         let mut t = self.shared.lock();
         let c = t.container(id)?;
+        let bundle = c.bundle.clone();
+        let p = c.process(exec_id)?;
         let state = ProcessState {
             id: id.to_string(),
-            exec_id: String::new(),
-            bundle: c.bundle.clone(),
-            pid: c.init.pid as u32,
-            state: c.init.state,
-            stdio: c.init.stdio.clone(),
-            exit: *c.init.exit.borrow(),
+            exec_id: exec_id.to_string(),
+            bundle,
+            pid: p.pid as u32,
+            state: p.state,
+            stdio: p.stdio.clone(),
+            exit: *p.exit.borrow(),
         };
         Ok(state)
     }
 
-    /// Pids of every process in the container.
-    pub async fn pids(&self, id: &str) -> Result<Vec<u32>> {
+    /// Pids of every process in the container, each with its exec id if it is an exec.
+    pub async fn pids(&self, id: &str) -> Result<Vec<(u32, Option<String>)>> {
         let runc = {
             let mut t = self.shared.lock();
             t.container(id)?.runc.clone()
         };
-        Ok(runc.ps(&self.shared.reaper, id).await?.into_iter().map(|p| p as u32).collect())
+        let pids = runc.ps(&self.shared.reaper, id).await?;
+        let mut t = self.shared.lock();
+        let c = t.container(id)?;
+        let exec_of = |pid: i32| c.execs.iter().find(|(_, p)| p.pid == pid && p.pid != 0).map(|(e, _)| e.clone());
+        Ok(pids.into_iter().map(|pid| (pid as u32, exec_of(pid))).collect())
     }
 
     /// The init pid of `id`, or 0 when unknown (Connect is a liveness probe and never fails).
@@ -391,10 +566,12 @@ impl Supervisor {
         self.shared.lock().containers.get(id).map_or(0, |c| c.init.pid as u32)
     }
 
-    pub fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
-        require_init(exec_id)?;
+    /// `CloseIO`: with `stdin`, EOF reaches the process once the client closed its end too.
+    pub fn close_io(&self, id: &str, exec_id: &str, stdin: bool) -> Result<()> {
+        check_exec_id(exec_id)?;
         let mut t = self.shared.lock();
-        if let Some(io) = t.container(id)?.init.io.as_mut() {
+        let p = t.container(id)?.process(exec_id)?;
+        if let (true, Some(io)) = (stdin, p.io.as_mut()) {
             io.close_stdin();
         }
         Ok(())
@@ -403,26 +580,69 @@ impl Supervisor {
     /// Routes one reaped exit that no spawner claimed.
     fn handle_exit(&self, exit: Exit) {
         let mut t = self.shared.lock();
-        let found = t.containers.iter_mut().find(|(_, c)| c.init.pid == exit.pid && c.init.state != State::Stopped);
-        match found {
-            Some((id, c)) if c.init.starting => {
-                tracing::debug!(container = %id, pid = exit.pid, "exit held until start is published");
-                c.init.held_exit = Some(exit_info(exit));
+        let owner = t.containers.iter().find_map(|(cid, c)| {
+            if c.init.pid == exit.pid && c.init.state != State::Stopped && c.pending_init_exit.is_none() {
+                return Some((cid.clone(), String::new()));
             }
-            Some((id, c)) => {
-                let id = id.clone();
-                self.finish_exit(&id, c, exit_info(exit));
+            c.execs.iter().find(|(_, p)| p.pid == exit.pid && p.pid != 0 && p.state != State::Stopped).map(|(eid, _)| (cid.clone(), eid.clone()))
+        });
+        let Some((cid, exec_id)) = owner else {
+            // Not ours (an orphan), or the pid of a process whose start is in flight.
+            for pending in t.collectors.values_mut() {
+                pending.push(exit);
             }
-            None => {
-                for pending in t.collectors.values_mut() {
-                    pending.push(exit);
-                }
+            return;
+        };
+        let c = t.containers.get_mut(&cid).expect("found above");
+        let p = c.process(&exec_id).expect("found above");
+        if p.starting {
+            tracing::debug!(container = %cid, exec = %exec_id, pid = exit.pid, "exit held until start is published");
+            p.held_exit = Some(exit_info(exit));
+            return;
+        }
+        self.process_exit(&cid, c, &exec_id, exit_info(exit));
+    }
+
+    /// Handles a reaped process of container `id`. Called under the lock.
+    fn process_exit(&self, id: &str, c: &mut Container, exec_id: &str, exit: ExitInfo) {
+        if exec_id.is_empty() {
+            if c.kill_all_on_exit {
+                // Without its own pid namespace the container's other processes survive the init.
+                let (runc, reaper, id) = (c.runc.clone(), self.shared.reaper.clone(), id.to_string());
+                tokio::spawn(async move {
+                    if let Err(e) = runc.kill(&reaper, &id, libc::SIGKILL as u32, true).await {
+                        tracing::debug!(container = %id, error = %e, "kill --all after init exit");
+                    }
+                });
             }
+            if c.execs_alive() {
+                tracing::debug!(container = %id, "init exited; its exit waits for the running execs");
+                c.pending_init_exit = Some(exit);
+            } else {
+                self.finish_init_exit(id, c, exit);
+            }
+            return;
+        }
+        let Some(p) = c.execs.get_mut(exec_id) else { return };
+        let Ok(next) = p.state.apply(Op::Exit) else { return };
+        p.state = next;
+        p.exit.send_replace(Some(exit));
+        self.shared.events.publish(Event::Exit {
+            container_id: id.to_string(),
+            id: exec_id.to_string(),
+            pid: p.pid as u32,
+            exit_status: exit.status,
+            exited_at: exit.at,
+        });
+        if c.pending_init_exit.is_some() && !c.execs_alive() {
+            let exit = c.pending_init_exit.take().expect("checked");
+            self.finish_init_exit(id, c, exit);
         }
     }
 
-    /// Records the init's exit, releases waiters and queues `TaskExit`. Called under the lock.
-    fn finish_exit(&self, id: &str, c: &mut Container, exit: ExitInfo) {
+    /// Records the init's exit, releases waiters and queues its `TaskExit`.
+    fn finish_init_exit(&self, id: &str, c: &mut Container, exit: ExitInfo) {
+        c.pending_init_exit = None;
         let Ok(next) = c.init.state.apply(Op::Exit) else { return };
         c.init.state = next;
         c.init.exit.send_replace(Some(exit));
@@ -434,15 +654,6 @@ impl Supervisor {
             exit_status: exit.status,
             exited_at: exit.at,
         });
-        if c.kill_all_on_exit {
-            // Without its own pid namespace the container's other processes survive the init.
-            let (runc, reaper, id) = (c.runc.clone(), self.shared.reaper.clone(), id.to_string());
-            tokio::spawn(async move {
-                if let Err(e) = runc.kill(&reaper, &id, libc::SIGKILL as u32, true).await {
-                    tracing::debug!(container = %id, error = %e, "kill --all after init exit");
-                }
-            });
-        }
     }
 }
 

@@ -15,6 +15,21 @@ pub fn set_child_subreaper() -> io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// Closes every descriptor from `first` up, so the server holds nothing it inherited by
+/// accident (containerd's environment can leak descriptors into `start`).
+pub fn close_fds_from(first: RawFd) {
+    // SAFETY: called at server startup, before any descriptor at or above `first` is owned by
+    // Rust code in this process (the listener is fd 3, below `first`).
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) != 0 {
+            // Kernels before 5.9: walk the table.
+            for fd in first..1024 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
 /// Takes ownership of an inherited descriptor (the listener the `start` action passed on fd 3).
 ///
 /// Fails unless `fd` is open, so a server started by hand without it gets a clear error.
@@ -26,6 +41,21 @@ pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: the descriptor is open and nothing else in this process owns it: it was inherited
     // across exec for exactly this purpose and is taken once, at startup.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends `signal` to `pid` (an exec process). A gone process is NotFound, an unknown signal
+/// InvalidArgument.
+pub fn signal(pid: i32, signal: u32) -> crate::error::Result<()> {
+    use crate::error::Error;
+    let sig = i32::try_from(signal).ok().filter(|s| (1..=64).contains(s)).ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+    // SAFETY: kill(2) takes plain integers.
+    if unsafe { libc::kill(pid, sig) } == 0 {
+        return Ok(());
+    }
+    match io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::ESRCH) => Err(Error::NotFound("process already finished".into())),
+        e => Err(Error::Io { context: format!("kill {pid}"), source: e }),
+    }
 }
 
 /// Points `target` (e.g. stderr) at `fd`.
