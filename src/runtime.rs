@@ -45,6 +45,8 @@ pub struct RuncStdio {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// `--console-socket`: the process gets a pty whose master runc sends here.
+    pub console_socket: Option<PathBuf>,
 }
 
 /// A runc bound to one container's settings.
@@ -86,8 +88,11 @@ impl Runc {
         v
     }
 
-    pub fn create_args(&self, id: &str, bundle: &Path, pid_file: &Path) -> Vec<OsString> {
+    pub fn create_args(&self, id: &str, bundle: &Path, pid_file: &Path, console: Option<&Path>) -> Vec<OsString> {
         let mut v: Vec<OsString> = vec!["create".into(), "--bundle".into(), bundle.into(), "--pid-file".into(), pid_file.into()];
+        if let Some(c) = console {
+            v.extend(["--console-socket".into(), c.into()]);
+        }
         if self.no_pivot_root {
             v.push("--no-pivot".into());
         }
@@ -100,16 +105,23 @@ impl Runc {
 
     /// `runc create`: the container's init exists afterwards, paused before the user program.
     pub async fn create(&self, reaper: &Reaper, id: &str, bundle: &Path, pid_file: &Path, stdio: RuncStdio) -> Result<()> {
-        self.call(reaper, "create", &self.create_args(id, bundle, pid_file), Some(stdio)).await.map(drop)
+        let args = self.create_args(id, bundle, pid_file, stdio.console_socket.as_deref());
+        self.call(reaper, "create", &args, Some(stdio)).await.map(drop)
     }
 
-    pub fn exec_args(&self, id: &str, process: &Path, pid_file: &Path) -> Vec<OsString> {
-        vec!["exec".into(), "--detach".into(), "--pid-file".into(), pid_file.into(), "--process".into(), process.into(), id.into()]
+    pub fn exec_args(&self, id: &str, process: &Path, pid_file: &Path, console: Option<&Path>) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec!["exec".into(), "--detach".into(), "--pid-file".into(), pid_file.into(), "--process".into(), process.into()];
+        if let Some(c) = console {
+            v.extend(["--console-socket".into(), c.into()]);
+        }
+        v.push(id.into());
+        v
     }
 
     /// `runc exec --detach`: runs the process described by the `process` JSON file.
     pub async fn exec(&self, reaper: &Reaper, id: &str, process: &Path, pid_file: &Path, stdio: RuncStdio) -> Result<()> {
-        self.call(reaper, "exec", &self.exec_args(id, process, pid_file), Some(stdio)).await.map(drop)
+        let args = self.exec_args(id, process, pid_file, stdio.console_socket.as_deref());
+        self.call(reaper, "exec", &args, Some(stdio)).await.map(drop)
     }
 
     pub async fn start(&self, reaper: &Reaper, id: &str) -> Result<()> {
@@ -270,9 +282,12 @@ mod tests {
     fn create_args_carry_pid_file_and_flags() {
         let opts = RuncOptions { no_pivot_root: true, no_new_keyring: true, ..Default::default() };
         let r = Runc::new(&opts, "n", Path::new("/b"));
-        let a = r.create_args("c1", Path::new("/b"), Path::new("/b/init.pid"));
+        let a = r.create_args("c1", Path::new("/b"), Path::new("/b/init.pid"), None);
         let a: Vec<_> = a.iter().map(|s| s.to_str().unwrap()).collect();
         assert_eq!(a, ["create", "--bundle", "/b", "--pid-file", "/b/init.pid", "--no-pivot", "--no-new-keyring", "c1"]);
+        let a = r.exec_args("c1", Path::new("/b/x.json"), Path::new("/b/x.pid"), Some(Path::new("/tmp/p.sock")));
+        let a: Vec<_> = a.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(a, ["exec", "--detach", "--pid-file", "/b/x.pid", "--process", "/b/x.json", "--console-socket", "/tmp/p.sock", "c1"]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -52,11 +53,21 @@ pub struct TaskService {
     sup: Supervisor,
     /// Notified when `Shutdown` finds no container left.
     shutdown: Arc<Notify>,
+    /// containerd asked us to shut down while a container still existed or was being created.
+    /// If that create then fails, nobody will ask again, so the failure path shuts down.
+    shutdown_requested: AtomicBool,
 }
 
 impl TaskService {
     pub fn new(sup: Supervisor, shutdown: Arc<Notify>) -> TaskService {
-        TaskService { sup, shutdown }
+        TaskService { sup, shutdown, shutdown_requested: AtomicBool::new(false) }
+    }
+
+    fn shutdown_if_idle(&self) {
+        if self.shutdown_requested.load(Ordering::SeqCst) && self.sup.is_empty() {
+            tracing::info!("no container left; shutting down");
+            self.shutdown.notify_one();
+        }
     }
 }
 
@@ -122,7 +133,10 @@ impl Task for TaskService {
                 options,
                 checkpoint: req.checkpoint.clone(),
             };
-            let pid = self.sup.create(create).await.map_err(to_status)?;
+            let pid = self.sup.create(create).await.map_err(|e| {
+                self.shutdown_if_idle();
+                to_status(e)
+            })?;
             Ok(api::CreateTaskResponse { pid, ..Default::default() })
         }
         .instrument(span("create", &req.id, ""))
@@ -202,10 +216,8 @@ impl Task for TaskService {
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> Res<Empty> {
-        if self.sup.is_empty() {
-            tracing::info!("last container gone; shutting down");
-            self.shutdown.notify_one();
-        }
+        self.shutdown_requested.store(true, Ordering::SeqCst);
+        self.shutdown_if_idle();
         Ok(Empty::new())
     }
 
@@ -217,8 +229,9 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn resize_pty(&self, _ctx: &TtrpcContext, _req: api::ResizePtyRequest) -> Res<Empty> {
-        unimplemented("ResizePty")
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> Res<Empty> {
+        self.sup.resize_pty(&req.id, &req.exec_id, req.width, req.height).map_err(to_status)?;
+        Ok(Empty::new())
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> Res<Empty> {

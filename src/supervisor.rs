@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, EventSink};
-use crate::io::{ProcessIo, StdioConfig};
+use crate::io::{IoContext, LoggerEnv, ProcessIo, StdioConfig};
 use crate::mount::{self, Mount};
 use crate::process::{validate_id, ExitInfo, Op, State};
 use crate::reaper::{Exit, Reaper};
@@ -261,7 +261,8 @@ impl Supervisor {
                 mount::unmount_all(&rootfs);
             }
         };
-        let (mut io, runc_stdio) = match ProcessIo::open(&req.stdio, req.options.io_uid, req.options.io_gid) {
+        let ctx = self.io_context(&req.id, (req.options.io_uid, req.options.io_gid));
+        let (mut io, runc_stdio) = match ProcessIo::open(&req.stdio, &ctx).await {
             Ok(x) => x,
             Err(e) => {
                 undo_mount();
@@ -272,7 +273,10 @@ impl Supervisor {
         let collector = self.collector();
         let pid_file = bundle.join("init.pid");
         let created = runc.create(&self.shared.reaper, &req.id, bundle, &pid_file, runc_stdio).await;
-        let pid = created.and_then(|()| read_pid(&pid_file));
+        let pid = match created {
+            Ok(()) => io.attach_console().await.and_then(|()| read_pid(&pid_file)),
+            Err(e) => Err(e),
+        };
         match pid {
             Ok(pid) => {
                 let init = Proc::new(pid, req.stdio.clone(), Some(io));
@@ -287,6 +291,10 @@ impl Supervisor {
                 Err(e)
             }
         }
+    }
+
+    fn io_context<'a>(&'a self, container_id: &'a str, owner: (u32, u32)) -> IoContext<'a> {
+        IoContext { reaper: &self.shared.reaper, logger_env: LoggerEnv { container_id, namespace: &self.shared.namespace }, owner }
     }
 
     fn collector(&self) -> Collector {
@@ -404,12 +412,16 @@ impl Supervisor {
     /// The slow part of an exec start: stdio, process spec file, `runc exec`, pid.
     #[allow(clippy::too_many_arguments)]
     async fn launch_exec(&self, runc: &Runc, id: &str, exec_id: &str, bundle: &Path, stdio: &StdioConfig, spec: &[u8], uid: u32, gid: u32) -> Result<(i32, ProcessIo)> {
-        let (mut io, runc_stdio) = ProcessIo::open(stdio, uid, gid)?;
+        let (mut io, runc_stdio) = ProcessIo::open(stdio, &self.io_context(id, (uid, gid))).await?;
         let spec_file = bundle.join(format!("{exec_id}.process.json"));
         let pid_file = bundle.join(format!("{exec_id}.pid"));
         std::fs::write(&spec_file, spec).map_err(Error::io(format!("write {}", spec_file.display())))?;
         let ran = runc.exec(&self.shared.reaper, id, &spec_file, &pid_file, runc_stdio).await;
         let _ = std::fs::remove_file(&spec_file);
+        let ran = match ran {
+            Ok(()) => io.attach_console().await,
+            Err(e) => Err(e),
+        };
         match ran.and_then(|()| read_pid(&pid_file)) {
             Ok(pid) => Ok((pid, io)),
             Err(e) => {
@@ -564,6 +576,16 @@ impl Supervisor {
     /// The init pid of `id`, or 0 when unknown (Connect is a liveness probe and never fails).
     pub fn init_pid(&self, id: &str) -> u32 {
         self.shared.lock().containers.get(id).map_or(0, |c| c.init.pid as u32)
+    }
+
+    /// `ResizePty`.
+    pub fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
+        check_exec_id(exec_id)?;
+        let mut t = self.shared.lock();
+        match t.container(id)?.process(exec_id)?.io.as_ref() {
+            Some(io) => io.resize(width, height),
+            None => Ok(()),
+        }
     }
 
     /// `CloseIO`: with `stdin`, EOF reaches the process once the client closed its end too.

@@ -58,6 +58,58 @@ pub fn signal(pid: i32, signal: u32) -> crate::error::Result<()> {
     }
 }
 
+/// Owns a descriptor the kernel just handed us (SCM_RIGHTS).
+pub fn own_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the descriptor was just created in this process by recvmsg and nothing else
+    // refers to it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Registers an owned descriptor with the tokio reactor.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd takes ownership of `fd`; nothing else closes or replaces it while it
+    // is registered.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(Into::into)
+}
+
+/// Sets a terminal's window size (TIOCSWINSZ).
+pub fn set_window_size(tty: &impl AsRawFd, width: u16, height: u16) -> io::Result<()> {
+    let ws = libc::winsize { ws_row: height, ws_col: width, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one winsize struct, which lives for the call.
+    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Arranges for the child to find `fds[i].0` at descriptor `fds[i].1` (binary loggers get
+/// their pipes on fds 3, 4 and 5).
+pub fn map_fds(cmd: &mut Command, fds: Vec<(RawFd, RawFd)>) {
+    // SAFETY: between fork and exec only fcntl and dup2 are called, on descriptors that are
+    // open in the child; no allocation (the vector was built before fork).
+    unsafe {
+        cmd.pre_exec(move || {
+            // First move every source above the targets, so a source that sits on another's
+            // target number is not clobbered before it is used.
+            let mut moved = [0 as RawFd; 8];
+            for (i, &(src, _)) in fds.iter().enumerate().take(8) {
+                let fd = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 64);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                moved[i] = fd;
+            }
+            for (i, &(_, target)) in fds.iter().enumerate().take(8) {
+                // dup2 clears FD_CLOEXEC on the target, so it survives exec.
+                if libc::dup2(moved[i], target) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Points `target` (e.g. stderr) at `fd`.
 pub fn dup_onto(fd: &impl AsRawFd, target: RawFd) -> io::Result<()> {
     // SAFETY: dup2 on two descriptors; `fd` is borrowed and stays open for the call.

@@ -1,4 +1,4 @@
-//! The copy loop between a pipe and a client target.
+//! The copy loop between a stdio source and a client target.
 
 use std::io::Write;
 use std::path::Path;
@@ -6,7 +6,25 @@ use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
+use super::console::Console;
 use crate::error::{Error, Result};
+
+/// Where copied bytes come from.
+pub enum Source {
+    /// A pipe or FIFO.
+    Pipe(pipe::Receiver),
+    /// A pty master.
+    Console(Console),
+}
+
+impl Source {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Source::Pipe(p) => p.read(buf).await,
+            Source::Console(c) => c.read(buf).await,
+        }
+    }
+}
 
 /// Where copied bytes go.
 pub enum Sink {
@@ -14,6 +32,8 @@ pub enum Sink {
     Fifo(pipe::Sender),
     /// A regular file opened for append; page-cache writes, short enough to do inline.
     File(std::fs::File),
+    /// A pty master (the process's terminal input).
+    Console(Console),
 }
 
 impl Sink {
@@ -21,6 +41,7 @@ impl Sink {
         match self {
             Sink::Fifo(s) => s.write_all(buf).await,
             Sink::File(f) => f.write_all(buf),
+            Sink::Console(c) => c.write_all(buf).await,
         }
     }
 }
@@ -43,7 +64,7 @@ pub fn open_log_file(path: &Path) -> Result<Sink> {
 ///
 /// A write error drops the sink but the loop keeps reading: the writer side of `src` (the
 /// container) must never block forever because a reader went away.
-pub async fn pump(mut src: pipe::Receiver, sink: Sink) {
+pub async fn pump(mut src: Source, sink: Sink) {
     let mut sink = Some(sink);
     let mut buf = vec![0u8; 32 * 1024];
     loop {

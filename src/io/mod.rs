@@ -1,20 +1,24 @@
 //! Container stdio.
 //!
-//! The container never writes into containerd's FIFOs directly. tether gives runc pipes and
-//! copies between the pipes and the client's targets, so:
+//! The container never writes into containerd's FIFOs directly. tether gives runc pipes (or a
+//! pty) and copies between them and the client's targets, so:
 //! - output survives the client going away (a containerd restart): tether holds each output
 //!   FIFO open read-write, so writes never fail with EPIPE and resume when a reader returns;
 //! - a failed write never stalls the container: the copy keeps draining the pipe;
 //! - stdin sees EOF only after the client closed its end *and* sent `CloseIO`, because tether
 //!   holds an extra writer on the stdin FIFO until then (as the Go shim does).
+//!
+//! `binary://` targets are the exception: the logger reads the container's pipes itself.
 
+mod binary;
+mod console;
 mod copy;
 mod uri;
 
-pub use uri::{Target, parse_target};
+pub use binary::LoggerEnv;
+pub use uri::{parse_target, Target};
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
@@ -23,7 +27,11 @@ use tokio::net::unix::pipe;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::reaper::Reaper;
 use crate::runtime::RuncStdio;
+use binary::Logger;
+use console::{Console, ConsoleSocket};
+use copy::{Sink, Source};
 
 /// stdio as the client named it in `Create` or `Exec`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,68 +42,119 @@ pub struct StdioConfig {
     pub terminal: bool,
 }
 
-/// The shim's side of one process's stdio: the copy tasks and the stdin keep-alive writer.
+/// What opening stdio needs besides the config.
+pub struct IoContext<'a> {
+    pub reaper: &'a Reaper,
+    pub logger_env: LoggerEnv<'a>,
+    /// uid/gid owning the pipes (user-namespaced containers); 0/0 leaves them as they are.
+    pub owner: (u32, u32),
+}
+
+/// The shim's side of one process's stdio.
 #[derive(Default)]
 pub struct ProcessIo {
     /// Extra writer on the stdin FIFO, dropped by `CloseIO`.
     stdin_keepalive: Option<pipe::Sender>,
     stdin_copy: Option<JoinHandle<()>>,
-    /// stdout/stderr copies; each ends when every writer of its pipe is gone.
+    /// stdout/stderr copies; each ends when every writer of its source is gone.
     output_copies: Vec<JoinHandle<()>>,
+    /// A terminal whose master runc has not sent yet, with the copies to start then.
+    pending_console: Option<(ConsoleSocket, Option<pipe::Receiver>, Sink)>,
+    console: Option<Console>,
+    logger: Option<Logger>,
 }
 
 impl ProcessIo {
-    /// Opens the client's targets, makes the pipes and starts the copies. Returns the ends to
-    /// hand to runc.
-    pub fn open(cfg: &StdioConfig, io_uid: u32, io_gid: u32) -> Result<(ProcessIo, RuncStdio)> {
-        if cfg.terminal {
-            return Err(Error::Unimplemented("terminal (pty) stdio is not supported yet".into()));
-        }
+    /// Opens the client's targets and prepares what runc gets. For a terminal, call
+    /// [`ProcessIo::attach_console`] once runc returned.
+    pub async fn open(cfg: &StdioConfig, ctx: &IoContext<'_>) -> Result<(ProcessIo, RuncStdio)> {
         let mut io = ProcessIo::default();
         let mut runc = RuncStdio::default();
-        let owner = (io_uid != 0 || io_gid != 0).then_some((Uid::from_raw(io_uid), Gid::from_raw(io_gid)));
+        let owner = (ctx.owner != (0, 0)).then_some((Uid::from_raw(ctx.owner.0), Gid::from_raw(ctx.owner.1)));
+        let stdin_fifo = io.open_stdin(&cfg.stdin)?;
+        let stdout = parse_target(&cfg.stdout)?;
+        let stderr = parse_target(&cfg.stderr)?;
 
-        if !cfg.stdin.is_empty() {
-            let Target::Fifo(path) = parse_target(&cfg.stdin)? else {
-                return Err(Error::InvalidArgument(format!("stdin must be a fifo, got {:?}", cfg.stdin)));
+        if cfg.terminal {
+            let sink = match &stdout {
+                Target::None => None,
+                Target::Binary(..) => return Err(Error::Unimplemented("a binary:// logger with a terminal is not supported".into())),
+                t => Some(open_sink(t)?),
             };
-            // Reader first (never blocks), then our keep-alive writer (succeeds: a reader exists).
-            let fifo = pipe::OpenOptions::new().open_receiver(&path).map_err(Error::io(format!("open stdin fifo {}", path.display())))?;
-            let keepalive = pipe::OpenOptions::new().open_sender(&path).map_err(Error::io(format!("open stdin fifo {} for writing", path.display())))?;
+            let socket = ConsoleSocket::new()?;
+            runc.console_socket = Some(socket.path());
+            // Output with nowhere to go is still read, so the pty never fills up.
+            let sink = sink.unwrap_or_else(|| Sink::File(std::fs::File::options().write(true).open("/dev/null").expect("/dev/null")));
+            io.pending_console = Some((socket, stdin_fifo, sink));
+            return Ok((io, runc));
+        }
+
+        if let Some(fifo) = stdin_fifo {
             let (r, w) = make_pipe(owner)?;
             let w = pipe::Sender::from_owned_fd(w).map_err(Error::io("stdin pipe"))?;
-            io.stdin_keepalive = Some(keepalive);
-            io.stdin_copy = Some(tokio::spawn(copy::pump(fifo, copy::Sink::Fifo(w))));
+            io.stdin_copy = Some(tokio::spawn(copy::pump(Source::Pipe(fifo), Sink::Fifo(w))));
             runc.stdin = Some(r);
         }
 
-        let stdout = parse_target(&cfg.stdout)?;
-        let stderr = parse_target(&cfg.stderr)?;
-        if matches!(stdout, Target::Binary(..)) || matches!(stderr, Target::Binary(..)) {
-            return Err(Error::Unimplemented("binary:// log URIs are not supported yet".into()));
+        if let Target::Binary(path, args) = stdout.clone().into_binary().or(stderr.clone().into_binary()).unwrap_or(Target::None) {
+            // One logger takes both streams (the Go shim uses the stdout URI for both).
+            let (out_r, out_w) = make_pipe(owner)?;
+            let (err_r, err_w) = make_pipe(owner)?;
+            io.logger = Some(Logger::start(ctx.reaper, &path, &args, &ctx.logger_env, out_r, err_r).await?);
+            runc.stdout = Some(out_w);
+            runc.stderr = Some(err_w);
+            return Ok((io, runc));
         }
         runc.stdout = io.output(&stdout, owner)?;
         runc.stderr = io.output(&stderr, owner)?;
         Ok((io, runc))
     }
 
+    /// Opens the stdin FIFO: reader first (never blocks), then our keep-alive writer (succeeds:
+    /// a reader exists).
+    fn open_stdin(&mut self, stdin: &str) -> Result<Option<pipe::Receiver>> {
+        let path = match parse_target(stdin)? {
+            Target::None => return Ok(None),
+            Target::Fifo(path) => path,
+            _ => return Err(Error::InvalidArgument(format!("stdin must be a fifo, got {stdin:?}"))),
+        };
+        let fifo = pipe::OpenOptions::new().open_receiver(&path).map_err(Error::io(format!("open stdin fifo {}", path.display())))?;
+        let keepalive = pipe::OpenOptions::new().open_sender(&path).map_err(Error::io(format!("open stdin fifo {} for writing", path.display())))?;
+        self.stdin_keepalive = Some(keepalive);
+        Ok(Some(fifo))
+    }
+
     /// Starts the copy for one output stream and returns the pipe end for runc.
     fn output(&mut self, target: &Target, owner: Option<(Uid, Gid)>) -> Result<Option<OwnedFd>> {
-        let sink = match target {
-            Target::None => return Ok(None),
-            Target::Fifo(path) => copy::Sink::Fifo(
-                pipe::OpenOptions::new()
-                    .read_write(true)
-                    .open_sender(path)
-                    .map_err(Error::io(format!("open output fifo {}", path.display())))?,
-            ),
-            Target::File(path) => copy::open_log_file(path)?,
-            Target::Binary(..) => unreachable!("refused in open"),
-        };
+        if *target == Target::None {
+            return Ok(None);
+        }
+        let sink = open_sink(target)?;
         let (r, w) = make_pipe(owner)?;
         let r = pipe::Receiver::from_owned_fd(r).map_err(Error::io("output pipe"))?;
-        self.output_copies.push(tokio::spawn(copy::pump(r, sink)));
+        self.output_copies.push(tokio::spawn(copy::pump(Source::Pipe(r), sink)));
         Ok(Some(w))
+    }
+
+    /// For a terminal: takes the pty master runc sent and starts copying.
+    pub async fn attach_console(&mut self) -> Result<()> {
+        let Some((socket, stdin, sink)) = self.pending_console.take() else { return Ok(()) };
+        let console = Console::new(socket.receive().await?)?;
+        self.output_copies.push(tokio::spawn(copy::pump(Source::Console(console.clone()), sink)));
+        if let Some(fifo) = stdin {
+            self.stdin_copy = Some(tokio::spawn(copy::pump(Source::Pipe(fifo), Sink::Console(console.clone()))));
+        }
+        self.console = Some(console);
+        Ok(())
+    }
+
+    /// `ResizePty`; a process without a terminal ignores it, as with the Go shim.
+    pub fn resize(&self, width: u32, height: u32) -> Result<()> {
+        let (w, h) = (u16::try_from(width), u16::try_from(height));
+        let (Ok(w), Ok(h)) = (w, h) else {
+            return Err(Error::InvalidArgument(format!("window size {width}x{height} is out of range")));
+        };
+        self.console.as_ref().map_or(Ok(()), |c| c.resize(w, h))
     }
 
     /// `CloseIO{stdin}`: drop our writer so the client's close becomes EOF in the container.
@@ -103,20 +162,32 @@ impl ProcessIo {
         self.stdin_keepalive = None;
     }
 
-    /// Waits until the output copies finished (every writer gone), at most `limit`.
+    /// Waits until the output is delivered (copies finished, logger exited), at most `limit`.
     /// Returns false on timeout.
     pub async fn drain(&mut self, limit: Duration) -> bool {
-        let all = async {
+        let deadline = tokio::time::Instant::now() + limit;
+        let copies = async {
             for h in &mut self.output_copies {
                 let _ = h.await;
             }
         };
-        tokio::time::timeout(limit, all).await.is_ok()
+        if tokio::time::timeout_at(deadline, copies).await.is_err() {
+            return false;
+        }
+        match self.logger.as_mut() {
+            Some(l) => l.wait(deadline.saturating_duration_since(tokio::time::Instant::now())).await,
+            None => true,
+        }
     }
 
     /// Stops every copy and closes every descriptor.
     pub fn close(&mut self) {
         self.stdin_keepalive = None;
+        self.pending_console = None;
+        self.console = None;
+        if let Some(mut l) = self.logger.take() {
+            l.terminate();
+        }
         for h in self.output_copies.drain(..).chain(self.stdin_copy.take()) {
             h.abort();
         }
@@ -129,6 +200,25 @@ impl Drop for ProcessIo {
     }
 }
 
+impl Target {
+    fn into_binary(self) -> Option<Target> {
+        matches!(self, Target::Binary(..)).then_some(self)
+    }
+}
+
+fn open_sink(target: &Target) -> Result<Sink> {
+    match target {
+        Target::Fifo(path) => Ok(Sink::Fifo(
+            pipe::OpenOptions::new()
+                .read_write(true)
+                .open_sender(path)
+                .map_err(Error::io(format!("open output fifo {}", path.display())))?,
+        )),
+        Target::File(path) => copy::open_log_file(path),
+        Target::None | Target::Binary(..) => unreachable!("callers handle None and Binary"),
+    }
+}
+
 fn make_pipe(owner: Option<(Uid, Gid)>) -> Result<(OwnedFd, OwnedFd)> {
     let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe")(e.into()))?;
     if let Some((uid, gid)) = owner {
@@ -137,10 +227,4 @@ fn make_pipe(owner: Option<(Uid, Gid)>) -> Result<(OwnedFd, OwnedFd)> {
         }
     }
     Ok((r, w))
-}
-
-/// Whether `path` names a FIFO we can open; used by tests and diagnostics.
-pub fn is_fifo(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::metadata(path).map(|m| m.file_type().is_fifo()).unwrap_or(false)
 }

@@ -1,0 +1,81 @@
+//! `binary://` log URIs: a logger program containerd's users provide. It gets the container's
+//! stdout on fd 3, stderr on fd 4, and a pipe on fd 5 that it closes once ready (containerd's
+//! documented protocol); the container writes straight into its pipes, tether copies nothing.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::reaper::{Exit, Reaper};
+
+/// How long a logger may take to report ready.
+const READY_LIMIT: Duration = Duration::from_secs(10);
+
+/// A running logger process.
+pub struct Logger {
+    pid: i32,
+    exit: Option<oneshot::Receiver<Exit>>,
+}
+
+/// Who the logger logs for.
+pub struct LoggerEnv<'a> {
+    pub container_id: &'a str,
+    pub namespace: &'a str,
+}
+
+impl Logger {
+    /// Starts `path` with `args` (the URI's query pairs, each as two words) reading `stdout` and
+    /// `stderr`, and waits until it is ready.
+    pub async fn start(reaper: &Reaper, path: &Path, args: &[(String, String)], env: &LoggerEnv<'_>, stdout: OwnedFd, stderr: OwnedFd) -> Result<Logger> {
+        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe")(e.into()))?;
+        let mut cmd = Command::new(path);
+        for (k, v) in args {
+            cmd.arg(k).arg(v);
+        }
+        cmd.env("CONTAINER_ID", env.container_id)
+            .env("CONTAINER_NAMESPACE", env.namespace)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        crate::sys::map_fds(&mut cmd, vec![(stdout.as_raw_fd(), 3), (stderr.as_raw_fd(), 4), (ready_w.as_raw_fd(), 5)]);
+        let spawned = reaper.spawn(&mut cmd).map_err(|e| Error::InvalidArgument(format!("cannot start logger {}: {e}", path.display())))?;
+        // The logger has its copies; ours would keep its pipes from ever reaching EOF.
+        drop((stdout, stderr, ready_w, cmd));
+        let logger = Logger { pid: spawned.child.id() as i32, exit: Some(spawned.exit) };
+        let mut ready = pipe::Receiver::from_owned_fd(ready_r).map_err(Error::io("logger ready pipe"))?;
+        let mut sink = Vec::new();
+        match tokio::time::timeout(READY_LIMIT, ready.read_to_end(&mut sink)).await {
+            Ok(_) => Ok(logger),
+            Err(_) => Err(Error::DeadlineExceeded(format!("logger {} did not get ready within {READY_LIMIT:?}", path.display()))),
+        }
+    }
+
+    /// Waits (at most `limit`) for the logger to finish writing and exit. True if it did.
+    pub async fn wait(&mut self, limit: Duration) -> bool {
+        let Some(exit) = self.exit.as_mut() else { return true };
+        let done = tokio::time::timeout(limit, exit).await.is_ok();
+        if done {
+            self.exit = None;
+        }
+        done
+    }
+
+    /// Asks a logger that is still running to stop.
+    pub fn terminate(&mut self) {
+        if self.exit.take().is_some() {
+            let _ = crate::sys::signal(self.pid, libc::SIGTERM as u32);
+        }
+    }
+}
+
+impl Drop for Logger {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}

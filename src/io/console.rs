@@ -1,0 +1,132 @@
+//! Terminals: runc creates the pty inside the container and sends its master to us over a
+//! unix socket (`--console-socket`) with SCM_RIGHTS. We copy the client's stdin into the master
+//! and the master's output to the client's stdout target, and apply `ResizePty` to it.
+
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::UnixListener;
+
+use crate::error::{Error, Result};
+
+/// How long runc may take to hand over the pty master after create/exec returned.
+const RECEIVE_LIMIT: Duration = Duration::from_secs(10);
+
+/// A listening console socket in its own private directory, removed on drop.
+pub struct ConsoleSocket {
+    listener: UnixListener,
+    dir: PathBuf,
+}
+
+impl ConsoleSocket {
+    /// Creates the socket under the system temp dir: bundle paths can exceed the 108-byte limit
+    /// of a socket path.
+    pub fn new() -> Result<ConsoleSocket> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!("tether-pty-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        }
+        let path = dir.join("pty.sock");
+        let listener = UnixListener::bind(&path).map_err(Error::io(format!("bind console socket {}", path.display())))?;
+        Ok(ConsoleSocket { listener, dir })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("pty.sock")
+    }
+
+    /// Accepts runc's connection and takes the pty master it sends.
+    pub async fn receive(&self) -> Result<OwnedFd> {
+        let receive = async {
+            let (stream, _) = self.listener.accept().await?;
+            loop {
+                stream.readable().await?;
+                match stream.try_io(Interest::READABLE, || recv_fd(stream.as_raw_fd())) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => return other,
+                }
+            }
+        };
+        match tokio::time::timeout(RECEIVE_LIMIT, receive).await {
+            Ok(r) => r.map_err(Error::io("receive pty master from the console socket")),
+            Err(_) => Err(Error::DeadlineExceeded("the runtime did not send the pty master in time".into())),
+        }
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn recv_fd(sock: i32) -> io::Result<OwnedFd> {
+    let mut data = [0u8; 4096];
+    let mut iov = [IoSliceMut::new(&mut data)];
+    let mut cmsg = nix::cmsg_space!([i32; 1]);
+    let msg = recvmsg::<UnixAddr>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                for &extra in &fds[1..] {
+                    drop(crate::sys::own_fd(extra));
+                }
+                return Ok(crate::sys::own_fd(fd));
+            }
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::InvalidData, "no descriptor in the console socket message"))
+}
+
+/// The pty master of one process, shared by the copy tasks and `ResizePty`.
+#[derive(Clone)]
+pub struct Console {
+    master: Arc<AsyncFd<OwnedFd>>,
+}
+
+impl Console {
+    pub fn new(master: OwnedFd) -> Result<Console> {
+        let flags = fcntl(master.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| Error::io("pty flags")(e.into()))?;
+        fcntl(master.as_raw_fd(), FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK)).map_err(|e| Error::io("pty flags")(e.into()))?;
+        let master = crate::sys::async_fd(master).map_err(Error::io("register pty"))?;
+        Ok(Console { master: Arc::new(master) })
+    }
+
+    pub fn resize(&self, width: u16, height: u16) -> Result<()> {
+        crate::sys::set_window_size(self.master.get_ref(), width, height).map_err(Error::io("resize pty"))
+    }
+
+    /// Reads output; `Ok(0)` once every slave descriptor is closed (the kernel reports EIO).
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut guard = self.master.readable().await?;
+            match guard.try_io(|fd| nix::unistd::read(fd.as_raw_fd(), buf).map_err(io::Error::from)) {
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let mut guard = self.master.writable().await?;
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(io::Error::from)) {
+                Ok(Ok(n)) => buf = &buf[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+}
