@@ -46,7 +46,7 @@ shim_pids() {
     local d pid args
     for d in /proc/[0-9]*; do
         pid=${d#/proc/}
-        args=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null) || continue
+        args=$( { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null) || continue
         case "$args" in
             *containerd-shim*"-address $ADDR "*) echo "$pid" ;;
         esac

@@ -2,8 +2,8 @@
 # The project's single test command: builds, then runs every test target (unit tests,
 # integration tests, examples' tests) and the doc tests.
 #
-# The integration tests in tests/core.rs need root, containerd, runc and busybox-static
-# (scripts/setup.sh installs them) and fail, never skip, without them. They drive the runtime
+# The integration tests need root, containerd, runc and busybox-static
+# (scripts/setup.sh, run first, installs them) and fail, never skip, without them. They drive the runtime
 # named by TETHER_TEST_RUNTIME (default io.containerd.tether.v2); set
 # TETHER_TEST_RUNTIME=io.containerd.runc.v2 to run them against the reference Go shim.
 #
@@ -11,6 +11,9 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+
+# Installs containerd, runc and busybox-static if missing (quiet when all are there).
+scripts/setup.sh
 
 echo "+ cargo build --all-targets"
 cargo build --all-targets
