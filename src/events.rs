@@ -28,6 +28,8 @@ pub enum Event {
     Delete { container_id: String, id: String, pid: u32, exit_status: u32, exited_at: Option<SystemTime> },
     ExecAdded { container_id: String, exec_id: String },
     ExecStarted { container_id: String, exec_id: String, pid: u32 },
+    Paused { container_id: String },
+    Resumed { container_id: String },
 }
 
 impl Event {
@@ -39,6 +41,8 @@ impl Event {
             Event::Delete { .. } => "/tasks/delete",
             Event::ExecAdded { .. } => "/tasks/exec-added",
             Event::ExecStarted { .. } => "/tasks/exec-started",
+            Event::Paused { .. } => "/tasks/paused",
+            Event::Resumed { .. } => "/tasks/resumed",
         }
     }
 
@@ -78,6 +82,8 @@ impl Event {
             Event::ExecStarted { container_id, exec_id, pid } => {
                 pack("containerd.events.TaskExecStarted", pb::TaskExecStarted { container_id, exec_id, pid, ..Default::default() })
             }
+            Event::Paused { container_id } => pack("containerd.events.TaskPaused", pb::TaskPaused { container_id, ..Default::default() }),
+            Event::Resumed { container_id } => pack("containerd.events.TaskResumed", pb::TaskResumed { container_id, ..Default::default() }),
         }
     }
 }

@@ -49,6 +49,25 @@ pub struct RuncStdio {
     pub console_socket: Option<PathBuf>,
 }
 
+/// What `runc checkpoint` is asked to do (containerd.runc.v1.CheckpointOptions in plain form).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointOptions {
+    pub image_path: PathBuf,
+    pub work_path: PathBuf,
+    pub parent_path: String,
+    /// Stop the container after the dump (`exit` in containerd's options).
+    pub exit: bool,
+    pub open_tcp: bool,
+    pub external_unix_sockets: bool,
+    pub terminal: bool,
+    pub file_locks: bool,
+    pub empty_namespaces: Vec<String>,
+    pub cgroups_mode: String,
+}
+
+/// Checkpoint and restore move whole process trees through CRIU: allow far more time.
+pub const CRIU_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// A runc bound to one container's settings.
 #[derive(Debug, Clone)]
 pub struct Runc {
@@ -128,6 +147,43 @@ impl Runc {
         self.call(reaper, "start", &["start".into(), id.into()], None).await.map(drop)
     }
 
+    pub async fn pause(&self, reaper: &Reaper, id: &str) -> Result<()> {
+        self.call(reaper, "pause", &["pause".into(), id.into()], None).await.map(drop)
+    }
+
+    pub async fn resume(&self, reaper: &Reaper, id: &str) -> Result<()> {
+        self.call(reaper, "resume", &["resume".into(), id.into()], None).await.map(drop)
+    }
+
+    /// `runc update --resources -` with the runtime-spec `LinuxResources` JSON on stdin.
+    pub async fn update(&self, reaper: &Reaper, id: &str, resources: &[u8]) -> Result<()> {
+        let args: Vec<OsString> = vec!["update".into(), "--resources".into(), "-".into(), id.into()];
+        self.call_with_input(reaper, "update", &args, resources).await.map(drop)
+    }
+
+    pub fn checkpoint_args(&self, id: &str, o: &CheckpointOptions) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec!["checkpoint".into(), "--image-path".into(), o.image_path.clone().into(), "--work-path".into(), o.work_path.clone().into()];
+        let flags = [(!o.exit, "--leave-running"), (o.open_tcp, "--tcp-established"), (o.external_unix_sockets, "--ext-unix-sk"), (o.terminal, "--shell-job"), (o.file_locks, "--file-locks")];
+        v.extend(flags.iter().filter(|(on, _)| *on).map(|(_, f)| OsString::from(f)));
+        if !o.parent_path.is_empty() {
+            v.extend(["--parent-path".into(), o.parent_path.clone().into()]);
+        }
+        if !o.cgroups_mode.is_empty() {
+            v.extend(["--manage-cgroups-mode".into(), o.cgroups_mode.clone().into()]);
+        }
+        for ns in &o.empty_namespaces {
+            v.extend(["--empty-ns".into(), ns.into()]);
+        }
+        v.push(id.into());
+        v
+    }
+
+    /// `runc checkpoint` through CRIU.
+    pub async fn checkpoint(&self, reaper: &Reaper, id: &str, o: &CheckpointOptions) -> Result<()> {
+        let runc = Runc { timeout: CRIU_TIMEOUT, ..self.clone() };
+        runc.call(reaper, "checkpoint", &self.checkpoint_args(id, o), None).await.map(drop)
+    }
+
     /// `runc kill`; "already finished" style failures become NotFound.
     pub async fn kill(&self, reaper: &Reaper, id: &str, signal: u32, all: bool) -> Result<()> {
         let mut args: Vec<OsString> = vec!["kill".into()];
@@ -165,6 +221,14 @@ impl Runc {
     /// With `stdio` the command's stdio is the container's (create, exec) and nothing is
     /// captured; otherwise stdout and stderr are captured for results and messages.
     async fn call(&self, reaper: &Reaper, op: &'static str, sub: &[OsString], stdio: Option<RuncStdio>) -> Result<Vec<u8>> {
+        self.run(reaper, op, sub, stdio, None).await
+    }
+
+    async fn call_with_input(&self, reaper: &Reaper, op: &'static str, sub: &[OsString], input: &[u8]) -> Result<Vec<u8>> {
+        self.run(reaper, op, sub, None, Some(input.to_vec())).await
+    }
+
+    async fn run(&self, reaper: &Reaper, op: &'static str, sub: &[OsString], stdio: Option<RuncStdio>, input: Option<Vec<u8>>) -> Result<Vec<u8>> {
         let log_offset = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
         let mut cmd = Command::new(&self.binary);
         cmd.args(self.argv(sub)).env_remove("NOTIFY_SOCKET");
@@ -176,13 +240,22 @@ impl Runc {
                 cmd.stderr(s.stderr.map_or_else(Stdio::null, Stdio::from));
             }
             None => {
-                cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+                cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
             }
         }
         let mut spawned = reaper.spawn(&mut cmd).map_err(|e| Error::Runtime { op, msg: format!("cannot run {}: {e}", self.binary) })?;
         // Drop our copies of the container's stdio ends now that runc has them.
         drop(cmd);
         let pid = spawned.child.id() as i32;
+        if let (Some(input), Some(stdin)) = (input, spawned.child.stdin.take()) {
+            // Written by a task so a large input can never deadlock against our reads.
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                if let Ok(mut tx) = pipe::Sender::from_owned_fd(stdin.into()) {
+                    let _ = tx.write_all(&input).await;
+                }
+            });
+        }
         let (out, err) = if capture {
             (spawned.child.stdout.take().map(|s| tokio::spawn(read_all(s.into()))), spawned.child.stderr.take().map(|s| tokio::spawn(read_all(s.into()))))
         } else {
@@ -288,6 +361,31 @@ mod tests {
         let a = r.exec_args("c1", Path::new("/b/x.json"), Path::new("/b/x.pid"), Some(Path::new("/tmp/p.sock")));
         let a: Vec<_> = a.iter().map(|s| s.to_str().unwrap()).collect();
         assert_eq!(a, ["exec", "--detach", "--pid-file", "/b/x.pid", "--process", "/b/x.json", "--console-socket", "/tmp/p.sock", "c1"]);
+    }
+
+    #[test]
+    fn checkpoint_args_follow_options() {
+        let r = Runc::new(&RuncOptions::default(), "n", Path::new("/b"));
+        let o = CheckpointOptions { image_path: "/img".into(), work_path: "/w".into(), ..Default::default() };
+        let a: Vec<_> = r.checkpoint_args("c", &o).into_iter().map(|s| s.into_string().unwrap()).collect();
+        assert_eq!(a, ["checkpoint", "--image-path", "/img", "--work-path", "/w", "--leave-running", "c"]);
+        let o = CheckpointOptions {
+            image_path: "/img".into(),
+            work_path: "/w".into(),
+            parent_path: "/p".into(),
+            exit: true,
+            open_tcp: true,
+            external_unix_sockets: true,
+            terminal: true,
+            file_locks: true,
+            empty_namespaces: vec!["network".into()],
+            cgroups_mode: "soft".into(),
+        };
+        let a: Vec<_> = r.checkpoint_args("c", &o).into_iter().map(|s| s.into_string().unwrap()).collect();
+        assert_eq!(
+            a,
+            ["checkpoint", "--image-path", "/img", "--work-path", "/w", "--tcp-established", "--ext-unix-sk", "--shell-job", "--file-locks", "--parent-path", "/p", "--manage-cgroups-mode", "soft", "--empty-ns", "network", "c"]
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use containerd_shim_protos::api::{self, Status};
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::shim::oci::{Options as PbRuncOptions, ProcessDetails};
+use containerd_shim_protos::shim::oci::{CheckpointOptions as PbCheckpointOptions, Options as PbRuncOptions, ProcessDetails};
 use containerd_shim_protos::shim_async::{create_task, Task};
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -25,7 +25,7 @@ use crate::events::timestamp;
 use crate::io::StdioConfig;
 use crate::mount::Mount;
 use crate::process::{ExitInfo, State};
-use crate::runtime::RuncOptions;
+use crate::runtime::{CheckpointOptions, RuncOptions};
 use crate::supervisor::{CreateRequest, Supervisor};
 
 /// The service names containerd dials: v2 up to 1.7, v3 from 2.0. The messages are identical.
@@ -108,10 +108,35 @@ pub fn decode_options(any: &MessageField<containerd_shim_protos::protobuf::well_
     })
 }
 
+/// `containerd.runc.v1.CheckpointOptions` plus the request's image path.
+fn decode_checkpoint_options(req: &api::CheckpointTaskRequest) -> Result<CheckpointOptions, Error> {
+    let o = match req.options.as_ref() {
+        Some(any) if any.type_url.ends_with("containerd.runc.v1.CheckpointOptions") => {
+            PbCheckpointOptions::parse_from_bytes(&any.value).map_err(|e| Error::InvalidArgument(format!("malformed checkpoint options: {e}")))?
+        }
+        _ => PbCheckpointOptions::default(),
+    };
+    // containerd passes the image directory as `path`; an image_path option overrides it.
+    let image = if o.image_path.is_empty() { req.path.clone() } else { o.image_path };
+    Ok(CheckpointOptions {
+        image_path: image.into(),
+        work_path: o.work_path.into(),
+        parent_path: String::new(),
+        exit: o.exit,
+        open_tcp: o.open_tcp,
+        external_unix_sockets: o.external_unix_sockets,
+        terminal: o.terminal,
+        file_locks: o.file_locks,
+        empty_namespaces: o.empty_namespaces,
+        cgroups_mode: o.cgroups_mode,
+    })
+}
+
 fn status_of(s: State) -> Status {
     match s {
         State::Created => Status::CREATED,
         State::Running => Status::RUNNING,
+        State::Paused => Status::PAUSED,
         State::Stopped => Status::STOPPED,
     }
 }
@@ -234,20 +259,28 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> Res<Empty> {
-        unimplemented("Pause")
+    async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> Res<Empty> {
+        self.sup.pause(&req.id, true).instrument(span("pause", &req.id, "")).await.map_err(to_status)?;
+        Ok(Empty::new())
     }
 
-    async fn resume(&self, _ctx: &TtrpcContext, _req: api::ResumeRequest) -> Res<Empty> {
-        unimplemented("Resume")
+    async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> Res<Empty> {
+        self.sup.pause(&req.id, false).instrument(span("resume", &req.id, "")).await.map_err(to_status)?;
+        Ok(Empty::new())
     }
 
-    async fn checkpoint(&self, _ctx: &TtrpcContext, _req: api::CheckpointTaskRequest) -> Res<Empty> {
-        unimplemented("Checkpoint")
+    async fn checkpoint(&self, _ctx: &TtrpcContext, req: api::CheckpointTaskRequest) -> Res<Empty> {
+        let opts = decode_checkpoint_options(&req).map_err(to_status)?;
+        self.sup.checkpoint(&req.id, opts).instrument(span("checkpoint", &req.id, "")).await.map_err(to_status)?;
+        Ok(Empty::new())
     }
 
-    async fn update(&self, _ctx: &TtrpcContext, _req: api::UpdateTaskRequest) -> Res<Empty> {
-        unimplemented("Update")
+    async fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> Res<Empty> {
+        let Some(resources) = req.resources.as_ref() else {
+            return Err(to_status(Error::InvalidArgument("update carries no resources".into())));
+        };
+        self.sup.update(&req.id, &resources.value).instrument(span("update", &req.id, "")).await.map_err(to_status)?;
+        Ok(Empty::new())
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, _req: api::StatsRequest) -> Res<api::StatsResponse> {

@@ -26,7 +26,7 @@ use crate::io::{IoContext, LoggerEnv, ProcessIo, StdioConfig};
 use crate::mount::{self, Mount};
 use crate::process::{validate_id, ExitInfo, Op, State};
 use crate::reaper::{Exit, Reaper};
-use crate::runtime::{Runc, RuncOptions};
+use crate::runtime::{CheckpointOptions, Runc, RuncOptions};
 
 /// How long `Delete` waits for a process's output to drain before closing it.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -433,7 +433,7 @@ impl Supervisor {
 
     pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         check_exec_id(exec_id)?;
-        let runc = {
+        let (runc, state) = {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
             if !exec_id.is_empty() {
@@ -442,13 +442,96 @@ impl Supervisor {
                 return match p.state {
                     State::Created => Err(Error::FailedPrecondition(format!("exec {exec_id} is not started"))),
                     State::Stopped => Err(Error::NotFound("process already finished".into())),
-                    State::Running => crate::sys::signal(p.pid, signal),
+                    // A paused exec is frozen with its container; the signal waits for resume.
+                    State::Running | State::Paused => crate::sys::signal(p.pid, signal),
                 };
             }
             c.init.state.apply(Op::Kill)?;
+            (c.runc.clone(), c.init.state)
+        };
+        runc.kill(&self.shared.reaper, id, signal, all).await?;
+        if state == State::Paused && signal == libc::SIGKILL as u32 {
+            // Frozen processes only die once thawed; a kill must not wait for a resume.
+            if let Err(e) = runc.resume(&self.shared.reaper, id).await {
+                tracing::warn!(error = %e, "resume after SIGKILL of a paused container");
+            }
+        }
+        Ok(())
+    }
+
+    /// `Pause`/`Resume` of the whole container.
+    pub async fn pause(&self, id: &str, pause: bool) -> Result<()> {
+        let op = if pause { Op::Pause } else { Op::Resume };
+        let runc = {
+            let mut t = self.shared.lock();
+            let c = t.container(id)?;
+            if c.init.starting || c.deleting {
+                return Err(Error::FailedPrecondition(format!("container {id} is busy")));
+            }
+            c.init.state.apply(op)?;
             c.runc.clone()
         };
-        runc.kill(&self.shared.reaper, id, signal, all).await
+        if pause {
+            runc.pause(&self.shared.reaper, id).await?;
+        } else {
+            runc.resume(&self.shared.reaper, id).await?;
+        }
+        let mut t = self.shared.lock();
+        let c = t.container(id)?;
+        // The init may have been killed meanwhile; then the exit already decided the state.
+        if let Ok(next) = c.init.state.apply(op) {
+            c.init.state = next;
+            let container_id = id.to_string();
+            self.shared.events.publish(if pause { Event::Paused { container_id } } else { Event::Resumed { container_id } });
+        }
+        Ok(())
+    }
+
+    /// `Update`: new resources (runtime-spec `LinuxResources` JSON), validated first.
+    pub async fn update(&self, id: &str, resources: &[u8]) -> Result<()> {
+        validate_resources(resources)?;
+        let runc = {
+            let mut t = self.shared.lock();
+            let c = t.container(id)?;
+            c.init.state.apply(Op::Modify)?;
+            c.runc.clone()
+        };
+        runc.update(&self.shared.reaper, id, resources).await
+    }
+
+    /// `Checkpoint` through runc and CRIU. On failure CRIU's dump log is kept in the bundle as
+    /// `criu-dump.log` (as the Go shim does) and its path is part of the error.
+    pub async fn checkpoint(&self, id: &str, mut opts: CheckpointOptions) -> Result<()> {
+        let (runc, bundle) = {
+            let mut t = self.shared.lock();
+            let c = t.container(id)?;
+            c.init.state.apply(Op::Modify)?;
+            if c.init.state != State::Running {
+                return Err(Error::FailedPrecondition(format!("cannot checkpoint a {} container", c.init.state.name())));
+            }
+            (c.runc.clone(), c.bundle.clone())
+        };
+        if opts.work_path.as_os_str().is_empty() {
+            opts.work_path = bundle.join("work").join("criu-work");
+        }
+        if opts.image_path.as_os_str().is_empty() {
+            return Err(Error::InvalidArgument("checkpoint needs an image path".into()));
+        }
+        for dir in [&opts.work_path, &opts.image_path] {
+            std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        }
+        match runc.checkpoint(&self.shared.reaper, id, &opts).await {
+            Ok(()) => Ok(()),
+            Err(Error::Runtime { op, msg }) => {
+                let kept = bundle.join("criu-dump.log");
+                let msg = match std::fs::copy(opts.work_path.join("dump.log"), &kept) {
+                    Ok(_) => format!("{msg} (CRIU log: {})", kept.display()),
+                    Err(_) => msg,
+                };
+                Err(Error::Runtime { op, msg })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn delete(&self, id: &str, exec_id: &str) -> Result<Deleted> {
@@ -547,13 +630,15 @@ impl Supervisor {
         let mut t = self.shared.lock();
         let c = t.container(id)?;
         let bundle = c.bundle.clone();
+        let container_paused = c.init.state == State::Paused;
         let p = c.process(exec_id)?;
         let state = ProcessState {
             id: id.to_string(),
             exec_id: exec_id.to_string(),
             bundle,
             pid: p.pid as u32,
-            state: p.state,
+            // An exec is frozen along with its container.
+            state: if container_paused && p.state == State::Running { State::Paused } else { p.state },
             stdio: p.stdio.clone(),
             exit: *p.exit.borrow(),
         };
@@ -679,6 +764,49 @@ impl Supervisor {
     }
 }
 
+/// Checks an `Update` payload before runc sees it: a JSON object whose known numeric fields
+/// are numbers, so a malformed request is InvalidArgument and never half-applied.
+fn validate_resources(data: &[u8]) -> Result<()> {
+    let bad = |why: String| Err(Error::InvalidArgument(format!("invalid resources: {why}")));
+    let v: serde_json::Value = match serde_json::from_slice(data) {
+        Ok(v) => v,
+        Err(e) => return bad(e.to_string()),
+    };
+    if !v.is_object() {
+        return bad("expected a LinuxResources JSON object".into());
+    }
+    let integers = [
+        "/memory/limit", "/memory/reservation", "/memory/swap", "/memory/kernel", "/memory/kernelTCP",
+        "/cpu/shares", "/cpu/quota", "/cpu/period", "/cpu/realtimeRuntime", "/cpu/realtimePeriod",
+        "/pids/limit", "/blockIO/weight", "/blockIO/leafWeight",
+    ];
+    for path in integers {
+        if let Some(x) = v.pointer(path) {
+            if !(x.is_i64() || x.is_u64() || x.is_null()) {
+                return bad(format!("{} must be an integer, got {x}", &path[1..]));
+            }
+        }
+    }
+    if let Some(x) = v.pointer("/memory/limit").and_then(|x| x.as_i64()) {
+        if x < -1 || (0..4096 * 1024).contains(&x) && x != 0 {
+            return bad(format!("memory limit {x} must be -1 (unlimited) or at least 4 MiB"));
+        }
+    }
+    if let Some(x) = v.pointer("/pids/limit").and_then(|x| x.as_i64()) {
+        if x < -1 {
+            return bad(format!("pids limit {x} must be -1 (unlimited) or positive"));
+        }
+    }
+    for path in ["/cpu/cpus", "/cpu/mems"] {
+        if let Some(x) = v.pointer(path) {
+            if !(x.is_string() || x.is_null()) {
+                return bad(format!("{} must be a string", &path[1..]));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn exit_info(e: Exit) -> ExitInfo {
     ExitInfo { status: e.status as u32, at: e.at }
 }
@@ -714,6 +842,16 @@ fn has_private_pid_namespace(bundle: &Path) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resources_are_validated() {
+        assert!(validate_resources(br#"{"memory":{"limit":33554432},"pids":{"limit":20}}"#).is_ok());
+        assert!(validate_resources(br#"{"cpu":{"shares":512,"cpus":"0"}}"#).is_ok());
+        assert!(validate_resources(br#"{}"#).is_ok());
+        for bad in [&b"not json"[..], b"[1]", br#"{"memory":{"limit":"lots"}}"#, br#"{"memory":{"limit":1024}}"#, br#"{"pids":{"limit":-5}}"#, br#"{"cpu":{"cpus":3}}"#] {
+            assert!(matches!(validate_resources(bad), Err(Error::InvalidArgument(_))), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn pid_namespace_detection() {

@@ -712,26 +712,31 @@ async fn runtime_error_message_reaches_the_caller() {
     assert_eq!((status(&s), s.pid), (Status::CREATED, pid));
 }
 
-/// Methods tether does not provide yet are UNIMPLEMENTED (never NOT_FOUND, which containerd
-/// would take for "no such container"), whether or not the container exists; undecodable runc
-/// options are INVALID_ARGUMENT.
+/// Wrong-state and malformed requests of the resource-control methods get their codes (never
+/// NOT_FOUND for a container that exists, which containerd would take for "no such container");
+/// undecodable runc options are INVALID_ARGUMENT.
 #[tokio::test]
 async fn unsupported_methods_and_malformed_options() {
     let shim = Shim::launch("unimpl").await;
     let id = unique("c");
     shim.create_ok(&id).await;
     let t = &shim.task;
-    for target in [id.clone(), unique("nosuch")] {
+    let resources = |json: &str| {
+        MessageField::some(Any { type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(), value: json.as_bytes().to_vec(), ..Default::default() })
+    };
+    for (target, exists) in [(id.clone(), true), (unique("nosuch"), false)] {
         let i = || target.clone();
-        let checks: Vec<(&str, ttrpc::Result<()>)> = vec![
-            ("Pause", bounded("Pause", t.pause(ctx(), &api::PauseRequest { id: i(), ..Default::default() })).await.map(drop)),
-            ("Resume", bounded("Resume", t.resume(ctx(), &api::ResumeRequest { id: i(), ..Default::default() })).await.map(drop)),
-            ("Checkpoint", bounded("Checkpoint", t.checkpoint(ctx(), &api::CheckpointTaskRequest { id: i(), path: "/tmp/cp".into(), ..Default::default() })).await.map(drop)),
-            ("Update", bounded("Update", t.update(ctx(), &api::UpdateTaskRequest { id: i(), ..Default::default() })).await.map(drop)),
-            ("Stats", bounded("Stats", t.stats(ctx(), &api::StatsRequest { id: i(), ..Default::default() })).await.map(drop)),
+        let state_code = if exists { Code::FAILED_PRECONDITION } else { Code::NOT_FOUND };
+        let checks: Vec<(&str, ttrpc::Result<()>, Code)> = vec![
+            ("Pause of a created container", bounded("Pause", t.pause(ctx(), &api::PauseRequest { id: i(), ..Default::default() })).await.map(drop), state_code),
+            ("Resume of a created container", bounded("Resume", t.resume(ctx(), &api::ResumeRequest { id: i(), ..Default::default() })).await.map(drop), state_code),
+            ("Checkpoint of a created container", bounded("Checkpoint", t.checkpoint(ctx(), &api::CheckpointTaskRequest { id: i(), path: "/tmp/cp".into(), ..Default::default() })).await.map(drop), state_code),
+            ("Update without resources", bounded("Update", t.update(ctx(), &api::UpdateTaskRequest { id: i(), ..Default::default() })).await.map(drop), Code::INVALID_ARGUMENT),
+            ("Update with bad JSON", bounded("Update", t.update(ctx(), &api::UpdateTaskRequest { id: i(), resources: resources("{nope"), ..Default::default() })).await.map(drop), Code::INVALID_ARGUMENT),
+            ("Update with a string limit", bounded("Update", t.update(ctx(), &api::UpdateTaskRequest { id: i(), resources: resources(r#"{"memory":{"limit":"x"}}"#), ..Default::default() })).await.map(drop), Code::INVALID_ARGUMENT),
         ];
-        for (name, r) in checks {
-            expect_code(&format!("{name} {target}"), r, Code::UNIMPLEMENTED);
+        for (name, r, want) in checks {
+            expect_code(&format!("{name} {target}"), r, want);
         }
     }
     // ResizePty is a no-op for a process without a terminal (as with the Go shim), and NotFound

@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! Created --start--> Running --exit--> Stopped
-//!    |                                    ^
-//!    +---------------exit-----------------+
+//!    |                 ^  |               ^
+//!    |          resume |  | pause         |
+//!    |                 |  v               |
+//!    |                Paused ----exit-----+
+//!    +----------------exit----------------+
 //! ```
 //! `Deleted` is not a state: a deleted process is removed from the table, so every later
-//! request for it answers NotFound.
+//! request for it answers NotFound. Pausing applies to a container's init (the whole cgroup).
 
 use crate::error::{Error, Result};
 
@@ -16,6 +19,8 @@ pub enum State {
     /// `runc create` (or exec registration) done, not started.
     Created,
     Running,
+    /// Frozen by `runc pause`.
+    Paused,
     /// Exited and reaped; the exit status is kept until `Delete`.
     Stopped,
 }
@@ -26,6 +31,10 @@ pub enum Op {
     Start,
     Kill,
     Delete,
+    Pause,
+    Resume,
+    /// Update resources or checkpoint: needs live processes, changes nothing.
+    Modify,
     /// The process was reaped.
     Exit,
 }
@@ -34,21 +43,22 @@ impl State {
     /// The state after `op`, or the error the caller gets when `op` is not allowed now.
     pub fn apply(self, op: Op) -> Result<State> {
         use {Op::*, State::*};
+        let refuse = |what: &str| Err(Error::FailedPrecondition(format!("cannot {what} a {} process", self.name())));
         match (self, op) {
             (Created, Start) => Ok(Running),
-            (Running | Stopped, Start) => {
-                Err(Error::FailedPrecondition(format!("cannot start a {} process", self.name())))
-            }
-            (Created | Running, Kill) => Ok(self),
+            (_, Start) => refuse("start"),
+            (Created | Running | Paused, Kill) => Ok(self),
             (Stopped, Kill) => Err(Error::NotFound("process already finished".into())),
             (Created | Stopped, Delete) => Ok(Stopped),
-            (Running, Delete) => {
-                Err(Error::FailedPrecondition("cannot delete a running process".into()))
-            }
-            (Created | Running, Exit) => Ok(Stopped),
-            (Stopped, Exit) => {
-                Err(Error::FailedPrecondition("process already exited".into()))
-            }
+            (Running | Paused, Delete) => refuse("delete"),
+            (Running, Pause) => Ok(Paused),
+            (_, Pause) => refuse("pause"),
+            (Paused, Resume) => Ok(Running),
+            (_, Resume) => refuse("resume"),
+            (Created | Running | Paused, Modify) => Ok(self),
+            (Stopped, Modify) => refuse("modify"),
+            (Created | Running | Paused, Exit) => Ok(Stopped),
+            (Stopped, Exit) => Err(Error::FailedPrecondition("process already exited".into())),
         }
     }
 
@@ -56,6 +66,7 @@ impl State {
         match self {
             State::Created => "created",
             State::Running => "running",
+            State::Paused => "paused",
             State::Stopped => "stopped",
         }
     }
@@ -73,15 +84,29 @@ mod tests {
         let table = [
             (Created, Start, Some(Running)),
             (Running, Start, None),
+            (Paused, Start, None),
             (Stopped, Start, None),
             (Created, Kill, Some(Created)),
             (Running, Kill, Some(Running)),
+            (Paused, Kill, Some(Paused)),
             (Stopped, Kill, None),
             (Created, Delete, Some(Stopped)),
             (Running, Delete, None),
+            (Paused, Delete, None),
             (Stopped, Delete, Some(Stopped)),
+            (Running, Pause, Some(Paused)),
+            (Created, Pause, None),
+            (Paused, Pause, None),
+            (Stopped, Pause, None),
+            (Paused, Resume, Some(Running)),
+            (Running, Resume, None),
+            (Stopped, Resume, None),
+            (Running, Modify, Some(Running)),
+            (Paused, Modify, Some(Paused)),
+            (Stopped, Modify, None),
             (Created, Exit, Some(Stopped)),
             (Running, Exit, Some(Stopped)),
+            (Paused, Exit, Some(Stopped)),
             (Stopped, Exit, None),
         ];
         for (from, op, to) in table {
@@ -94,5 +119,6 @@ mod tests {
         assert!(matches!(Stopped.apply(Kill), Err(Error::NotFound(_))));
         assert!(matches!(Running.apply(Delete), Err(Error::FailedPrecondition(_))));
         assert!(matches!(Running.apply(Start), Err(Error::FailedPrecondition(_))));
+        assert!(matches!(Created.apply(Pause), Err(Error::FailedPrecondition(_))));
     }
 }
