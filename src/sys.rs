@@ -33,9 +33,11 @@ pub fn close_fds_from(first: RawFd) {
 /// Takes ownership of an inherited descriptor (the listener the `start` action passed on fd 3).
 ///
 /// Fails unless `fd` is open, so a server started by hand without it gets a clear error.
+/// Marks it close-on-exec: it was inheritable only to cross our own exec, and a runc or logger
+/// holding the listener would keep a dead server's socket connectable.
 pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: fcntl(F_GETFD) only queries the descriptor table.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+    // SAFETY: fcntl(F_SETFD) only changes the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the descriptor is open and nothing else in this process owns it: it was inherited
