@@ -21,7 +21,7 @@ use crate::mount::Mount;
 /// A task event, in domain terms.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Create { container_id: String, bundle: String, rootfs: Vec<Mount>, io: StdioConfig, pid: u32 },
+    Create { container_id: String, bundle: String, rootfs: Vec<Mount>, io: StdioConfig, checkpoint: String, pid: u32 },
     Start { container_id: String, pid: u32 },
     /// `id` is the container id for the init process, the exec id otherwise.
     Exit { container_id: String, id: String, pid: u32, exit_status: u32, exited_at: SystemTime },
@@ -53,7 +53,7 @@ impl Event {
             Any { type_url: name.to_string(), value: m.write_to_bytes().unwrap_or_default(), ..Default::default() }
         }
         match self.clone() {
-            Event::Create { container_id, bundle, rootfs, io, pid } => pack(
+            Event::Create { container_id, bundle, rootfs, io, checkpoint, pid } => pack(
                 "containerd.events.TaskCreate",
                 pb::TaskCreate {
                     container_id,
@@ -63,6 +63,7 @@ impl Event {
                         .map(|m| containerd_shim_protos::types::mount::Mount { type_: m.kind, source: m.source, options: m.options, ..Default::default() })
                         .collect(),
                     io: MessageField::some(pb::TaskIO { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, terminal: io.terminal, ..Default::default() }),
+                    checkpoint,
                     pid,
                     ..Default::default()
                 },

@@ -178,6 +178,27 @@ impl Runc {
         v
     }
 
+    pub fn restore_args(&self, id: &str, bundle: &Path, image: &Path, work: &Path, pid_file: &Path) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![
+            "restore".into(), "--detach".into(), "--no-subreaper".into(),
+            "--image-path".into(), image.into(), "--work-path".into(), work.into(),
+            "--pid-file".into(), pid_file.into(), "--bundle".into(), bundle.into(),
+        ];
+        if self.no_pivot_root {
+            v.push("--no-pivot".into());
+        }
+        v.push(id.into());
+        v
+    }
+
+    /// `runc restore`: the container's processes come back from a checkpoint image, detached,
+    /// re-parented to us (`--no-subreaper`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn restore(&self, reaper: &Reaper, id: &str, bundle: &Path, image: &Path, work: &Path, pid_file: &Path, stdio: RuncStdio) -> Result<()> {
+        let runc = Runc { timeout: CRIU_TIMEOUT, ..self.clone() };
+        runc.call(reaper, "restore", &self.restore_args(id, bundle, image, work, pid_file), Some(stdio)).await.map(drop)
+    }
+
     /// `runc checkpoint` through CRIU.
     pub async fn checkpoint(&self, reaper: &Reaper, id: &str, o: &CheckpointOptions) -> Result<()> {
         let runc = Runc { timeout: CRIU_TIMEOUT, ..self.clone() };
@@ -381,6 +402,8 @@ mod tests {
             empty_namespaces: vec!["network".into()],
             cgroups_mode: "soft".into(),
         };
+        let a: Vec<_> = r.restore_args("c", Path::new("/b"), Path::new("/img"), Path::new("/w"), Path::new("/b/init.pid")).into_iter().map(|s| s.into_string().unwrap()).collect();
+        assert_eq!(a, ["restore", "--detach", "--no-subreaper", "--image-path", "/img", "--work-path", "/w", "--pid-file", "/b/init.pid", "--bundle", "/b", "c"]);
         let a: Vec<_> = r.checkpoint_args("c", &o).into_iter().map(|s| s.into_string().unwrap()).collect();
         assert_eq!(
             a,

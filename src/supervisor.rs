@@ -26,7 +26,7 @@ use crate::io::{IoContext, LoggerEnv, ProcessIo, StdioConfig};
 use crate::mount::{self, Mount};
 use crate::process::{validate_id, ExitInfo, Op, State};
 use crate::reaper::{Exit, Reaper};
-use crate::runtime::{CheckpointOptions, Runc, RuncOptions};
+use crate::runtime::{CheckpointOptions, Runc, RuncOptions, RuncStdio};
 
 /// How long `Delete` waits for a process's output to drain before closing it.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -97,9 +97,17 @@ struct Container {
     kill_all_on_exit: bool,
     /// uid/gid owning the stdio pipes (user-namespaced containers).
     io_owner: (u32, u32),
+    /// Set by a Create from a checkpoint: Start restores instead of starting.
+    restore: Option<Restore>,
     /// We mounted `rootfs` mounts and must take them down at delete.
     mounted_rootfs: bool,
     deleting: bool,
+}
+
+/// A checkpoint to restore at Start, with the stdio prepared at Create.
+struct Restore {
+    image: PathBuf,
+    stdio: RuncStdio,
 }
 
 /// One process (the init or an exec) as the table tracks it.
@@ -213,8 +221,8 @@ impl Supervisor {
 
     pub async fn create(&self, req: CreateRequest) -> Result<u32> {
         validate_id("container", &req.id)?;
-        if !req.checkpoint.is_empty() {
-            return Err(Error::Unimplemented("restore from a checkpoint is not supported yet".into()));
+        if !req.checkpoint.is_empty() && req.stdio.terminal {
+            return Err(Error::Unimplemented("restoring a checkpoint with a terminal is not supported".into()));
         }
         if !req.bundle.is_absolute() {
             return Err(Error::InvalidArgument(format!("bundle path {:?} must be absolute", req.bundle)));
@@ -236,6 +244,7 @@ impl Supervisor {
             bundle: req.bundle.display().to_string(),
             rootfs: req.rootfs.clone(),
             io: req.stdio.clone(),
+            checkpoint: req.checkpoint.clone(),
             pid: pid as u32,
         });
         let c = t.containers.entry(req.id.clone()).or_insert(container);
@@ -271,6 +280,23 @@ impl Supervisor {
         };
         let runc = Runc::new(&req.options, &self.shared.namespace, bundle);
         let collector = self.collector();
+        let new_container = |pid, io, restore| Container {
+            bundle: bundle.clone(),
+            runc: runc.clone(),
+            init: Proc::new(pid, req.stdio.clone(), Some(io)),
+            execs: HashMap::new(),
+            pending_init_exit: None,
+            io_owner: (req.options.io_uid, req.options.io_gid),
+            kill_all_on_exit,
+            mounted_rootfs,
+            deleting: false,
+            restore,
+        };
+        if !req.checkpoint.is_empty() {
+            // Restore happens at Start, in place of `runc start`; until then nothing runs.
+            let restore = Restore { image: PathBuf::from(&req.checkpoint), stdio: runc_stdio };
+            return Ok((new_container(0, io, Some(restore)), collector));
+        }
         let pid_file = bundle.join("init.pid");
         let created = runc.create(&self.shared.reaper, &req.id, bundle, &pid_file, runc_stdio).await;
         let pid = match created {
@@ -278,11 +304,7 @@ impl Supervisor {
             Err(e) => Err(e),
         };
         match pid {
-            Ok(pid) => {
-                let init = Proc::new(pid, req.stdio.clone(), Some(io));
-                let c = Container { bundle: bundle.clone(), runc, init, execs: HashMap::new(), pending_init_exit: None, io_owner: (req.options.io_uid, req.options.io_gid), kill_all_on_exit, mounted_rootfs, deleting: false };
-                Ok((c, collector))
-            }
+            Ok(pid) => Ok((new_container(pid, io, None), collector)),
             Err(e) => {
                 io.close();
                 // runc may have left a half-made container behind.
@@ -310,7 +332,7 @@ impl Supervisor {
         if !exec_id.is_empty() {
             return self.start_exec(id, exec_id).await;
         }
-        let (runc, pid) = {
+        let (runc, pid, restore, bundle) = {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
             if c.init.starting || c.deleting {
@@ -318,8 +340,11 @@ impl Supervisor {
             }
             c.init.state.apply(Op::Start)?;
             c.init.starting = true;
-            (c.runc.clone(), c.init.pid)
+            (c.runc.clone(), c.init.pid, c.restore.take(), c.bundle.clone())
         };
+        if let Some(restore) = restore {
+            return self.restore(id, runc, bundle, restore).await;
+        }
         let started = runc.start(&self.shared.reaper, id).await;
         let mut t = self.shared.lock();
         let c = t.container(id)?;
@@ -332,6 +357,37 @@ impl Supervisor {
             self.process_exit(id, c, "", exit);
         }
         started.map(|()| pid as u32)
+    }
+
+    /// Start of a container created from a checkpoint: `runc restore`. The init's pid is known
+    /// only afterwards, so its exit may come first and is collected meanwhile.
+    async fn restore(&self, id: &str, runc: Runc, bundle: PathBuf, restore: Restore) -> Result<u32> {
+        let collector = self.collector();
+        let pid_file = bundle.join("init.pid");
+        let work = bundle.join("work").join("criu-restore");
+        let restored = match std::fs::create_dir_all(&work) {
+            Ok(()) => runc.restore(&self.shared.reaper, id, &bundle, &restore.image, &work, &pid_file, restore.stdio).await,
+            Err(e) => Err(Error::io(format!("create {}", work.display()))(e)),
+        };
+        let pid = restored.and_then(|()| read_pid(&pid_file));
+        let mut t = self.shared.lock();
+        let early_exit = collector.finish(&mut t, *pid.as_ref().unwrap_or(&0));
+        let c = t.container(id)?;
+        c.init.starting = false;
+        let pid = match pid {
+            Ok(pid) => pid,
+            Err(e) => {
+                // Nothing runs; the container stays created (without stdio to restore with).
+                return Err(e);
+            }
+        };
+        c.init.pid = pid;
+        c.init.state = State::Running;
+        self.shared.events.publish(Event::Start { container_id: id.to_string(), pid: pid as u32 });
+        if let Some(exit) = early_exit {
+            self.process_exit(id, c, "", exit_info(exit));
+        }
+        Ok(pid as u32)
     }
 
     /// `Exec`: registers the process; it runs at `Start`.

@@ -754,7 +754,8 @@ async fn unsupported_methods_and_malformed_options() {
     let c = unique("c");
     let mut req = shim.create_request(&c);
     req.checkpoint = "/tmp/some-checkpoint".into();
-    expect_code("Create from a checkpoint", shim.create_with(req).await, Code::UNIMPLEMENTED);
+    req.terminal = true;
+    expect_code("Create from a checkpoint with a terminal", shim.create_with(req).await, Code::UNIMPLEMENTED);
     assert!(!shim.g.fake_state(&c).exists(), "a refused Create ran the runtime");
     shim.create_ok(&c).await;
     ok("CloseIO of an existing container", shim.close_io(&c, true).await);
@@ -913,4 +914,89 @@ async fn start_refuses_an_invalid_id() {
     assert!(!g.socket.exists(), "a socket was bound for an invalid id");
     assert!(servers_of(&g.socket).is_empty(), "a server was started for an invalid id");
     assert!(!bundle.join("address").exists() && !bundle.join("shim.pid").exists(), "start wrote into the bundle");
+}
+
+/// Checkpoint hands containerd's options to the runtime as runc's flags, leaves the container
+/// running unless `exit` is set, and a failing checkpoint returns the runtime's message while
+/// the container keeps RUNNING.
+#[tokio::test]
+async fn checkpoint_passes_options_and_survives_failure() {
+    use containerd_shim_protos::shim::oci::CheckpointOptions;
+    let shim = Shim::launch("checkpoint").await;
+    let id = unique("c");
+    let pid = shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+    let image = shim.bundle(&id).join("image");
+    let opts = CheckpointOptions { open_tcp: true, file_locks: true, empty_namespaces: vec!["network".into()], ..Default::default() };
+    let req = api::CheckpointTaskRequest {
+        id: id.clone(),
+        path: image.display().to_string(),
+        options: MessageField::some(Any { type_url: "containerd.runc.v1.CheckpointOptions".into(), value: opts.write_to_bytes().unwrap(), ..Default::default() }),
+        ..Default::default()
+    };
+    ok("Checkpoint", bounded("Checkpoint", shim.task.checkpoint(ctx(), &req)).await);
+    let args = fs::read_to_string(shim.bundle(&id).join("fake-checkpoint-args")).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    let after = |flag: &str| args.iter().position(|a| *a == flag).map(|i| args[i + 1]);
+    assert_eq!(after("--image-path"), Some(image.to_str().unwrap()), "{args:?}");
+    assert_eq!(after("--work-path"), Some(shim.bundle(&id).join("work/criu-work").to_str().unwrap()), "{args:?}");
+    assert_eq!(after("--empty-ns"), Some("network"), "{args:?}");
+    for flag in ["--leave-running", "--tcp-established", "--file-locks"] {
+        assert!(args.contains(&flag), "{flag} missing from {args:?}");
+    }
+    assert!(!args.contains(&"--ext-unix-sk") && !args.contains(&"--shell-job"), "{args:?}");
+    assert_eq!(args.last(), Some(&id.as_str()));
+    assert!(image.is_dir(), "the image directory is created");
+    assert_eq!(status(&ok("State", shim.state(&id).await)), Status::RUNNING);
+
+    // A failing checkpoint: runc's message reaches the caller, the container keeps running.
+    let text = format!("criu failed: dump of {id} refused");
+    fs::write(shim.bundle(&id).join("fake-fail-checkpoint"), &text).unwrap();
+    let msg = expect_code("failing Checkpoint", bounded("Checkpoint", shim.task.checkpoint(ctx(), &req)).await, Code::UNKNOWN);
+    assert!(msg.contains(&text), "{msg:?}");
+    assert!(!exited(pid as i32));
+    assert_eq!(status(&ok("State", shim.state(&id).await)), Status::RUNNING);
+    fs::remove_file(shim.bundle(&id).join("fake-fail-checkpoint")).unwrap();
+
+    // With `exit`, the dump stops the container (no --leave-running) and its exit is reported.
+    let opts = CheckpointOptions { exit: true, ..Default::default() };
+    let req = api::CheckpointTaskRequest { options: MessageField::some(Any { type_url: "containerd.runc.v1.CheckpointOptions".into(), value: opts.write_to_bytes().unwrap(), ..Default::default() }), ..req };
+    ok("Checkpoint with exit", bounded("Checkpoint", shim.task.checkpoint(ctx(), &req)).await);
+    let args = fs::read_to_string(shim.bundle(&id).join("fake-checkpoint-args")).unwrap();
+    assert!(!args.lines().any(|a| a == "--leave-running"), "{args}");
+    assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
+}
+
+/// A Create that carries a checkpoint runs nothing (pid 0, CREATED); Start restores from that
+/// image with runc restore --detach --no-subreaper, and the restored init is supervised like
+/// any other.
+#[tokio::test]
+async fn create_from_checkpoint_restores_at_start() {
+    let shim = Shim::launch("restore").await;
+    let id = unique("c");
+    let image = shim.bundle(&id).join("image");
+    fs::create_dir_all(&image).unwrap();
+    let mut req = shim.create_request(&id);
+    req.checkpoint = image.display().to_string();
+    let created = ok("Create from a checkpoint", shim.create_with(req).await);
+    assert_eq!(created.pid, 0, "nothing runs before the restore");
+    let s = ok("State", shim.state(&id).await);
+    assert_eq!((status(&s), s.pid), (Status::CREATED, 0));
+    assert!(!shim.g.fake_state(&id).exists(), "Create must not run the runtime for a restore");
+
+    let pid = ok("Start (restore)", shim.start(&id).await).pid;
+    assert_eq!(pid, shim.fake_pid(&id));
+    let args = fs::read_to_string(shim.bundle(&id).join("fake-restore-args")).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    let after = |flag: &str| args.iter().position(|a| *a == flag).map(|i| args[i + 1]);
+    assert_eq!(after("--image-path"), Some(image.to_str().unwrap()), "{args:?}");
+    assert_eq!(after("--bundle"), Some(shim.bundle(&id).to_str().unwrap()), "{args:?}");
+    assert_eq!(after("--pid-file"), Some(shim.bundle(&id).join("init.pid").to_str().unwrap()), "{args:?}");
+    assert!(args.contains(&"--detach") && args.contains(&"--no-subreaper"), "{args:?}");
+    let s = ok("State", shim.state(&id).await);
+    assert_eq!((status(&s), s.pid), (Status::RUNNING, pid));
+    expect_code("second Start", shim.start(&id).await, Code::FAILED_PRECONDITION);
+    ok("Kill", shim.kill(&id, SIGKILL, false).await);
+    assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
+    assert_eq!(ok("Delete", shim.delete(&id).await).exit_status, 137);
 }
