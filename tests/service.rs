@@ -1000,3 +1000,52 @@ async fn create_from_checkpoint_restores_at_start() {
     assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
     assert_eq!(ok("Delete", shim.delete(&id).await).exit_status, 137);
 }
+
+/// A socket peer that sends garbage (random bytes, a frame header announcing a huge body, a
+/// truncated frame) gets disconnected, and the server keeps serving everyone else; huge and
+/// empty fields get their error codes.
+#[tokio::test]
+async fn hostile_peers_and_fields_do_not_hurt_the_server() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let shim = Shim::launch("hostile").await;
+    let id = unique("c");
+    shim.create_ok(&id).await;
+
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let garbage: Vec<Vec<u8>> = vec![
+        (0..4096).map(|_| { seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17; seed as u8 }).collect(),
+        // ttrpc header: length 0xffffffff, stream 1, type request.
+        vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 1, 0],
+        // A plausible header and half a body.
+        vec![0, 0, 0, 100, 0, 0, 0, 3, 1, 0, 0x0a, 0x05],
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+    ];
+    for bytes in &garbage {
+        let mut s = UnixStream::connect(&shim.g.socket).unwrap();
+        let _ = s.write_all(bytes);
+        drop(s);
+        // The live connection and new ones still work.
+        ok("Connect after garbage", shim.connect(&id).await);
+        let fresh = bounded("connect", Client::connect(&format!("unix://{}", shim.g.socket.display()))).await.unwrap();
+        ok("Connect on a new connection after garbage", bounded("Connect", TaskClient::new(fresh).connect(ctx(), &api::ConnectRequest::default())).await);
+    }
+
+    // Huge and empty fields.
+    let huge = "a".repeat(1 << 20);
+    let req = shim.create_request_in(&huge, &shim.bundle(&unique("c")));
+    expect_code("Create with a 1 MiB id", shim.create_with(req).await, Code::INVALID_ARGUMENT);
+    expect_code("State of a 1 MiB id", shim.state(&huge).await, Code::NOT_FOUND);
+    let mut req = shim.create_request(&unique("c"));
+    req.bundle = String::new();
+    expect_code("Create without a bundle", shim.create_with(req).await, Code::INVALID_ARGUMENT);
+    let mut req = shim.create_request(&unique("c"));
+    req.stdout = "ftp://nowhere".into();
+    expect_code("Create with an unknown stdio scheme", shim.create_with(req).await, Code::INVALID_ARGUMENT);
+    let exec = api::ExecProcessRequest { id: id.clone(), exec_id: huge.clone(), ..Default::default() };
+    expect_code("Exec with a 1 MiB exec id", bounded("Exec", shim.task.exec(ctx(), &exec)).await, Code::INVALID_ARGUMENT);
+    let kill = api::KillRequest { id: id.clone(), exec_id: "nosuch".into(), signal: 9, ..Default::default() };
+    expect_code("Kill of an unknown exec", bounded("Kill", shim.task.kill(ctx(), &kill)).await, Code::NOT_FOUND);
+    // The container was never disturbed.
+    assert_eq!(status(&ok("State", shim.state(&id).await)), Status::CREATED);
+}

@@ -1,0 +1,128 @@
+//! End-to-end robustness tests through a private containerd and `ctr`: pod grouping, and
+//! load cycles that must leave the shim as they found it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const QUICK: Duration = Duration::from_secs(30);
+
+fn kill_and_delete(cd: &Containerd, id: &str) {
+    cd.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+    cd.wait_task_status(id, "STOPPED", QUICK);
+    cd.ctr_ok(&["tasks", "delete", id]);
+    cd.ctr_ok(&["containers", "delete", id]);
+}
+
+/// Containers carrying `io.containerd.runc.v2.group` share one shim process; a container of
+/// another group gets its own. Killing one container of the group leaves the others running,
+/// and the shared shim exits only once the last of them is deleted.
+#[test]
+fn grouped_containers_share_one_shim() {
+    require_root();
+    let cd = Containerd::start();
+    let group = unique_id("pod");
+    let members: Vec<String> = (0..3).map(|i| unique_id(&format!("member{i}"))).collect();
+    for id in &members {
+        let args = cd.run_args(id, &["sleep", "1000"]).detach().flag("--annotation").flag(&format!("io.containerd.runc.v2.group={group}"));
+        cd.ctr_ok(&args.build());
+    }
+    for id in &members {
+        cd.wait_task_status(id, "RUNNING", QUICK);
+    }
+    let shims = cd.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim for the whole group, got {shims:?}");
+    let shim = shims[0];
+    for id in &members {
+        let task_pid = cd.task(id).expect("task listed").0;
+        let parent = proc_stat(task_pid).expect("task process").ppid;
+        assert_eq!(parent, shim, "{id}'s init is a child of the shared shim");
+    }
+
+    let loner = unique_id("loner");
+    cd.ctr_ok(&cd.run_args(&loner, &["sleep", "1000"]).detach().build());
+    cd.wait_task_status(&loner, "RUNNING", QUICK);
+    assert_eq!(cd.shim_pids().len(), 2, "a container outside the group has its own shim");
+
+    // One member goes; the rest are undisturbed and the shim stays.
+    kill_and_delete(&cd, &members[0]);
+    for id in &members[1..] {
+        assert_eq!(cd.task(id).map(|t| t.1), Some("RUNNING".to_string()), "{id} after its sibling was deleted");
+    }
+    assert!(alive(shim), "the group's shim must serve the remaining members");
+    let out = cd.ctr_ok(&["tasks", "exec", "--exec-id", "still-here", &members[1], "echo", "alive"]);
+    assert_eq!(out, "alive\n");
+
+    for id in &members[1..] {
+        kill_and_delete(&cd, id);
+    }
+    assert!(wait_until(Duration::from_secs(2), || !alive(shim)), "the group's shim outlived its last container");
+    assert!(cd.shim_pids().len() == 1, "the loner's shim is still there");
+    kill_and_delete(&cd, &loner);
+    assert!(wait_until(Duration::from_secs(2), || cd.shim_pids().is_empty()), "shims left: {:?}", cd.shim_pids());
+}
+
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+fn status_field(pid: i32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0)))
+        .unwrap_or(0)
+}
+
+/// Many short execs in one container leave the shim with the fds, threads and (within a small
+/// margin) memory it had before, no zombie, and every exit status right. CI runs a short
+/// version; `TETHER_SOAK=1` runs the full 2,000.
+#[test]
+fn exec_cycles_leave_no_residue() {
+    require_root();
+    let cd = Containerd::start();
+    let id = unique_id("soak");
+    cd.ctr_ok(&cd.run_args(&id, &["sleep", "1000"]).detach().build());
+    cd.wait_task_status(&id, "RUNNING", QUICK);
+    let shim = cd.shim_pids()[0];
+    let n = if std::env::var_os("TETHER_SOAK").is_some() { 2000 } else { 150 };
+    // Warm up allocations that are made once.
+    for i in 0..10 {
+        cd.ctr_ok(&["tasks", "exec", "--exec-id", &format!("warm{i}"), &id, "true"]);
+    }
+    let (fds0, threads0, rss0) = (fd_count(shim), status_field(shim, "Threads:"), status_field(shim, "VmRSS:"));
+    for i in 0..n {
+        let code = i % 7;
+        let out = cd.ctr_timeout(&["tasks", "exec", "--exec-id", &format!("x{i}"), &id, "sh", "-c", &format!("exit {code}")], QUICK);
+        assert_eq!(out.status.code(), Some(code as i32), "exec {i}: {}", describe(&out));
+    }
+    let (fds1, threads1, rss1) = (fd_count(shim), status_field(shim, "Threads:"), status_field(shim, "VmRSS:"));
+    println!("after {n} execs: fds {fds0} -> {fds1}, threads {threads0} -> {threads1}, VmRSS {rss0} kB -> {rss1} kB");
+    assert_eq!(fds1, fds0, "fd leak");
+    assert_eq!(threads1, threads0, "thread leak");
+    assert!(rss1 <= rss0 + 512, "RSS grew by more than 512 kB: {rss0} -> {rss1} kB");
+    assert!(zombies_under(shim).is_empty(), "zombies: {:?}", zombies_under(shim));
+    kill_and_delete(&cd, &id);
+}
+
+/// Many container lifecycles through one containerd: each `ctr run --rm` returns its status,
+/// and afterwards no shim, runc state or mount is left. CI runs a short version;
+/// `TETHER_SOAK=1` runs 500.
+#[test]
+fn container_cycles_leave_no_residue() {
+    require_root();
+    let cd = Containerd::start();
+    let n = if std::env::var_os("TETHER_SOAK").is_some() { 500 } else { 40 };
+    for i in 0..n {
+        let id = unique_id("cycle");
+        let code = i % 5;
+        let out = cd.ctr_timeout(&cd.run_args(&id, &["sh", "-c", &format!("exit {code}")]).build(), QUICK);
+        assert_eq!(out.status.code(), Some(code as i32), "cycle {i}: {}", describe(&out));
+    }
+    assert!(wait_until(Duration::from_secs(3), || cd.shim_pids().is_empty()), "shims left: {:?}", cd.shim_pids());
+    let left: Vec<_> = std::fs::read_dir(cd.runc_root()).map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "runc state left: {left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&cd.dir().display().to_string()), "mounts left under the test dir");
+}
