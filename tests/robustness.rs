@@ -126,3 +126,35 @@ fn container_cycles_leave_no_residue() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&cd.dir().display().to_string()), "mounts left under the test dir");
 }
+
+fn forwarded_exits(cd: &Containerd) -> usize {
+    std::fs::read_to_string(cd.log_path()).unwrap_or_default().lines().filter(|l| l.contains("msg=\"event forwarded\"") && l.contains("topic=/tasks/exit")).count()
+}
+
+/// A container that exits while containerd is down (longer than other shims' retry budget): its TaskExit waits in tether's queue and
+/// reaches containerd once it is back (containerd logs every forwarded event at debug level),
+/// and State/Wait answer the exact status from tether's own record.
+#[test]
+fn exit_during_containerd_downtime_is_delivered_later() {
+    require_root();
+    let mut cd = Containerd::start();
+    let id = unique_id("downtime");
+    cd.ctr_ok(&cd.run_args(&id, &["sh", "-c", "sleep 2; exit 5"]).detach().build());
+    cd.wait_task_status(&id, "RUNNING", QUICK);
+    cd.stop();
+    let before = forwarded_exits(&cd);
+    // The container exits while nobody listens; tether keeps retrying in order. The downtime
+    // outlasts the ~15 s after which the Go shim (and the Rust shim crate) give an event up.
+    std::thread::sleep(Duration::from_secs(17));
+    cd.restart();
+    assert!(
+        wait_until(Duration::from_secs(15), || forwarded_exits(&cd) > before),
+        "the exit that happened during the downtime never reached containerd:\n{}",
+        tail(cd.log_path(), 40)
+    );
+    cd.wait_task_status(&id, "STOPPED", QUICK);
+    let out = cd.ctr(&["tasks", "delete", &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exit code 5"), "the exact status is kept: {}", describe(&out));
+    cd.ctr_ok(&["containers", "delete", &id]);
+}
