@@ -13,7 +13,10 @@ use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::shim_async::EventsClient;
-use tokio::sync::{mpsc, oneshot};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::io::StdioConfig;
 use crate::mount::Mount;
@@ -101,23 +104,76 @@ enum Msg {
     Flush(oneshot::Sender<()>),
 }
 
+/// At most this many events wait for containerd (a few MB at worst). Beyond it the oldest
+/// event that is not an exit is dropped: exits are what containerd cannot learn again cheaply
+/// (create/start/exec events it can reconstruct with `State`).
+pub const QUEUE_LIMIT: usize = 10_000;
+
+/// Appends `msg`, keeping at most `limit` events. Returns the topic of an event dropped to make
+/// room, if any. Flush markers are never dropped and do not count.
+fn push_bounded(items: &mut VecDeque<Msg>, msg: Msg, limit: usize) -> Option<&'static str> {
+    let mut dropped = None;
+    let events = items.iter().filter(|m| matches!(m, Msg::Event(..))).count();
+    if events >= limit && matches!(msg, Msg::Event(..)) {
+        let victim = items.iter().position(|m| matches!(m, Msg::Event(e, _) if !matches!(e, Event::Exit { .. })));
+        match victim {
+            Some(i) => {
+                if let Some(Msg::Event(e, _)) = items.remove(i) {
+                    dropped = Some(e.topic());
+                }
+            }
+            None => {
+                // Nothing but exits queued: the newest event goes instead.
+                if let Msg::Event(e, _) = &msg {
+                    return Some(e.topic());
+                }
+            }
+        }
+    }
+    items.push_back(msg);
+    dropped
+}
+
+struct Queue {
+    items: Mutex<VecDeque<Msg>>,
+    ready: Notify,
+}
+
 /// The sending side; cheap to clone. Publishing never blocks.
 #[derive(Clone)]
 pub struct EventSink {
-    tx: mpsc::UnboundedSender<Msg>,
+    queue: Arc<Queue>,
 }
 
 impl EventSink {
     pub fn publish(&self, event: Event) {
         tracing::debug!(topic = event.topic(), ?event, "queue event");
-        let _ = self.tx.send(Msg::Event(event, SystemTime::now()));
+        self.push(Msg::Event(event, SystemTime::now()));
+    }
+
+    fn push(&self, msg: Msg) {
+        let dropped = push_bounded(&mut self.queue.items.lock().unwrap_or_else(|p| p.into_inner()), msg, QUEUE_LIMIT);
+        if let Some(topic) = dropped {
+            tracing::error!(topic, limit = QUEUE_LIMIT, "event queue full; dropped an event");
+        }
+        self.queue.ready.notify_one();
     }
 
     /// Waits (at most `limit`) until everything queued so far has left.
     pub async fn flush(&self, limit: Duration) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).is_ok() {
-            let _ = tokio::time::timeout(limit, rx).await;
+        self.push(Msg::Flush(tx));
+        let _ = tokio::time::timeout(limit, rx).await;
+    }
+
+    async fn next(&self) -> Msg {
+        loop {
+            // A notify_one without a waiter leaves a permit, so no wake-up is lost between
+            // the check and the wait.
+            if let Some(m) = self.queue.items.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
+                return m;
+            }
+            self.queue.ready.notified().await;
         }
     }
 }
@@ -134,15 +190,17 @@ pub enum Destination {
 
 /// Starts the forwarding task on the current runtime.
 pub fn start(dest: Destination) -> EventSink {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(forward(rx, dest));
-    EventSink { tx }
+    let sink = EventSink { queue: Arc::new(Queue { items: Mutex::new(VecDeque::new()), ready: Notify::new() }) };
+    tokio::spawn(forward(sink.clone(), dest));
+    sink
 }
 
-async fn forward(mut rx: mpsc::UnboundedReceiver<Msg>, dest: Destination) {
+/// Delivers events one at a time, in order. The event being delivered has left the queue, so
+/// making room never touches it; a failed delivery is retried until it succeeds.
+async fn forward(queue: EventSink, dest: Destination) {
     let mut client: Option<EventsClient> = None;
-    while let Some(msg) = rx.recv().await {
-        let (event, at) = match msg {
+    loop {
+        let (event, at) = match queue.next().await {
             Msg::Event(e, at) => (e, at),
             Msg::Flush(done) => {
                 let _ = done.send(());
@@ -208,6 +266,41 @@ mod tests {
         let back = pb::TaskExit::parse_from_bytes(&any.value).unwrap();
         assert_eq!((back.container_id.as_str(), back.pid, back.exit_status), ("c", 42, 137));
         assert_eq!((back.exited_at.seconds, back.exited_at.nanos), (100, 5));
+    }
+
+    fn start_event(pid: u32) -> Msg {
+        Msg::Event(Event::Start { container_id: "c".into(), pid }, UNIX_EPOCH)
+    }
+
+    fn exit_event(pid: u32) -> Msg {
+        Msg::Event(Event::Exit { container_id: "c".into(), id: "c".into(), pid, exit_status: 0, exited_at: UNIX_EPOCH }, UNIX_EPOCH)
+    }
+
+    fn pids(q: &VecDeque<Msg>) -> Vec<u32> {
+        q.iter()
+            .filter_map(|m| match m {
+                Msg::Event(Event::Start { pid, .. } | Event::Exit { pid, .. }, _) => Some(*pid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_non_exit_and_keeps_order() {
+        let mut q = VecDeque::new();
+        assert_eq!(push_bounded(&mut q, exit_event(1), 3), None);
+        assert_eq!(push_bounded(&mut q, start_event(2), 3), None);
+        assert_eq!(push_bounded(&mut q, exit_event(3), 3), None);
+        // Full: the start event (oldest non-exit) makes room; exits and order are kept.
+        assert_eq!(push_bounded(&mut q, exit_event(4), 3), Some("/tasks/start"));
+        assert_eq!(pids(&q), [1, 3, 4]);
+        // Only exits left: the newest one is refused rather than an older exit lost.
+        assert_eq!(push_bounded(&mut q, start_event(5), 3), Some("/tasks/start"));
+        assert_eq!(pids(&q), [1, 3, 4]);
+        // Flush markers neither count nor get dropped.
+        let (tx, _rx) = oneshot::channel();
+        assert_eq!(push_bounded(&mut q, Msg::Flush(tx), 3), None);
+        assert_eq!(q.len(), 4);
     }
 
     #[tokio::test]
