@@ -14,6 +14,7 @@
 //!   late, gets the same status exactly once.
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -124,11 +125,15 @@ struct Proc {
     io: Option<ProcessIo>,
     /// An exec's OCI process spec (JSON), kept from `Exec` to its `Start`.
     spec: Vec<u8>,
+    /// A handle on the process itself, opened right after its pid was read: signals go through
+    /// it, so a recycled pid can never receive a signal meant for this process.
+    pidfd: Option<OwnedFd>,
 }
 
 impl Proc {
     fn new(pid: i32, stdio: StdioConfig, io: Option<ProcessIo>) -> Proc {
-        Proc { pid, state: State::Created, stdio, starting: false, held_exit: None, exit: watch::channel(None).0, io, spec: Vec::new() }
+        let pidfd = (pid > 0).then(|| crate::sys::pidfd_open(pid).ok()).flatten();
+        Proc { pid, state: State::Created, stdio, starting: false, held_exit: None, exit: watch::channel(None).0, io, spec: Vec::new(), pidfd }
     }
 
     fn alive(&self) -> bool {
@@ -435,15 +440,17 @@ impl Supervisor {
         let launched = self.launch_exec(&runc, id, exec_id, &bundle, &stdio, &spec, uid, gid).await;
         let mut t = self.shared.lock();
         // Finish under this lock on every path: dropping the collector here would re-lock.
-        let early_exit = collector.finish(&mut t, launched.as_ref().map_or(0, |(pid, _)| *pid));
+        let early_exit = collector.finish(&mut t, launched.as_ref().map_or(0, |(pid, _, _)| *pid));
         let c = t.container(id)?;
         let result = match launched {
-            Ok((pid, io)) => {
+            Ok((pid, io, pidfd)) => {
                 let p = c.process(exec_id)?;
                 p.starting = false;
                 p.pid = pid;
                 p.state = State::Running;
                 p.io = Some(io);
+                // If it already exited the pid may be anyone's: keep no handle on it.
+                p.pidfd = if early_exit.is_some() { None } else { pidfd };
                 self.shared.events.publish(Event::ExecStarted { container_id: id.to_string(), exec_id: exec_id.to_string(), pid: pid as u32 });
                 if let Some(exit) = early_exit {
                     self.process_exit(id, c, exec_id, exit_info(exit));
@@ -467,7 +474,7 @@ impl Supervisor {
 
     /// The slow part of an exec start: stdio, process spec file, `runc exec`, pid.
     #[allow(clippy::too_many_arguments)]
-    async fn launch_exec(&self, runc: &Runc, id: &str, exec_id: &str, bundle: &Path, stdio: &StdioConfig, spec: &[u8], uid: u32, gid: u32) -> Result<(i32, ProcessIo)> {
+    async fn launch_exec(&self, runc: &Runc, id: &str, exec_id: &str, bundle: &Path, stdio: &StdioConfig, spec: &[u8], uid: u32, gid: u32) -> Result<(i32, ProcessIo, Option<OwnedFd>)> {
         let (mut io, runc_stdio) = ProcessIo::open(stdio, &self.io_context(id, (uid, gid))).await?;
         let spec_file = bundle.join(format!("{exec_id}.process.json"));
         let pid_file = bundle.join(format!("{exec_id}.pid"));
@@ -479,7 +486,7 @@ impl Supervisor {
             Err(e) => Err(e),
         };
         match ran.and_then(|()| read_pid(&pid_file)) {
-            Ok(pid) => Ok((pid, io)),
+            Ok(pid) => Ok((pid, io, crate::sys::pidfd_open(pid).ok())),
             Err(e) => {
                 io.close();
                 Err(e)
@@ -499,7 +506,10 @@ impl Supervisor {
                     State::Created => Err(Error::FailedPrecondition(format!("exec {exec_id} is not started"))),
                     State::Stopped => Err(Error::NotFound("process already finished".into())),
                     // A paused exec is frozen with its container; the signal waits for resume.
-                    State::Running | State::Paused => crate::sys::signal(p.pid, signal),
+                    State::Running | State::Paused => match &p.pidfd {
+                        Some(fd) => crate::sys::pidfd_signal(fd, signal),
+                        None => crate::sys::signal(p.pid, signal),
+                    },
                 };
             }
             c.init.state.apply(Op::Kill)?;

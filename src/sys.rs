@@ -112,6 +112,34 @@ pub fn map_fds(cmd: &mut Command, fds: Vec<(RawFd, RawFd)>) {
     }
 }
 
+/// A pidfd for `pid` (Linux 5.3+): a handle on that very process, which a recycled pid can
+/// never alias.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just created this descriptor for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `signal` to the process behind a pidfd. A process that has exited is NotFound, even if
+/// its pid now belongs to someone else.
+pub fn pidfd_signal(pidfd: &OwnedFd, signal: u32) -> crate::error::Result<()> {
+    use crate::error::Error;
+    let sig = i32::try_from(signal).ok().filter(|s| (1..=64).contains(s)).ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+    // SAFETY: pidfd_send_signal with a null siginfo and no flags reads no memory of ours.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0) };
+    if rc == 0 {
+        return Ok(());
+    }
+    match io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::ESRCH) => Err(Error::NotFound("process already finished".into())),
+        e => Err(Error::Io { context: "pidfd_send_signal".into(), source: e }),
+    }
+}
+
 /// Points `target` (e.g. stderr) at `fd`.
 pub fn dup_onto(fd: &impl AsRawFd, target: RawFd) -> io::Result<()> {
     // SAFETY: dup2 on two descriptors; `fd` is borrowed and stays open for the call.
@@ -141,5 +169,22 @@ pub fn detach_with_listener(cmd: &mut Command, listener: RawFd) {
             }
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pidfd_never_signals_a_process_that_is_gone() {
+        let mut child = Command::new("sleep").arg("100").spawn().unwrap();
+        let pidfd = pidfd_open(child.id() as i32).unwrap();
+        pidfd_signal(&pidfd, 0).map(drop).unwrap_or_else(|e| assert!(matches!(e, crate::error::Error::InvalidArgument(_)), "{e:?}"));
+        pidfd_signal(&pidfd, libc::SIGKILL as u32).unwrap();
+        child.wait().unwrap();
+        // Reaped: its pid may be anyone's now, but the pidfd still names the dead process.
+        assert!(matches!(pidfd_signal(&pidfd, libc::SIGKILL as u32), Err(crate::error::Error::NotFound(_))));
+        assert!(matches!(pidfd_signal(&pidfd, 999), Err(crate::error::Error::InvalidArgument(_))));
     }
 }
