@@ -95,6 +95,16 @@ fn remove_dead_socket(bundle: &Path) {
     }
 }
 
+/// Deadline for one runtime call: `TETHER_RUNTIME_TIMEOUT_MS` from the environment containerd
+/// gives the shim, else [`crate::runtime::DEFAULT_TIMEOUT`].
+fn runtime_timeout() -> Duration {
+    std::env::var("TETHER_RUNTIME_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .map_or(crate::runtime::DEFAULT_TIMEOUT, Duration::from_millis)
+}
+
 /// The long-lived server.
 fn serve(args: &Args) -> Result<()> {
     crate::sys::close_fds_from(4);
@@ -116,7 +126,7 @@ fn serve(args: &Args) -> Result<()> {
             _ => Destination::Discard,
         };
         let events = events::start(dest);
-        let sup = Supervisor::new(reaper, exits, events.clone(), args.namespace.clone());
+        let sup = Supervisor::new(reaper, exits, events.clone(), args.namespace.clone(), runtime_timeout());
         let shutdown = Arc::new(Notify::new());
         let svc = Arc::new(TaskService::new(sup, shutdown.clone()));
         let listener = tokio::net::UnixListener::from_std(listener).map_err(Error::io("listener"))?;

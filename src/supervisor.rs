@@ -73,6 +73,8 @@ struct Shared {
     reaper: Reaper,
     events: EventSink,
     namespace: String,
+    /// Deadline of each runtime call (CRIU calls get more; see `runtime`).
+    runtime_timeout: Duration,
 }
 
 #[derive(Default)]
@@ -205,8 +207,8 @@ fn check_exec_id(exec_id: &str) -> Result<()> {
 
 impl Supervisor {
     /// Builds the supervisor and starts routing the reaper's unclaimed exits into it.
-    pub fn new(reaper: Reaper, exits: mpsc::UnboundedReceiver<Exit>, events: EventSink, namespace: String) -> Supervisor {
-        let shared = Arc::new(Shared { table: Mutex::default(), reaper, events, namespace });
+    pub fn new(reaper: Reaper, exits: mpsc::UnboundedReceiver<Exit>, events: EventSink, namespace: String, runtime_timeout: Duration) -> Supervisor {
+        let shared = Arc::new(Shared { table: Mutex::default(), reaper, events, namespace, runtime_timeout });
         let sup = Supervisor { shared };
         let routing = sup.clone();
         tokio::spawn(async move {
@@ -283,7 +285,7 @@ impl Supervisor {
                 return Err(e);
             }
         };
-        let runc = Runc::new(&req.options, &self.shared.namespace, bundle);
+        let runc = Runc { timeout: self.shared.runtime_timeout, ..Runc::new(&req.options, &self.shared.namespace, bundle) };
         let collector = self.collector();
         let new_container = |pid, io, restore| Container {
             bundle: bundle.clone(),

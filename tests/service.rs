@@ -220,6 +220,8 @@ fn servers_of(socket: &Path) -> Vec<i32> {
 /// Owns everything a test starts; on drop kills the shim server(s) of its socket, every fake
 /// container init still alive, and removes the socket.
 struct Guard {
+    /// Extra environment for the shim (it reaches the server through `start`).
+    env: Vec<(String, String)>,
     dir: TempDir,
     namespace: String,
     /// The `-address` given to the shim: a containerd address that is never dialled (no
@@ -263,6 +265,7 @@ impl Guard {
             cmd.arg("-bundle").arg(&bundle);
         }
         cmd.arg(action).current_dir(&bundle).env_remove("TTRPC_ADDRESS").env_remove("GRPC_ADDRESS");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         run(cmd)
     }
 }
@@ -313,6 +316,10 @@ impl Shim {
     /// Starts a shim for a new container id `<tag>-…` and checks what `start` must do: print
     /// exactly the address, write `address` and `shim.pid`, leave a live server behind.
     async fn launch(tag: &str) -> Shim {
+        Shim::launch_with_env(tag, Vec::new()).await
+    }
+
+    async fn launch_with_env(tag: &str, env: Vec<(String, String)>) -> Shim {
         require_root_and_fixture();
         let dir = tempfile::Builder::new().prefix("tether-svc-").tempdir().unwrap();
         let namespace = unique("ns");
@@ -320,7 +327,7 @@ impl Shim {
         let id = unique(tag);
         let socket = expected_socket(&address, &namespace, &id);
         // The guard exists before anything that can fail once a server may be running.
-        let g = Guard { dir, namespace, address, socket: socket.clone() };
+        let g = Guard { env, dir, namespace, address, socket: socket.clone() };
         let out = g.action(&id, "start", false);
         let bundle = g.bundle(&id);
         assert!(out.status.success(), "start failed: {}", describe(&out));
@@ -903,7 +910,7 @@ async fn start_refuses_an_invalid_id() {
     let address = dir.path().join("containerd.sock").display().to_string();
     let id = "../escape";
     let socket = expected_socket(&address, &namespace, id);
-    let g = Guard { dir, namespace, address, socket };
+    let g = Guard { env: Vec::new(), dir, namespace, address, socket };
     let bundle = g.bundle("bundle");
     let mut cmd = Command::new(SHIM);
     cmd.args(["-namespace", &g.namespace, "-address", &g.address, "-publish-binary", "/bin/true", "-id", id, "start"]).current_dir(&bundle).env_remove("TTRPC_ADDRESS");
@@ -1048,4 +1055,67 @@ async fn hostile_peers_and_fields_do_not_hurt_the_server() {
     expect_code("Kill of an unknown exec", bounded("Kill", shim.task.kill(ctx(), &kill)).await, Code::NOT_FOUND);
     // The container was never disturbed.
     assert_eq!(status(&ok("State", shim.state(&id).await)), Status::CREATED);
+}
+
+/// A runtime call that hangs is killed at its deadline and the request fails with
+/// DEADLINE_EXCEEDED, while State, Pids, Connect and Wait, of that container and of another,
+/// keep answering at once: no lock is held across a runtime call.
+#[tokio::test]
+async fn a_hung_runtime_call_times_out_and_blocks_nothing() {
+    let shim = Shim::launch_with_env("hang", vec![("TETHER_RUNTIME_TIMEOUT_MS".into(), "1500".into())]).await;
+    let (a, b) = (unique("a"), unique("b"));
+    let pid_a = shim.create_ok(&a).await;
+    shim.create_ok(&b).await;
+    ok("Start a", shim.start(&a).await);
+    ok("Start b", shim.start(&b).await);
+    fs::write(shim.bundle(&a).join("fake-hang-kill"), "").unwrap();
+
+    let hung = {
+        let task = shim.task.clone();
+        let req = api::KillRequest { id: a.clone(), signal: SIGKILL, ..Default::default() };
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            (task.kill(ctx(), &req).await, t0.elapsed())
+        })
+    };
+    // A Wait on the other container is parked across the whole episode.
+    let waiter = {
+        let task = shim.task.clone();
+        let req = api::WaitRequest { id: b.clone(), ..Default::default() };
+        tokio::spawn(async move { task.wait(ctx(), &req).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        assert_eq!(status(&ok("State a", shim.state(&a).await)), Status::RUNNING);
+        assert_eq!(status(&ok("State b", shim.state(&b).await)), Status::RUNNING);
+        ok("Connect", shim.connect(&a).await);
+        ok("Pids b", shim.pids(&b).await);
+        assert!(t0.elapsed() < Duration::from_millis(900), "requests waited behind the hung runtime call: {:?}", t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (res, took) = tokio::time::timeout(Duration::from_secs(10), hung).await.expect("the hung Kill never returned").unwrap();
+    let msg = expect_code("Kill with a hung runtime", res, Code::DEADLINE_EXCEEDED);
+    assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(5), "deadline not honoured: {took:?} ({msg})");
+    // The hung runtime process was killed, and the container is unharmed.
+    let hung_pid: i32 = fs::read_to_string(shim.bundle(&a).join("fake-hung-pid")).unwrap().trim().parse().unwrap();
+    assert!(wait_until_async(Duration::from_secs(2), || exited(hung_pid)).await, "the hung runtime process {hung_pid} was left running");
+    assert!(!exited(pid_a as i32));
+    fs::remove_file(shim.bundle(&a).join("fake-hang-kill")).unwrap();
+    ok("Kill a", shim.kill(&a, SIGKILL, false).await);
+    assert_eq!(ok("Wait a", shim.wait(&a).await).exit_status, 137);
+    ok("Kill b", shim.kill(&b, SIGKILL, false).await);
+    let w = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("Wait b never returned").unwrap();
+    assert_eq!(ok("Wait b", w).exit_status, 137);
+}
+
+async fn wait_until_async(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
 }
