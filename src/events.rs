@@ -33,6 +33,7 @@ pub enum Event {
     ExecStarted { container_id: String, exec_id: String, pid: u32 },
     Paused { container_id: String },
     Resumed { container_id: String },
+    Oom { container_id: String },
 }
 
 impl Event {
@@ -46,6 +47,7 @@ impl Event {
             Event::ExecStarted { .. } => "/tasks/exec-started",
             Event::Paused { .. } => "/tasks/paused",
             Event::Resumed { .. } => "/tasks/resumed",
+            Event::Oom { .. } => "/tasks/oom",
         }
     }
 
@@ -88,6 +90,7 @@ impl Event {
             }
             Event::Paused { container_id } => pack("containerd.events.TaskPaused", pb::TaskPaused { container_id, ..Default::default() }),
             Event::Resumed { container_id } => pack("containerd.events.TaskResumed", pb::TaskResumed { container_id, ..Default::default() }),
+            Event::Oom { container_id } => pack("containerd.events.TaskOOM", pb::TaskOOM { container_id, ..Default::default() }),
         }
     }
 }

@@ -16,6 +16,9 @@
 //! - [`runtime`]: invoking runc (argv, timeouts, `log.json` errors, error classification).
 //! - [`io`]: container stdio: pipes to runc, copy loops to containerd's FIFOs.
 //! - [`mount`]: mounting the rootfs a `Create` carries, and unmounting it.
+//! - [`cgroups`]: finding a container's cgroup (v1 or v2), its metrics for `Stats` and its OOM
+//!   kills. It returns containerd's cgroups `Metrics` messages directly: they are a data
+//!   format with hundreds of fields, and a mirror type would only copy them.
 //! - [`reaper`]: the one `waitpid(-1)` loop and spawn-and-wait for every child we fork.
 //! - [`events`]: the ordered publisher of task events to containerd.
 //! - [`logging`]: `tracing` output into the bundle's `log` FIFO, never blocking.
@@ -23,6 +26,7 @@
 //! - [`error`]: the one error type.
 #![deny(unsafe_code)]
 
+pub mod cgroups;
 pub mod cli;
 pub mod daemonize;
 pub mod error;

@@ -81,10 +81,6 @@ pub fn services(svc: Arc<TaskService>) -> HashMap<String, Service> {
 
 type Res<T> = ttrpc::Result<T>;
 
-fn unimplemented<T>(what: &str) -> Res<T> {
-    Err(to_status(Error::Unimplemented(format!("{what} is not supported by tether yet"))))
-}
-
 fn span(rpc: &'static str, id: &str, exec_id: &str) -> tracing::Span {
     tracing::info_span!("task", rpc, id = %id, exec_id = %exec_id)
 }
@@ -283,8 +279,9 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn stats(&self, _ctx: &TtrpcContext, _req: api::StatsRequest) -> Res<api::StatsResponse> {
-        unimplemented("Stats")
+    async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> Res<api::StatsResponse> {
+        let metrics = self.sup.stats(&req.id).map_err(to_status)?;
+        Ok(api::StatsResponse { stats: MessageField::some(metrics.to_any()), ..Default::default() })
     }
 }
 

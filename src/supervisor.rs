@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::cgroups::{ContainerCgroup, Metrics};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventSink};
 use crate::io::{IoContext, LoggerEnv, ProcessIo, StdioConfig};
@@ -100,6 +101,13 @@ struct Container {
     kill_all_on_exit: bool,
     /// uid/gid owning the stdio pipes (user-namespaced containers).
     io_owner: (u32, u32),
+    /// The container's cgroup, found from its init at create (None if it was already gone):
+    /// `Stats` reads it, and the OOM count is checked against it before the init's exit.
+    cgroup: Option<ContainerCgroup>,
+    /// OOM kills already reported (`TaskOOM`), so each is published once.
+    oom_reported: u64,
+    /// Forwards the cgroup's OOM notifications; aborted at delete.
+    oom_watch: Option<tokio::task::JoinHandle<()>>,
     /// Set by a Create from a checkpoint: Start restores instead of starting.
     restore: Option<Restore>,
     /// We mounted `rootfs` mounts and must take them down at delete.
@@ -257,6 +265,10 @@ impl Supervisor {
         let c = t.containers.entry(req.id.clone()).or_insert(container);
         if let Some(exit) = early_exit {
             self.process_exit(&req.id, c, "", exit_info(exit));
+        } else if pid > 0 {
+            // The cgroup exists from `runc create` on (the init waits in it), so OOM kills are
+            // watched from the start, as the Go shim does.
+            self.watch_cgroup(&req.id, c);
         }
         Ok(pid as u32)
     }
@@ -297,6 +309,9 @@ impl Supervisor {
             kill_all_on_exit,
             mounted_rootfs,
             deleting: false,
+            cgroup: None,
+            oom_reported: 0,
+            oom_watch: None,
             restore,
         };
         if !req.checkpoint.is_empty() {
@@ -320,6 +335,65 @@ impl Supervisor {
                 Err(e)
             }
         }
+    }
+
+    /// Finds the container's cgroup from its init and starts forwarding OOM kills as
+    /// `TaskOOM`. Called under the lock; both steps are best effort (a container may have no
+    /// memory controller, or be gone already).
+    fn watch_cgroup(&self, id: &str, c: &mut Container) {
+        let cg = match ContainerCgroup::for_pid(c.init.pid) {
+            Ok(cg) => cg,
+            Err(e) => {
+                tracing::debug!(container = %id, error = %e, "no cgroup found");
+                return;
+            }
+        };
+        c.oom_reported = cg.oom_kill_count().unwrap_or(0);
+        match cg.watch_oom() {
+            Ok(mut events) => {
+                let (sup, id) = (self.clone(), id.to_string());
+                c.oom_watch = Some(tokio::spawn(async move {
+                    while events.recv().await.is_some() {
+                        sup.report_oom(&id, true);
+                    }
+                }));
+            }
+            Err(e) => tracing::debug!(container = %id, error = %e, "no OOM watch"),
+        }
+        c.cgroup = Some(cg);
+    }
+
+    /// Publishes `TaskOOM` for OOM kills not reported yet. `notified` is true when the cgroup
+    /// said an OOM happened (a kernel without an `oom_kill` counter cannot say how many).
+    fn report_oom(&self, id: &str, notified: bool) {
+        let mut t = self.shared.lock();
+        let Some(c) = t.containers.get_mut(id) else { return };
+        self.report_oom_locked(id, c, notified);
+    }
+
+    fn report_oom_locked(&self, id: &str, c: &mut Container, notified: bool) {
+        let Some(cg) = &c.cgroup else { return };
+        let new = match cg.oom_kill_count() {
+            Some(n) if n > c.oom_reported => {
+                c.oom_reported = n;
+                true
+            }
+            Some(_) => false,
+            None => notified,
+        };
+        if new {
+            tracing::info!(container = %id, "OOM kill");
+            self.shared.events.publish(Event::Oom { container_id: id.to_string() });
+        }
+    }
+
+    /// `Stats`: the container's cgroup metrics, read from the cgroup files.
+    pub fn stats(&self, id: &str) -> Result<Metrics> {
+        let cg = {
+            let mut t = self.shared.lock();
+            t.container(id)?.cgroup.clone()
+        };
+        cg.ok_or_else(|| Error::NotFound(format!("container {id} has no cgroup")))?.metrics()
     }
 
     fn io_context<'a>(&'a self, container_id: &'a str, owner: (u32, u32)) -> IoContext<'a> {
@@ -389,10 +463,13 @@ impl Supervisor {
             }
         };
         c.init.pid = pid;
+        c.init.pidfd = if early_exit.is_some() { None } else { crate::sys::pidfd_open(pid).ok() };
         c.init.state = State::Running;
         self.shared.events.publish(Event::Start { container_id: id.to_string(), pid: pid as u32 });
         if let Some(exit) = early_exit {
             self.process_exit(id, c, "", exit_info(exit));
+        } else {
+            self.watch_cgroup(id, c);
         }
         Ok(pid as u32)
     }
@@ -635,6 +712,9 @@ impl Supervisor {
         let mut t = self.shared.lock();
         let c = t.containers.remove(id).ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
         drop(t);
+        if let Some(w) = &c.oom_watch {
+            w.abort();
+        }
         for (exec_id, p) in &c.execs {
             let _ = std::fs::remove_file(c.bundle.join(format!("{exec_id}.pid")));
             if p.exit.borrow().is_none() {
@@ -819,6 +899,9 @@ impl Supervisor {
     fn finish_init_exit(&self, id: &str, c: &mut Container, exit: ExitInfo) {
         c.pending_init_exit = None;
         let Ok(next) = c.init.state.apply(Op::Exit) else { return };
+        // An OOM kill the watcher has not reported yet goes out first: CRI reads `OOMKilled`
+        // from the TaskOOM it saw before the exit (containerd#12714).
+        self.report_oom_locked(id, c, false);
         c.init.state = next;
         c.init.exit.send_replace(Some(exit));
         tracing::info!(container = %id, pid = c.init.pid, status = exit.status, "init exited");
