@@ -44,16 +44,22 @@ pub fn grouping_key(bundle: &Path, id: &str) -> String {
         .to_string()
 }
 
-/// Runs the `start` action in the bundle directory `bundle` and returns the address to print.
-pub fn start(args: &Args, bundle: &Path) -> Result<String> {
-    // containerd writes runtime options (or nothing) to stdin; read it all so it never blocks on
-    // a full pipe. The options also arrive with Create, which is where we use them.
+/// Runs the `start` action in the bundle directory `bundle` and returns what to print.
+pub fn start(args: &Args, bundle: &Path) -> Result<Vec<u8>> {
+    // containerd writes runtime options, bootstrap parameters or nothing to stdin; read it all
+    // (bounded) so it never blocks on a full pipe. Runtime options also arrive with Create,
+    // which is where we use them.
     let mut stdin = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let _ = std::io::stdin().take(10 << 20).read_to_end(&mut stdin);
+    let boot = crate::bootstrap::parse(&stdin, &args.id, &args.namespace);
 
     crate::process::validate_id("container", &args.id)?;
     let group = grouping_key(bundle, &args.id);
-    let dir = Path::new(SOCKET_DIR);
+    let dir = Path::new(boot.as_ref().and_then(|b| b.socket_dir.as_deref()).unwrap_or(SOCKET_DIR));
+    if boot.as_ref().is_some_and(|b| b.socket_dir.is_some()) {
+        // containerd 2.3 finds a custom socket dir through the bundle's `s` link.
+        let _ = std::os::unix::fs::symlink(dir, bundle.join("s"));
+    }
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::io(format!("create {}", dir.display())))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(Error::io(format!("chmod {}", dir.display())))?;
     let path = socket_path(dir, &args.address, &args.namespace, &group);
@@ -65,7 +71,7 @@ pub fn start(args: &Args, bundle: &Path) -> Result<String> {
             if UnixStream::connect(&path).is_ok() {
                 // A live server already serves this group: share it.
                 write_atomic(&bundle.join("address"), address.as_bytes())?;
-                return Ok(address);
+                return Ok(crate::bootstrap::announce(&address, boot.is_some()));
             }
             // Left over from a server that died: replace it.
             fs::remove_file(&path).map_err(Error::io(format!("remove stale socket {}", path.display())))?;
@@ -75,7 +81,7 @@ pub fn start(args: &Args, bundle: &Path) -> Result<String> {
     };
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(Error::io("chmod socket"))?;
 
-    let spawned = spawn_server(args, bundle, &path, &listener);
+    let spawned = spawn_server(args, bundle, &path, &listener, boot.as_ref());
     let pid = match spawned {
         Ok(pid) => pid,
         Err(e) => {
@@ -86,12 +92,12 @@ pub fn start(args: &Args, bundle: &Path) -> Result<String> {
     adjust_oom_score(pid);
     write_atomic(&bundle.join("address"), address.as_bytes())?;
     write_atomic(&bundle.join("shim.pid"), pid.to_string().as_bytes())?;
-    Ok(address)
+    Ok(crate::bootstrap::announce(&address, boot.is_some()))
 }
 
 /// Re-executes this binary as the server: new session, stdio on /dev/null (containerd reads
 /// `start`'s output until EOF, so the server must not hold it), listener on fd 3.
-fn spawn_server(args: &Args, bundle: &Path, socket: &Path, listener: &UnixListener) -> Result<u32> {
+fn spawn_server(args: &Args, bundle: &Path, socket: &Path, listener: &UnixListener, boot: Option<&crate::bootstrap::Bootstrap>) -> Result<u32> {
     let exe = std::env::current_exe().map_err(Error::io("find own executable"))?;
     let mut cmd = Command::new(exe);
     cmd.args(["-namespace", &args.namespace, "-id", &args.id, "-address", &args.address])
@@ -104,8 +110,11 @@ fn spawn_server(args: &Args, bundle: &Path, socket: &Path, listener: &UnixListen
     if !args.publish_binary.is_empty() {
         cmd.args(["-publish-binary", &args.publish_binary]);
     }
-    if args.debug {
+    if args.debug || boot.is_some_and(|b| b.debug) {
         cmd.arg("-debug");
+    }
+    if let Some(b) = boot.filter(|b| !b.ttrpc_address.is_empty()) {
+        cmd.env("TTRPC_ADDRESS", &b.ttrpc_address);
     }
     crate::sys::detach_with_listener(&mut cmd, listener.as_raw_fd());
     let child = cmd.spawn().map_err(Error::io("start shim server"))?;

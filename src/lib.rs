@@ -9,6 +9,8 @@
 //! - [`shim`]: the three actions: `start` (via [`daemonize`]), `delete` (crash cleanup) and
 //!   `serve` (the daemon's main).
 //! - [`daemonize`]: socket address, bind, re-exec of the server with the listener on fd 3.
+//! - [`bootstrap`]: `start`'s stdin and stdout formats (legacy address or containerd 2.3's
+//!   `BootstrapParams`/`BootstrapResult`).
 //! - [`service`]: the ttrpc task API edge. The only module that knows task-API protobuf types
 //!   and the only place errors become ttrpc status codes.
 //! - [`supervisor`]: the process table, exit routing and event ordering rules.
@@ -26,6 +28,7 @@
 //! - [`error`]: the one error type.
 #![deny(unsafe_code)]
 
+pub mod bootstrap;
 pub mod cgroups;
 pub mod cli;
 pub mod daemonize;

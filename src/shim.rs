@@ -44,9 +44,11 @@ fn cwd() -> Result<PathBuf> {
 }
 
 fn start(args: &Args) -> Result<()> {
-    let address = crate::daemonize::start(args, &cwd()?)?;
-    // Exactly the address: containerd 1.6 trims and dials it.
-    print!("{address}");
+    let out = crate::daemonize::start(args, &cwd()?)?;
+    // Exactly the announcement (address or BootstrapResult), nothing else: containerd parses
+    // stdout and stderr together.
+    use std::io::Write;
+    std::io::stdout().write_all(&out).map_err(Error::io("write start result"))?;
     Ok(())
 }
 

@@ -1119,3 +1119,66 @@ async fn wait_until_async(limit: Duration, mut cond: impl FnMut() -> bool) -> bo
     }
     cond()
 }
+
+/// containerd 2.3 sends `BootstrapParams` on `start`'s stdin and reads a `BootstrapResult`: the
+/// shim answers in kind, listens in the `socket_dir` it was given (linked from the bundle as
+/// `s`), and serves the task API under both names there. Legacy stdin (the options `Any`) still
+/// gets the plain address, as the other tests show.
+#[tokio::test]
+async fn start_speaks_the_bootstrap_protocol_when_asked() {
+    use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
+    use std::io::Write;
+    require_root_and_fixture();
+    let dir = tempfile::Builder::new().prefix("tether-boot-").tempdir().unwrap();
+    let (namespace, id) = (unique("ns"), unique("boot"));
+    let address = dir.path().join("containerd.sock").display().to_string();
+    let socket_dir = dir.path().join("s");
+    let bundle = dir.path().join(&id);
+    fs::create_dir_all(&bundle).unwrap();
+    fs::write(bundle.join("config.json"), r#"{"ociVersion":"1.0.2"}"#).unwrap();
+    let params = BootstrapParams {
+        instance_id: id.clone(),
+        namespace: namespace.clone(),
+        containerd_grpc_address: address.clone(),
+        containerd_ttrpc_address: String::new(),
+        socket_dir: Some(socket_dir.display().to_string()),
+        ..Default::default()
+    };
+    let mut child = Command::new(SHIM)
+        .args(["-namespace", &namespace, "-address", &address, "-publish-binary", "/bin/true", "-id", &id, "start"])
+        .current_dir(&bundle)
+        .env_remove("TTRPC_ADDRESS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&params.write_to_bytes().unwrap()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", describe(&out));
+    let result = BootstrapResult::parse_from_bytes(&out.stdout).unwrap_or_else(|e| panic!("stdout is not a BootstrapResult ({e}): {}", describe(&out)));
+    let digest: String = Sha256::digest(format!("{address}/{namespace}/{id}").as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let socket = socket_dir.join(digest);
+    assert_eq!((result.version, result.protocol.as_str()), (2, "ttrpc"));
+    assert_eq!(result.address, format!("unix://{}", socket.display()));
+    assert_eq!(fs::read_link(bundle.join("s")).unwrap(), socket_dir, "the bundle links the custom socket dir");
+    let servers = servers_of(&socket);
+    assert_eq!(servers.len(), 1, "one server listens on {}", socket.display());
+    struct Kill(i32, PathBuf);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+            let _ = fs::remove_file(&self.1);
+        }
+    }
+    let _guard = Kill(servers[0], socket.clone());
+
+    let raw = bounded("connect", Client::connect(&result.address)).await.unwrap();
+    let c = ok("Connect v3", bounded("Connect", TaskClient::new(raw.clone()).connect(ctx(), &api::ConnectRequest { id: id.clone(), ..Default::default() })).await);
+    assert_eq!(c.shim_pid as i32, servers[0]);
+    let req = ttrpc::Request { service: V2.into(), method: "Connect".into(), payload: api::ConnectRequest::default().write_to_bytes().unwrap(), ..Default::default() };
+    let resp = bounded("Connect v2", raw.request(req)).await.expect("v2 Connect");
+    assert_eq!(api::ConnectResponse::parse_from_bytes(&resp.payload).unwrap().shim_pid as i32, servers[0]);
+    // containerd 2.x probes for leaked shims with Pids: unknown ids are NotFound.
+    expect_code("Pids of an unknown task", bounded("Pids", TaskClient::new(raw).pids(ctx(), &api::PidsRequest { id: unique("nosuch"), ..Default::default() })).await, Code::NOT_FOUND);
+}
