@@ -158,3 +158,28 @@ fn exit_during_containerd_downtime_is_delivered_later() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("exit code 5"), "the exact status is kept: {}", describe(&out));
     cd.ctr_ok(&["containers", "delete", &id]);
 }
+
+/// A shim killed with SIGKILL leaves nothing once containerd has run `delete`: no runc state,
+/// no socket (the Go shim leaves its socket behind), no bundle, no container process.
+#[test]
+fn killed_shim_leaves_nothing_behind() {
+    require_root();
+    let cd = Containerd::start();
+    let id = unique_id("crash");
+    cd.ctr_ok(&cd.run_args(&id, &["sleep", "1000"]).detach().build());
+    let (pid, _) = cd.task(&id).expect("task listed");
+    let shim = proc_stat(pid).expect("container process").ppid;
+    let bundle = cd.bundle(&id);
+    let address = std::fs::read_to_string(bundle.join("address")).expect("address file");
+    let socket = std::path::PathBuf::from(address.trim().strip_prefix("unix://").expect("unix:// address"));
+    assert!(socket.exists());
+    assert!(kill(shim, libc::SIGKILL));
+    assert!(wait_until(Duration::from_secs(10), || cd.task(&id).is_none()), "containerd kept the task of a dead shim");
+    cd.ctr_ok(&["containers", "delete", &id]);
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)), "container process {pid} survived its shim's cleanup");
+    assert!(wait_until(Duration::from_secs(5), || !cd.runc_root().join(&id).exists()), "runc state of {id} left");
+    assert!(wait_until(Duration::from_secs(5), || !bundle.exists()), "bundle {} left", bundle.display());
+    if runtime() == "io.containerd.tether.v2" {
+        assert!(wait_until(Duration::from_secs(5), || !socket.exists()), "socket {} left", socket.display());
+    }
+}
