@@ -33,6 +33,9 @@ use binary::Logger;
 use console::{Console, ConsoleSocket};
 use copy::{Sink, Source};
 
+/// Capacity of the container's stdout/stderr pipes (the kernel default is 64 KiB).
+const OUTPUT_PIPE_SIZE: i32 = 256 * 1024;
+
 /// stdio as the client named it in `Create` or `Exec`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StdioConfig {
@@ -92,7 +95,7 @@ impl ProcessIo {
         if let Some(fifo) = stdin_fifo {
             let (r, w) = make_pipe(owner)?;
             let w = pipe::Sender::from_owned_fd(w).map_err(Error::io("stdin pipe"))?;
-            io.stdin_copy = Some(tokio::spawn(copy::pump(Source::Pipe(fifo), Sink::Fifo(w))));
+            io.stdin_copy = Some(tokio::spawn(copy::splice_pump(fifo, w)));
             runc.stdin = Some(r);
         }
 
@@ -131,8 +134,15 @@ impl ProcessIo {
         }
         let sink = open_sink(target)?;
         let (r, w) = make_pipe(owner)?;
+        // A larger pipe lets a chatty container run ahead of its reader; best effort.
+        let _ = nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(&r), nix::fcntl::FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_SIZE));
         let r = pipe::Receiver::from_owned_fd(r).map_err(Error::io("output pipe"))?;
-        self.output_copies.push(tokio::spawn(copy::pump(Source::Pipe(r), sink)));
+        let copy = match sink {
+            // FIFO to FIFO: splice(2), no user-space copy.
+            Sink::Fifo(dst) => tokio::spawn(copy::splice_pump(r, dst)),
+            sink => tokio::spawn(copy::pump(Source::Pipe(r), sink)),
+        };
+        self.output_copies.push(copy);
         Ok(Some(w))
     }
 
