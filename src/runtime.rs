@@ -336,9 +336,9 @@ fn parse_last_error(data: &[u8]) -> Option<String> {
         msg: String,
     }
     data.split(|&b| b == b'\n')
+        .rev()
         .filter_map(|l| serde_json::from_slice::<Line>(l).ok())
-        .filter(|l| l.level == "error")
-        .last()
+        .find(|l| l.level == "error")
         .map(|l| l.msg)
 }
 
