@@ -8,6 +8,10 @@
 //! `io.containerd.tether.v2`); `TETHER_TEST_RUNTIME=io.containerd.runc.v2` runs the same tests
 //! against the reference Go shim, which is how the tests themselves are checked.
 //!
+//! The benchmark (`examples/bench.rs`) includes this file too (`#[path]`). Examples get no
+//! `CARGO_BIN_EXE_*`, so there [`shim_binary`] is the release binary ([`release_shim_binary`]);
+//! [`Containerd::start_with`] picks the shim binary and containerd's log level explicitly.
+//!
 //! Isolation between tests (they run in parallel threads of one process and in several test
 //! processes): each [`Containerd`] has its own temp dir (root, state, sockets, rootfs, log)
 //! and its own containerd namespace. The namespace also keeps the shims' shared runc root
@@ -73,9 +77,85 @@ pub fn runtime() -> String {
     }
 }
 
-/// The shim binary cargo built for this test run.
+/// The shim binary cargo built for this test run (integration tests), or the release binary
+/// where cargo provides none (examples, i.e. the benchmark).
 pub fn shim_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-tether-v2"))
+    match option_env!("CARGO_BIN_EXE_containerd-shim-tether-v2") {
+        Some(p) => PathBuf::from(p),
+        None => release_shim_binary(),
+    }
+}
+
+/// Name of the tether binary (also what containerd derives from `io.containerd.tether.v2`).
+pub const SHIM_BINARY_NAME: &str = "containerd-shim-tether-v2";
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` if set (a relative value is taken relative
+/// to the package root, where `cargo test` and the scripts run), else derived from this
+/// executable's own path (`<target>/<profile>/deps/<test>` or
+/// `<target>/<profile>/examples/<example>`), else `<package>/target`.
+pub fn target_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return if dir.is_absolute() {
+            dir
+        } else {
+            manifest.join(dir)
+        };
+    }
+    let from_exe = std::env::current_exe().ok().and_then(|exe| {
+        let kind = exe.parent()?; // deps/ or examples/
+        let profile = kind.parent()?; // debug/ or release/
+        let name = kind.file_name()?.to_str()?;
+        (name == "deps" || name == "examples").then(|| profile.parent().map(Path::to_path_buf))?
+    });
+    from_exe.unwrap_or_else(|| manifest.join("target"))
+}
+
+/// `<target dir>/release/containerd-shim-tether-v2` (built by `cargo build --release`).
+pub fn release_shim_binary() -> PathBuf {
+    target_dir().join("release").join(SHIM_BINARY_NAME)
+}
+
+/// Why `bin` (a build of this package's shim) cannot be measured: missing, or older than a
+/// source it is built from (`src/**`, `Cargo.toml`, `Cargo.lock`, `build.rs`, `protos/**`).
+/// `None` when it is there and fresh.
+pub fn stale_binary_reason(bin: &Path) -> Option<String> {
+    let rebuild = "run `cargo build --release --bin containerd-shim-tether-v2` first \
+                   (scripts/test.sh and scripts/bench.sh do)";
+    let built = match fs::metadata(bin).and_then(|m| m.modified()) {
+        Ok(t) => t,
+        Err(e) => return Some(format!("{} is missing ({e}); {rebuild}", bin.display())),
+    };
+    fn newest(path: &Path, best: &mut Option<(std::time::SystemTime, PathBuf)>) {
+        let Ok(meta) = fs::symlink_metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            if let Ok(rd) = fs::read_dir(path) {
+                for e in rd.flatten() {
+                    newest(&e.path(), best);
+                }
+            }
+        } else if let Ok(t) = meta.modified() {
+            if best.as_ref().map_or(true, |(b, _)| t > *b) {
+                *best = Some((t, path.to_path_buf()));
+            }
+        }
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut best = None;
+    for p in ["src", "Cargo.toml", "Cargo.lock", "build.rs", "protos"] {
+        newest(&manifest.join(p), &mut best);
+    }
+    match best {
+        Some((t, path)) if t > built => Some(format!(
+            "{} is older than {} (the release binary is stale); {rebuild}",
+            bin.display(),
+            path.display()
+        )),
+        _ => None,
+    }
 }
 
 /// A container id (or other name) unique within this test process: `<prefix>-<n>`, with
@@ -449,6 +529,7 @@ pub struct RunArgs {
     rootfs: PathBuf,
     cmd: Vec<String>,
     detach: bool,
+    runtime: Option<String>,
     extra: Vec<String>,
 }
 
@@ -459,6 +540,7 @@ pub fn run_args(id: &str, rootfs: &Path, cmd: &[&str]) -> RunArgs {
         rootfs: rootfs.to_path_buf(),
         cmd: cmd.iter().map(|s| s.to_string()).collect(),
         detach: false,
+        runtime: None,
         extra: Vec::new(),
     }
 }
@@ -467,6 +549,12 @@ impl RunArgs {
     /// `-d` instead of `--rm` (ctr refuses both together).
     pub fn detach(mut self) -> Self {
         self.detach = true;
+        self
+    }
+
+    /// `--runtime <name>` instead of [`runtime()`] (the benchmark runs both shims).
+    pub fn runtime(mut self, name: &str) -> Self {
+        self.runtime = Some(name.to_string());
         self
     }
 
@@ -487,7 +575,7 @@ impl RunArgs {
         v.push(if self.detach { "-d" } else { "--rm" }.to_string());
         v.extend([
             "--runtime".to_string(),
-            runtime(),
+            self.runtime.clone().unwrap_or_else(runtime),
             "--env".into(),
             "PATH=/bin".into(),
         ]);
@@ -504,6 +592,37 @@ impl RunArgs {
 // Private containerd
 // ---------------------------------------------------------------------------------------------
 
+/// How [`Containerd::start_with`] sets up containerd.
+#[derive(Debug, Clone)]
+pub struct ContainerdOptions {
+    /// The tether binary whose directory goes first on containerd's `PATH` (containerd finds
+    /// `containerd-shim-tether-v2` there). Default: [`shim_binary`].
+    pub shim: PathBuf,
+    /// containerd log level `debug` (default; containerd then also passes `-debug` to the
+    /// shims and the log has their output) or `info` (what a production containerd runs).
+    pub debug: bool,
+}
+
+impl Default for ContainerdOptions {
+    fn default() -> Self {
+        ContainerdOptions {
+            shim: shim_binary(),
+            debug: true,
+        }
+    }
+}
+
+/// The namespace containerd's CRI plugin keeps all its containers and images in (fixed).
+pub const CRI_NAMESPACE: &str = "k8s.io";
+
+/// How [`Containerd::start_cri`] sets up containerd's CRI plugin.
+#[derive(Debug, Clone)]
+pub struct CriOptions {
+    /// TOML appended to the harness's config, typically `[plugins."io.containerd.grpc.v1.cri"]`
+    /// tables. Every `{dir}` in it is replaced by the instance's temp dir.
+    pub config: String,
+}
+
 /// A private containerd running on a temp dir, with its own namespace. Dropping it removes
 /// its containers, stops it, kills the shims it started, cleans its runc root and unmounts
 /// anything left under the temp dir.
@@ -515,8 +634,14 @@ pub struct Containerd {
     config: PathBuf,
     log: PathBuf,
     rootfs: std::sync::OnceLock<PathBuf>,
+    /// Directory put first on containerd's `PATH` (holds the tether binary).
+    shim_dir: PathBuf,
     /// Container ids handed out by [`Containerd::run_args`], for socket cleanup in `Drop`.
     ids: Mutex<Vec<String>>,
+    /// Started by [`Containerd::start_cri`]: the namespace is [`CRI_NAMESPACE`], whose runc
+    /// root (`/run/containerd/runc/k8s.io`) another containerd on the host may share, so
+    /// `Drop` only `runc delete`s the ids given to [`Containerd::track_id`] there.
+    cri: bool,
     // Declared last so it is removed after everything else has been torn down.
     dir: tempfile::TempDir,
 }
@@ -525,6 +650,23 @@ impl Containerd {
     /// Writes a config and starts containerd; panics (with the log tail) unless `ctr version`
     /// answers within 10 s.
     pub fn start() -> Containerd {
+        Containerd::start_with(ContainerdOptions::default())
+    }
+
+    /// Like [`Containerd::start`] with an explicit shim binary and log level.
+    pub fn start_with(opts: ContainerdOptions) -> Containerd {
+        Containerd::start_impl(opts, None)
+    }
+
+    /// Like [`Containerd::start_with`], but with containerd's CRI plugin enabled (the
+    /// `disabled_plugins` entry dropped, `cri.config` appended) and the [`CRI_NAMESPACE`]
+    /// namespace for `ctr` and cleanup. containerd answering `ctr version` does not mean the
+    /// CRI service is ready: the caller waits for its `Status` RPC.
+    pub fn start_cri(opts: ContainerdOptions, cri: CriOptions) -> Containerd {
+        Containerd::start_impl(opts, Some(cri))
+    }
+
+    fn start_impl(opts: ContainerdOptions, cri: Option<CriOptions>) -> Containerd {
         require_root();
         let mut base = std::env::temp_dir();
         // Unix socket paths are limited to 108 bytes; keep the grpc address short.
@@ -539,8 +681,21 @@ impl Containerd {
         let address = d.join("containerd.sock").to_string_lossy().into_owned();
         let config = d.join("config.toml");
         let log = d.join("containerd.log");
-        let namespace = unique_id(&format!("tether-{}", std::process::id()));
-        let text = containerd_config(&d, &address);
+        let namespace = if cri.is_some() {
+            CRI_NAMESPACE.to_string()
+        } else {
+            unique_id(&format!("tether-{}", std::process::id()))
+        };
+        let text = containerd_config(&d, &address, opts.debug);
+        let text = match &cri {
+            Some(cri) => cri_containerd_config(text, &d, &cri.config),
+            None => text,
+        };
+        let shim_dir = opts
+            .shim
+            .parent()
+            .expect("shim binary has a parent dir")
+            .to_path_buf();
         fs::write(&config, text).unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
         let mut cd = Containerd {
             child: None,
@@ -549,13 +704,24 @@ impl Containerd {
             config,
             log,
             rootfs: std::sync::OnceLock::new(),
+            shim_dir,
             ids: Mutex::new(Vec::new()),
+            cri: cri.is_some(),
             dir,
         };
         cd.spawn();
-        let ns = cd.namespace.clone();
-        cd.ctr_ok(&["namespaces", "create", &ns]);
+        // The CRI namespace is created by the CRI plugin (and by any import into it).
+        if !cd.cri {
+            let ns = cd.namespace.clone();
+            cd.ctr_ok(&["namespaces", "create", &ns]);
+        }
         cd
+    }
+
+    /// Remembers container (or CRI sandbox) id `id` for the cleanup in `Drop`: its shim socket
+    /// and, in a CRI instance, its runc state. [`Containerd::run_args`] does this itself.
+    pub fn track_id(&self, id: &str) {
+        self.ids.lock().unwrap().push(id.to_string());
     }
 
     fn spawn(&mut self) {
@@ -565,10 +731,7 @@ impl Containerd {
             .append(true)
             .open(&self.log)
             .unwrap_or_else(|e| panic!("open {}: {e}", self.log.display()));
-        let shim_dir = shim_binary()
-            .parent()
-            .expect("shim binary has a parent dir")
-            .to_path_buf();
+        let shim_dir = self.shim_dir.clone();
         let path = match std::env::var_os("PATH") {
             Some(p) if !p.is_empty() => {
                 let mut s = shim_dir.into_os_string();
@@ -651,6 +814,34 @@ impl Containerd {
     /// pid of the running containerd, if any.
     pub fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// The bundle containerd makes for container `id` (`<state>/io.containerd.runtime.v2.task/
+    /// <namespace>/<id>`); both shims write `shim.pid` (the server's pid) there.
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("state")
+            .join("io.containerd.runtime.v2.task")
+            .join(&self.namespace)
+            .join(id)
+    }
+
+    /// pid of the live shim server serving container `id`: the bundle's `shim.pid` (tether
+    /// writes it; the Go shim 1.6 does not), else the shim process of this instance whose
+    /// command line has `-id <id>` and no `start`/`delete` action.
+    pub fn shim_pid(&self, id: &str) -> Option<i32> {
+        let from_file = fs::read_to_string(self.bundle(id).join("shim.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|&pid| alive(pid));
+        from_file.or_else(|| {
+            self.shim_pids().into_iter().find(|&pid| {
+                let argv = cmdline(pid);
+                argv.windows(2).any(|w| w[0] == "-id" && w[1] == id)
+                    && !argv.iter().any(|a| a == "start" || a == "delete")
+            })
+        })
     }
 
     /// The runc state dir the shims use for this instance's namespace.
@@ -883,8 +1074,12 @@ impl Containerd {
         }
         let mut list = Command::new("runc");
         list.arg("--root").arg(&root).args(["list", "-q"]);
+        let tracked = self.ids.lock().map(|v| v.clone()).unwrap_or_default();
         if let Ok(out) = output_timeout(list, CLEANUP_CTR_TIMEOUT) {
             for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if self.cri && !tracked.iter().any(|t| t == id) {
+                    continue; // shared CRI runc root: not ours
+                }
                 let mut del = Command::new("runc");
                 del.arg("--root").arg(&root).args(["delete", "--force", id]);
                 let _ = output_timeout(del, CLEANUP_CTR_TIMEOUT);
@@ -972,7 +1167,7 @@ impl Drop for Containerd {
     }
 }
 
-fn containerd_config(dir: &Path, address: &str) -> String {
+fn containerd_config(dir: &Path, address: &str, debug: bool) -> String {
     format!(
         r#"# Written by the tether integration-test harness (tests/common/mod.rs).
 version = 2
@@ -998,11 +1193,32 @@ disabled_plugins = [
   address = "{address}.ttrpc"
 
 [debug]
-  level = "debug"
+  level = "{level}"
 "#,
+        level = if debug { "debug" } else { "info" },
         root = dir.join("root").display(),
         state = dir.join("state").display(),
     )
+}
+
+/// The harness's config ([`containerd_config`]) with the CRI plugin enabled: its
+/// `disabled_plugins` entry (and the comment saying it is not needed) removed, and `snippet`,
+/// with every `{dir}` replaced by `dir`, appended.
+fn cri_containerd_config(base: String, dir: &Path, snippet: &str) -> String {
+    let mut text = base;
+    for line in [
+        "# cri is not needed; the others fail or are slow on most hosts, and opt writes to /opt.\n",
+        "  \"io.containerd.grpc.v1.cri\",\n",
+    ] {
+        assert!(text.contains(line), "harness config lacks {line:?}");
+        text = text.replacen(line, "", 1);
+    }
+    text.push_str("\n# Added for the CRI plugin (Containerd::start_cri).\n");
+    text.push_str(&snippet.replace("{dir}", &dir.to_string_lossy()));
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
 }
 
 /// Undoes the octal escapes (`\040` etc.) of `/proc/self/mountinfo` paths.

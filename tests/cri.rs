@@ -1,0 +1,863 @@
+//! tether as a runtime handler of containerd's CRI plugin (issue #7): what a kubelet does,
+//! through the real CRI (`runtime.v1`) gRPC API of a private containerd.
+//!
+//! The test starts containerd with the CRI plugin enabled and two runtime handlers, `runc`
+//! (`io.containerd.runc.v2`, the default) and `tether` (`io.containerd.tether.v2`); CNI points
+//! at empty directories, so the pod uses the host network (the CRI then reports
+//! `NetworkReady=false`, which a host-network pod does not need). Images come from no
+//! registry: the test builds an OCI image archive of a busybox-static rootfs and imports it
+//! with `ctr -n k8s.io images import`; one image is the sandbox ("pause") image, one the
+//! workload image. Then, with the handler under test:
+//!
+//! RunPodSandbox → three containers (a long-running one, one exiting with 3 by itself, one
+//! OOM-killed under a 16 MiB limit) → ExecSync, ContainerStatus (Error / OOMKilled),
+//! ContainerStats, the container log → StopContainer, RemoveContainer → StopPodSandbox,
+//! RemovePodSandbox. While the pod runs, exactly one shim process serves the sandbox and all
+//! its containers, its `-id` is the sandbox id, and it exits once the pod is removed.
+//!
+//! `TETHER_TEST_RUNTIME=io.containerd.runc.v2` runs the same test with the `runc` handler and
+//! the Go shim, which is how the test itself is checked.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{
+    cmdline, describe, output_timeout, runtime, Containerd, ContainerdOptions, CriOptions,
+};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest, ContainerStatus,
+    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec, ImageStatusRequest,
+    LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListContainersRequest,
+    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StatusRequest, StopContainerRequest, StopPodSandboxRequest,
+    VersionRequest,
+};
+use sha2::{Digest, Sha256};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// The sandbox ("pause") image: the CRI config's `sandbox_image`.
+const SANDBOX_IMAGE: &str = "docker.io/library/tether-pause:test";
+/// The image of the pod's containers (same layer, different name and Cmd).
+const WORKLOAD_IMAGE: &str = "docker.io/library/tether-busybox:test";
+
+/// Bound for one CRI call. StopContainer waits its own timeout (1 s here) inside the call.
+const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Memory limit of the container that is OOM-killed.
+const OOM_LIMIT: i64 = 16 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Runtime under test
+// ---------------------------------------------------------------------------------------------
+
+/// The CRI runtime handler for the runtime under test (`io.containerd.<name>.v2` → `<name>`),
+/// and the shim binary's file name (`containerd-shim-<name>-v2`).
+fn handler() -> (String, String) {
+    let rt = runtime();
+    let name = rt
+        .strip_prefix("io.containerd.")
+        .and_then(|r| r.strip_suffix(".v2"))
+        .filter(|n| *n == "tether" || *n == "runc")
+        .unwrap_or_else(|| {
+            panic!("TETHER_TEST_RUNTIME={rt}: tests/cri.rs knows io.containerd.tether.v2 and io.containerd.runc.v2")
+        })
+        .to_string();
+    let binary = format!("containerd-shim-{name}-v2");
+    (name, binary)
+}
+
+/// containerd's config additions: the CRI plugin with both handlers, local-only images and no
+/// CNI plugins. `{dir}` is the instance's temp dir.
+fn cri_config() -> String {
+    format!(
+        r#"[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{SANDBOX_IMAGE}"
+  # The test host lacks CAP_SYS_RESOURCE; without this runc fails the sandbox
+  # ("can't get final child's PID from pipe") when asked to lower oom_score_adj.
+  restrict_oom_score_adj = true
+  # No AppArmor profile is loaded by (or needed for) the test.
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    # Declaring any runtime replaces the built-in map: runc is declared again.
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.tether]
+      runtime_type = "io.containerd.tether.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    # Empty: host-network pods need no CNI plugin.
+    bin_dir = "{{dir}}/cni/bin"
+    conf_dir = "{{dir}}/cni/net.d"
+"#
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// OCI image archive
+// ---------------------------------------------------------------------------------------------
+
+/// `sha256:<hex>` of `data`.
+fn digest(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+/// Writes `data` as a blob of the OCI layout at `layout`; returns its descriptor.
+fn put_blob(layout: &Path, media_type: &str, data: &[u8]) -> serde_json::Value {
+    let d = digest(data);
+    let path = layout.join("blobs/sha256").join(&d["sha256:".len()..]);
+    fs::write(&path, data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    serde_json::json!({ "mediaType": media_type, "digest": d, "size": data.len() })
+}
+
+/// Runs `cmd` (tar, gzip) with a bound; panics with its output unless it succeeds.
+fn run_ok(cmd: Command) {
+    let what = format!("{cmd:?}");
+    let out = output_timeout(cmd, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{what} failed\n{}", describe(&out));
+}
+
+/// The OCI architecture name of this machine (what `uname -m` says, in Go's spelling).
+fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => panic!("no OCI architecture name known for {other}"),
+    }
+}
+
+/// Builds `<dir>/images.tar`: an OCI image layout archive with one gzip layer (a busybox-static
+/// rootfs) and one manifest per `(name, cmd)` image, each named through the
+/// `io.containerd.image.name` annotation that `ctr images import` uses.
+fn build_image_archive(dir: &Path, images: &[(&str, &[&str])]) -> PathBuf {
+    let rootfs = dir.join("image-rootfs");
+    common::busybox_rootfs(&rootfs);
+    let layout = dir.join("oci-layout");
+    fs::create_dir_all(layout.join("blobs/sha256")).expect("mkdir blobs");
+
+    // The layer: an uncompressed tar (its digest is the diff_id), then gzipped (its digest is
+    // the layer descriptor's).
+    let layer_tar = dir.join("layer.tar");
+    let mut tar = Command::new("tar");
+    tar.args([
+        "--sort=name",
+        "--numeric-owner",
+        "--owner=0",
+        "--group=0",
+        "-C",
+    ])
+    .arg(&rootfs)
+    .arg("-cf")
+    .arg(&layer_tar)
+    .arg(".");
+    run_ok(tar);
+    let mut gzip = Command::new("gzip");
+    gzip.args(["-n", "-k", "-f"]).arg(&layer_tar);
+    run_ok(gzip);
+    let raw = fs::read(&layer_tar).expect("read layer.tar");
+    let gz = fs::read(dir.join("layer.tar.gz")).expect("read layer.tar.gz");
+    let diff_id = digest(&raw);
+    let layer = put_blob(&layout, "application/vnd.oci.image.layer.v1.tar+gzip", &gz);
+
+    let mut manifests = Vec::new();
+    for (name, cmd) in images {
+        let config = serde_json::json!({
+            "architecture": oci_arch(),
+            "os": "linux",
+            "config": {
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "Cmd": cmd,
+                "WorkingDir": "/",
+            },
+            "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+        });
+        let config = put_blob(
+            &layout,
+            "application/vnd.oci.image.config.v1+json",
+            &serde_json::to_vec(&config).unwrap(),
+        );
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config,
+            "layers": [layer],
+        });
+        let mut desc = put_blob(
+            &layout,
+            "application/vnd.oci.image.manifest.v1+json",
+            &serde_json::to_vec(&manifest).unwrap(),
+        );
+        let tag = name.rsplit(':').next().unwrap();
+        desc["platform"] = serde_json::json!({ "architecture": oci_arch(), "os": "linux" });
+        desc["annotations"] = serde_json::json!({
+            "io.containerd.image.name": name,
+            "org.opencontainers.image.ref.name": tag,
+        });
+        manifests.push(desc);
+    }
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": manifests });
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+
+    let archive = dir.join("images.tar");
+    let mut tar = Command::new("tar");
+    tar.arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&archive)
+        .args(["oci-layout", "index.json", "blobs"]);
+    run_ok(tar);
+    archive
+}
+
+// ---------------------------------------------------------------------------------------------
+// CRI client
+// ---------------------------------------------------------------------------------------------
+
+/// Blocking CRI client: tonic over containerd's unix socket, on a current-thread runtime that
+/// runs only while a call is made. Every call is bounded by [`RPC_TIMEOUT`].
+struct Cri {
+    rt: tokio::runtime::Runtime,
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+}
+
+impl Cri {
+    fn connect(socket: &str) -> Cri {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let socket = socket.to_string();
+        let channel = rt
+            .block_on(async {
+                // The URI is required by tonic but unused: the connector dials the socket.
+                let endpoint = Endpoint::try_from("http://[::]:50051")
+                    .expect("endpoint")
+                    .connect_timeout(Duration::from_secs(5))
+                    .timeout(RPC_TIMEOUT);
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
+                        let socket = socket.clone();
+                        async move {
+                            let stream = tokio::net::UnixStream::connect(socket).await?;
+                            Ok::<_, std::io::Error>(TokioIo::new(stream))
+                        }
+                    })),
+                )
+                .await
+            })
+            .expect("connecting to containerd's grpc socket timed out")
+            .expect("connect to containerd's grpc socket");
+        Cri {
+            rt,
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+        }
+    }
+
+    /// Runs one call to completion (bounded); the gRPC status on failure.
+    fn call<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        self.rt
+            .block_on(async { tokio::time::timeout(RPC_TIMEOUT, fut).await })
+            .unwrap_or_else(|_| panic!("CRI {what} did not answer within {RPC_TIMEOUT:?}"))
+            .map(tonic::Response::into_inner)
+    }
+
+    /// [`Cri::call`] that must succeed.
+    fn ok<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> T {
+        self.call(what, fut)
+            .unwrap_or_else(|s| panic!("CRI {what} failed: {:?}: {}", s.code(), s.message()))
+    }
+
+    fn rs(&self) -> RuntimeServiceClient<Channel> {
+        self.runtime.clone()
+    }
+
+    fn container_status(&self, id: &str) -> ContainerStatus {
+        let req = ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: false,
+        };
+        self.ok("ContainerStatus", self.rs().container_status(req))
+            .status
+            .unwrap_or_else(|| panic!("ContainerStatus of {id} has no status"))
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Ok` (→ its value) or `timeout` passes (→ panic
+/// with `what` and the last `Err`, which describes what was seen).
+fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("{what}: not reached within {timeout:?}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Stops and removes the pod sandbox when dropped (also on a failed assertion), so containerd
+/// is left with nothing running before the harness stops it.
+struct PodGuard<'a> {
+    cri: &'a Cri,
+    id: Option<String>,
+}
+
+impl Drop for PodGuard<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let stop = StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        };
+        let _ = self
+            .cri
+            .call("StopPodSandbox", self.cri.rs().stop_pod_sandbox(stop));
+        let rm = RemovePodSandboxRequest { pod_sandbox_id: id };
+        let _ = self
+            .cri
+            .call("RemovePodSandbox", self.cri.rs().remove_pod_sandbox(rm));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shim processes
+// ---------------------------------------------------------------------------------------------
+
+/// Shim servers of this containerd (not `start`/`delete` invocations): `(pid, argv, exe)`.
+fn shim_servers(cd: &Containerd) -> Vec<(i32, Vec<String>, String)> {
+    cd.shim_pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let argv = cmdline(pid);
+            if argv.iter().any(|a| a == "start" || a == "delete") {
+                return None;
+            }
+            let exe = fs::read_link(format!("/proc/{pid}/exe"))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Some((pid, argv, exe))
+        })
+        .collect()
+}
+
+/// Removes the (by then empty) pod cgroup `parent` from every cgroup hierarchy when dropped:
+/// runc removes a container's own cgroup, not the parent it created it under.
+struct CgroupParentGuard(String);
+
+impl Drop for CgroupParentGuard {
+    fn drop(&mut self) {
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in info.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let fstype = right.split(' ').next().unwrap_or_default();
+            let Some(mountpoint) = left.split(' ').nth(4) else {
+                continue;
+            };
+            if fstype == "cgroup" || fstype == "cgroup2" {
+                let _ = fs::remove_dir(format!("{mountpoint}{}", self.0));
+            }
+        }
+    }
+}
+
+/// The value after `flag` in `argv`.
+fn flag_value<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
+    argv.windows(2)
+        .find(|w| w[0] == flag)
+        .map(|w| w[1].as_str())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------------------------
+
+/// Host network, a pid namespace per container and a pod IPC namespace: what a kubelet asks
+/// for a `hostNetwork: true` pod.
+fn namespaces() -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+fn pod_config(log_dir: &Path, uid: &str, cgroup_parent: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "tether-cri".into(),
+            uid: uid.into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        // No hostname: a host-network pod keeps the node's.
+        hostname: String::new(),
+        log_directory: log_dir.to_string_lossy().into_owned(),
+        linux: Some(LinuxPodSandboxConfig {
+            // A kubelet gives every pod its own cgroup (e.g. /kubepods/besteffort/pod<uid>).
+            cgroup_parent: cgroup_parent.into(),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, argv: &[&str], memory_limit: i64) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: WORKLOAD_IMAGE.into(),
+            ..Default::default()
+        }),
+        command: argv[..1].iter().map(|s| s.to_string()).collect(),
+        args: argv[1..].iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                memory_limit_in_bytes: memory_limit,
+                ..Default::default()
+            }),
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(namespaces()),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+fn state_name(state: i32) -> String {
+    ContainerState::try_from(state)
+        .map(|s| s.as_str_name().to_string())
+        .unwrap_or_else(|_| format!("state {state}"))
+}
+
+/// One-line rendering of a container status for failure messages.
+fn brief(s: &ContainerStatus) -> String {
+    format!(
+        "{} exit_code={} reason={:?} message={:?}",
+        state_name(s.state),
+        s.exit_code,
+        s.reason,
+        s.message
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn cri_pod_lifecycle_through_the_runtime_handler() {
+    let t0 = Instant::now();
+    let (handler, shim_name) = handler();
+    let cd = Containerd::start_cri(
+        ContainerdOptions::default(),
+        CriOptions {
+            config: cri_config(),
+        },
+    );
+    let dir = cd.dir().to_path_buf();
+    for d in ["cni/bin", "cni/net.d", "pod-logs"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let cri = Cri::connect(cd.address());
+
+    // The CRI service initialises in the background after containerd answers: wait for it.
+    let status = poll(Duration::from_secs(20), "CRI Status RuntimeReady", || {
+        let req = StatusRequest { verbose: false };
+        match cri.call("Status", cri.rs().status(req)) {
+            Ok(resp) => {
+                let conds = resp.status.map(|s| s.conditions).unwrap_or_default();
+                if conds.iter().any(|c| c.r#type == "RuntimeReady" && c.status) {
+                    Ok(conds)
+                } else {
+                    Err(format!("{conds:?}"))
+                }
+            }
+            Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+        }
+    });
+    // Empty CNI dirs: the network is not ready, which a host-network pod does not need.
+    assert!(
+        status
+            .iter()
+            .any(|c| c.r#type == "NetworkReady" && !c.status),
+        "expected NetworkReady=false with empty CNI dirs: {status:?}"
+    );
+    let version = cri.ok(
+        "Version",
+        cri.rs().version(VersionRequest {
+            version: "v1".into(),
+        }),
+    );
+    assert_eq!(version.runtime_api_version, "v1", "{version:?}");
+    eprintln!(
+        "CRI: {} {} (API {}), handler {handler:?}",
+        version.runtime_name, version.runtime_version, version.runtime_api_version
+    );
+
+    // Images: built here, imported into the CRI's namespace, visible to the CRI.
+    let archive = build_image_archive(
+        &dir,
+        &[
+            (SANDBOX_IMAGE, &["/bin/sleep", "1000000"][..]),
+            (WORKLOAD_IMAGE, &["/bin/sh"][..]),
+        ],
+    );
+    let imported = cd.ctr_ok(&["images", "import", &archive.to_string_lossy()]);
+    eprintln!("ctr images import: {}", imported.trim());
+    for image in [SANDBOX_IMAGE, WORKLOAD_IMAGE] {
+        poll(
+            Duration::from_secs(10),
+            &format!("ImageStatus {image}"),
+            || {
+                let req = ImageStatusRequest {
+                    image: Some(ImageSpec {
+                        image: image.into(),
+                        ..Default::default()
+                    }),
+                    verbose: false,
+                };
+                let resp = cri.ok("ImageStatus", cri.images.clone().image_status(req));
+                resp.image
+                    .map(|_| ())
+                    .ok_or_else(|| "not found".to_string())
+            },
+        );
+    }
+
+    // The pod.
+    let log_dir = dir.join("pod-logs");
+    let cgroup_parent = format!(
+        "/{}",
+        common::unique_id(&format!("tether-cri-{}", std::process::id()))
+    );
+    let _cgroup_guard = CgroupParentGuard(cgroup_parent.clone());
+    let pod = pod_config(&log_dir, &common::unique_id("uid"), &cgroup_parent);
+    let mut guard = PodGuard {
+        cri: &cri,
+        id: None,
+    };
+    let sandbox = cri
+        .ok(
+            "RunPodSandbox",
+            cri.rs().run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod.clone()),
+                runtime_handler: handler.clone(),
+            }),
+        )
+        .pod_sandbox_id;
+    guard.id = Some(sandbox.clone());
+    cd.track_id(&sandbox);
+    let sb_status = cri
+        .ok(
+            "PodSandboxStatus",
+            cri.rs().pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox.clone(),
+                verbose: false,
+            }),
+        )
+        .status
+        .expect("PodSandboxStatus has a status");
+    assert_eq!(
+        sb_status.state, 0,
+        "sandbox not SANDBOX_READY: {sb_status:?}"
+    );
+    assert_eq!(sb_status.runtime_handler, handler, "{sb_status:?}");
+    eprintln!("sandbox {sandbox} ready after {:?}", t0.elapsed());
+
+    let create = |name: &str, argv: &[&str], memory_limit: i64| -> String {
+        let id = cri
+            .ok(
+                &format!("CreateContainer {name}"),
+                cri.rs().create_container(CreateContainerRequest {
+                    pod_sandbox_id: sandbox.clone(),
+                    config: Some(container_config(name, argv, memory_limit)),
+                    sandbox_config: Some(pod.clone()),
+                }),
+            )
+            .container_id;
+        cd.track_id(&id);
+        cri.ok(
+            &format!("StartContainer {name}"),
+            cri.rs().start_container(StartContainerRequest {
+                container_id: id.clone(),
+            }),
+        );
+        id
+    };
+    let sleeper = create("sleeper", &["/bin/sleep", "1000"], 0);
+    let exiter = create("exiter", &["/bin/sh", "-c", "echo bye; exit 3"], 0);
+    let oom = create("oom", &["/bin/sh", "-c", "tail /dev/zero"], OOM_LIMIT);
+    let running = cri.container_status(&sleeper);
+    assert_eq!(
+        running.state,
+        ContainerState::ContainerRunning as i32,
+        "sleeper: {}",
+        brief(&running)
+    );
+
+    // Pod grouping: one shim server for the sandbox and all its containers, named after the
+    // sandbox, and the running containers' bundles point at its socket (the CRI deletes an
+    // exited container's task, and containerd its bundle, as soon as it sees the exit).
+    let servers = poll(Duration::from_secs(5), "exactly one shim server", || {
+        let s = shim_servers(&cd);
+        if s.len() == 1 {
+            Ok(s)
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
+    let (shim_pid, argv, exe) = &servers[0];
+    assert_eq!(
+        Path::new(exe).file_name().and_then(|f| f.to_str()),
+        Some(shim_name.as_str()),
+        "the pod's shim (pid {shim_pid}, argv {argv:?}) is not {shim_name}"
+    );
+    assert_eq!(
+        flag_value(argv, "-id"),
+        Some(sandbox.as_str()),
+        "the pod's shim is not named after the sandbox: {argv:?}"
+    );
+    let addresses: HashMap<&str, String> = [&sandbox, &sleeper]
+        .iter()
+        .map(|id| {
+            let a = fs::read_to_string(cd.bundle(id).join("address"))
+                .unwrap_or_else(|e| panic!("{}/address: {e}", cd.bundle(id).display()));
+            (id.as_str(), a.trim().to_string())
+        })
+        .collect();
+    assert!(
+        addresses
+            .values()
+            .all(|a| a == &addresses[sandbox.as_str()]),
+        "the pod's bundles name different shim sockets: {addresses:?}"
+    );
+    eprintln!("one {shim_name} (pid {shim_pid}) serves the pod: {argv:?}");
+
+    // The running container is in its own cgroup under the pod's cgroup parent.
+    let pid_file = cd.bundle(&sleeper).join("init.pid");
+    let pid =
+        fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+    let cgroups = fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).unwrap_or_default();
+    let wanted = format!(":{cgroup_parent}/{sleeper}");
+    assert!(
+        cgroups.lines().any(|l| l.ends_with(&wanted)),
+        "sleeper (pid {}) is not in a cgroup ending in {wanted}:\n{cgroups}",
+        pid.trim()
+    );
+
+    // ExecSync in the running container.
+    let exec = cri.ok(
+        "ExecSync",
+        cri.rs().exec_sync(ExecSyncRequest {
+            container_id: sleeper.clone(),
+            cmd: vec!["sh".into(), "-c".into(), "echo hi; exit 2".into()],
+            timeout: 10,
+        }),
+    );
+    assert_eq!(
+        (
+            String::from_utf8_lossy(&exec.stdout).as_ref(),
+            exec.exit_code
+        ),
+        ("hi\n", 2),
+        "ExecSync: stderr {:?}",
+        String::from_utf8_lossy(&exec.stderr)
+    );
+
+    // The container that exits by itself: EXITED, its code, reason "Error", its log.
+    let exited = poll(Duration::from_secs(10), "exiter EXITED", || {
+        let s = cri.container_status(&exiter);
+        if s.state == ContainerState::ContainerExited as i32 {
+            Ok(s)
+        } else {
+            Err(brief(&s))
+        }
+    });
+    assert_eq!(
+        (exited.exit_code, exited.reason.as_str()),
+        (3, "Error"),
+        "exiter: {}",
+        brief(&exited)
+    );
+    // Both set. No order between them: started_at is containerd's clock after the Start call
+    // returned, finished_at the shim's exit time, which for a process this short can be earlier.
+    assert!(
+        exited.started_at > 0 && exited.finished_at > 0,
+        "exiter: started_at {} finished_at {}",
+        exited.started_at,
+        exited.finished_at
+    );
+    eprintln!(
+        "exiter: finished_at - started_at = {} ns",
+        exited.finished_at - exited.started_at
+    );
+    let log = poll(Duration::from_secs(5), "exiter's log", || {
+        let text = fs::read_to_string(log_dir.join("exiter.log")).unwrap_or_default();
+        if text.contains(" stdout F bye") {
+            Ok(text)
+        } else {
+            Err(format!("{text:?}"))
+        }
+    });
+    assert_eq!(log.lines().count(), 1, "exiter.log: {log:?}");
+
+    // The container over its memory limit: EXITED with reason OOMKilled (the reason comes
+    // from the /tasks/oom event, which may follow the exit).
+    let killed = poll(Duration::from_secs(20), "oom OOMKilled", || {
+        let s = cri.container_status(&oom);
+        if s.state == ContainerState::ContainerExited as i32 && s.reason == "OOMKilled" {
+            Ok(s)
+        } else {
+            Err(brief(&s))
+        }
+    });
+    assert_eq!(killed.exit_code, 137, "oom: {}", brief(&killed));
+
+    // Stats of the running container.
+    let stats = cri
+        .ok(
+            "ContainerStats",
+            cri.rs().container_stats(ContainerStatsRequest {
+                container_id: sleeper.clone(),
+            }),
+        )
+        .stats
+        .expect("ContainerStats has stats");
+    let memory = stats.memory.as_ref().expect("memory stats");
+    let working_set = memory.working_set_bytes.as_ref().map_or(0, |v| v.value);
+    let usage = memory.usage_bytes.as_ref().map_or(0, |v| v.value);
+    assert!(
+        working_set > 0 || usage > 0,
+        "no memory usage in ContainerStats: {stats:?}"
+    );
+    let cpu = stats.cpu.as_ref().expect("cpu stats");
+    let cpu_ns = cpu
+        .usage_core_nano_seconds
+        .as_ref()
+        .unwrap_or_else(|| panic!("no CPU usage in ContainerStats: {stats:?}"))
+        .value;
+    eprintln!("sleeper stats: working set {working_set} B, usage {usage} B, cpu {cpu_ns} ns");
+
+    // Stop and remove the containers (sleep ignores SIGTERM as pid 1: SIGKILL after 1 s).
+    cri.ok(
+        "StopContainer",
+        cri.rs().stop_container(StopContainerRequest {
+            container_id: sleeper.clone(),
+            timeout: 1,
+        }),
+    );
+    let stopped = cri.container_status(&sleeper);
+    assert_eq!(
+        stopped.state,
+        ContainerState::ContainerExited as i32,
+        "sleeper after StopContainer: {}",
+        brief(&stopped)
+    );
+    for id in [&sleeper, &exiter, &oom] {
+        cri.ok(
+            "RemoveContainer",
+            cri.rs().remove_container(RemoveContainerRequest {
+                container_id: id.clone(),
+            }),
+        );
+    }
+    let left = cri
+        .ok(
+            "ListContainers",
+            cri.rs()
+                .list_containers(ListContainersRequest { filter: None }),
+        )
+        .containers;
+    assert!(
+        left.is_empty(),
+        "containers left after RemoveContainer: {left:?}"
+    );
+    // The pod's shim still serves the sandbox.
+    assert_eq!(
+        shim_servers(&cd).iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![*shim_pid],
+        "the pod's shim changed while the sandbox runs"
+    );
+
+    // Stop and remove the pod: its shim exits.
+    cri.ok(
+        "StopPodSandbox",
+        cri.rs().stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: sandbox.clone(),
+        }),
+    );
+    cri.ok(
+        "RemovePodSandbox",
+        cri.rs().remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: sandbox.clone(),
+        }),
+    );
+    guard.id = None;
+    let pods = cri
+        .ok(
+            "ListPodSandbox",
+            cri.rs()
+                .list_pod_sandbox(ListPodSandboxRequest { filter: None }),
+        )
+        .items;
+    assert!(
+        pods.is_empty(),
+        "pods left after RemovePodSandbox: {pods:?}"
+    );
+    poll(Duration::from_secs(5), "the pod's shim exits", || {
+        let pids = cd.shim_pids();
+        if pids.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{pids:?}"))
+        }
+    });
+    eprintln!("done in {:?}", t0.elapsed());
+}
