@@ -2,6 +2,7 @@
 # The project's single test command: builds, then runs every test target (unit tests,
 # integration tests, examples' tests) and the doc tests.
 #
+# tests/memory.rs measures the release binary, so the release shim is built too.
 # The integration tests need root, containerd, runc and busybox-static
 # (scripts/setup.sh, run first, installs them) and fail, never skip, without them. They drive the runtime
 # named by TETHER_TEST_RUNTIME (default io.containerd.tether.v2); set
@@ -17,6 +18,10 @@ scripts/setup.sh
 
 echo "+ cargo build --all-targets"
 cargo build --all-targets
+
+# tests/memory.rs measures the release shim (a debug build maps far more pages).
+echo "+ cargo build --release --bin containerd-shim-tether-v2"
+cargo build --release --bin containerd-shim-tether-v2
 
 echo "+ cargo test --all-targets --no-fail-fast${*:+ -- $*}"
 cargo test --all-targets --no-fail-fast -- "$@"

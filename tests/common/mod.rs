@@ -118,8 +118,10 @@ pub fn release_shim_binary() -> PathBuf {
 }
 
 /// Why `bin` (a build of this package's shim) cannot be measured: missing, or older than a
-/// source it is built from (`src/**`, `Cargo.toml`, `Cargo.lock`, `build.rs`, `protos/**`).
-/// `None` when it is there and fresh.
+/// source file it is built from. The sources are the ones cargo recorded for it in `<bin>.d`
+/// (its dep-info, next to the binary), else everything under `src/`. `Cargo.toml` and
+/// `Cargo.lock` do not count: editing them (a dev-dependency, a test target) need not relink the
+/// binary, and cargo rebuilds it anyway when a dependency it uses changes. `None` when fresh.
 pub fn stale_binary_reason(bin: &Path) -> Option<String> {
     let rebuild = "run `cargo build --release --bin containerd-shim-tether-v2` first \
                    (scripts/test.sh and scripts/bench.sh do)";
@@ -138,15 +140,20 @@ pub fn stale_binary_reason(bin: &Path) -> Option<String> {
                 }
             }
         } else if let Ok(t) = meta.modified() {
-            if best.as_ref().map_or(true, |(b, _)| t > *b) {
+            if !matches!(best, Some((b, _)) if *b >= t) {
                 *best = Some((t, path.to_path_buf()));
             }
         }
     }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dep_info = bin.as_os_str().to_owned();
+    dep_info.push(".d");
+    let sources = fs::read_to_string(&dep_info)
+        .ok()
+        .and_then(|text| dep_info_sources(&text, bin))
+        .unwrap_or_else(|| vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")]);
     let mut best = None;
-    for p in ["src", "Cargo.toml", "Cargo.lock", "build.rs", "protos"] {
-        newest(&manifest.join(p), &mut best);
+    for p in &sources {
+        newest(p, &mut best);
     }
     match best {
         Some((t, path)) if t > built => Some(format!(
@@ -156,6 +163,38 @@ pub fn stale_binary_reason(bin: &Path) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// The prerequisites of `target` in a Makefile-style dep-info file as cargo writes it
+/// (`<target path>: src1 src2 ...`, spaces in paths escaped as `\ `). The rule is found by the
+/// target's file name, so a differently spelled target dir (relative, symlinked) still matches.
+fn dep_info_sources(text: &str, target: &Path) -> Option<Vec<PathBuf>> {
+    let name = target.file_name()?.to_string_lossy().replace(' ', "\\ ");
+    let line = text.lines().find_map(|l| {
+        let (head, rest) = l.split_once(": ")?;
+        head.ends_with(name.as_str()).then_some(rest)
+    })?;
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&' ') => {
+                cur.push(' ');
+                chars.next();
+            }
+            c if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    out.push(PathBuf::from(std::mem::take(&mut cur)));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(PathBuf::from(cur));
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// A container id (or other name) unique within this test process: `<prefix>-<n>`, with

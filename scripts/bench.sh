@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Benchmark: the release tether shim against containerd's Go shim (containerd-shim-runc-v2),
+# in one run, interleaved, against one private containerd (temp dir, CRI disabled) that the
+# benchmark starts and removes. Prints a Markdown table with both figures and tether/Go.
+#
+#   sudo scripts/bench.sh            # full run, several minutes
+#   sudo scripts/bench.sh --quick    # smoke check, about a minute
+#
+# Extra arguments go to the benchmark (examples/bench.rs), e.g. `--only lifecycle,exec`.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench.sh: run as root (it starts containerd and runc)" >&2
+    exit 1
+fi
+
+# Installs containerd, runc and busybox-static if missing (quiet when all are there).
+scripts/setup.sh
+
+# Always measure what the sources say now. A build of its own: building the shim together
+# with the example would unify dev-dependency features into it, and the shim measured must be
+# exactly the one `cargo build --release` installs. (`cargo run --example` does not touch it.)
+echo "+ cargo build --release"
+cargo build --release
+
+echo "+ cargo run --release --example bench -- $*"
+exec cargo run --release --example bench -- "$@"
