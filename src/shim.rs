@@ -63,15 +63,20 @@ fn delete(args: &Args) -> Result<()> {
     let bundle = if args.bundle.is_empty() { cwd()? } else { PathBuf::from(&args.bundle) };
     let opts: RuncOptions = std::fs::read(bundle.join("options.json")).ok().and_then(|d| serde_json::from_slice(&d).ok()).unwrap_or_default();
     let runc = Runc::new(&opts, &args.namespace, &bundle);
-    let rt = current_thread_runtime()?;
-    rt.block_on(async {
-        let (reaper, _orphans) = Reaper::start().map_err(Error::io("reaper"))?;
-        if let Err(e) = runc.delete(&reaper, &args.id, true).await {
-            // containerd logs stderr of `delete` as warnings.
-            eprintln!("runc delete: {e}");
-        }
-        Ok::<_, Error>(())
-    })?;
+    // The runtime keeps its state in <root>/<id>; without it there is nothing for
+    // `runc delete --force` to do, and skipping it makes the routine teardown (containerd runs
+    // this after every task, usually already deleted) a few file operations.
+    if runc.root.join(&args.id).exists() {
+        let rt = current_thread_runtime()?;
+        rt.block_on(async {
+            let (reaper, _orphans) = Reaper::start().map_err(Error::io("reaper"))?;
+            if let Err(e) = runc.delete(&reaper, &args.id, true).await {
+                // containerd logs stderr of `delete` as warnings.
+                eprintln!("runc delete: {e}");
+            }
+            Ok::<_, Error>(())
+        })?;
+    }
     crate::mount::unmount_all(&bundle.join("rootfs"));
     remove_dead_socket(&bundle);
     let pid = std::fs::read_to_string(bundle.join("init.pid")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);

@@ -1182,3 +1182,27 @@ async fn start_speaks_the_bootstrap_protocol_when_asked() {
     // containerd 2.x probes for leaked shims with Pids: unknown ids are NotFound.
     expect_code("Pids of an unknown task", bounded("Pids", TaskClient::new(raw).pids(ctx(), &api::PidsRequest { id: unique("nosuch"), ..Default::default() })).await, Code::NOT_FOUND);
 }
+
+/// The `delete` action skips the runtime when it has no state for the id (containerd runs
+/// `delete` after every task, usually one already deleted): no runtime is run (here it could
+/// not be: its binary does not exist), nothing is printed on stderr, and the answer is the same.
+#[test]
+fn delete_action_without_runtime_state_runs_no_runtime() {
+    require_root_and_fixture();
+    let dir = tempfile::Builder::new().prefix("tether-del-").tempdir().unwrap();
+    let id = unique("gone");
+    let bundle = dir.path().join(&id);
+    fs::create_dir_all(bundle.join("rootfs")).unwrap();
+    let root = dir.path().join("runc-root");
+    fs::write(bundle.join("options.json"), format!(r#"{{"binary_name":"/nonexistent/runc","root":"{}"}}"#, root.display())).unwrap();
+    fs::write(bundle.join("init.pid"), "4242").unwrap();
+    let out = run({
+        let mut cmd = Command::new(SHIM);
+        cmd.args(["-namespace", "ns", "-address", "/nowhere.sock", "-publish-binary", "/bin/true", "-id", &id, "-bundle"]).arg(&bundle).arg("delete").current_dir(&bundle);
+        cmd
+    });
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(out.stderr.is_empty(), "a runtime was run: {}", describe(&out));
+    let d = api::DeleteResponse::parse_from_bytes(&out.stdout).unwrap();
+    assert_eq!((d.pid, d.exit_status), (4242, 137));
+}
