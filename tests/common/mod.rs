@@ -1203,6 +1203,26 @@ impl Drop for Containerd {
         wait_until(Duration::from_secs(2), || self.shim_pids().is_empty());
         self.remove_shim_sockets();
         self.unmount_all();
+        self.remove_namespace_cgroups();
+    }
+}
+
+impl Containerd {
+    /// ctr's default spec puts containers in `/<namespace>/<id>`; runc removes the container's
+    /// cgroups but not the (now empty) namespace directory in each v1 hierarchy (or the unified
+    /// one). Remove those so test runs do not accumulate directories. The CRI namespace
+    /// `k8s.io` is shared, so it is left alone.
+    fn remove_namespace_cgroups(&self) {
+        if self.namespace == "k8s.io" {
+            return;
+        }
+        let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else { return };
+        let mut dirs: Vec<PathBuf> = hierarchies.flatten().map(|h| h.path().join(&self.namespace)).collect();
+        dirs.push(Path::new("/sys/fs/cgroup").join(&self.namespace));
+        for dir in dirs {
+            // rmdir only succeeds on an empty cgroup, which is exactly what is wanted.
+            let _ = fs::remove_dir(&dir);
+        }
     }
 }
 
