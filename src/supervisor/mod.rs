@@ -356,7 +356,14 @@ impl Supervisor {
                 let (sup, id) = (self.clone(), id.to_string());
                 c.oom_watch = Some(tokio::spawn(async move {
                     while events.recv().await.is_some() {
-                        sup.report_oom(&id, true);
+                        // cgroup v1 notifies before the kill, when `oom_kill` often has not
+                        // moved yet: look again for a short while before giving up on it.
+                        for _ in 0..20 {
+                            match sup.report_oom(&id, true) {
+                                Some(false) => tokio::time::sleep(Duration::from_millis(25)).await,
+                                _ => break,
+                            }
+                        }
                     }
                 }));
             }
@@ -367,14 +374,15 @@ impl Supervisor {
 
     /// Publishes `TaskOOM` for OOM kills not reported yet. `notified` is true when the cgroup
     /// said an OOM happened (a kernel without an `oom_kill` counter cannot say how many).
-    fn report_oom(&self, id: &str, notified: bool) {
+    /// Returns whether a `TaskOOM` went out, or `None` when the container is gone.
+    fn report_oom(&self, id: &str, notified: bool) -> Option<bool> {
         let mut t = self.shared.lock();
-        let Some(c) = t.containers.get_mut(id) else { return };
-        self.report_oom_locked(id, c, notified);
+        let c = t.containers.get_mut(id)?;
+        Some(self.report_oom_locked(id, c, notified))
     }
 
-    fn report_oom_locked(&self, id: &str, c: &mut Container, notified: bool) {
-        let Some(cg) = &c.cgroup else { return };
+    fn report_oom_locked(&self, id: &str, c: &mut Container, notified: bool) -> bool {
+        let Some(cg) = &c.cgroup else { return false };
         let new = match cg.oom_kill_count() {
             Some(n) if n > c.oom_reported => {
                 c.oom_reported = n;
@@ -387,6 +395,7 @@ impl Supervisor {
             tracing::info!(container = %id, "OOM kill");
             self.shared.events.publish(Event::Oom { container_id: id.to_string() });
         }
+        new
     }
 
     /// `Stats`: the container's cgroup metrics, read from the cgroup files.
@@ -554,7 +563,8 @@ impl Supervisor {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
             c.init.state.apply(Op::Modify)?;
-            if c.init.state != State::Running {
+            // containerd pauses a task before it checkpoints it, so Paused is the usual state.
+            if !matches!(c.init.state, State::Running | State::Paused) {
                 return Err(Error::FailedPrecondition(format!("cannot checkpoint a {} container", c.init.state.name())));
             }
             (c.runc.clone(), c.bundle.clone())
