@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the integration tests and the demo need on Debian/Ubuntu:
 # containerd (with ctr), runc, busybox-static and protobuf-compiler (`protoc`, which the
-# k8s-cri dev-dependency of tests/cri.rs runs at build time). Idempotent: does nothing, and prints
+# k8s-cri dev-dependency of tests/cri.rs runs at build time) and criu (checkpoint/restore,
+# exercised end to end where `criu check` passes). Idempotent: does nothing, and prints
 # nothing, when all of them are already installed. Installing needs root.
 set -euo pipefail
 
-packages=(containerd runc busybox-static protobuf-compiler)
+packages=(containerd runc busybox-static protobuf-compiler criu)
 
 missing=()
 for pkg in "${packages[@]}"; do
