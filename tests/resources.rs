@@ -33,7 +33,6 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::oci::CheckpointOptions;
-use sha2::{Digest, Sha256};
 use ttrpc::Code;
 
 use common::*;
@@ -811,92 +810,14 @@ fn ctr_checkpoint_reaches_criu_and_task_keeps_running() {
 // 5b. Checkpoint/restore end to end (needs a working CRIU)
 // ---------------------------------------------------------------------------------------------
 
-/// `sha256:<hex>` of `data`.
-fn digest(data: &[u8]) -> String {
-    let hex: String = Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
-
 /// Makes the harness's busybox rootfs an image in containerd's store (ctr's checkpoint and
 /// restore commands work on image-based containers only: the checkpoint records the image
-/// and restore prepares a new snapshot from it). Builds a one-layer OCI layout archive and
-/// `ctr images import`s it. Returns the image reference.
+/// and restore prepares a new snapshot from it). Returns the image reference.
 fn import_busybox_image(cd: &Containerd) -> String {
     let name = "docker.io/tether/busybox:test";
     let work = cd.dir().join("image");
-    let layout = work.join("layout");
-    let blobs = layout.join("blobs").join("sha256");
-    fs::create_dir_all(&blobs).expect("mkdir blobs");
-    let layer_tar = work.join("layer.tar");
-    let mut tar = Command::new("tar");
-    tar.arg("-C")
-        .arg(cd.rootfs())
-        .arg("-cf")
-        .arg(&layer_tar)
-        .arg(".");
-    let out = output_timeout(tar, QUICK).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "tar of the rootfs: {}",
-        describe(&out)
-    );
-    let layer = fs::read(&layer_tar).expect("read layer");
-    let put = |data: &[u8]| -> (String, usize) {
-        let d = digest(data);
-        fs::write(blobs.join(&d["sha256:".len()..]), data).expect("write blob");
-        (d, data.len())
-    };
-    let (layer_digest, layer_size) = put(&layer);
-    let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": { "Env": ["PATH=/bin"], "Cmd": ["sh"] },
-        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
-    });
-    let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size },
-        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size }],
-    });
-    let (manifest_digest, manifest_size) = put(&serde_json::to_vec(&manifest).unwrap());
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": manifest_size,
-            "platform": { "architecture": "amd64", "os": "linux" },
-            "annotations": { "io.containerd.image.name": name, "org.opencontainers.image.ref.name": "test" },
-        }],
-    });
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    fs::write(
-        layout.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
-    let archive = work.join("image.tar");
-    let mut tar = Command::new("tar");
-    tar.arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&archive)
-        .args(["oci-layout", "index.json", "blobs"]);
-    let out = output_timeout(tar, QUICK).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "tar of the layout: {}",
-        describe(&out)
-    );
+    fs::create_dir_all(&work).expect("mkdir image work dir");
+    let archive = common::image::build_image_archive(&work, &[(name, &["sh"])]);
     cd.ctr_ok(&["images", "import", &archive.to_string_lossy()]);
     let images = cd.ctr_ok(&["images", "ls", "-q"]);
     assert!(

@@ -19,6 +19,8 @@
 //! they were given, which is inside the temp dir.
 #![allow(dead_code)]
 
+pub mod image;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
