@@ -95,7 +95,7 @@ impl ProcessIo {
         if let Some(fifo) = stdin_fifo {
             let (r, w) = make_pipe(owner)?;
             let w = pipe::Sender::from_owned_fd(w).map_err(Error::io("stdin pipe"))?;
-            io.stdin_copy = Some(tokio::spawn(copy::splice_pump(fifo, w)));
+            io.stdin_copy = Some(tokio::spawn(copy::pump(Source::Pipe(fifo), Sink::Fifo(w))));
             runc.stdin = Some(r);
         }
 
@@ -137,12 +137,7 @@ impl ProcessIo {
         // A larger pipe lets a chatty container run ahead of its reader; best effort.
         let _ = nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(&r), nix::fcntl::FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_SIZE));
         let r = pipe::Receiver::from_owned_fd(r).map_err(Error::io("output pipe"))?;
-        let copy = match sink {
-            // FIFO to FIFO: splice(2), no user-space copy.
-            Sink::Fifo(dst) => tokio::spawn(copy::splice_pump(r, dst)),
-            sink => tokio::spawn(copy::pump(Source::Pipe(r), sink)),
-        };
-        self.output_copies.push(copy);
+        self.output_copies.push(tokio::spawn(copy::pump(Source::Pipe(r), sink)));
         Ok(Some(w))
     }
 
