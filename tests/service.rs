@@ -1206,3 +1206,59 @@ fn delete_action_without_runtime_state_runs_no_runtime() {
     let d = api::DeleteResponse::parse_from_bytes(&out.stdout).unwrap();
     assert_eq!((d.pid, d.exit_status), (4242, 137));
 }
+
+/// Spawns `sleep 1000` with pid `want`, by setting the kernel's last allocated pid just below it
+/// (what CRIU does to restore pids). Retries while something else takes the pid first.
+fn spawn_with_pid(want: i32) -> std::process::Child {
+    for _ in 0..50 {
+        fs::write("/proc/sys/kernel/ns_last_pid", (want - 1).to_string()).expect("write ns_last_pid (needs root)");
+        let child = Command::new("sleep").arg("1000").spawn().unwrap();
+        if child.id() as i32 == want {
+            return child;
+        }
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("could not get pid {want} recycled in 50 tries");
+}
+
+/// A recycled pid never receives a signal meant for an exec that has exited: the shim signals
+/// execs through the pidfd it opened when the exec started. The fake runtime reports a pid the
+/// test owns (so the shim never reaps it and still thinks it runs); the test ends that process,
+/// hands its pid to an unrelated `sleep`, and asks the shim to SIGKILL the exec: the answer is
+/// NOT_FOUND and the unrelated process lives. Signalling by pid would have killed it.
+#[tokio::test]
+async fn a_recycled_pid_never_receives_an_exec_signal() {
+    let shim = Shim::launch("pidreuse").await;
+    let id = unique("c");
+    shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+
+    let mut original = Command::new("sleep").arg("1000").spawn().unwrap();
+    let pid = original.id() as i32;
+    fs::write(shim.bundle(&id).join("fake-exec-pid"), pid.to_string()).unwrap();
+    let spec = Any { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(), value: br#"{"args":["sleep","1000"],"cwd":"/"}"#.to_vec(), ..Default::default() };
+    let exec = api::ExecProcessRequest { id: id.clone(), exec_id: "x".into(), spec: MessageField::some(spec), ..Default::default() };
+    ok("Exec", bounded("Exec", shim.task.exec(ctx(), &exec)).await);
+    let started = ok("Start exec", bounded("Start", shim.task.start(ctx(), &api::StartRequest { id: id.clone(), exec_id: "x".into(), ..Default::default() })).await);
+    assert_eq!(started.pid as i32, pid);
+
+    // The exec's process goes away and its pid is handed to someone else.
+    original.kill().unwrap();
+    original.wait().unwrap();
+    let mut stranger = spawn_with_pid(pid);
+    struct Reap<'a>(&'a mut std::process::Child);
+    impl Drop for Reap<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stranger = Reap(&mut stranger);
+
+    let kill_req = api::KillRequest { id: id.clone(), exec_id: "x".into(), signal: SIGKILL, ..Default::default() };
+    expect_code("Kill of an exec whose pid was recycled", bounded("Kill", shim.task.kill(ctx(), &kill_req)).await, Code::NOT_FOUND);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(stranger.0.try_wait().unwrap().is_none(), "the process that recycled pid {pid} was killed");
+}
