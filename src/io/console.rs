@@ -106,6 +106,11 @@ impl Console {
         crate::sys::set_window_size(self.master.get_ref(), width, height).map_err(Error::io("resize pty"))
     }
 
+    /// Waits until the master is readable (output, or the hang-up when the process is gone).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.master.readable().await.map(drop)
+    }
+
     /// Reads output; `Ok(0)` once every slave descriptor is closed (the kernel reports EIO).
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {

@@ -18,6 +18,14 @@ pub enum Source {
 }
 
 impl Source {
+    /// Waits until a read would not block (data, EOF or an error is there).
+    async fn ready(&self) -> std::io::Result<()> {
+        match self {
+            Source::Pipe(p) => p.readable().await,
+            Source::Console(c) => c.readable().await,
+        }
+    }
+
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Source::Pipe(p) => p.read(buf).await,
@@ -66,6 +74,11 @@ pub fn open_log_file(path: &Path) -> Result<Sink> {
 /// container) must never block forever because a reader went away.
 pub async fn pump(mut src: Source, sink: Sink) {
     let mut sink = Some(sink);
+    // No buffer until the stream carries something: a quiet container (most are) costs its
+    // shim no heap for its three streams.
+    if src.ready().await.is_err() {
+        return;
+    }
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         let n = match src.read(&mut buf).await {
