@@ -140,6 +140,16 @@ pub fn pidfd_signal(pidfd: &OwnedFd, signal: u32) -> crate::error::Result<()> {
     }
 }
 
+/// Bytes sitting unread in a pipe or FIFO (FIONREAD).
+pub fn unread_bytes(fd: &impl AsRawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int, which lives for the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n.max(0) as usize)
+}
+
 /// Points `target` (e.g. stderr) at `fd`.
 pub fn dup_onto(fd: &impl AsRawFd, target: RawFd) -> io::Result<()> {
     // SAFETY: dup2 on two descriptors; `fd` is borrowed and stays open for the call.

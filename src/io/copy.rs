@@ -54,6 +54,18 @@ impl Sink {
     }
 }
 
+impl Sink {
+    /// Waits (at most `limit`) until the client has read everything written to a FIFO target;
+    /// other targets are done as soon as written.
+    pub async fn read_by_client(&self, limit: std::time::Duration) {
+        let Sink::Fifo(fifo) = self else { return };
+        let deadline = tokio::time::Instant::now() + limit;
+        while crate::sys::unread_bytes(fifo).map_or(false, |n| n > 0) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// Opens (creating parent directories) a log file for appending.
 pub fn open_log_file(path: &Path) -> Result<Sink> {
     if let Some(dir) = path.parent() {
@@ -67,17 +79,17 @@ pub fn open_log_file(path: &Path) -> Result<Sink> {
     Ok(Sink::File(f))
 }
 
-/// Copies `src` to `sink` until EOF on `src`, then drops `sink` (closing it, which is how EOF
-/// reaches a container's stdin).
+/// Copies `src` to `sink` until EOF on `src` and hands the sink back (`None` if it failed):
+/// the caller decides when the target sees EOF.
 ///
 /// A write error drops the sink but the loop keeps reading: the writer side of `src` (the
 /// container) must never block forever because a reader went away.
-pub async fn pump(mut src: Source, sink: Sink) {
+pub async fn pump(mut src: Source, sink: Sink) -> Option<Sink> {
     let mut sink = Some(sink);
     // No buffer until the stream carries something: a quiet container (most are) costs its
     // shim no heap for its three streams.
     if src.ready().await.is_err() {
-        return;
+        return sink;
     }
     let mut buf = vec![0u8; 32 * 1024];
     loop {
@@ -97,4 +109,5 @@ pub async fn pump(mut src: Source, sink: Sink) {
             }
         }
     }
+    sink
 }

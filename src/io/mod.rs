@@ -24,7 +24,8 @@ use std::time::Duration;
 use nix::fcntl::OFlag;
 use nix::unistd::{fchown, pipe2, Gid, Uid};
 use tokio::net::unix::pipe;
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::error::{Error, Result};
 use crate::reaper::Reaper;
@@ -32,6 +33,10 @@ use crate::runtime::RuncStdio;
 use binary::Logger;
 use console::{Console, ConsoleSocket};
 use copy::{Sink, Source};
+
+/// How long output already in a client's FIFO may wait to be read before the process's exit is
+/// reported anyway.
+const READ_GRACE: Duration = Duration::from_secs(2);
 
 /// Capacity of the container's stdout/stderr pipes (the kernel default is 64 KiB).
 const OUTPUT_PIPE_SIZE: i32 = 256 * 1024;
@@ -59,8 +64,15 @@ pub struct ProcessIo {
     /// Extra writer on the stdin FIFO, dropped by `CloseIO`.
     stdin_keepalive: Option<pipe::Sender>,
     stdin_copy: Option<JoinHandle<()>>,
-    /// stdout/stderr copies; each ends when every writer of its source is gone.
-    output_copies: Vec<JoinHandle<()>>,
+    /// stdout/stderr copies being set up; each ends when every writer of its source is gone
+    /// and hands back its target.
+    outputs: Vec<JoinHandle<Option<Sink>>>,
+    /// The copies, for aborting them.
+    output_aborts: Vec<AbortHandle>,
+    /// Closes every output target once all copies ended (see `seal_outputs`).
+    outputs_done: Option<JoinHandle<()>>,
+    /// Becomes true once every output copy has ended and its target is closed.
+    delivered: Option<watch::Receiver<bool>>,
     /// A terminal whose master runc has not sent yet, with the copies to start then.
     pending_console: Option<(ConsoleSocket, Option<pipe::Receiver>, Sink)>,
     console: Option<Console>,
@@ -95,7 +107,8 @@ impl ProcessIo {
         if let Some(fifo) = stdin_fifo {
             let (r, w) = make_pipe(owner)?;
             let w = pipe::Sender::from_owned_fd(w).map_err(Error::io("stdin pipe"))?;
-            io.stdin_copy = Some(tokio::spawn(copy::pump(Source::Pipe(fifo), Sink::Fifo(w))));
+            // Dropping the pipe's write end at EOF is how EOF reaches the container.
+            io.stdin_copy = Some(tokio::spawn(copy_then_close(Source::Pipe(fifo), Sink::Fifo(w))));
             runc.stdin = Some(r);
         }
 
@@ -110,6 +123,7 @@ impl ProcessIo {
         }
         runc.stdout = io.output(&stdout, owner)?;
         runc.stderr = io.output(&stderr, owner)?;
+        io.seal_outputs();
         Ok((io, runc))
     }
 
@@ -137,17 +151,45 @@ impl ProcessIo {
         // A larger pipe lets a chatty container run ahead of its reader; best effort.
         let _ = nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(&r), nix::fcntl::FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_SIZE));
         let r = pipe::Receiver::from_owned_fd(r).map_err(Error::io("output pipe"))?;
-        self.output_copies.push(tokio::spawn(copy::pump(Source::Pipe(r), sink)));
+        self.outputs.push(tokio::spawn(copy::pump(Source::Pipe(r), sink)));
         Ok(Some(w))
+    }
+
+    /// Closes the output targets together, once every copy has ended. A client sees EOF on
+    /// stdout and stderr at the same moment: containerd's client (ctr) stops reading stdout
+    /// soon after stderr ends, so closing stderr first lost the tail of stdout under load.
+    fn seal_outputs(&mut self) {
+        let copies = std::mem::take(&mut self.outputs);
+        self.output_aborts = copies.iter().map(JoinHandle::abort_handle).collect();
+        let (tx, rx) = watch::channel(false);
+        self.delivered = Some(rx);
+        self.outputs_done = Some(tokio::spawn(async move {
+            let mut targets = Vec::with_capacity(copies.len());
+            for copy in copies {
+                targets.push(copy.await.ok().flatten());
+            }
+            for target in targets.iter().flatten() {
+                target.read_by_client(READ_GRACE).await;
+            }
+            drop(targets);
+            let _ = tx.send(true);
+        }));
+    }
+
+    /// A signal that turns true once all output was handed to the client's targets; `None`
+    /// when tether copies nothing (a `binary://` logger reads the pipes itself).
+    pub fn delivered(&self) -> Option<watch::Receiver<bool>> {
+        self.delivered.clone()
     }
 
     /// For a terminal: takes the pty master runc sent and starts copying.
     pub async fn attach_console(&mut self) -> Result<()> {
         let Some((socket, stdin, sink)) = self.pending_console.take() else { return Ok(()) };
         let console = Console::new(socket.receive().await?)?;
-        self.output_copies.push(tokio::spawn(copy::pump(Source::Console(console.clone()), sink)));
+        self.outputs.push(tokio::spawn(copy::pump(Source::Console(console.clone()), sink)));
+        self.seal_outputs();
         if let Some(fifo) = stdin {
-            self.stdin_copy = Some(tokio::spawn(copy::pump(Source::Pipe(fifo), Sink::Console(console.clone()))));
+            self.stdin_copy = Some(tokio::spawn(copy_then_close(Source::Pipe(fifo), Sink::Console(console.clone()))));
         }
         self.console = Some(console);
         Ok(())
@@ -171,13 +213,10 @@ impl ProcessIo {
     /// Returns false on timeout.
     pub async fn drain(&mut self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
-        let copies = async {
-            for h in &mut self.output_copies {
-                let _ = h.await;
+        if let Some(done) = self.outputs_done.as_mut() {
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                return false;
             }
-        };
-        if tokio::time::timeout_at(deadline, copies).await.is_err() {
-            return false;
         }
         match self.logger.as_mut() {
             Some(l) => l.wait(deadline.saturating_duration_since(tokio::time::Instant::now())).await,
@@ -193,7 +232,13 @@ impl ProcessIo {
         if let Some(mut l) = self.logger.take() {
             l.terminate();
         }
-        for h in self.output_copies.drain(..).chain(self.stdin_copy.take()) {
+        for h in self.output_aborts.drain(..) {
+            h.abort();
+        }
+        for h in self.outputs.drain(..) {
+            h.abort();
+        }
+        for h in self.stdin_copy.take().into_iter().chain(self.outputs_done.take()) {
             h.abort();
         }
     }
@@ -209,6 +254,10 @@ impl Target {
     fn into_binary(self) -> Option<Target> {
         matches!(self, Target::Binary(..)).then_some(self)
     }
+}
+
+async fn copy_then_close(src: Source, sink: Sink) {
+    drop(copy::pump(src, sink).await);
 }
 
 fn open_sink(target: &Target) -> Result<Sink> {

@@ -32,6 +32,9 @@ use crate::process::{validate_id, ExitInfo, Op, State};
 use crate::reaper::{Exit, Reaper};
 use crate::runtime::{CheckpointOptions, Runc, RuncOptions, RuncStdio};
 
+/// How long `Wait` holds an exit back while the process's output is still being copied.
+pub const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
 /// How long `Delete` waits for a process's output to drain before closing it.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
@@ -108,6 +111,9 @@ struct Container {
     cgroup: Option<ContainerCgroup>,
     /// OOM kills already reported (`TaskOOM`), so each is published once.
     oom_reported: u64,
+    /// The kernel keeps an `oom_kill` counter for this cgroup. Then an unreadable counter
+    /// means the cgroup is gone, not that an OOM happened.
+    oom_counted: bool,
     /// Forwards the cgroup's OOM notifications; aborted at delete.
     oom_watch: Option<tokio::task::JoinHandle<()>>,
     /// Set by a Create from a checkpoint: Start restores instead of starting.
@@ -313,6 +319,7 @@ impl Supervisor {
             deleting: false,
             cgroup: None,
             oom_reported: 0,
+            oom_counted: false,
             oom_watch: None,
             restore,
         };
@@ -350,7 +357,9 @@ impl Supervisor {
                 return;
             }
         };
-        c.oom_reported = cg.oom_kill_count().unwrap_or(0);
+        let count = cg.oom_kill_count();
+        c.oom_counted = count.is_some();
+        c.oom_reported = count.unwrap_or(0);
         match cg.watch_oom() {
             Ok(mut events) => {
                 let (sup, id) = (self.clone(), id.to_string());
@@ -389,7 +398,9 @@ impl Supervisor {
                 true
             }
             Some(_) => false,
-            None => notified,
+            // v1 also notifies when the cgroup is removed; with a counter that read failing
+            // means exactly that.
+            None => notified && !c.oom_counted,
         };
         if new {
             tracing::info!(container = %id, "OOM kill");
@@ -652,12 +663,19 @@ impl Supervisor {
 
     pub async fn wait(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
         check_exec_id(exec_id)?;
-        let mut rx = {
+        let (mut rx, delivered) = {
             let mut t = self.shared.lock();
-            t.container(id)?.process(exec_id)?.exit.subscribe()
+            let p = t.container(id)?.process(exec_id)?;
+            (p.exit.subscribe(), p.io.as_ref().and_then(ProcessIo::delivered))
         };
-        let exit = rx.wait_for(Option::is_some).await.map_err(|_| Error::NotFound(format!("process {id}/{exec_id} was deleted")))?;
-        Ok(exit.expect("waited for Some"))
+        let exit = rx.wait_for(Option::is_some).await.map(|e| *e).map_err(|_| Error::NotFound(format!("process {id}/{exec_id} was deleted")))?;
+        let exit = exit.expect("waited for Some");
+        // Answer once the process's output has reached its targets (bounded): a client that
+        // tears its IO down when Wait returns (ctr does, under load) must not lose the tail.
+        if let Some(mut delivered) = delivered {
+            let _ = tokio::time::timeout(OUTPUT_GRACE, delivered.wait_for(|done| *done)).await;
+        }
+        Ok(exit)
     }
 
     pub fn state(&self, id: &str, exec_id: &str) -> Result<ProcessState> {
