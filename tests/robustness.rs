@@ -186,7 +186,8 @@ fn killed_shim_leaves_nothing_behind() {
 
 /// The end of a container's output is never lost, however the container's exit races the
 /// copy: 60 containers each write 1 MiB and exit at once, and ctr receives every byte each
-/// time. (A splice(2)-based copy lost the last pages about once in 80 runs; this caught it.)
+/// time. It caught a splice(2)-based copy losing the last pages (~1 run in 80), and, under CPU
+/// load, exits answered before ctr had read the output (ctr tears its FIFOs down on Wait).
 #[test]
 fn output_at_exit_is_never_truncated() {
     require_root();
