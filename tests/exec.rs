@@ -16,13 +16,12 @@
 mod common;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -90,71 +89,6 @@ fn task_pids(cd: &Containerd, id: &str) -> Vec<i32> {
         .skip(1)
         .filter_map(|l| l.split_whitespace().next()?.parse().ok())
         .collect()
-}
-
-/// A `ctr` process whose stdin the test writes by hand (slowly, then closes), with stdout and
-/// stderr collected.
-struct FedChild {
-    pid: i32,
-    stdin: Option<ChildStdin>,
-    done: mpsc::Receiver<std::io::Result<Output>>,
-}
-
-impl FedChild {
-    fn spawn(mut cmd: Command) -> FedChild {
-        let what = format!("{cmd:?}");
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let stdin = child.stdin.take();
-        let pid = child.id() as i32;
-        let (tx, done) = mpsc::channel();
-        thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        FedChild { pid, stdin, done }
-    }
-
-    fn write(&mut self, data: &[u8]) {
-        let stdin = self.stdin.as_mut().expect("stdin already closed");
-        stdin.write_all(data).expect("write to ctr's stdin");
-        stdin.flush().expect("flush ctr's stdin");
-    }
-
-    fn close_stdin(&mut self) {
-        self.stdin.take();
-    }
-
-    fn try_exited(&self) -> bool {
-        // Signal 0 fails once the waiter thread has reaped the child.
-        !kill(self.pid, 0) || proc_stat(self.pid).map_or(true, |s| s.state == 'Z')
-    }
-
-    /// Waits at most `timeout`; on timeout kills the child and panics with what it printed.
-    fn wait(mut self, timeout: Duration) -> Output {
-        self.stdin.take();
-        match self.done.recv_timeout(timeout) {
-            Ok(r) => r.expect("wait for ctr"),
-            Err(_) => {
-                kill(self.pid, libc::SIGKILL);
-                let out = self
-                    .done
-                    .recv_timeout(Duration::from_secs(10))
-                    .map(|r| r.map(|o| describe(&o)).unwrap_or_else(|e| e.to_string()))
-                    .unwrap_or_default();
-                panic!("ctr did not exit within {timeout:?} after its stdin was closed; killed it\n{out}");
-            }
-        }
-    }
-}
-
-impl Drop for FedChild {
-    fn drop(&mut self) {
-        if !self.try_exited() {
-            kill(self.pid, libc::SIGKILL);
-        }
-    }
 }
 
 /// A command running on a fresh pseudo-terminal as its controlling terminal (session leader,
@@ -756,10 +690,10 @@ fn exec_tty_gets_window_size_and_resize() {
 
 /// Writes two lines with a pause, closes stdin, and checks that `cat` echoed them and exited 0
 /// (so the EOF reached it: ctr's CloseIO closed the shim's end of the stdin FIFO).
-fn feed_cat_and_close(mut ctr: FedChild) {
-    ctr.write(b"first line\n");
+fn feed_cat_and_close(mut ctr: Background) {
+    ctr.write_stdin(b"first line\n");
     thread::sleep(Duration::from_millis(300));
-    ctr.write(b"second line\n");
+    ctr.write_stdin(b"second line\n");
     ctr.close_stdin();
     let out = ctr.wait(QUICK);
     assert!(out.status.success(), "{}", describe(&out));
@@ -777,7 +711,7 @@ fn stdin_eof_reaches_container_via_close_io() {
     require_root();
     let cd = Containerd::start();
     let id = unique_id("catrun");
-    let ctr = FedChild::spawn(cd.ctr_cmd(&cd.run_args(&id, &["cat"]).build()));
+    let ctr = Background::spawn(cd.ctr_cmd(&cd.run_args(&id, &["cat"]).build()));
     // ctr calls CloseIO only for an EOF after the task exists; RUNNING is after that.
     cd.wait_task_status(&id, "RUNNING", Duration::from_secs(10));
     feed_cat_and_close(ctr);
@@ -790,7 +724,7 @@ fn stdin_eof_reaches_exec_via_close_io() {
     let cd = Containerd::start();
     let id = unique_id("catexec");
     let init = start_sleeper(&cd, &id, false);
-    let ctr = FedChild::spawn(cd.ctr_cmd(&exec_args(&cd, &[], "cat1", &id, &["cat"])));
+    let ctr = Background::spawn(cd.ctr_cmd(&exec_args(&cd, &[], "cat1", &id, &["cat"])));
     let mut pids = Vec::new();
     let running = wait_until(Duration::from_secs(10), || {
         pids = task_pids(&cd, &id);

@@ -357,6 +357,13 @@ impl Background {
         })
     }
 
+    /// Writes `data` to the child's stdin and keeps it open (for input fed in steps).
+    pub fn write_stdin(&mut self, data: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        stdin.write_all(data).unwrap_or_else(|e| panic!("write to stdin of {}: {e}", self.what));
+        stdin.flush().unwrap_or_else(|e| panic!("flush stdin of {}: {e}", self.what));
+    }
+
     /// Closes the child's stdin (EOF for the child).
     pub fn close_stdin(&mut self) {
         self.stdin.take();
