@@ -48,15 +48,29 @@ pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
 /// Sends `signal` to `pid` (an exec process). A gone process is NotFound, an unknown signal
 /// InvalidArgument.
 pub fn signal(pid: i32, signal: u32) -> crate::error::Result<()> {
-    use crate::error::Error;
-    let sig = i32::try_from(signal).ok().filter(|s| (1..=64).contains(s)).ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+    let sig = signal_number(signal)?;
     // SAFETY: kill(2) takes plain integers.
-    if unsafe { libc::kill(pid, sig) } == 0 {
+    let rc = unsafe { libc::kill(pid, sig) };
+    signal_result(rc as libc::c_long, || format!("kill {pid}"))
+}
+
+/// A signal number the kernel accepts, or InvalidArgument.
+fn signal_number(signal: u32) -> crate::error::Result<i32> {
+    i32::try_from(signal)
+        .ok()
+        .filter(|s| (1..=64).contains(s))
+        .ok_or_else(|| crate::error::Error::InvalidArgument(format!("invalid signal {signal}")))
+}
+
+/// The outcome of a signalling call: a process that is gone is NotFound.
+fn signal_result(rc: libc::c_long, context: impl FnOnce() -> String) -> crate::error::Result<()> {
+    use crate::error::Error;
+    if rc == 0 {
         return Ok(());
     }
     match io::Error::last_os_error() {
         e if e.raw_os_error() == Some(libc::ESRCH) => Err(Error::NotFound("process already finished".into())),
-        e => Err(Error::Io { context: format!("kill {pid}"), source: e }),
+        e => Err(Error::Io { context: context(), source: e }),
     }
 }
 
@@ -127,17 +141,10 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 /// Sends `signal` to the process behind a pidfd. A process that has exited is NotFound, even if
 /// its pid now belongs to someone else.
 pub fn pidfd_signal(pidfd: &OwnedFd, signal: u32) -> crate::error::Result<()> {
-    use crate::error::Error;
-    let sig = i32::try_from(signal).ok().filter(|s| (1..=64).contains(s)).ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+    let sig = signal_number(signal)?;
     // SAFETY: pidfd_send_signal with a null siginfo and no flags reads no memory of ours.
     let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0) };
-    if rc == 0 {
-        return Ok(());
-    }
-    match io::Error::last_os_error() {
-        e if e.raw_os_error() == Some(libc::ESRCH) => Err(Error::NotFound("process already finished".into())),
-        e => Err(Error::Io { context: "pidfd_send_signal".into(), source: e }),
-    }
+    signal_result(rc, || "pidfd_send_signal".into())
 }
 
 /// Bytes sitting unread in a pipe or FIFO (FIONREAD).
