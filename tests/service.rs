@@ -699,6 +699,34 @@ async fn exit_during_start_and_kill_of_a_stopped_process() {
     assert_eq!((d.pid, d.exit_status), (pid, 3), "{d:?}");
 }
 
+/// A Delete whose `runc delete` failed can be retried: the retry drains the (already
+/// delivered) output again and succeeds with the exit status; the output is intact. (Draining
+/// twice once panicked the handler, so the retry never got an answer.)
+#[tokio::test]
+async fn delete_retried_after_a_runtime_failure() {
+    let shim = Shim::launch("delretry").await;
+    let id = unique("c");
+    let bundle = shim.bundle(&id);
+    let log = bundle.join("logs/out.log");
+    fs::write(bundle.join("fake-cmd"), "echo hello; exit 3").unwrap();
+    let mut req = shim.create_request(&id);
+    req.stdout = format!("file://{}", log.display());
+    let pid = ok("Create", shim.create_with(req).await).pid;
+    ok("Start", shim.start(&id).await);
+    assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 3);
+
+    fs::write(bundle.join("fake-fail-delete-once"), "fake: device or resource busy").unwrap();
+    let msg = expect_code("Delete when runc delete fails", shim.delete(&id).await, Code::UNKNOWN);
+    assert!(msg.contains("resource busy"), "{msg:?}");
+    let s = ok("State after a failed Delete", shim.state(&id).await);
+    assert_eq!((status(&s), s.exit_status), (Status::STOPPED, 3), "{s:?}");
+
+    let d = ok("retried Delete", shim.delete(&id).await);
+    assert_eq!((d.pid, d.exit_status), (pid, 3), "{d:?}");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "hello\n");
+    expect_code("Delete of a deleted container", shim.delete(&id).await, Code::NOT_FOUND);
+}
+
 /// runc's own error message (from log.json) reaches the caller as UNKNOWN, and a failed Create
 /// leaves nothing behind: the same id can be created afterwards.
 #[tokio::test]

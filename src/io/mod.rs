@@ -217,6 +217,9 @@ impl ProcessIo {
             if tokio::time::timeout_at(deadline, done).await.is_err() {
                 return false;
             }
+            // A finished JoinHandle must not be polled again (tokio panics): a Delete retried
+            // after a failed `runc delete` drains a second time.
+            self.outputs_done = None;
         }
         match self.logger.as_mut() {
             Some(l) => l.wait(deadline.saturating_duration_since(tokio::time::Instant::now())).await,
