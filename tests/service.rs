@@ -1137,6 +1137,42 @@ async fn a_hung_runtime_call_times_out_and_blocks_nothing() {
     assert_eq!(ok("Wait b", w).exit_status, 137);
 }
 
+/// Without a pid namespace of its own, a container's other processes outlive its init, so the
+/// shim runs `kill --all` when the init exits; the exit is published only after that call, as
+/// with the Go shim. Otherwise a client that deletes as soon as Wait answers (ctr run --rm) races
+/// `runc delete` against the `kill --all`, and runc fails one of them.
+#[tokio::test]
+async fn init_exit_waits_for_kill_all_in_a_shared_pid_namespace() {
+    let shim = Shim::launch("killall").await;
+    let id = unique("c");
+    let bundle = shim.bundle(&id);
+    fs::write(bundle.join("config.json"), r#"{"ociVersion":"1.0.2","process":{"args":["sh"]},"root":{"path":"rootfs"},"linux":{"namespaces":[{"type":"mount"}]}}"#).unwrap();
+    fs::write(bundle.join("fake-cmd"), "exit 3").unwrap();
+    fs::write(bundle.join("fake-hang-kill"), "").unwrap();
+    let pid = shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+    let waiter = {
+        let task = shim.task.clone();
+        let req = api::WaitRequest { id: id.clone(), ..Default::default() };
+        tokio::spawn(async move { task.wait(ctx(), &req).await })
+    };
+    let hung_file = bundle.join("fake-hung-pid");
+    assert!(wait_until_async(Duration::from_secs(5), || hung_file.exists()).await, "no kill --all after the init exited");
+    assert!(wait_exited(pid as i32, Duration::from_secs(5)).await, "the init did not exit");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "Wait answered while kill --all was still running");
+    assert_eq!(status(&ok("State", shim.state(&id).await)), Status::RUNNING, "the exit is not recorded before kill --all is done");
+
+    let hung: i32 = fs::read_to_string(&hung_file).unwrap().trim().parse().unwrap();
+    // SAFETY: plain kill(2) of the fake runtime process this test made hang.
+    unsafe { libc::kill(hung, libc::SIGKILL) };
+    let w = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("Wait never answered after kill --all ended").unwrap();
+    assert_eq!(ok("Wait", w).exit_status, 3);
+    fs::remove_file(bundle.join("fake-hang-kill")).unwrap();
+    let d = ok("Delete", shim.delete(&id).await);
+    assert_eq!((d.pid, d.exit_status), (pid, 3), "{d:?}");
+}
+
 async fn wait_until_async(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {

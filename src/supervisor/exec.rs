@@ -83,10 +83,7 @@ impl Supervisor {
             }
         };
         // The init may have exited while this exec was starting and be waiting for it.
-        if c.pending_init_exit.is_some() && !c.execs_alive() {
-            let exit = c.pending_init_exit.take().expect("checked");
-            self.finish_init_exit(id, c, exit);
-        }
+        self.settle_init_exit(id, c);
         result
     }
 

@@ -104,6 +104,9 @@ struct Container {
     /// The container has no pid namespace of its own, so its processes outlive its init
     /// unless we kill them (the kernel does it for a private namespace).
     kill_all_on_exit: bool,
+    /// That `runc kill --all` is running. The init's exit waits for it, as with the Go shim:
+    /// a client that deletes on Wait must not race `runc delete` against it.
+    killing_all: bool,
     /// uid/gid owning the stdio pipes (user-namespaced containers).
     io_owner: (u32, u32),
     /// The container's cgroup, found from its init at create (None if it was already gone):
@@ -315,6 +318,7 @@ impl Supervisor {
             pending_init_exit: None,
             io_owner: (req.options.io_uid, req.options.io_gid),
             kill_all_on_exit,
+            killing_all: false,
             mounted_rootfs,
             deleting: false,
             cgroup: None,
@@ -766,21 +770,26 @@ impl Supervisor {
     /// Handles a reaped process of container `id`. Called under the lock.
     fn process_exit(&self, id: &str, c: &mut Container, exec_id: &str, exit: ExitInfo) {
         if exec_id.is_empty() {
-            if c.kill_all_on_exit {
+            c.pending_init_exit = Some(exit);
+            if c.kill_all_on_exit && !c.killing_all {
                 // Without its own pid namespace the container's other processes survive the init.
-                let (runc, reaper, id) = (c.runc.clone(), self.shared.reaper.clone(), id.to_string());
+                c.killing_all = true;
+                let (runc, sup, id) = (c.runc.clone(), self.clone(), id.to_string());
                 tokio::spawn(async move {
-                    if let Err(e) = runc.kill(&reaper, &id, libc::SIGKILL as u32, true).await {
+                    if let Err(e) = runc.kill(&sup.shared.reaper, &id, libc::SIGKILL as u32, true).await {
                         tracing::debug!(container = %id, error = %e, "kill --all after init exit");
+                    }
+                    let mut t = sup.shared.lock();
+                    if let Some(c) = t.containers.get_mut(&id) {
+                        c.killing_all = false;
+                        sup.settle_init_exit(&id, c);
                     }
                 });
             }
             if c.execs_alive() {
                 tracing::debug!(container = %id, "init exited; its exit waits for the running execs");
-                c.pending_init_exit = Some(exit);
-            } else {
-                self.finish_init_exit(id, c, exit);
             }
+            self.settle_init_exit(id, c);
             return;
         }
         let Some(p) = c.execs.get_mut(exec_id) else { return };
@@ -794,8 +803,16 @@ impl Supervisor {
             exit_status: exit.status,
             exited_at: exit.at,
         });
-        if c.pending_init_exit.is_some() && !c.execs_alive() {
-            let exit = c.pending_init_exit.take().expect("checked");
+        self.settle_init_exit(id, c);
+    }
+
+    /// Publishes a held init exit once nothing holds it back any more: no exec running and no
+    /// `kill --all` in flight. Called under the lock.
+    fn settle_init_exit(&self, id: &str, c: &mut Container) {
+        if c.killing_all || c.execs_alive() {
+            return;
+        }
+        if let Some(exit) = c.pending_init_exit.take() {
             self.finish_init_exit(id, c, exit);
         }
     }
