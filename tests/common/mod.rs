@@ -1192,7 +1192,11 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        let shim_panic = shim_panic(&self.log);
         if thread::panicking() {
+            if let Some(p) = &shim_panic {
+                eprintln!("---- a shim panicked ----\n{p}\n---- end of shim panic ----");
+            }
             eprintln!(
                 "---- containerd log tail ({}) ----\n{}\n---- end of containerd log ----",
                 self.log.display(),
@@ -1213,7 +1217,22 @@ impl Drop for Containerd {
         self.remove_shim_sockets();
         self.unmount_all();
         self.remove_namespace_cgroups();
+        // A shim panic is a bug even when the test's own assertions held.
+        if let Some(p) = shim_panic {
+            if !thread::panicking() {
+                panic!("a shim panicked during the test:\n{p}");
+            }
+        }
     }
+}
+
+/// The first panic message a shim wrote to its log (which containerd copies into its own),
+/// with the lines that follow it.
+fn shim_panic(log: &Path) -> Option<String> {
+    let text = String::from_utf8_lossy(&fs::read(log).ok()?).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| l.contains("panicked at"))?;
+    Some(lines[at..lines.len().min(at + 40)].join("\n"))
 }
 
 impl Containerd {
