@@ -97,6 +97,12 @@ impl Runc {
         }
     }
 
+    /// runc, crun and youki write the container's own init to `--pid-file`; gVisor's runsc
+    /// writes its sandbox, which must be signalled through `runsc kill`.
+    pub fn pid_is_the_container_process(&self) -> bool {
+        Path::new(&self.binary).file_name().is_none_or(|name| name != "runsc")
+    }
+
     /// The argv after the binary name: global flags, then the subcommand's. Pure, for tests.
     pub fn argv(&self, sub: &[OsString]) -> Vec<OsString> {
         let mut v: Vec<OsString> = vec!["--root".into(), self.root.clone().into(), "--log".into(), self.log.clone().into(), "--log-format".into(), "json".into()];
@@ -366,7 +372,10 @@ mod tests {
         let opts = RuncOptions { binary_name: "crun".into(), root: "/r".into(), systemd_cgroup: true, ..Default::default() };
         let r = Runc::new(&opts, "ns1", Path::new("/b"));
         assert_eq!(r.binary, "crun");
+        assert!(r.pid_is_the_container_process());
         assert_eq!(r.root, Path::new("/r/ns1"));
+        let gvisor = Runc::new(&RuncOptions { binary_name: "/usr/local/bin/runsc".into(), ..Default::default() }, "ns1", Path::new("/b"));
+        assert!(!gvisor.pid_is_the_container_process(), "runsc's pid file names its sandbox");
         let argv = r.argv(&["start".into(), "c".into()]);
         let argv: Vec<_> = argv.iter().map(|s| s.to_str().unwrap()).collect();
         assert_eq!(argv, ["--root", "/r/ns1", "--log", "/b/log.json", "--log-format", "json", "--systemd-cgroup", "start", "c"]);

@@ -147,6 +147,15 @@ pub fn pidfd_signal(pidfd: &OwnedFd, signal: u32) -> crate::error::Result<()> {
     signal_result(rc, || "pidfd_send_signal".into())
 }
 
+/// True once the process behind a pidfd has exited (its pidfd polls readable, and stays so
+/// after it was reaped).
+pub fn pidfd_exited(pidfd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll reads and writes one pollfd, which lives for the call; timeout 0 never blocks.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP) != 0
+}
+
 /// Bytes sitting unread in a pipe or FIFO (FIONREAD).
 pub fn unread_bytes(fd: &impl AsRawFd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
@@ -197,9 +206,11 @@ mod tests {
     fn a_pidfd_never_signals_a_process_that_is_gone() {
         let mut child = Command::new("sleep").arg("100").spawn().unwrap();
         let pidfd = pidfd_open(child.id() as i32).unwrap();
+        assert!(!pidfd_exited(&pidfd));
         pidfd_signal(&pidfd, 0).map(drop).unwrap_or_else(|e| assert!(matches!(e, crate::error::Error::InvalidArgument(_)), "{e:?}"));
         pidfd_signal(&pidfd, libc::SIGKILL as u32).unwrap();
         child.wait().unwrap();
+        assert!(pidfd_exited(&pidfd), "a reaped process's pidfd reads as exited");
         // Reaped: its pid may be anyone's now, but the pidfd still names the dead process.
         assert!(matches!(pidfd_signal(&pidfd, libc::SIGKILL as u32), Err(crate::error::Error::NotFound(_))));
         assert!(matches!(pidfd_signal(&pidfd, 999), Err(crate::error::Error::InvalidArgument(_))));

@@ -903,8 +903,9 @@ async fn kill_of_a_created_container() {
     assert_eq!((d.pid, d.exit_status), (pid, 137), "{d:?}");
 }
 
-/// How runc's kill failures reach the caller: "not running" style messages are NOT_FOUND (the
-/// process is gone), anything else is UNKNOWN with runc's message; the container is unharmed.
+/// How runc's kill failures reach the caller (a `kill --all`: a plain signal to the init does
+/// not run the runtime): "not running" style messages are NOT_FOUND (the process is gone),
+/// anything else is UNKNOWN with runc's message; the container is unharmed.
 #[tokio::test]
 async fn runtime_kill_errors_are_classified() {
     let shim = Shim::launch("killerr").await;
@@ -914,11 +915,11 @@ async fn runtime_kill_errors_are_classified() {
     let knob = shim.bundle(&id).join("fake-fail-kill");
 
     fs::write(&knob, "container not running").unwrap();
-    expect_code("Kill when runc says not running", shim.kill(&id, SIGKILL, false).await, Code::NOT_FOUND);
+    expect_code("Kill when runc says not running", shim.kill(&id, SIGKILL, true).await, Code::NOT_FOUND);
 
     let text = format!("fake: operation not permitted on {id}");
     fs::write(&knob, &text).unwrap();
-    let msg = expect_code("Kill when runc fails otherwise", shim.kill(&id, SIGKILL, false).await, Code::UNKNOWN);
+    let msg = expect_code("Kill when runc fails otherwise", shim.kill(&id, SIGKILL, true).await, Code::UNKNOWN);
     assert!(msg.contains(&text), "runc's message {text:?} must reach the caller, got {msg:?}");
 
     assert!(!exited(pid as i32), "a failed kill killed the init");
@@ -1085,9 +1086,10 @@ async fn hostile_peers_and_fields_do_not_hurt_the_server() {
     assert_eq!(status(&ok("State", shim.state(&id).await)), Status::CREATED);
 }
 
-/// A runtime call that hangs is killed at its deadline and the request fails with
-/// DEADLINE_EXCEEDED, while State, Pids, Connect and Wait, of that container and of another,
-/// keep answering at once: no lock is held across a runtime call.
+/// A runtime call that hangs (`kill --all`) is killed at its deadline and the request fails
+/// with DEADLINE_EXCEEDED, while State, Pids, Connect and Wait, of that container and of
+/// another, keep answering at once: no lock is held across a runtime call. A plain Kill of the
+/// init meanwhile needs no runtime at all.
 #[tokio::test]
 async fn a_hung_runtime_call_times_out_and_blocks_nothing() {
     let shim = Shim::launch_with_env("hang", vec![("TETHER_RUNTIME_TIMEOUT_MS".into(), "1500".into())]).await;
@@ -1100,7 +1102,7 @@ async fn a_hung_runtime_call_times_out_and_blocks_nothing() {
 
     let hung = {
         let task = shim.task.clone();
-        let req = api::KillRequest { id: a.clone(), signal: SIGKILL, ..Default::default() };
+        let req = api::KillRequest { id: a.clone(), signal: SIGKILL, all: true, ..Default::default() };
         tokio::spawn(async move {
             let t0 = Instant::now();
             (task.kill(ctx(), &req).await, t0.elapsed())
@@ -1129,9 +1131,13 @@ async fn a_hung_runtime_call_times_out_and_blocks_nothing() {
     let hung_pid: i32 = fs::read_to_string(shim.bundle(&a).join("fake-hung-pid")).unwrap().trim().parse().unwrap();
     assert!(wait_until_async(Duration::from_secs(2), || exited(hung_pid)).await, "the hung runtime process {hung_pid} was left running");
     assert!(!exited(pid_a as i32));
-    fs::remove_file(shim.bundle(&a).join("fake-hang-kill")).unwrap();
-    ok("Kill a", shim.kill(&a, SIGKILL, false).await);
+    // A plain signal to the init goes through its pidfd, so the wedged runtime cannot stop it.
+    let t0 = Instant::now();
+    ok("Kill a (no --all) while the runtime's kill hangs", shim.kill(&a, SIGKILL, false).await);
+    assert!(t0.elapsed() < Duration::from_secs(1), "a plain Kill waited for the runtime: {:?}", t0.elapsed());
     assert_eq!(ok("Wait a", shim.wait(&a).await).exit_status, 137);
+    assert!(!bundle_has_new_hung_pid(&shim.bundle(&a), hung_pid), "a plain Kill ran the runtime");
+    fs::remove_file(shim.bundle(&a).join("fake-hang-kill")).unwrap();
     ok("Kill b", shim.kill(&b, SIGKILL, false).await);
     let w = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("Wait b never returned").unwrap();
     assert_eq!(ok("Wait b", w).exit_status, 137);
@@ -1171,6 +1177,11 @@ async fn init_exit_waits_for_kill_all_in_a_shared_pid_namespace() {
     fs::remove_file(bundle.join("fake-hang-kill")).unwrap();
     let d = ok("Delete", shim.delete(&id).await);
     assert_eq!((d.pid, d.exit_status), (pid, 3), "{d:?}");
+}
+
+/// The fake runtime recorded a hung call other than `old` (it writes each hung pid there).
+fn bundle_has_new_hung_pid(bundle: &Path, old: i32) -> bool {
+    fs::read_to_string(bundle.join("fake-hung-pid")).is_ok_and(|s| s.trim() != old.to_string())
 }
 
 async fn wait_until_async(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {

@@ -157,6 +157,14 @@ impl Proc {
         Proc { pid, state: State::Created, stdio, starting: false, held_exit: None, exit: watch::channel(None).0, io, spec: Vec::new(), pidfd }
     }
 
+    /// Whether a reaped exit of `pid` can be this process's. The pid alone is not enough: the
+    /// reaper's report is routed after the fact, and by then a new process (say an exec just
+    /// started) may have been given the same pid. Its pidfd tells the two apart: a process
+    /// whose handle says it is still running cannot be the one that was reaped.
+    fn owns_exit(&self, pid: i32) -> bool {
+        self.pid == pid && pid != 0 && self.state != State::Stopped && self.pidfd.as_ref().is_none_or(crate::sys::pidfd_exited)
+    }
+
     fn alive(&self) -> bool {
         self.starting || self.state == State::Running
     }
@@ -275,6 +283,8 @@ impl Supervisor {
         });
         let c = t.containers.entry(req.id.clone()).or_insert(container);
         if let Some(exit) = early_exit {
+            // The pid may be anyone's by now: keep no handle on it.
+            c.init.pidfd = None;
             self.process_exit(&req.id, c, "", exit_info(exit));
         } else if pid > 0 {
             // The cgroup exists from `runc create` on (the init waits in it), so OOM kills are
@@ -502,7 +512,7 @@ impl Supervisor {
 
     pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         check_exec_id(exec_id)?;
-        let (runc, state) = {
+        let (runc, state, signalled) = {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
             if !exec_id.is_empty() {
@@ -519,9 +529,21 @@ impl Supervisor {
                 };
             }
             c.init.state.apply(Op::Kill)?;
-            (c.runc.clone(), c.init.state)
+            // The init too is signalled through its pidfd: no runtime process per signal, and a
+            // recycled pid is never hit. `--all` needs the runtime (it walks the cgroup), and so
+            // does a runtime whose pid file names a sandbox rather than the container process.
+            let signalled = match &c.init.pidfd {
+                Some(fd) if !all && c.runc.pid_is_the_container_process() => {
+                    crate::sys::pidfd_signal(fd, signal)?;
+                    true
+                }
+                _ => false,
+            };
+            (c.runc.clone(), c.init.state, signalled)
         };
-        runc.kill(&self.shared.reaper, id, signal, all).await?;
+        if !signalled {
+            runc.kill(&self.shared.reaper, id, signal, all).await?;
+        }
         if state == State::Paused && signal == libc::SIGKILL as u32 {
             // Frozen processes only die once thawed; a kill must not wait for a resume.
             if let Err(e) = runc.resume(&self.shared.reaper, id).await {
@@ -745,10 +767,10 @@ impl Supervisor {
     fn handle_exit(&self, exit: Exit) {
         let mut t = self.shared.lock();
         let owner = t.containers.iter().find_map(|(cid, c)| {
-            if c.init.pid == exit.pid && c.init.state != State::Stopped && c.pending_init_exit.is_none() {
+            if c.init.owns_exit(exit.pid) && c.pending_init_exit.is_none() {
                 return Some((cid.clone(), String::new()));
             }
-            c.execs.iter().find(|(_, p)| p.pid == exit.pid && p.pid != 0 && p.state != State::Stopped).map(|(eid, _)| (cid.clone(), eid.clone()))
+            c.execs.iter().find(|(_, p)| p.owns_exit(exit.pid)).map(|(eid, _)| (cid.clone(), eid.clone()))
         });
         let Some((cid, exec_id)) = owner else {
             // Not ours (an orphan), or the pid of a process whose start is in flight.
@@ -924,6 +946,27 @@ mod tests {
         for bad in [&b"not json"[..], b"[1]", br#"{"memory":{"limit":"lots"}}"#, br#"{"memory":{"limit":1024}}"#, br#"{"pids":{"limit":-5}}"#, br#"{"cpu":{"cpus":3}}"#] {
             assert!(matches!(validate_resources(bad), Err(Error::InvalidArgument(_))), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    /// A reaped pid is attributed to a tracked process only if that process's pidfd says it
+    /// has exited: a process given the same pid after the reap cannot take the exit.
+    #[test]
+    fn an_exit_belongs_only_to_a_process_whose_pidfd_says_it_exited() {
+        let mut child = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+        let pid = child.id() as i32;
+        let mut p = Proc::new(pid, StdioConfig::default(), None);
+        p.state = State::Running;
+        assert!(p.pidfd.is_some());
+        assert!(!p.owns_exit(pid), "a running process claimed an exit reported for its pid");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(p.owns_exit(pid));
+        assert!(!p.owns_exit(pid + 1));
+        p.state = State::Stopped;
+        assert!(!p.owns_exit(pid), "an exit is attributed once");
+        // Without a handle (pidfd_open unavailable) the pid decides, as before.
+        let q = Proc { pid: 4_000_000, state: State::Running, ..Proc::new(0, StdioConfig::default(), None) };
+        assert!(q.pidfd.is_none() && q.owns_exit(4_000_000));
     }
 
     #[test]
