@@ -156,6 +156,19 @@ pub fn pidfd_exited(pidfd: &OwnedFd) -> bool {
     n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP) != 0
 }
 
+/// Moves up to `len` bytes from the pipe `from` to the pipe or FIFO `to` inside the kernel
+/// (splice(2), non-blocking): no copy through our memory. `Ok(0)` is EOF on `from`; a full
+/// `to` (or an empty `from`) is `WouldBlock`.
+pub fn splice(from: &impl AsRawFd, to: &impl AsRawFd, len: usize) -> io::Result<usize> {
+    let flags = libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE;
+    // SAFETY: null offsets (both ends are pipes); the kernel touches no memory of ours.
+    let n = unsafe { libc::splice(from.as_raw_fd(), std::ptr::null_mut(), to.as_raw_fd(), std::ptr::null_mut(), len, flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Bytes sitting unread in a pipe or FIFO (FIONREAD).
 pub fn unread_bytes(fd: &impl AsRawFd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;

@@ -82,6 +82,9 @@ pub fn open_log_file(path: &Path) -> Result<Sink> {
 /// Copies `src` to `sink` until EOF on `src` and hands the sink back (`None` if it failed):
 /// the caller decides when the target sees EOF.
 ///
+/// Pipe to FIFO (the common case: a container's output to containerd) is spliced in the
+/// kernel; other pairs are copied through a buffer.
+///
 /// A write error drops the sink but the loop keeps reading: the writer side of `src` (the
 /// container) must never block forever because a reader went away.
 pub async fn pump(mut src: Source, sink: Sink) -> Option<Sink> {
@@ -90,6 +93,16 @@ pub async fn pump(mut src: Source, sink: Sink) -> Option<Sink> {
     // shim no heap for its three streams.
     if src.ready().await.is_err() {
         return sink;
+    }
+    if let (Source::Pipe(from), Some(Sink::Fifo(to))) = (&src, &sink) {
+        match splice_all(from, to).await {
+            Spliced::Eof => return sink,
+            Spliced::Unsupported => {}
+            Spliced::SinkFailed(e) => {
+                tracing::warn!(error = %e, "stdio write failed; discarding further output of this stream");
+                sink = None;
+            }
+        }
     }
     let mut buf = vec![0u8; 32 * 1024];
     loop {
@@ -110,4 +123,132 @@ pub async fn pump(mut src: Source, sink: Sink) -> Option<Sink> {
         }
     }
     sink
+}
+
+enum Spliced {
+    /// Every writer of the source is gone and all it held was moved.
+    Eof,
+    /// The kernel cannot splice between these two (nothing was moved): copy instead.
+    Unsupported,
+    SinkFailed(std::io::Error),
+}
+
+/// Splices `from` into `to` until EOF on `from`.
+///
+/// Readiness is tracked per side: `from` is waited on only when it is empty, `to` only when
+/// it is full. Only we read `from`, so once FIONREAD says it holds data, a splice that would
+/// block means `to` is full.
+async fn splice_all(from: &pipe::Receiver, to: &pipe::Sender) -> Spliced {
+    use crate::sys::{splice, unread_bytes};
+    use std::io::ErrorKind::{Interrupted, WouldBlock};
+    let mut moved_any = false;
+    loop {
+        if from.readable().await.is_err() {
+            return Spliced::Eof;
+        }
+        let avail = unread_bytes(from).unwrap_or(0);
+        if avail == 0 {
+            // EOF, or a wake-up whose data is gone: a one-byte read tells them apart (and
+            // clears the stale readiness).
+            let mut one = [0u8; 1];
+            match from.try_read(&mut one) {
+                Ok(0) => return Spliced::Eof,
+                Ok(_) => loop {
+                    if let Err(e) = to.writable().await {
+                        return Spliced::SinkFailed(e);
+                    }
+                    match to.try_write(&one) {
+                        Ok(_) => {
+                            moved_any = true;
+                            break;
+                        }
+                        Err(e) if e.kind() == WouldBlock || e.kind() == Interrupted => {}
+                        Err(e) => return Spliced::SinkFailed(e),
+                    }
+                },
+                Err(e) if e.kind() == WouldBlock || e.kind() == Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "stdio read failed");
+                    return Spliced::Eof;
+                }
+            }
+            continue;
+        }
+        let mut left = avail;
+        while left > 0 {
+            if let Err(e) = to.writable().await {
+                return Spliced::SinkFailed(e);
+            }
+            match to.try_io(|| splice(from, to, left)) {
+                Ok(0) => break,
+                Ok(n) => {
+                    left = left.saturating_sub(n);
+                    moved_any = true;
+                }
+                Err(e) if e.kind() == WouldBlock || e.kind() == Interrupted => {}
+                Err(e) if !moved_any && e.raw_os_error() == Some(libc::EINVAL) => return Spliced::Unsupported,
+                Err(e) => return Spliced::SinkFailed(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::OwnedFd;
+
+    fn pattern(len: usize) -> Vec<u8> {
+        let mut x: u32 = 0x1234_5678;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// A pipe spliced into a FIFO that fills up (a slow reader) delivers every byte in order,
+    /// and the FIFO target comes back at EOF.
+    #[tokio::test]
+    async fn pipe_to_fifo_is_spliced_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Held read-write, as ProcessIo does, so opening never blocks.
+        let to = pipe::OpenOptions::new().read_write(true).open_sender(&fifo).unwrap();
+        let mut reader = std::fs::File::open(&fifo).unwrap();
+        let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+        let from = pipe::Receiver::from_owned_fd(r).unwrap();
+        let data = pattern(3 * 1024 * 1024 + 17);
+        let want = data.clone();
+        let writer = std::thread::spawn(move || {
+            let mut w = std::fs::File::from(w);
+            // Uneven chunks, so the pipe holds odd amounts when the pump looks.
+            for chunk in data.chunks(7001) {
+                w.write_all(chunk).unwrap();
+            }
+        });
+        let slow_reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 4096];
+            while got.len() < want.len() {
+                let n = reader.read(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+                if got.len() % (256 * 1024) < 4096 {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            }
+            (got, want)
+        });
+        let sink = tokio::time::timeout(std::time::Duration::from_secs(20), pump(Source::Pipe(from), Sink::Fifo(to))).await.expect("the pump ended");
+        assert!(matches!(sink, Some(Sink::Fifo(_))), "the FIFO target is handed back");
+        writer.join().unwrap();
+        let (got, want) = slow_reader.join().unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes were reordered or changed");
+    }
 }
