@@ -28,7 +28,10 @@ scripts/setup.sh
 
 say "Building the shim (cargo build --release)"
 cargo build --release
-BIN_DIR=${CARGO_TARGET_DIR:-$REPO/target}/release
+# Where cargo put it (.cargo/config.toml names a target, so target/<triple>/release).
+BIN=$(cargo build --release --bin containerd-shim-tether-v2 --message-format=json 2>/dev/null |
+    grep -o '"executable":"[^"]*containerd-shim-tether-v2"' | tail -1 | cut -d'"' -f4)
+BIN_DIR=$(dirname "${BIN:-missing/containerd-shim-tether-v2}")
 [ -x "$BIN_DIR/containerd-shim-tether-v2" ] || { echo "no $BIN_DIR/containerd-shim-tether-v2" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/tether-demo-XXXXXX)

@@ -19,8 +19,10 @@ use std::time::Duration;
 
 use common::*;
 
-/// Generous bound on the idle server's resident set, in kB (4 MiB).
-const RSS_BUDGET_KB: u64 = 4096;
+/// Generous bound on the idle server's resident set, in kB (3 MiB). The static release build
+/// measures about 2.0 MB; a dynamic one (libc, ld.so and libgcc_s mapped) about 3.4 MB, so
+/// losing the static link fails here.
+const RSS_BUDGET_KB: u64 = 3072;
 
 /// The server is single-threaded plus at most one helper thread.
 const THREAD_BUDGET: u64 = 2;
