@@ -93,6 +93,10 @@ fn cri_config() -> String {
       runtime_type = "io.containerd.runc.v2"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.tether]
       runtime_type = "io.containerd.tether.v2"
+      # A non-runc runtime type gets runtimeoptions.v1.Options: runc's options come from
+      # this file (the test writes it: BinaryName is a logging wrapper around runc).
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.tether.options]
+        ConfigPath = "{{dir}}/tether.toml"
   [plugins."io.containerd.grpc.v1.cri".cni]
     # Empty: host-network pods need no CNI plugin.
     bin_dir = "{{dir}}/cni/bin"
@@ -374,6 +378,12 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
     for d in ["cni/bin", "cni/net.d", "pod-logs"] {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
+    // The tether handler's options file names a runc wrapper that logs each call.
+    let wrapper = dir.join("runc-wrapper");
+    let wrapper_log = dir.join("runc-wrapper.log");
+    fs::write(&wrapper, format!("#!/bin/sh\necho \"$*\" >>'{}'\nexec runc \"$@\"\n", wrapper_log.display())).unwrap();
+    fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::write(dir.join("tether.toml"), format!("# runc options for tether under the CRI\nBinaryName = \"{}\"\n", wrapper.display())).unwrap();
     let cri = Cri::connect(cd.address());
 
     // The CRI service initialises in the background after containerd answers: wait for it.
@@ -478,6 +488,13 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
         "sandbox not SANDBOX_READY: {sb_status:?}"
     );
     assert_eq!(sb_status.runtime_handler, handler, "{sb_status:?}");
+    if handler == "tether" {
+        let calls = fs::read_to_string(&wrapper_log).unwrap_or_default();
+        assert!(
+            calls.lines().any(|l| l.contains(" create ") && l.contains(&sandbox)),
+            "tether did not use the BinaryName of its ConfigPath file for the sandbox; wrapper saw: {calls:?}"
+        );
+    }
     eprintln!("sandbox {sandbox} ready after {:?}", t0.elapsed());
 
     let create = |name: &str, argv: &[&str], memory_limit: i64| -> String {
