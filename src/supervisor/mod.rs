@@ -297,8 +297,17 @@ impl Supervisor {
     /// The slow part of create, outside the lock. Undoes what it did on failure.
     async fn create_container(&self, req: &CreateRequest) -> Result<(Container, Collector)> {
         let bundle = &req.bundle;
-        let kill_all_on_exit = !has_private_pid_namespace(bundle)?;
-        persist_options(bundle, &req.options)?;
+        let spec = SpecFacts::read(bundle)?;
+        let kill_all_on_exit = !spec.private_pid_namespace;
+        let mut options = req.options.clone();
+        if spec.systemd_cgroups_path && !options.systemd_cgroup {
+            // Only runc's systemd driver understands this path: a kubelet on the systemd
+            // cgroup driver sends it whatever the runtime options say.
+            tracing::info!(container = %req.id, "cgroupsPath is slice:prefix:name; using the systemd cgroup driver");
+            options.systemd_cgroup = true;
+        }
+        let options = &options;
+        persist_options(bundle, options)?;
         let mounted_rootfs = !req.rootfs.is_empty();
         let rootfs = bundle.join("rootfs");
         if mounted_rootfs {
@@ -310,7 +319,7 @@ impl Supervisor {
                 mount::unmount_all(&rootfs);
             }
         };
-        let ctx = self.io_context(&req.id, (req.options.io_uid, req.options.io_gid));
+        let ctx = self.io_context(&req.id, (options.io_uid, options.io_gid));
         let (mut io, runc_stdio) = match ProcessIo::open(&req.stdio, &ctx).await {
             Ok(x) => x,
             Err(e) => {
@@ -318,7 +327,7 @@ impl Supervisor {
                 return Err(e);
             }
         };
-        let runc = Runc { timeout: self.shared.runtime_timeout, ..Runc::new(&req.options, &self.shared.namespace, bundle) };
+        let runc = Runc { timeout: self.shared.runtime_timeout, ..Runc::new(options, &self.shared.namespace, bundle) };
         let collector = self.collector();
         let new_container = |pid, io, restore| Container {
             bundle: bundle.clone(),
@@ -326,7 +335,7 @@ impl Supervisor {
             init: Proc::new(pid, req.stdio.clone(), Some(io)),
             execs: HashMap::new(),
             pending_init_exit: None,
-            io_owner: (req.options.io_uid, req.options.io_gid),
+            io_owner: (options.io_uid, options.io_gid),
             kill_all_on_exit,
             killing_all: false,
             mounted_rootfs,
@@ -924,14 +933,34 @@ fn persist_options(bundle: &Path, opts: &RuncOptions) -> Result<()> {
 
 /// Whether the bundle's spec gives the container a new pid namespace (a `pid` entry without a
 /// path). Read once at create, never on the exit path.
-fn has_private_pid_namespace(bundle: &Path) -> Result<bool> {
-    let path = bundle.join("config.json");
-    let data = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
-    let spec: serde_json::Value = serde_json::from_slice(&data).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
-    let namespaces = spec.pointer("/linux/namespaces").and_then(|n| n.as_array()).cloned().unwrap_or_default();
-    Ok(namespaces.iter().any(|ns| {
-        ns.get("type").and_then(|t| t.as_str()) == Some("pid") && ns.get("path").and_then(|p| p.as_str()).unwrap_or("").is_empty()
-    }))
+/// What `Create` needs to know from the bundle's OCI spec.
+struct SpecFacts {
+    /// The container gets a pid namespace of its own (not joined, not the host's).
+    private_pid_namespace: bool,
+    /// `linux.cgroupsPath` has runc's systemd form.
+    systemd_cgroups_path: bool,
+}
+
+impl SpecFacts {
+    fn read(bundle: &Path) -> Result<SpecFacts> {
+        let path = bundle.join("config.json");
+        let data = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
+        let spec: serde_json::Value = serde_json::from_slice(&data).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+        let namespaces = spec.pointer("/linux/namespaces").and_then(|n| n.as_array()).map(Vec::as_slice).unwrap_or_default();
+        let private_pid_namespace = namespaces.iter().any(|ns| {
+            ns.get("type").and_then(|t| t.as_str()) == Some("pid") && ns.get("path").and_then(|p| p.as_str()).unwrap_or("").is_empty()
+        });
+        let cgroups_path = spec.pointer("/linux/cgroupsPath").and_then(|p| p.as_str()).unwrap_or("");
+        Ok(SpecFacts { private_pid_namespace, systemd_cgroups_path: is_systemd_cgroups_path(cgroups_path) })
+    }
+}
+
+/// runc's systemd driver takes `[slice]:[prefix]:[name]` (e.g. a kubelet's
+/// `kubepods-besteffort-pod<uid>.slice:cri-containerd:<id>`); cgroupfs paths are directories
+/// (`/kubepods/besteffort/pod<uid>/<id>`) and never look like that.
+fn is_systemd_cgroups_path(p: &str) -> bool {
+    let parts: Vec<&str> = p.split(':').collect();
+    matches!(parts[..], [slice, _, name] if !p.starts_with('/') && !name.is_empty() && (slice.is_empty() || slice.ends_with(".slice")))
 }
 
 #[cfg(test)]
@@ -970,16 +999,25 @@ mod tests {
     }
 
     #[test]
-    fn pid_namespace_detection() {
+    fn systemd_cgroups_paths_are_recognised() {
+        for p in ["kubepods-besteffort-pod1234.slice:cri-containerd:abc", "system.slice:docker:x", ":cri-containerd:abc"] {
+            assert!(is_systemd_cgroups_path(p), "{p}");
+        }
+        for p in ["", "/kubepods/besteffort/pod1/abc", "/ns/id", "kubepods/pod1", "a:b:c", "x.slice:prefix:", "/x.slice:p:n", "a.slice:b:c:d"] {
+            assert!(!is_systemd_cgroups_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn spec_facts() {
         let dir = tempfile::tempdir().unwrap();
-        let write = |spec: &str| std::fs::write(dir.path().join("config.json"), spec).unwrap();
-        write(r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}]}}"#);
-        assert!(has_private_pid_namespace(dir.path()).unwrap());
-        write(r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid","path":"/proc/1/ns/pid"}]}}"#);
-        assert!(!has_private_pid_namespace(dir.path()).unwrap());
-        write(r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#);
-        assert!(!has_private_pid_namespace(dir.path()).unwrap());
-        write("not json");
-        assert!(matches!(has_private_pid_namespace(dir.path()), Err(Error::InvalidArgument(_))));
+        let facts = |spec: &str| {
+            std::fs::write(dir.path().join("config.json"), spec).unwrap();
+            SpecFacts::read(dir.path()).map(|f| (f.private_pid_namespace, f.systemd_cgroups_path))
+        };
+        assert_eq!(facts(r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}],"cgroupsPath":"/ns/id"}}"#).unwrap(), (true, false));
+        assert_eq!(facts(r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid","path":"/proc/1/ns/pid"}]}}"#).unwrap(), (false, false));
+        assert_eq!(facts(r#"{"linux":{"namespaces":[{"type":"mount"}],"cgroupsPath":"k.slice:cri-containerd:id"}}"#).unwrap(), (false, true));
+        assert!(matches!(facts("not json"), Err(Error::InvalidArgument(_))));
     }
 }
