@@ -16,7 +16,7 @@
 //! - [`supervisor`]: the process table, exit routing and event ordering rules.
 //! - [`process`]: per-process state machine and id validation; pure.
 //! - [`runtime`]: invoking runc (argv, timeouts, `log.json` errors, error classification).
-//! - [`io`]: container stdio: pipes to runc, copy loops to containerd's FIFOs.
+//! - [`io`]: container stdio: pipes to runc, spliced (or copied) to containerd's FIFOs.
 //! - [`mount`]: mounting the rootfs a `Create` carries, and unmounting it.
 //! - [`cgroups`]: finding a container's cgroup (v1 or v2), its metrics for `Stats` and its OOM
 //!   kills. It returns containerd's cgroups `Metrics` messages directly: they are a data
