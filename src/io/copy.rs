@@ -94,7 +94,7 @@ pub async fn pump(mut src: Source, sink: Sink) -> Option<Sink> {
     if src.ready().await.is_err() {
         return sink;
     }
-    if let (Source::Pipe(from), Some(Sink::Fifo(to))) = (&src, &sink) {
+    if let (Source::Pipe(from), Some(Sink::Fifo(to))) = (&src, &mut sink) {
         match splice_all(from, to).await {
             Spliced::Eof => return sink,
             Spliced::Unsupported => {}
@@ -138,7 +138,7 @@ enum Spliced {
 /// Readiness is tracked per side: `from` is waited on only when it is empty, `to` only when
 /// it is full. Only we read `from`, so once FIONREAD says it holds data, a splice that would
 /// block means `to` is full.
-async fn splice_all(from: &pipe::Receiver, to: &pipe::Sender) -> Spliced {
+async fn splice_all(from: &pipe::Receiver, to: &mut pipe::Sender) -> Spliced {
     use crate::sys::{splice, unread_bytes};
     use std::io::ErrorKind::{Interrupted, WouldBlock};
     let mut moved_any = false;
@@ -153,19 +153,12 @@ async fn splice_all(from: &pipe::Receiver, to: &pipe::Sender) -> Spliced {
             let mut one = [0u8; 1];
             match from.try_read(&mut one) {
                 Ok(0) => return Spliced::Eof,
-                Ok(_) => loop {
-                    if let Err(e) = to.writable().await {
+                Ok(_) => {
+                    if let Err(e) = to.write_all(&one).await {
                         return Spliced::SinkFailed(e);
                     }
-                    match to.try_write(&one) {
-                        Ok(_) => {
-                            moved_any = true;
-                            break;
-                        }
-                        Err(e) if e.kind() == WouldBlock || e.kind() == Interrupted => {}
-                        Err(e) => return Spliced::SinkFailed(e),
-                    }
-                },
+                    moved_any = true;
+                }
                 Err(e) if e.kind() == WouldBlock || e.kind() == Interrupted => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "stdio read failed");
@@ -179,6 +172,7 @@ async fn splice_all(from: &pipe::Receiver, to: &pipe::Sender) -> Spliced {
             if let Err(e) = to.writable().await {
                 return Spliced::SinkFailed(e);
             }
+            let to = &*to;
             match to.try_io(|| splice(from, to, left)) {
                 Ok(0) => break,
                 Ok(n) => {
