@@ -223,6 +223,7 @@ impl Runc {
     /// `runc create`: the container's init exists afterwards, paused before the user program.
     pub async fn create(&self, reaper: &Reaper, id: &str, bundle: &Path, pid_file: &Path, stdio: RuncStdio) -> Result<()> {
         let args = self.create_args(id, bundle, pid_file, stdio.console_socket.as_deref());
+        crate::cgroups::prime_attach_lock();
         self.call(reaper, "create", &args, Some(stdio)).await.map(drop)
     }
 
@@ -238,6 +239,7 @@ impl Runc {
     /// `runc exec --detach`: runs the process described by the `process` JSON file.
     pub async fn exec(&self, reaper: &Reaper, id: &str, process: &Path, pid_file: &Path, stdio: RuncStdio) -> Result<()> {
         let args = self.exec_args(id, process, pid_file, stdio.console_socket.as_deref());
+        crate::cgroups::prime_attach_lock();
         self.call(reaper, "exec", &args, Some(stdio)).await.map(drop)
     }
 

@@ -115,6 +115,7 @@ fn runtime_timeout() -> Duration {
 /// The long-lived server.
 fn serve(args: &Args) -> Result<()> {
     crate::sys::close_fds_from(4);
+    crate::sys::single_malloc_arena();
     let bundle = cwd()?;
     crate::logging::init(&bundle, args.debug);
     // Before anything forks, so every descendant that is orphaned comes to us.
