@@ -189,6 +189,46 @@ pub fn unread_bytes(fd: &impl AsRawFd) -> io::Result<usize> {
     Ok(n.max(0) as usize)
 }
 
+/// A one-shot monotonic timer with microsecond resolution (a timerfd), for sleeps shorter than
+/// tokio's millisecond timer wheel can express.
+pub struct Timer(tokio::io::unix::AsyncFd<TimerFd>);
+
+/// The timerfd inside a [`Timer`]; `AsRawFd` for tokio's registration.
+struct TimerFd(nix::sys::timerfd::TimerFd);
+
+impl AsRawFd for TimerFd {
+    fn as_raw_fd(&self) -> RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl Timer {
+    /// Must be called inside the tokio runtime.
+    pub fn new() -> io::Result<Timer> {
+        use nix::sys::timerfd::{ClockId, TimerFlags};
+        let fd = nix::sys::timerfd::TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)?;
+        // SAFETY: the AsyncFd owns the timerfd for its whole life and `as_raw_fd` always
+        // returns that one descriptor, which is closed only when the AsyncFd drops it.
+        let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(TimerFd(fd), tokio::io::Interest::READABLE) };
+        registered.map(Timer).map_err(|e| e.into_parts().1)
+    }
+
+    /// Sleeps for `d` (which must not be zero).
+    pub async fn sleep(&self, d: std::time::Duration) -> io::Result<()> {
+        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
+        let t = &self.0.get_ref().0;
+        t.set(Expiration::OneShot(nix::sys::time::TimeSpec::from_duration(d)), TimerSetTimeFlags::empty())?;
+        loop {
+            let mut guard = self.0.readable().await?;
+            // Reading the expiry count re-arms readiness; before expiry it would block.
+            if let Ok(result) = guard.try_io(|fd| fd.get_ref().0.wait().map_err(io::Error::from)) {
+                return result;
+            }
+        }
+    }
+}
+
 /// Points `target` (e.g. stderr) at `fd`.
 pub fn dup_onto(fd: &impl AsRawFd, target: RawFd) -> io::Result<()> {
     // SAFETY: dup2 on two descriptors; `fd` is borrowed and stays open for the call.

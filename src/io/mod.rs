@@ -10,6 +10,7 @@
 //!
 //! `binary://` targets are the exception: the logger reads the container's pipes itself.
 
+mod batch;
 mod binary;
 mod console;
 mod copy;
