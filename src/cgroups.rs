@@ -415,7 +415,7 @@ fn locate(mounts: &[CgroupMount], wanted: impl Fn(&CgroupMount) -> bool, path: &
     let mut best: Option<(&CgroupMount, &str)> = None;
     for m in mounts.iter().filter(|m| wanted(m)) {
         let Some(rel) = relative_to(path, &m.root) else { continue };
-        if best.map_or(true, |(b, _)| m.root.len() > b.root.len()) {
+        if best.is_none_or(|(b, _)| m.root.len() > b.root.len()) {
             best = Some((m, rel));
         }
     }

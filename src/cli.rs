@@ -95,7 +95,7 @@ where
             None => (flag, None),
         };
         if BOOL_FLAGS.contains(&name) {
-            let on = inline.as_deref().map_or(true, |v| v != "false" && v != "0");
+            let on = inline.as_deref().is_none_or(|v| v != "false" && v != "0");
             match name {
                 "debug" => args.debug = on,
                 "v" | "version" => version = on,

@@ -95,7 +95,7 @@ fn exec_cycles_leave_no_residue() {
     for i in 0..n {
         let code = i % 7;
         let out = cd.ctr_timeout(&["tasks", "exec", "--exec-id", &format!("x{i}"), &id, "sh", "-c", &format!("exit {code}")], QUICK);
-        assert_eq!(out.status.code(), Some(code as i32), "exec {i}: {}", describe(&out));
+        assert_eq!(out.status.code(), Some(code), "exec {i}: {}", describe(&out));
     }
     let (fds1, threads1, rss1) = (fd_count(shim), status_field(shim, "Threads:"), status_field(shim, "VmRSS:"));
     println!("after {n} execs: fds {fds0} -> {fds1}, threads {threads0} -> {threads1}, VmRSS {rss0} kB -> {rss1} kB");
@@ -118,7 +118,7 @@ fn container_cycles_leave_no_residue() {
         let id = unique_id("cycle");
         let code = i % 5;
         let out = cd.ctr_timeout(&cd.run_args(&id, &["sh", "-c", &format!("exit {code}")]).build(), QUICK);
-        assert_eq!(out.status.code(), Some(code as i32), "cycle {i}: {}", describe(&out));
+        assert_eq!(out.status.code(), Some(code), "cycle {i}: {}", describe(&out));
     }
     assert!(wait_until(Duration::from_secs(3), || cd.shim_pids().is_empty()), "shims left: {:?}", cd.shim_pids());
     let left: Vec<_> = std::fs::read_dir(cd.runc_root()).map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect()).unwrap_or_default();

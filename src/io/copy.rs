@@ -61,7 +61,7 @@ impl Sink {
     pub async fn read_by_client(&self, limit: std::time::Duration) {
         let Sink::Fifo(fifo) = self else { return };
         let deadline = tokio::time::Instant::now() + limit;
-        while crate::sys::unread_bytes(fifo).map_or(false, |n| n > 0) && tokio::time::Instant::now() < deadline {
+        while crate::sys::unread_bytes(fifo).is_ok_and(|n| n > 0) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
