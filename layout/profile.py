@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Regenerates layout/symbol-order.txt: which functions the shim runs, hottest paths first.
 
-    sudo layout/profile.py            # about 5 minutes; needs containerd, runc, busybox-static,
+    sudo layout/profile.py            # about 6 minutes; needs containerd, runc, busybox-static,
                                       # perf, tracefs and a free loop device
+    sudo layout/profile.py --refine   # after small changes: step 5 only, a minute or two
 
 Steps (see layout/README.md for why):
  1. Build the release shim with a link map (the map names every input section and its
@@ -253,18 +254,23 @@ def main():
         raise SystemExit("run as root")
     work = tempfile.mkdtemp(prefix="tether-layout-")
     map_path = os.path.join(work, "map.txt")
-    build(map_path)
-    sections = text_sections(map_path)
-    bindir = os.path.join(work, "bin")
-    os.makedirs(bindir)
-    binary = os.path.join(bindir, "containerd-shim-tether-v2")
-    shutil.copy(BIN, binary)
-    probed = [s for s in sections if not is_archive(s) and s["size"] > 0]
-    core = uprobe_hits(binary, probed, CORE)
-    full = uprobe_hits(binary, probed, FULL)
-    c_hot = sampled_archive_sections(binary, sections)
-    order = write_order([symbol_of(s) for s in core + c_hot + full])
-    print(f"{len(core)} core, {len(c_hot)} C, {len(full)} full-workload sections: {len(order)} symbols")
+    if "--refine" in sys.argv:
+        # After small code changes: keep the order, only add what the core workload now
+        # touches outside it (a minute or two, no uprobes).
+        order = [l.strip() for l in open(ORDER) if l.strip()]
+    else:
+        build(map_path)
+        sections = text_sections(map_path)
+        bindir = os.path.join(work, "bin")
+        os.makedirs(bindir)
+        binary = os.path.join(bindir, "containerd-shim-tether-v2")
+        shutil.copy(BIN, binary)
+        probed = [s for s in sections if not is_archive(s) and s["size"] > 0]
+        core = uprobe_hits(binary, probed, CORE)
+        full = uprobe_hits(binary, probed, FULL)
+        c_hot = sampled_archive_sections(binary, sections)
+        order = write_order([symbol_of(s) for s in core + c_hot + full])
+        print(f"{len(core)} core, {len(c_hot)} C, {len(full)} full-workload sections: {len(order)} symbols")
 
     # Refine against the real page-cache footprint: a loop-mounted ext4 with readahead off.
     img = os.path.join(work, "fs.img")
@@ -298,7 +304,7 @@ def main():
                 if any(p in pages for p in range(off // 4096, (off + s["size"] - 1) // 4096 + 1)):
                     new.append(n)
             print(f"round {round_}: {len(pages)} pages read, {len(new)} more sections")
-            if len(new) < 20:
+            if not new:
                 break
             order = write_order(order + new)
     finally:
