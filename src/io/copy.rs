@@ -252,9 +252,9 @@ mod tests {
         assert!(got == want, "bytes were reordered or changed");
     }
 
-    /// Runs `pump` from a pipe into a FIFO: `write` feeds the pipe on one thread, `read`
-    /// drains the FIFO on another and returns what it got. Returns (got, sent, FIFO capacity
-    /// seen by the reader at the end).
+    /// Runs `pump` from a pipe into a FIFO: a thread writes `data` into the pipe in
+    /// `write_chunk` pieces, `read` drains the FIFO on another and returns what it got.
+    /// Returns (got, sent, the FIFO's capacity afterwards).
     async fn through_fifo(data: Vec<u8>, write_chunk: usize, read: impl FnOnce(std::fs::File, usize) -> Vec<u8> + Send + 'static) -> (Vec<u8>, Vec<u8>, usize) {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("out");
@@ -271,16 +271,11 @@ mod tests {
             }
         });
         let len = want.len();
-        let reader = std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
-            let capacity = nix::fcntl::fcntl(reader.as_raw_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap();
-            let got = read(reader, len);
-            (got, capacity)
-        });
+        let reader = std::thread::spawn(move || read(reader, len));
         let sink = tokio::time::timeout(std::time::Duration::from_secs(60), pump(Source::Pipe(from), Sink::Fifo(to))).await.expect("the pump ended");
         assert!(matches!(sink, Some(Sink::Fifo(_))), "the FIFO target is handed back");
         writer.join().unwrap();
-        let (got, _) = reader.join().unwrap();
+        let got = reader.join().unwrap();
         // The capacity after the transfer, read through a fresh handle on the same FIFO.
         let probe = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
         use std::os::fd::AsRawFd;
