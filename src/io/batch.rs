@@ -29,14 +29,6 @@ const LOW_WATER: usize = CAPACITY / 4;
 const MIN_SLEEP: Duration = Duration::from_micros(50);
 const MAX_SLEEP: Duration = Duration::from_millis(4);
 
-/// Why batch mode handed control back to the event-driven loop.
-pub enum Ended {
-    /// The container's pipe is empty: it writes slower than the client reads (or is done).
-    SourceDry,
-    /// The client read nothing for a whole sleep: wait for it to read again.
-    ReaderStalled,
-}
-
 /// State kept while one output stream is in batch mode.
 pub struct Batcher {
     timer: Timer,
@@ -59,8 +51,10 @@ impl Batcher {
     }
 
     /// Moves data from `from` to `to` in timed batches while the reader keeps up a steady
-    /// drain. Errors are the sink's.
-    pub async fn run(&mut self, from: &pipe::Receiver, to: &pipe::Sender) -> std::io::Result<Ended> {
+    /// drain, and returns to the event-driven loop when the client read nothing for a whole
+    /// sleep or the container's pipe ran dry (it writes slower than the client reads, or is
+    /// done). Errors are the sink's.
+    pub async fn run(&mut self, from: &pipe::Receiver, to: &pipe::Sender) -> std::io::Result<()> {
         let fill_to = self.capacity - MARGIN;
         loop {
             let before = unread_bytes(to)?;
@@ -69,7 +63,7 @@ impl Batcher {
             let after = unread_bytes(to)?;
             let drained = before.saturating_sub(after);
             if drained == 0 {
-                return Ok(Ended::ReaderStalled);
+                return Ok(());
             }
             let measured = drained as f64 / started.elapsed().as_secs_f64().max(1e-6);
             self.rate = if after == 0 {
@@ -82,10 +76,10 @@ impl Batcher {
             while room > 0 {
                 let avail = unread_bytes(from)?;
                 if avail == 0 {
-                    return Ok(Ended::SourceDry);
+                    return Ok(());
                 }
                 match splice(from, to, avail.min(room)) {
-                    Ok(0) => return Ok(Ended::SourceDry),
+                    Ok(0) => return Ok(()),
                     Ok(n) => room -= n.min(room),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => break,
                     Err(e) => return Err(e),

@@ -212,42 +212,23 @@ mod tests {
     }
 
     /// A pipe spliced into a FIFO that fills up (a slow reader) delivers every byte in order,
-    /// and the FIFO target comes back at EOF.
+    /// and the FIFO target comes back at EOF. Uneven 7001-byte writes, so the pipe holds odd
+    /// amounts when the pump looks.
     #[tokio::test]
     async fn pipe_to_fifo_is_spliced_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("out");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        // Held read-write, as ProcessIo does, so opening never blocks.
-        let to = pipe::OpenOptions::new().read_write(true).open_sender(&fifo).unwrap();
-        let mut reader = std::fs::File::open(&fifo).unwrap();
-        let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
-        let from = pipe::Receiver::from_owned_fd(r).unwrap();
-        let data = pattern(3 * 1024 * 1024 + 17);
-        let want = data.clone();
-        let writer = std::thread::spawn(move || {
-            let mut w = std::fs::File::from(w);
-            // Uneven chunks, so the pipe holds odd amounts when the pump looks.
-            for chunk in data.chunks(7001) {
-                w.write_all(chunk).unwrap();
-            }
-        });
-        let slow_reader = std::thread::spawn(move || {
+        let slow_reader = |mut f: std::fs::File, len: usize| {
             let mut got = Vec::new();
             let mut buf = vec![0u8; 4096];
-            while got.len() < want.len() {
-                let n = reader.read(&mut buf).unwrap();
+            while got.len() < len {
+                let n = f.read(&mut buf).unwrap();
                 got.extend_from_slice(&buf[..n]);
                 if got.len() % (256 * 1024) < 4096 {
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
             }
-            (got, want)
-        });
-        let sink = tokio::time::timeout(std::time::Duration::from_secs(20), pump(Source::Pipe(from), Sink::Fifo(to))).await.expect("the pump ended");
-        assert!(matches!(sink, Some(Sink::Fifo(_))), "the FIFO target is handed back");
-        writer.join().unwrap();
-        let (got, want) = slow_reader.join().unwrap();
+            got
+        };
+        let (got, want, _) = through_fifo(pattern(3 * 1024 * 1024 + 17), 7001, slow_reader).await;
         assert_eq!(got.len(), want.len());
         assert!(got == want, "bytes were reordered or changed");
     }
@@ -259,6 +240,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("out");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Held read-write, as ProcessIo does, so opening never blocks.
         let to = pipe::OpenOptions::new().read_write(true).open_sender(&fifo).unwrap();
         let reader = std::fs::File::open(&fifo).unwrap();
         let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
@@ -272,7 +254,7 @@ mod tests {
         });
         let len = want.len();
         let reader = std::thread::spawn(move || read(reader, len));
-        let sink = tokio::time::timeout(std::time::Duration::from_secs(60), pump(Source::Pipe(from), Sink::Fifo(to))).await.expect("the pump ended");
+        let sink = tokio::time::timeout(std::time::Duration::from_secs(20), pump(Source::Pipe(from), Sink::Fifo(to))).await.expect("the pump ended");
         assert!(matches!(sink, Some(Sink::Fifo(_))), "the FIFO target is handed back");
         writer.join().unwrap();
         let got = reader.join().unwrap();
