@@ -3,18 +3,14 @@
 # in one run, interleaved, against one private containerd (temp dir, CRI disabled) that the
 # benchmark starts and removes. Prints a Markdown table with both figures and tether/Go.
 #
-#   sudo scripts/bench.sh            # full run, several minutes
-#   sudo scripts/bench.sh --quick    # smoke check, about a minute
+#   scripts/bench.sh            # full run, several minutes (as root; sudo is used if needed)
+#   scripts/bench.sh --quick    # smoke check, about a minute
 #
 # Extra arguments go to the benchmark (examples/bench.rs), e.g. `--only lifecycle,exec`.
 set -euo pipefail
 
+. "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "bench.sh: run as root (it starts containerd and runc)" >&2
-    exit 1
-fi
 
 # Installs containerd, runc and busybox-static if missing (quiet when all are there).
 scripts/setup.sh

@@ -2,13 +2,14 @@
 # Newcomer demo: builds tether, starts a private containerd on a temp dir and runs busybox
 # containers through the io.containerd.tether.v2 runtime with plain `ctr`.
 #
-#   sudo scripts/demo.sh
+#   scripts/demo.sh    # as root, or through sudo (it asks for it itself)
 #
 # TETHER_TEST_RUNTIME picks another runtime (e.g. io.containerd.runc.v2 for the reference
 # Go shim). Everything the demo creates is removed on exit: containers, containerd, shims,
 # runc state, mounts and the temp dir.
 set -euo pipefail
 
+. "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
 REPO=$PWD
 RUNTIME=${TETHER_TEST_RUNTIME:-io.containerd.tether.v2}
@@ -17,11 +18,6 @@ say() {
     if [ -t 1 ]; then printf '\n\033[1m== %s\033[0m\n' "$*"; else printf '\n== %s\n' "$*"; fi
 }
 run() { printf '$ %s\n' "${*/#ctrx/ctr}"; "$@"; }
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "demo.sh: run as root (it starts containerd and runc)" >&2
-    exit 1
-fi
 
 say "Installing missing system packages (scripts/setup.sh)"
 scripts/setup.sh

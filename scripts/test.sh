@@ -11,6 +11,7 @@
 # Extra arguments are passed to the test binaries, e.g. `scripts/test.sh --test-threads=1`.
 set -euo pipefail
 
+. "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
 
 # Installs containerd, runc and busybox-static if missing (quiet when all are there).
