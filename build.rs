@@ -1,3 +1,5 @@
+//! Compiles the `.proto` files tether owns (`protos/`, see its README) into `$OUT_DIR/protos`.
+//!
 //! Release builds of the shim lay out the code the shim runs first, contiguously
 //! (`layout/symbol-order.txt`, see `layout/README.md`).
 //!
@@ -14,6 +16,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() {
+    compile_protos();
     println!("cargo:rerun-if-changed=layout/symbol-order.txt");
     println!("cargo:rerun-if-env-changed=TETHER_NO_LAYOUT");
     println!("cargo:rerun-if-env-changed=TETHER_LINK_MAP");
@@ -47,4 +50,17 @@ fn links_with_lld() -> bool {
     // "rustc 1.95.0 (...)"
     let minor = version.split_whitespace().nth(1).and_then(|v| v.split('.').nth(1)).and_then(|m| m.parse::<u32>().ok());
     minor.is_some_and(|m| m >= 90)
+}
+
+/// `protos/` → Rust, with protobuf-codegen's own parser (no `protoc` needed) and the lite
+/// runtime (no reflection tables: the shim only decodes these messages).
+fn compile_protos() {
+    println!("cargo:rerun-if-changed=protos");
+    protobuf_codegen::Codegen::new()
+        .pure()
+        .include("protos")
+        .input("protos/runtimeoptions/v1/api.proto")
+        .customize(protobuf_codegen::Customize::default().lite_runtime(true).gen_mod_rs(true))
+        .cargo_out_dir("protos")
+        .run_from_script();
 }

@@ -38,6 +38,7 @@ pub mod io;
 pub mod logging;
 pub mod mount;
 pub mod process;
+pub mod protos;
 pub mod reaper;
 pub mod runtime;
 pub mod service;

@@ -25,6 +25,7 @@ use crate::events::timestamp;
 use crate::io::StdioConfig;
 use crate::mount::Mount;
 use crate::process::{ExitInfo, State};
+use crate::protos::runtimeoptions::Options as CriRuntimeOptions;
 use crate::runtime::{CheckpointOptions, RuncOptions};
 use crate::supervisor::{CreateRequest, Supervisor};
 
@@ -96,10 +97,12 @@ fn span(rpc: &'static str, id: &str, exec_id: &str) -> tracing::Span {
 pub fn decode_options(any: &MessageField<containerd_shim_protos::protobuf::well_known_types::any::Any>) -> Result<RuncOptions, Error> {
     let Some(any) = any.as_ref() else { return Ok(RuncOptions::default()) };
     if any.type_url.ends_with("runtimeoptions.v1.Options") {
-        let (path, body) = decode_cri_runtime_options(&any.value)?;
+        let cri = CriRuntimeOptions::parse_from_bytes(&any.value).map_err(|e| Error::InvalidArgument(format!("malformed runtimeoptions.v1.Options: {e}")))?;
+        let body = String::from_utf8_lossy(&cri.config_body);
         if !body.trim().is_empty() {
             return RuncOptions::from_toml(&body).map_err(|e| Error::InvalidArgument(format!("runtime options ConfigBody: {e}")));
         }
+        let path = cri.config_path;
         if path.is_empty() {
             return Ok(RuncOptions::default());
         }
@@ -119,23 +122,6 @@ pub fn decode_options(any: &MessageField<containerd_shim_protos::protobuf::well_
         io_uid: o.io_uid,
         io_gid: o.io_gid,
     })
-}
-
-/// `runtimeoptions.v1.Options` (containerd's `pkg/runtimeoptions`): `type_url = 1`,
-/// `config_path = 2`, `config_body = 3`, all strings. Not among the generated types, and too
-/// small to vendor a .proto for. Returns (config_path, config_body).
-fn decode_cri_runtime_options(data: &[u8]) -> Result<(String, String), Error> {
-    let bad = |e: protobuf::Error| Error::InvalidArgument(format!("malformed runtimeoptions.v1.Options: {e}"));
-    let mut input = protobuf::CodedInputStream::from_bytes(data);
-    let (mut path, mut body) = (String::new(), String::new());
-    while let Some(tag) = input.read_raw_tag_or_eof().map_err(bad)? {
-        match tag {
-            0x12 => path = input.read_string().map_err(bad)?,
-            0x1a => body = input.read_string().map_err(bad)?,
-            _ => input.skip_field(protobuf::rt::WireType::new(tag & 7).ok_or_else(|| Error::InvalidArgument(format!("malformed runtimeoptions.v1.Options: wire type of tag {tag}")))?).map_err(bad)?,
-        }
-    }
-    Ok((path, body))
 }
 
 /// `containerd.runc.v1.CheckpointOptions` plus the request's image path.
@@ -352,26 +338,24 @@ mod tests {
         let o = decode_options(&MessageField::some(any)).unwrap();
         assert_eq!((o.binary_name.as_str(), o.root.as_str(), o.systemd_cgroup), ("crun", "/r", true));
         // runtimeoptions.v1.Options, as containerd's CRI plugin sends it for a non-runc type.
-        let cri = |fields: &[(u8, &str)]| {
-            let mut value = vec![0x0a, 0]; // type_url = "" first, as Go writes it when set
-            for (tag, text) in fields {
-                value.push(*tag);
-                value.push(text.len() as u8);
-                value.extend_from_slice(text.as_bytes());
-            }
-            MessageField::some(Any { type_url: "runtimeoptions.v1.Options".into(), value, ..Default::default() })
+        let cri = |path: &str, body: &str| {
+            let o = CriRuntimeOptions { config_path: path.into(), config_body: body.into(), ..Default::default() };
+            MessageField::some(Any { type_url: "runtimeoptions.v1.Options".into(), value: o.write_to_bytes().unwrap(), ..Default::default() })
         };
-        assert_eq!(decode_options(&cri(&[])).unwrap(), RuncOptions::default());
-        let body = decode_options(&cri(&[(0x1a, "SystemdCgroup = true\nBinaryName = \"crun\"")])).unwrap();
+        // The wire form is containerd's: config_path is field 2, config_body field 3.
+        let Some(any) = cri("/p", "b").take() else { panic!() };
+        assert_eq!(any.value, [0x12, 2, b'/', b'p', 0x1a, 1, b'b']);
+        assert_eq!(decode_options(&cri("", "")).unwrap(), RuncOptions::default());
+        let body = decode_options(&cri("", "SystemdCgroup = true\nBinaryName = \"crun\"")).unwrap();
         assert_eq!((body.systemd_cgroup, body.binary_name.as_str()), (true, "crun"));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("tether.toml");
         std::fs::write(&file, "Root = \"/run/r\"\n").unwrap();
         let path = file.display().to_string();
-        assert_eq!(decode_options(&cri(&[(0x12, &path)])).unwrap().root, "/run/r");
+        assert_eq!(decode_options(&cri(&path, "")).unwrap().root, "/run/r");
         let missing = dir.path().join("missing.toml").display().to_string();
-        assert!(matches!(decode_options(&cri(&[(0x12, &missing)])), Err(Error::InvalidArgument(m)) if m.contains("missing.toml")));
-        assert!(matches!(decode_options(&cri(&[(0x1a, "SystemdCgroup = 1")])), Err(Error::InvalidArgument(_))));
+        assert!(matches!(decode_options(&cri(&missing, "")), Err(Error::InvalidArgument(m)) if m.contains("missing.toml")));
+        assert!(matches!(decode_options(&cri("", "SystemdCgroup = 1")), Err(Error::InvalidArgument(_))));
         let garbage = Any { type_url: "runtimeoptions.v1.Options".into(), value: vec![0x12, 0x40, b'x'], ..Default::default() };
         assert!(matches!(decode_options(&MessageField::some(garbage)), Err(Error::InvalidArgument(_))));
         let bad = Any { type_url: "containerd.runc.v1.Options".into(), value: vec![0xff, 0xff], ..Default::default() };

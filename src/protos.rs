@@ -1,0 +1,9 @@
+//! Messages generated at build time from the `.proto` files under `protos/` (`build.rs`):
+//! the ones containerd-shim-protos does not generate.
+
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/protos/mod.rs"));
+}
+
+/// `runtimeoptions.v1`: the runtime options containerd's CRI plugin sends a non-runc runtime.
+pub use generated::api as runtimeoptions;
