@@ -518,19 +518,26 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
         id
     };
     let sleeper = create("sleeper", &["/bin/sleep", "1000"], 0);
-    let exiter = create("exiter", &["/bin/sh", "-c", "echo bye; exit 3"], 0);
-    let oom = create("oom", &["/bin/sh", "-c", "tail /dev/zero"], OOM_LIMIT);
-    let running = cri.container_status(&sleeper);
-    assert_eq!(
-        running.state,
-        ContainerState::ContainerRunning as i32,
-        "sleeper: {}",
-        brief(&running)
+    // Exits with 3 once /go exists (an ExecSync below makes it): until then the pod has two
+    // running containers, both of which must be served by the sandbox's shim.
+    let exiter = create(
+        "exiter",
+        &["/bin/sh", "-c", "echo bye; while [ ! -e /go ]; do sleep 0.1; done; exit 3"],
+        0,
     );
+    let oom = create("oom", &["/bin/sh", "-c", "tail /dev/zero"], OOM_LIMIT);
+    for id in [&sleeper, &exiter] {
+        let running = cri.container_status(id);
+        assert_eq!(
+            running.state,
+            ContainerState::ContainerRunning as i32,
+            "{id}: {}",
+            brief(&running)
+        );
+    }
 
-    // Pod grouping: one shim server for the sandbox and all its containers, named after the
-    // sandbox, and the running containers' bundles point at its socket (the CRI deletes an
-    // exited container's task, and containerd its bundle, as soon as it sees the exit).
+    // Pod grouping: one shim server for the sandbox and both running containers, named after
+    // the sandbox, and their bundles point at its socket.
     let servers = poll(Duration::from_secs(5), "exactly one shim server", || {
         let s = shim_servers(&cd);
         if s.len() == 1 {
@@ -550,7 +557,7 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
         Some(sandbox.as_str()),
         "the pod's shim is not named after the sandbox: {argv:?}"
     );
-    let addresses: HashMap<&str, String> = [&sandbox, &sleeper]
+    let addresses: HashMap<&str, String> = [&sandbox, &sleeper, &exiter]
         .iter()
         .map(|id| {
             let a = fs::read_to_string(cd.bundle(id).join("address"))
@@ -597,7 +604,17 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
         String::from_utf8_lossy(&exec.stderr)
     );
 
-    // The container that exits by itself: EXITED, its code, reason "Error", its log.
+    // The container that exits by itself once told to: EXITED, its code, reason "Error", its
+    // log (which holds no ExecSync output).
+    let touch = cri.ok(
+        "ExecSync touch /go",
+        cri.rs().exec_sync(ExecSyncRequest {
+            container_id: exiter.clone(),
+            cmd: vec!["touch".into(), "/go".into()],
+            timeout: 10,
+        }),
+    );
+    assert_eq!(touch.exit_code, 0, "touch /go in exiter: {touch:?}");
     let exited = poll(Duration::from_secs(10), "exiter EXITED", || {
         let s = cri.container_status(&exiter);
         if s.state == ContainerState::ContainerExited as i32 {
@@ -669,6 +686,8 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
         .as_ref()
         .unwrap_or_else(|| panic!("no CPU usage in ContainerStats: {stats:?}"))
         .value;
+    // sleep and the ExecSync above ran in its cgroup: zero would mean the field was never read.
+    assert!(cpu_ns > 0, "no CPU usage counted in ContainerStats: {stats:?}");
     eprintln!("sleeper stats: working set {working_set} B, usage {usage} B, cpu {cpu_ns} ns");
 
     // Stop and remove the containers (sleep ignores SIGTERM as pid 1: SIGKILL after 1 s).
@@ -683,6 +702,13 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
     assert_eq!(
         stopped.state,
         ContainerState::ContainerExited as i32,
+        "sleeper after StopContainer: {}",
+        brief(&stopped)
+    );
+    // sleep, pid 1 of its namespace, ignores SIGTERM: the kubelet-style stop ends in SIGKILL.
+    assert_eq!(
+        (stopped.exit_code, stopped.reason.as_str()),
+        (137, "Error"),
         "sleeper after StopContainer: {}",
         brief(&stopped)
     );

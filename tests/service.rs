@@ -478,8 +478,11 @@ async fn connect_answers_on_v2_and_v3() {
     assert_eq!((v2.shim_pid, v2.task_pid), (shim.pid as u32, 0), "v2 Connect: {v2:?}");
 
     // Errors come back the same way under v2.
-    let r: ttrpc::Result<api::StateResponse> = shim.call_v2("State", &api::StateRequest { id: unknown, ..Default::default() }).await;
+    let r: ttrpc::Result<api::StateResponse> = shim.call_v2("State", &api::StateRequest { id: unknown.clone(), ..Default::default() }).await;
     expect_code("v2 State of an unknown container", r, Code::NOT_FOUND);
+    // containerd 2.x asks Pids of every shim it finds to tell leaked ones: NotFound, not empty.
+    let r: ttrpc::Result<api::PidsResponse> = shim.call_v2("Pids", &api::PidsRequest { id: unknown, ..Default::default() }).await;
+    expect_code("v2 Pids of an unknown container", r, Code::NOT_FOUND);
 
     // Once a container exists, Connect reports its init pid under both names.
     let id = unique("c");
