@@ -84,6 +84,11 @@ cleanup() {
         rmdir "/run/containerd/runc/$NS" 2>/dev/null
     fi
     for pid in $(shim_pids); do kill -KILL "$pid" 2>/dev/null; done
+    # runc removes each container's cgroup, not the namespace's parent directory (the Go shim
+    # leaves it too): rmdir it in every hierarchy; it fails, harmlessly, if not empty.
+    for d in /sys/fs/cgroup/"$NS" /sys/fs/cgroup/*/"$NS"; do
+        [ -d "$d" ] && rmdir "$d" 2>/dev/null
+    done
     # Sockets of killed shims: /run/containerd/s/<sha256 of address/namespace/id>.
     for id in "${IDS[@]}"; do
         sock=/run/containerd/s/$(printf '%s' "$ADDR/$NS/$id" | sha256sum | cut -d' ' -f1)
