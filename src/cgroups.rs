@@ -212,7 +212,7 @@ impl ContainerCgroup {
                     .ok_or_else(|| Error::Unimplemented("the cgroup has no v1 memory controller".into()))?;
                 watch_eventfd(dir.to_path_buf())
             }
-            Layout::Unified(dir) => watch_counter_file(dir.clone(), "memory.events"),
+            Layout::Unified(dir) => watch_counter_file(dir.clone(), "memory.events", "oom_kill"),
         }
     }
 
@@ -1034,15 +1034,15 @@ fn watch_eventfd(dir: PathBuf) -> Result<mpsc::UnboundedReceiver<()>> {
     Ok(rx)
 }
 
-/// v2: inotify on `dir/file` (`memory.events`), one event per observed increase of its
-/// `oom_kill` counter.
+/// v2: inotify on `dir/file` (`memory.events`), one event per observed increase of its `key`
+/// counter (`oom_kill`).
 ///
 /// kernfs sends nothing to watches on the files of a removed cgroup, so removal is seen as an
 /// `IN_DELETE` of `dir` on its parent; `IN_IGNORED` / `IN_DELETE_SELF` on the file itself (what
 /// other filesystems send) and a failed read also end the watch.
-fn watch_counter_file(dir: PathBuf, file: &'static str) -> Result<mpsc::UnboundedReceiver<()>> {
+fn watch_counter_file(dir: PathBuf, file: &'static str, key: &'static str) -> Result<mpsc::UnboundedReceiver<()>> {
     let path = dir.join(file);
-    let before = read_counter(&path, "oom_kill").map_err(|e| open_error(&dir, file, e))?.unwrap_or(0);
+    let before = read_counter(&path, key).map_err(|e| open_error(&dir, file, e))?.unwrap_or(0);
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).map_err(os_error("inotify_init"))?;
     let file_watch = inotify
         .add_watch(&path, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_DELETE_SELF)
@@ -1068,7 +1068,7 @@ fn watch_counter_file(dir: PathBuf, file: &'static str) -> Result<mpsc::Unbounde
     let (tx, rx) = mpsc::unbounded_channel();
     // A kill between the first read and add_watch made no inotify event: look again now.
     let mut last = before;
-    if let Ok(Some(now)) = read_counter(&path, "oom_kill") {
+    if let Ok(Some(now)) = read_counter(&path, key) {
         if now > before {
             last = now;
             let _ = tx.send(());
@@ -1113,7 +1113,7 @@ fn watch_counter_file(dir: PathBuf, file: &'static str) -> Result<mpsc::Unbounde
                 continue;
             }
             // Read even when gone: a kill just before removal must not be lost.
-            match read_counter(&path, "oom_kill") {
+            match read_counter(&path, key) {
                 Ok(now) => {
                     let now = now.unwrap_or(0);
                     if now > last {
@@ -1991,11 +1991,24 @@ mod tests {
         require_root();
         let mnt = Cgroup2Mount(tempfile::tempdir().unwrap());
         nix::mount::mount(Some("cgroup2"), mnt.0.path(), Some("cgroup2"), nix::mount::MsFlags::empty(), None::<&str>).expect("mount cgroup2");
+        // hugetlb is not bound to v1 on this host: enabled for the children of the cgroup2 root,
+        // its v2 files are real (and disabled again at the end if it was off).
+        let root_control = mnt.0.path().join("cgroup.subtree_control");
+        let hugetlb_free = fs::read_to_string(mnt.0.path().join("cgroup.controllers")).unwrap().split_whitespace().any(|c| c == "hugetlb");
+        let hugetlb_on = |ctl: &Path| fs::read_to_string(ctl).unwrap().split_whitespace().any(|c| c == "hugetlb");
+        let enabled_hugetlb = hugetlb_free && !hugetlb_on(&root_control);
+        if enabled_hugetlb {
+            write(&root_control, "+hugetlb");
+        }
         let name = scratch_name();
         let created = mnt.0.path().join(&name);
         fs::create_dir(&created).unwrap();
+        // The v2 OOM watcher's mechanism on real kernfs: a counter of a flat-keyed file going up
+        // (`populated` of cgroup.events, 0 -> 1 as the child joins) must be heard.
+        let mut watch = watch_counter_file(created.clone(), "cgroup.events", "populated").unwrap();
         let mut child = Gated::spawn(BUSY_THEN_SLEEP);
         write(&created.join("cgroup.procs"), &child.pid().to_string());
+        assert_eq!(timeout(Duration::from_secs(10), watch.recv()).await, Ok(Some(())), "kernfs change of cgroup.events not heard");
         child.release();
         assert_eq!(child.line(Duration::from_secs(60)), "ready");
 
@@ -2014,6 +2027,19 @@ mod tests {
         if dir.join("cpu.pressure").exists() {
             assert!(m.cpu.psi.some.is_some(), "cpu psi: {:?}", m.cpu.psi);
         }
+        if hugetlb_free {
+            // One entry per host page size, read from the live files: nothing used, no limit.
+            // (6.18 writes an unlimited max as a number, 9223372036854771712 for 2MB, not "max".)
+            let sizes = huge_page_sizes(Path::new("/"));
+            assert!(!sizes.is_empty() && dir.join(format!("hugetlb.{}.current", sizes[0])).exists(), "sizes {sizes:?}");
+            assert_eq!(m.hugetlb.iter().map(|h| h.pagesize.clone()).collect::<Vec<_>>(), sizes);
+            for h in &m.hugetlb {
+                let max = fs::read_to_string(dir.join(format!("hugetlb.{}.max", h.pagesize))).unwrap();
+                let max = if max.trim() == "max" { u64::MAX } else { max.trim().parse().unwrap() };
+                assert_eq!((h.current, h.max, h.failcnt), (0, max, 0), "hugetlb: {h:?}");
+                assert!(h.max > 1 << 62, "an unlimited {} max: {}", h.pagesize, h.max);
+            }
+        }
         if !dir.join("memory.events").exists() {
             // Memory is bound to v1 here: nothing to watch, nothing to count.
             assert!(matches!(cg.watch_oom(), Err(Error::Unimplemented(_))));
@@ -2022,10 +2048,12 @@ mod tests {
 
         // Removal on real kernfs, where watches on a removed cgroup's files hear nothing: the
         // watch machinery (on cgroup.events, which every cgroup2 has) must still end.
-        let mut rx = watch_counter_file(dir.clone(), "cgroup.events").unwrap();
         drop(child);
         remove_cgroup_dir(&dir);
-        assert_eq!(timeout(Duration::from_secs(10), rx.recv()).await, Ok(None), "the watch ends when the cgroup is removed");
+        assert_eq!(timeout(Duration::from_secs(10), watch.recv()).await, Ok(None), "the watch ends when the cgroup is removed");
         assert!(matches!(cg.metrics(), Err(Error::NotFound(_))));
+        if enabled_hugetlb {
+            write(&root_control, "-hugetlb");
+        }
     }
 }
