@@ -302,4 +302,24 @@ mod tests {
         assert_eq!(got.len(), want.len());
         assert!(got == want, "bytes were reordered or changed");
     }
+
+    /// A target that fails (its reader is gone: EPIPE) is dropped, and the container's output
+    /// is still read to the end, so the writer is never left blocked on a full pipe. Both the
+    /// splice path (pipe target) and the copy path (file target that cannot be written) count.
+    #[tokio::test]
+    async fn a_failed_target_is_dropped_and_the_source_still_drained() {
+        let (sink_r, sink_w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+        drop(sink_r);
+        let readonly = tempfile::tempfile().unwrap();
+        let readonly = std::fs::File::open(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&readonly))).unwrap();
+        for sink in [Sink::Fifo(pipe::Sender::from_owned_fd(sink_w).unwrap()), Sink::File(readonly)] {
+            let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+            let from = pipe::Receiver::from_owned_fd(r).unwrap();
+            // Far more than the pipe holds: the writer only finishes if the pump keeps reading.
+            let writer = std::thread::spawn(move || std::fs::File::from(w).write_all(&pattern(8 << 20)));
+            let left = tokio::time::timeout(std::time::Duration::from_secs(20), pump(Source::Pipe(from), sink)).await.expect("the source was drained to EOF");
+            assert!(left.is_none(), "the failed target was handed back");
+            writer.join().unwrap().expect("the writer was never refused");
+        }
+    }
 }
