@@ -97,3 +97,60 @@ impl Reaper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// 4 threads spawn 50 short-lived children each while the loop reaps: each spawner gets
+    /// exactly its own child's status, however fast the child died (the lock orders
+    /// "subscribe" before "reap"); a child spawned around the reaper lands on the stream.
+    ///
+    /// `waitpid(-1)` would take the children of every other test in this process, so the test
+    /// runs itself again, alone, in a child test process.
+    #[test]
+    fn every_exit_goes_to_its_spawner_or_to_the_unclaimed_stream() {
+        const ALONE: &str = "TETHER_REAPER_TEST_ALONE";
+        if std::env::var_os(ALONE).is_none() {
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "reaper::tests::every_exit_goes_to_its_spawner_or_to_the_unclaimed_stream", "--nocapture"])
+                .env(ALONE, "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() && text.contains("1 passed"), "{text}");
+            return;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (reaper, mut unclaimed) = Reaper::start().unwrap();
+            let spawners: Vec<_> = (0..4)
+                .map(|t| {
+                    let reaper = reaper.clone();
+                    std::thread::spawn(move || {
+                        (0..50)
+                            .map(|i| {
+                                let code = (t * 50 + i) % 256;
+                                let spawned = reaper.spawn(Command::new("/bin/sh").args(["-c", &format!("exit {code}")])).unwrap();
+                                (spawned.child.id() as i32, code, spawned.exit)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            // One child the reaper did not spawn, killed by a signal: 128 + 9.
+            let stray = Command::new("/bin/sleep").arg("100").spawn().unwrap();
+            nix::sys::signal::kill(Pid::from_raw(stray.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+            for spawner in spawners {
+                for (pid, code, exit) in tokio::task::spawn_blocking(move || spawner.join().unwrap()).await.unwrap() {
+                    let exit = tokio::time::timeout(Duration::from_secs(20), exit).await.expect("exit reported").expect("waiter kept");
+                    assert_eq!((exit.pid, exit.status), (pid, code as i32));
+                }
+            }
+            let stray_exit = tokio::time::timeout(Duration::from_secs(20), unclaimed.recv()).await.unwrap().unwrap();
+            assert_eq!((stray_exit.pid, stray_exit.status), (stray.id() as i32, 137));
+            assert!(unclaimed.try_recv().is_err(), "a spawned child's exit also reached the unclaimed stream");
+        });
+    }
+}
