@@ -341,6 +341,13 @@ impl Shim {
         let meta = fs::symlink_metadata(&socket).expect("socket exists");
         assert!(meta.file_type().is_socket(), "{} is not a socket", socket.display());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "socket mode");
+        let dir_mode = fs::metadata(socket.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700, "socket directory mode");
+        // Detached from whoever ran `start` (containerd): its own session and process group,
+        // and re-parented away, so containerd's death or its process group's signals miss it.
+        let f = stat_fields(pid).expect("server stat");
+        assert_eq!((f[2].parse::<i32>().unwrap(), f[3].parse::<i32>().unwrap()), (pid, pid), "server pgrp and session: {f:?}");
+        assert_ne!(f[1].parse::<u32>().unwrap(), std::process::id(), "the server's parent is the test, not re-parented");
         let raw = bounded("connect", Client::connect(&want)).await.unwrap_or_else(|e| panic!("connect {want}: {e:?}"));
         let task = TaskClient::new(raw.clone());
         Shim { g, id, pid, raw, task }
@@ -461,6 +468,20 @@ async fn start_prints_only_the_address_and_a_second_start_reuses_the_server() {
 
     // The first server still answers, on the connection made before the second start.
     assert_eq!(ok("Connect", shim.connect(&shim.id).await).shim_pid, shim.pid as u32);
+}
+
+/// `-v` prints the binary's name and version and exits 0, needing no other flag (containerd
+/// runs it that way to show shim versions).
+#[test]
+fn version_flag_prints_name_and_version() {
+    let out = run({
+        let mut cmd = Command::new(SHIM);
+        cmd.arg("-v");
+        cmd
+    });
+    assert!(out.status.success(), "-v: {}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("containerd-shim-tether-v2:") && text.contains(&format!("Version:  {}", env!("CARGO_PKG_VERSION"))), "-v printed {text:?}");
 }
 
 /// Connect answers under both service names with the server's pid, and task_pid 0 (not an
