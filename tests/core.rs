@@ -256,6 +256,22 @@ fn detached_task_lifecycle() {
         .collect();
     assert_eq!(ps_pids, [pid], "tasks ps output:\n{ps}");
 
+    // Without runc options the runc root is /run/containerd/runc/<namespace>, as with the Go
+    // shim, so `runc list` and other tooling find the container there.
+    let root = cd.runc_root();
+    let list = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&root)
+        .args(["list", "--format", "json"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.contains(&format!("\"id\":\"{id}\",\"pid\":{pid},\"status\":\"running\"")),
+        "runc --root {} list: {list}",
+        root.display()
+    );
+
     cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &id]);
     cd.wait_task_status(&id, "STOPPED", Duration::from_secs(10));
     assert!(
