@@ -253,12 +253,17 @@ fn detached_task_lifecycle() {
     assert!(!cd.containers().contains(&id));
 }
 
-/// 50 back-to-back `ctr run --rm ... true` all exit 0, none hangs.
+/// 50 back-to-back `ctr run --rm ... true` all exit 0, none hangs, and `ctr events` shows
+/// each one's /tasks/create, /tasks/start, /tasks/exit and /tasks/delete exactly once, in that
+/// order. `true` is often gone before `runc start` returns, so this is the start/exit race
+/// with real runc: an exit seen before the start is published must be held back.
 #[test]
 fn fifty_back_to_back_runs() {
     require_root();
     let cd = Containerd::start();
+    let events = EventStream::start(&cd);
     let started = Instant::now();
+    let mut ids = Vec::new();
     for i in 0..50 {
         let id = unique_id("b2b");
         let out = cd.ctr_timeout(&cd.run_args(&id, &["true"]).build(), QUICK);
@@ -268,6 +273,7 @@ fn fifty_back_to_back_runs() {
             "run {i} ({id})\n{}",
             describe(&out)
         );
+        ids.push(id);
     }
     eprintln!("50 runs took {:?}", started.elapsed());
     assert!(
@@ -276,6 +282,56 @@ fn fifty_back_to_back_runs() {
         cd.containers()
     );
     assert!(cd.tasks().is_empty(), "leftover tasks: {:?}", cd.tasks());
+
+    let all_deleted = wait_until(Duration::from_secs(10), || {
+        ids.iter().all(|id| events.find(id, "/tasks/delete").is_some())
+    });
+    assert!(all_deleted, "missing /tasks/delete events; events:\n{}", events.lines().join("\n"));
+    let wanted = ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"];
+    let mut exited_before_start = 0;
+    for id in &ids {
+        assert_eq!(
+            events.task_topics(id),
+            wanted,
+            "{id}: events:\n{}",
+            events.lines().join("\n")
+        );
+        let start = events.find(id, "/tasks/start").unwrap();
+        let exit = events.find(id, "/tasks/exit").unwrap();
+        if exited_at(&exit) < envelope_time(&start) {
+            exited_before_start += 1;
+        }
+    }
+    eprintln!("{exited_before_start} of 50 exited before their /tasks/start was sent");
+    // Proof that the race was run, not just survived (typically most runs take that path).
+    assert!(
+        exited_before_start > 0,
+        "no run exited before its start event; the held-exit path went untested"
+    );
+}
+
+/// (date, nanoseconds into the day) of `ctr events`' envelope time: `2026-01-02
+/// 13:48:55.922285198 +0000 UTC ...`.
+fn envelope_time(line: &str) -> (String, u64) {
+    let mut w = line.split_whitespace();
+    let (date, time) = (w.next().unwrap(), w.next().unwrap());
+    assert_eq!(w.next(), Some("+0000"), "not UTC: {line}");
+    (date.to_string(), day_nanos(time))
+}
+
+/// (date, nanoseconds into the day) of a JSON `"exited_at":"2026-01-02T13:48:55.92Z"`.
+fn exited_at(line: &str) -> (String, u64) {
+    let at = line.split("\"exited_at\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_else(|| panic!("no exited_at: {line}"));
+    let (date, time) = at.trim_end_matches('Z').split_once('T').unwrap();
+    (date.to_string(), day_nanos(time))
+}
+
+/// `HH:MM:SS[.fraction]` in nanoseconds.
+fn day_nanos(t: &str) -> u64 {
+    let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
+    let secs = hms.split(':').fold(0, |acc, p| acc * 60 + p.parse::<u64>().unwrap());
+    let frac = format!("{frac:0<9}").parse::<u64>().unwrap();
+    secs * 1_000_000_000 + frac
 }
 
 /// `ctr events` shows /tasks/create, /tasks/start, /tasks/exit (with the status) and
