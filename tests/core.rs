@@ -501,6 +501,54 @@ fn task_survives_containerd_restart() {
     );
 }
 
+/// Output a container writes while containerd is down is not lost: the shim holds the pipes
+/// and the stdout FIFO, and `ctr tasks attach` after the restart reads what was written.
+#[test]
+fn output_survives_containerd_restart() {
+    require_root();
+    let mut cd = Containerd::start();
+    let id = unique_id("restartio");
+    let [go, printed, done] = ["go", "printed", "done"].map(|f| format!("{f}-{id}"));
+    let marker = format!("marker-{id}");
+    let wait_for = |f: &str| format!("while [ ! -e /{f} ]; do sleep 0.05; done");
+    let script = format!("{}; echo {marker}; touch /{printed}; {}", wait_for(&go), wait_for(&done));
+    cd.ctr_ok(&cd.run_args(&id, &["sh", "-c", &script]).detach().build());
+    let rootfs = cd.rootfs();
+
+    cd.stop();
+    std::fs::write(rootfs.join(&go), "").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || rootfs.join(&printed).exists()),
+        "the container did not print its marker while containerd was down"
+    );
+    cd.restart();
+
+    let attach = cd.ctr_spawn(&["tasks", "attach", &id]);
+    // Let the container exit only once attach holds the stdout FIFO open: data left in a FIFO
+    // that every process has closed is gone.
+    let fifo_dir = cd.dir().join("fifo");
+    let attached = wait_until(Duration::from_secs(10), || {
+        std::fs::read_dir(format!("/proc/{}/fd", attach.pid()))
+            .map(|fds| {
+                fds.flatten()
+                    .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                    .any(|target| target.starts_with(&fifo_dir) && target.to_string_lossy().ends_with("-stdout"))
+            })
+            .unwrap_or(false)
+    });
+    assert!(attached, "`ctr tasks attach` never opened the stdout FIFO");
+    std::fs::write(rootfs.join(&done), "").unwrap();
+    let out = attach.wait(QUICK);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{marker}\n"),
+        "output written while containerd was down\n{}",
+        describe(&out)
+    );
+    cd.ctr_ok(&["containers", "delete", &id]);
+}
+
 /// A shim killed with SIGKILL: containerd notices, the task and container can be removed,
 /// runc no longer knows the container and its process is gone.
 #[test]
