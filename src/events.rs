@@ -109,8 +109,18 @@ enum Msg {
 
 /// At most this many events wait for containerd (a few MB at worst). Beyond it the oldest
 /// event that is not an exit is dropped: exits are what containerd cannot learn again cheaply
-/// (create/start/exec events it can reconstruct with `State`).
+/// (create/start/exec events it can reconstruct with `State`). A create or start whose exit is
+/// queued goes only when nothing else can, so a consumer rarely sees an exit without its start.
 pub const QUEUE_LIMIT: usize = 10_000;
+
+/// The (container, process) an event announces the birth of; exits name theirs the same way.
+fn born(e: &Event) -> Option<(&str, &str)> {
+    match e {
+        Event::Create { container_id, .. } | Event::Start { container_id, .. } => Some((container_id, container_id)),
+        Event::ExecAdded { container_id, exec_id } | Event::ExecStarted { container_id, exec_id, .. } => Some((container_id, exec_id)),
+        _ => None,
+    }
+}
 
 /// Appends `msg`, keeping at most `limit` events. Returns the topic of an event dropped to make
 /// room, if any. Flush markers are never dropped and do not count.
@@ -118,7 +128,18 @@ fn push_bounded(items: &mut VecDeque<Msg>, msg: Msg, limit: usize) -> Option<&'s
     let mut dropped = None;
     let events = items.iter().filter(|m| matches!(m, Msg::Event(..))).count();
     if events >= limit && matches!(msg, Msg::Event(..)) {
-        let victim = items.iter().position(|m| matches!(m, Msg::Event(e, _) if !matches!(e, Event::Exit { .. })));
+        let exits: std::collections::HashSet<(&str, &str)> = items
+            .iter()
+            .filter_map(|m| match m {
+                Msg::Event(Event::Exit { container_id, id, .. }, _) => Some((container_id.as_str(), id.as_str())),
+                _ => None,
+            })
+            .collect();
+        let droppable = |m: &Msg, spare_births: bool| match m {
+            Msg::Event(Event::Exit { .. }, _) | Msg::Flush(_) => false,
+            Msg::Event(e, _) => !spare_births || born(e).is_none_or(|k| !exits.contains(&k)),
+        };
+        let victim = items.iter().position(|m| droppable(m, true)).or_else(|| items.iter().position(|m| droppable(m, false)));
         match victim {
             Some(i) => {
                 if let Some(Msg::Event(e, _)) = items.remove(i) {
@@ -304,6 +325,36 @@ mod tests {
         let (tx, _rx) = oneshot::channel();
         assert_eq!(push_bounded(&mut q, Msg::Flush(tx), 3), None);
         assert_eq!(q.len(), 4);
+    }
+
+    fn topics(q: &VecDeque<Msg>) -> Vec<String> {
+        q.iter()
+            .filter_map(|m| match m {
+                Msg::Event(e @ Event::Exit { id, .. }, _) => Some(format!("{} {id}", e.topic())),
+                Msg::Event(e, _) => born(e).map(|(_, id)| format!("{} {id}", e.topic())),
+                Msg::Flush(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_queue_spares_the_start_of_a_queued_exit() {
+        let ev = |e: Event| Msg::Event(e, UNIX_EPOCH);
+        let start = |c: &str| ev(Event::Start { container_id: c.into(), pid: 1 });
+        let exit = |c: &str, id: &str| ev(Event::Exit { container_id: c.into(), id: id.into(), pid: 1, exit_status: 0, exited_at: UNIX_EPOCH });
+        let exec_started = |c: &str, id: &str| ev(Event::ExecStarted { container_id: c.into(), exec_id: id.into(), pid: 1 });
+        let mut q = VecDeque::new();
+        for m in [start("a"), exec_started("a", "e"), exit("a", "e"), start("b"), exit("a", "a")] {
+            assert_eq!(push_bounded(&mut q, m, 5), None);
+        }
+        // a's start and exec-started have their exits queued; b's start is the oldest spare.
+        assert_eq!(push_bounded(&mut q, start("c"), 5), Some("/tasks/start"));
+        assert_eq!(topics(&q), ["/tasks/start a", "/tasks/exec-started e", "/tasks/exit e", "/tasks/exit a", "/tasks/start c"]);
+        assert_eq!(push_bounded(&mut q, exit("c", "c"), 5), Some("/tasks/start"));
+        assert_eq!(topics(&q), ["/tasks/start a", "/tasks/exec-started e", "/tasks/exit e", "/tasks/exit a", "/tasks/exit c"]);
+        // Only births of queued exits left: the oldest of them goes before any exit would.
+        assert_eq!(push_bounded(&mut q, exit("d", "d"), 5), Some("/tasks/start"));
+        assert_eq!(topics(&q), ["/tasks/exec-started e", "/tasks/exit e", "/tasks/exit a", "/tasks/exit c", "/tasks/exit d"]);
     }
 
     #[tokio::test]

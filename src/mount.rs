@@ -67,6 +67,8 @@ pub fn parse_options(options: &[String]) -> ParsedOptions {
                 }
                 continue;
             }
+            // containerd 2.x's mount manager consumes `X-containerd.mkdir.path` (for mount types
+            // with a `mkdir/` prefix) before a mount reaches a shim; the Go shim never sees it.
             x if x.starts_with("X-containerd.") => continue,
             other => {
                 data.push(other.to_string());
@@ -93,14 +95,33 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
 }
 
 fn mount_one(m: &Mount, target: &Path) -> Result<()> {
-    let o = parse_options(&m.options);
+    let mut o = parse_options(&m.options);
     let fail = |e: Errno| Error::Io {
         context: format!("mount {} ({}) on {}", m.source, m.kind, target.display()),
         source: e.into(),
     };
+    // mount(2) copies one page of data and cuts the rest (the last byte is its NUL).
+    let page = page_size();
+    let mut from_dir = None;
+    if m.kind == "overlay" && o.data.len() >= page {
+        if let Some((dir, options)) = compact_lowerdirs(&m.options) {
+            o = parse_options(&options);
+            from_dir = Some(dir);
+        }
+        if o.data.len() >= page {
+            return Err(Error::InvalidArgument(format!(
+                "overlay options for {} are {} bytes, more than mount(2) takes ({page}) even with relative lowerdirs",
+                target.display(),
+                o.data.len()
+            )));
+        }
+    }
     let data = (!o.data.is_empty()).then_some(o.data.as_str());
     let kind = (!m.kind.is_empty()).then_some(m.kind.as_str());
-    mount(Some(m.source.as_str()), target, kind, o.flags, data).map_err(fail)?;
+    match from_dir {
+        None => mount(Some(m.source.as_str()), target, kind, o.flags, data).map_err(fail)?,
+        Some(dir) => mount_from(&dir, || mount(Some(m.source.as_str()), target, kind, o.flags, data).map_err(fail), target)?,
+    }
     // A read-only bind needs a remount: the first call ignores MS_RDONLY with MS_BIND.
     if o.flags.contains(MsFlags::MS_BIND) && o.flags.contains(MsFlags::MS_RDONLY) {
         mount(None::<&str>, target, None::<&str>, o.flags | MsFlags::MS_REMOUNT, None::<&str>).map_err(fail)?;
@@ -109,6 +130,54 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
         mount(None::<&str>, target, None::<&str>, o.propagation, None::<&str>).map_err(fail)?;
     }
     Ok(())
+}
+
+fn page_size() -> usize {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        Ok(Some(n)) if n > 0 => n as usize,
+        _ => 4096,
+    }
+}
+
+/// Runs `mount` with `dir` as its cwd, on a short-lived thread with a cwd of its own, so
+/// relative lowerdirs resolve there while the rest of the shim's cwd never moves.
+fn mount_from(dir: &Path, mount: impl FnOnce() -> Result<()> + Send, target: &Path) -> Result<()> {
+    if !target.is_absolute() {
+        return Err(Error::InvalidArgument(format!("mount target {} must be absolute", target.display())));
+    }
+    let io = |what: &str| Error::io(format!("{what} {} to mount {}", dir.display(), target.display()));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            crate::sys::unshare_fs().map_err(io("unshare the filesystem context for"))?;
+            std::env::set_current_dir(dir).map_err(io("chdir to"))?;
+            mount()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(Error::io("mount thread")(std::io::Error::other("panicked"))))
+    })
+}
+
+/// containerd's way round the page limit (`compactLowerdirOption`): the lowerdirs relative to
+/// the parent of their longest common prefix (the snapshotter's `snapshots` directory), and
+/// that directory. None when they have no such parent below `/`.
+fn compact_lowerdirs(options: &[String]) -> Option<(std::path::PathBuf, Vec<String>)> {
+    const LOWER: &str = "lowerdir=";
+    let idx = options.iter().position(|o| o.starts_with(LOWER))?;
+    let dirs: Vec<&str> = options[idx][LOWER.len()..].split(':').collect();
+    if dirs.len() < 2 {
+        return None;
+    }
+    let first = dirs[0].as_bytes();
+    let prefix = dirs[1..].iter().fold(first.len(), |n, d| first.iter().zip(d.as_bytes()).take(n).take_while(|(a, b)| a == b).count());
+    // Back to a whole directory: the prefix may end inside a name (`snapshots/1` of 10 and 11).
+    let common = &dirs[0][..first[..prefix].iter().rposition(|&b| b == b'/')?];
+    if common.is_empty() || !common.starts_with('/') {
+        return None;
+    }
+    let relative: Vec<&str> = dirs.iter().map(|d| d.get(common.len() + 1..).filter(|r| !r.is_empty())).collect::<Option<_>>()?;
+    let mut compacted = options.to_vec();
+    compacted[idx] = format!("{LOWER}{}", relative.join(":"));
+    Some((common.into(), compacted))
 }
 
 /// Unmounts everything stacked on `target`. Idempotent: a path that is not a mount point (or
@@ -142,11 +211,88 @@ mod tests {
     }
 
     #[test]
+    fn lowerdirs_compact_to_the_parent_of_their_common_prefix() {
+        let v = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (dir, o) = compact_lowerdirs(&v(&["upperdir=/s/u", "lowerdir=/s/snapshots/10/fs:/s/snapshots/11/fs"])).unwrap();
+        assert_eq!(dir, Path::new("/s/snapshots"), "back from `snapshots/1` to a whole directory");
+        assert_eq!(o, v(&["upperdir=/s/u", "lowerdir=10/fs:11/fs"]));
+        assert_eq!(compact_lowerdirs(&v(&["lowerdir=/a/x:/b/y"])), None, "nothing in common below /");
+        assert_eq!(compact_lowerdirs(&v(&["lowerdir=/s/a/fs"])), None, "one lowerdir");
+        assert_eq!(compact_lowerdirs(&v(&["lowerdir=/s/a:/s/a/b"])).unwrap().1, v(&["lowerdir=a:a/b"]));
+        assert_eq!(compact_lowerdirs(&v(&["lowerdir=/s/:/s/a"])), None, "a lowerdir that is the common dir");
+        assert_eq!(compact_lowerdirs(&v(&["lowerdir=a/x:a/y"])), None, "relative already");
+        assert_eq!(compact_lowerdirs(&v(&["upperdir=/u"])), None);
+    }
+
+    #[test]
     fn flags_and_negations() {
         let o = opts(&["rbind", "ro", "nosuid", "rprivate"]);
         assert_eq!(o.flags, MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
         assert_eq!(o.propagation, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
         assert_eq!(o.data, "");
         assert_eq!(opts(&["ro", "rw"]).flags, MsFlags::empty());
+    }
+}
+
+#[cfg(test)]
+mod real_mounts {
+    use super::*;
+    use std::fs;
+
+    /// Lazily unmounts `path` when dropped, so a failed assertion leaves no mount behind.
+    struct Unmount(std::path::PathBuf);
+
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+        }
+    }
+
+    /// An image with many layers: 120 lowerdirs under a long path make a `lowerdir=` option of
+    /// ~12 kB, three times what mount(2) takes. `mount_all` (what Create calls) must still
+    /// mount every layer, top to bottom.
+    #[test]
+    fn overlay_with_options_longer_than_a_page() {
+        assert!(nix::unistd::geteuid().is_root(), "this test mounts overlay and needs root: run `sudo -E cargo test --lib mount`");
+        let tmp = tempfile::tempdir().unwrap();
+        // tmpfs, so upperdir is on a filesystem overlay accepts whatever backs /tmp.
+        mount(Some("tmpfs"), tmp.path(), Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+        let _tmpfs = Unmount(tmp.path().to_owned());
+        let root = tmp.path().join("io.containerd.snapshotter.v1.overlayfs-with-a-deliberately-long-directory-name");
+        let snapshots = root.join("snapshots");
+        let layers: Vec<_> = (100..220).map(|n| snapshots.join(n.to_string()).join("fs")).collect();
+        for (i, l) in layers.iter().enumerate() {
+            fs::create_dir_all(l).unwrap();
+            fs::write(l.join("who"), format!("layer {i}")).unwrap();
+        }
+        fs::write(layers[0].join("top"), "top").unwrap();
+        fs::write(layers[layers.len() - 1].join("bottom"), "bottom").unwrap();
+        let (upper, work, target) = (root.join("upper"), root.join("work"), root.join("rootfs"));
+        for d in [&upper, &work, &target] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let lowerdir = layers.iter().map(|l| l.to_str().unwrap()).collect::<Vec<_>>().join(":");
+        let options = vec![
+            "index=off".to_string(),
+            format!("workdir={}", work.display()),
+            format!("upperdir={}", upper.display()),
+            format!("lowerdir={lowerdir}"),
+        ];
+        assert!(options.join(",").len() > 3 * 4096, "the test must exceed a page");
+        let m = Mount { kind: "overlay".into(), source: "overlay".into(), options };
+        let cwd = std::env::current_dir().unwrap();
+
+        mount_all(&[m], &target).expect("mount overlay with a long lowerdir list");
+        let mounted = Unmount(target.clone());
+        assert_eq!(fs::read_to_string(target.join("top")).unwrap(), "top");
+        assert_eq!(fs::read_to_string(target.join("bottom")).unwrap(), "bottom");
+        assert_eq!(fs::read_to_string(target.join("who")).unwrap(), "layer 0", "the first lowerdir is the top layer");
+        fs::write(target.join("written"), "x").unwrap();
+        assert!(upper.join("written").exists(), "writes go to the (absolute) upperdir");
+        assert_eq!(std::env::current_dir().unwrap(), cwd, "the process's cwd is untouched");
+
+        unmount_all(&target);
+        std::mem::forget(mounted);
+        assert!(!target.join("top").exists(), "unmounted");
     }
 }

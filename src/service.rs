@@ -322,6 +322,7 @@ mod tests {
         assert_eq!(code(Error::Unimplemented("x".into())), Code::UNIMPLEMENTED);
         assert_eq!(code(Error::DeadlineExceeded("x".into())), Code::DEADLINE_EXCEEDED);
         assert_eq!(code(Error::Runtime { op: "create", msg: "boom".into() }), Code::UNKNOWN);
+        assert_eq!(code(Error::Io { context: "x".into(), source: std::io::Error::other("y") }), Code::INTERNAL);
     }
 
     #[test]

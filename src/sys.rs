@@ -261,6 +261,13 @@ pub fn detach_with_listener(cmd: &mut Command, listener: RawFd) {
     }
 }
 
+/// Gives the calling thread its own filesystem context (cwd, root, umask), so it can `chdir`
+/// without moving the rest of the process. Call it only on a thread that ends afterwards.
+pub fn unshare_fs() -> io::Result<()> {
+    // SAFETY: unshare takes a flag word and touches no memory of ours.
+    if unsafe { libc::unshare(libc::CLONE_FS) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
