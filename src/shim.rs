@@ -112,6 +112,30 @@ fn runtime_timeout() -> Duration {
         .map_or(crate::runtime::DEFAULT_TIMEOUT, Duration::from_millis)
 }
 
+/// The server's listener: accepts only peers running as the server's own uid and gid
+/// (SO_PEERCRED), as the Go shim's `UnixSocketRequireSameUser` does. The socket's 0600 mode in
+/// a 0700 directory already keeps other users out; this still holds if those modes change.
+struct SameUser(tokio::net::UnixListener);
+
+impl futures_core::Stream for SameUser {
+    type Item = std::io::Result<tokio::net::UnixStream>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+        loop {
+            let (stream, _) = match std::task::ready!(self.0.poll_accept(cx)) {
+                Ok(accepted) => accepted,
+                Err(e) => return std::task::Poll::Ready(Some(Err(e))),
+            };
+            match stream.peer_cred() {
+                Ok(c) if (c.uid(), c.gid()) == (uid, gid) => return std::task::Poll::Ready(Some(Ok(stream))),
+                Ok(c) => tracing::warn!(uid = c.uid(), gid = c.gid(), pid = ?c.pid(), "refused a connection from another user"),
+                Err(e) => tracing::warn!(error = %e, "refused a connection whose peer is unknown"),
+            }
+        }
+    }
+}
+
 /// The long-lived server.
 fn serve(args: &Args) -> Result<()> {
     crate::sys::close_fds_from(4);
@@ -139,7 +163,7 @@ fn serve(args: &Args) -> Result<()> {
         let svc = Arc::new(TaskService::new(sup, shutdown.clone()));
         let listener = tokio::net::UnixListener::from_std(listener).map_err(Error::io("listener"))?;
         let mut server = ttrpc::asynchronous::Server::new()
-            .add_listener(ttrpc::asynchronous::transport::Listener::from(listener))
+            .add_listener(ttrpc::asynchronous::transport::Listener::new(SameUser(listener)))
             .register_service(services(svc));
         server.start().await.map_err(|e| Error::Io { context: "start ttrpc server".into(), source: std::io::Error::other(e.to_string()) })?;
         let mut term = signal(SignalKind::terminate()).map_err(Error::io("signal"))?;

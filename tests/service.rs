@@ -16,6 +16,7 @@ use std::fs;
 use std::future::Future;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -467,6 +468,33 @@ async fn start_prints_only_the_address_and_a_second_start_reuses_the_server() {
     assert_eq!(servers_of(&shim.g.socket), vec![shim.pid], "no second server");
 
     // The first server still answers, on the connection made before the second start.
+    assert_eq!(ok("Connect", shim.connect(&shim.id).await).shim_pid, shim.pid as u32);
+}
+
+/// Only peers with the server's own uid and gid are served (SO_PEERCRED), as with the Go
+/// shim. A root client with another gid passes the socket's 0600/0700 modes (root bypasses
+/// them), so only the credential check can turn it away: the server closes that connection at
+/// once, while it keeps a same-user connection open waiting for a request.
+#[tokio::test]
+async fn only_the_same_user_is_served() {
+    let shim = Shim::launch("peer").await;
+    let probe = |gid: u32| {
+        let script = "import socket, sys\n\
+                      s = socket.socket(socket.AF_UNIX)\n\
+                      s.connect(sys.argv[1])\n\
+                      s.settimeout(2)\n\
+                      try:\n    print('closed' if s.recv(1) == b'' else 'data')\n\
+                      except socket.timeout:\n    print('open')\n";
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", script]).arg(&shim.g.socket).gid(gid);
+        let out = run(cmd);
+        assert!(out.status.success(), "probe as gid {gid}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let own_gid = nix::unistd::getegid().as_raw();
+    assert_eq!(probe(own_gid), "open", "a same-user connection was not kept");
+    assert_eq!(probe(65534), "closed", "a connection from another gid was served");
+    // The server is unharmed.
     assert_eq!(ok("Connect", shim.connect(&shim.id).await).shim_pid, shim.pid as u32);
 }
 
