@@ -1037,6 +1037,67 @@ async fn create_from_checkpoint_restores_at_start() {
     assert_eq!(ok("Delete", shim.delete(&id).await).exit_status, 137);
 }
 
+/// A restore that fails leaves the container CREATED with its checkpoint, as the Go shim's
+/// createdCheckpointState does: the half-restored container runc left is removed (its process
+/// killed, the id free), and a retried Start restores again with the same stdio rather than
+/// running `runc start` on a container that does not exist. A container whose restore failed
+/// can also just be deleted.
+#[tokio::test]
+async fn failed_restore_can_be_retried_or_deleted() {
+    let shim = Shim::launch("restorefail").await;
+    let from_checkpoint = |id: &str, log: Option<&Path>| {
+        let image = shim.bundle(id).join("image");
+        fs::create_dir_all(&image).unwrap();
+        let mut req = shim.create_request(id);
+        req.checkpoint = image.display().to_string();
+        if let Some(log) = log {
+            req.stdout = format!("file://{}", log.display());
+        }
+        req
+    };
+
+    let id = unique("c");
+    let bundle = shim.bundle(&id);
+    let log = bundle.join("logs/out.log");
+    let attempts = bundle.join("attempts");
+    fs::write(bundle.join("fake-cmd"), format!("echo $$ >>{}; echo attempt $$; exec sleep 1000", attempts.display())).unwrap();
+    ok("Create from a checkpoint", shim.create_with(from_checkpoint(&id, Some(&log))).await);
+    let text = format!("criu failed: restore of {id} refused");
+    fs::write(bundle.join("fake-fail-restore-once"), &text).unwrap();
+    let msg = expect_code("Start with a failing restore", shim.start(&id).await, Code::UNKNOWN);
+    assert!(msg.contains(&text), "{msg:?}");
+    let s = ok("State after a failed restore", shim.state(&id).await);
+    assert_eq!((status(&s), s.pid), (Status::CREATED, 0), "{s:?}");
+    let half: i32 = fs::read_to_string(&attempts).unwrap().trim().parse().unwrap();
+    assert!(wait_exited(half, Duration::from_secs(5)).await, "the half-restored process {half} was left running");
+    assert!(!shim.g.fake_state(&id).exists(), "the half-restored container was left in the runtime");
+
+    let pid = ok("retried Start", shim.start(&id).await).pid;
+    assert_eq!(pid, shim.fake_pid(&id));
+    assert_ne!(pid as i32, half);
+    let s = ok("State after the retry", shim.state(&id).await);
+    assert_eq!((status(&s), s.pid), (Status::RUNNING, pid), "{s:?}");
+    let want = format!("attempt {pid}\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !fs::read_to_string(&log).unwrap_or_default().contains(&want) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fs::read_to_string(&log).unwrap().contains(&want), "the retried restore's output must reach the Create's stdout: {:?}", fs::read_to_string(&log));
+    expect_code("Start after the restore", shim.start(&id).await, Code::FAILED_PRECONDITION);
+    ok("Kill", shim.kill(&id, SIGKILL, false).await);
+    assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
+    ok("Delete", shim.delete(&id).await);
+
+    // Failed, then deleted instead of retried.
+    let id = unique("c");
+    ok("Create from a checkpoint", shim.create_with(from_checkpoint(&id, None)).await);
+    fs::write(shim.bundle(&id).join("fake-fail-restore-once"), "criu failed").unwrap();
+    expect_code("Start with a failing restore", shim.start(&id).await, Code::UNKNOWN);
+    let d = ok("Delete after a failed restore", shim.delete(&id).await);
+    assert_eq!((d.pid, d.exit_status), (0, 137), "{d:?}");
+    expect_code("State of the deleted container", shim.state(&id).await, Code::NOT_FOUND);
+}
+
 /// A socket peer that sends garbage (random bytes, a frame header announcing a huge body, a
 /// truncated frame) gets disconnected, and the server keeps serving everyone else; huge and
 /// empty fields get their error codes.

@@ -133,6 +133,16 @@ struct Restore {
     stdio: RuncStdio,
 }
 
+impl Restore {
+    /// What one `runc restore` consumes; the original stays for a retry.
+    fn try_clone(&self) -> Result<Restore> {
+        let dup = |fd: &Option<OwnedFd>| fd.as_ref().map(OwnedFd::try_clone).transpose().map_err(Error::io("duplicate the restore's stdio"));
+        let s = &self.stdio;
+        let stdio = RuncStdio { stdin: dup(&s.stdin)?, stdout: dup(&s.stdout)?, stderr: dup(&s.stderr)?, console_socket: s.console_socket.clone() };
+        Ok(Restore { image: self.image.clone(), stdio })
+    }
+}
+
 /// One process (the init or an exec) as the table tracks it.
 struct Proc {
     /// 0 for an exec that has not started.
@@ -466,8 +476,11 @@ impl Supervisor {
                 return Err(Error::FailedPrecondition(format!("container {id} is busy")));
             }
             c.init.state.apply(Op::Start)?;
+            // A failed restore leaves the container created with its checkpoint, so Start can
+            // be retried, as with the Go shim (createdCheckpointState); `restore` clears it.
+            let restore = c.restore.as_ref().map(Restore::try_clone).transpose()?;
             c.init.starting = true;
-            (c.runc.clone(), c.init.pid, c.restore.take(), c.bundle.clone())
+            (c.runc.clone(), c.init.pid, restore, c.bundle.clone())
         };
         if let Some(restore) = restore {
             return self.restore(id, runc, bundle, restore).await;
@@ -497,17 +510,21 @@ impl Supervisor {
             Err(e) => Err(Error::io(format!("create {}", work.display()))(e)),
         };
         let pid = restored.and_then(|()| read_pid(&pid_file));
+        if pid.is_err() {
+            // runc may have left a half-restored container behind; a retry needs the id free.
+            let _ = runc.delete(&self.shared.reaper, id, true).await;
+            let _ = std::fs::remove_file(&pid_file);
+        }
         let mut t = self.shared.lock();
         let early_exit = collector.finish(&mut t, *pid.as_ref().unwrap_or(&0));
         let c = t.container(id)?;
         c.init.starting = false;
         let pid = match pid {
+            // Nothing runs; the container stays created with its checkpoint and stdio.
+            Err(e) => return Err(e),
             Ok(pid) => pid,
-            Err(e) => {
-                // Nothing runs; the container stays created (without stdio to restore with).
-                return Err(e);
-            }
         };
+        c.restore = None;
         c.init.pid = pid;
         c.init.pidfd = if early_exit.is_some() { None } else { crate::sys::pidfd_open(pid).ok() };
         c.init.state = State::Running;
