@@ -1003,6 +1003,114 @@ async fn checkpoint_passes_options_and_survives_failure() {
     assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
 }
 
+/// Every containerd.runc.v1.CheckpointOptions field reaches runc's argv as its own flag. The
+/// calls flip the booleans against each other (terminal on with external sockets off, then the
+/// reverse, ...), so a field wired to the wrong flag shows; `image_path` overrides the
+/// request's path, `work_path` is used as given, and both directories are made.
+#[tokio::test]
+async fn checkpoint_maps_every_option_to_its_flag() {
+    use containerd_shim_protos::shim::oci::CheckpointOptions;
+    let shim = Shim::launch("ckptopts").await;
+    let id = unique("c");
+    shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+    let b = shim.bundle(&id);
+    let path = |p: &str| b.join(p).display().to_string();
+    // The fake's argv as (flag, value) pairs, sorted: order-independent, exact.
+    let argv = || {
+        let text = fs::read_to_string(b.join("fake-checkpoint-args")).unwrap();
+        let mut args: Vec<String> = text.lines().map(String::from).collect();
+        assert_eq!(args.pop().as_deref(), Some(id.as_str()), "the id comes last: {text}");
+        let mut pairs = Vec::new();
+        let mut it = args.into_iter();
+        while let Some(flag) = it.next() {
+            let takes_value = ["--image-path", "--work-path", "--parent-path", "--manage-cgroups-mode", "--empty-ns"].contains(&flag.as_str());
+            let value = if takes_value { it.next().unwrap_or_else(|| panic!("{flag} without a value: {text}")) } else { String::new() };
+            pairs.push((flag, value));
+        }
+        pairs.sort();
+        pairs
+    };
+    let want = |pairs: &[(&str, &str)]| {
+        let mut v: Vec<(String, String)> = pairs.iter().map(|(f, v)| (f.to_string(), v.to_string())).collect();
+        v.sort();
+        v
+    };
+    let task = &shim.task;
+    let checkpoint = |opts: CheckpointOptions| {
+        let req = api::CheckpointTaskRequest {
+            id: id.clone(),
+            path: path("request-path"),
+            options: MessageField::some(Any { type_url: "containerd.runc.v1.CheckpointOptions".into(), value: opts.write_to_bytes().unwrap(), ..Default::default() }),
+            ..Default::default()
+        };
+        async move { ok("Checkpoint", bounded("Checkpoint", task.checkpoint(ctx(), &req)).await) }
+    };
+
+    checkpoint(CheckpointOptions {
+        exit: false,
+        open_tcp: true,
+        external_unix_sockets: false,
+        terminal: true,
+        file_locks: false,
+        empty_namespaces: vec!["network".into(), "ipc".into()],
+        cgroups_mode: "soft".into(),
+        image_path: path("image-a"),
+        work_path: path("work-a"),
+        ..Default::default()
+    })
+    .await;
+    let (img, work) = (path("image-a"), path("work-a"));
+    assert_eq!(
+        argv(),
+        want(&[
+            ("--image-path", &img),
+            ("--work-path", &work),
+            ("--leave-running", ""),
+            ("--tcp-established", ""),
+            ("--shell-job", ""),
+            ("--manage-cgroups-mode", "soft"),
+            ("--empty-ns", "network"),
+            ("--empty-ns", "ipc"),
+        ])
+    );
+    assert!(b.join("image-a").is_dir() && b.join("work-a").is_dir(), "image and work directories are made");
+    assert!(!b.join("request-path").exists(), "image_path overrides the request's path");
+
+    checkpoint(CheckpointOptions {
+        exit: false,
+        open_tcp: false,
+        external_unix_sockets: true,
+        terminal: false,
+        file_locks: true,
+        empty_namespaces: vec!["uts".into()],
+        cgroups_mode: "strict".into(),
+        work_path: path("work-b"),
+        ..Default::default()
+    })
+    .await;
+    let (img, work) = (path("request-path"), path("work-b"));
+    assert_eq!(
+        argv(),
+        want(&[
+            ("--image-path", &img),
+            ("--work-path", &work),
+            ("--leave-running", ""),
+            ("--ext-unix-sk", ""),
+            ("--file-locks", ""),
+            ("--manage-cgroups-mode", "strict"),
+            ("--empty-ns", "uts"),
+        ])
+    );
+    assert_eq!(status(&ok("State", shim.state(&id).await)), Status::RUNNING);
+
+    // `exit` alone: no --leave-running and no other flag; the default work path.
+    checkpoint(CheckpointOptions { exit: true, ..Default::default() }).await;
+    let (img, work) = (path("request-path"), path("work/criu-work"));
+    assert_eq!(argv(), want(&[("--image-path", &img), ("--work-path", &work)]));
+    assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
+}
+
 /// A Create that carries a checkpoint runs nothing (pid 0, CREATED); Start restores from that
 /// image with runc restore --detach --no-subreaper, and the restored init is supervised like
 /// any other.
