@@ -613,13 +613,16 @@ impl Supervisor {
     /// failure of `runc update` itself stays a runtime error (Unknown, with runc's message), as
     /// it may have applied part of the request.
     pub async fn update(&self, id: &str, data: &[u8]) -> Result<()> {
+        let resources = resources::validate(data)?;
         let (runc, unified) = {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
             c.init.state.apply(Op::Modify)?;
             (c.runc.clone(), c.cgroup.as_ref().map(ContainerCgroup::is_unified))
         };
-        resources::validate(data, unified)?;
+        if let Some(unified) = unified {
+            resources::for_hierarchy(&resources, unified)?;
+        }
         runc.update(&self.shared.reaper, id, data).await
     }
 

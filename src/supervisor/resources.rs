@@ -9,7 +9,8 @@
 //!   `null` means unset and unknown keys are ignored;
 //! - **ranges** the kernel or runc enforce (`kernel/sched`, `mm/page_counter.c`, runc's
 //!   `libcontainer/cgroups/fs*` and `update.go`) or the runtime-spec schema states; where the
-//!   answer depends on the hierarchy (cpu shares, `unified`) only on the one we know it for.
+//!   answer depends on the hierarchy (cpu shares, `unified`), only once the container's
+//!   hierarchy is known ([`for_hierarchy`]).
 //!
 //! Anything runc may accept passes (e.g. negative pids limits: runc writes `max` for them).
 
@@ -85,12 +86,29 @@ const RESOURCES: Ty = Obj(&[
     ("unified", Map(&Str)),
 ]);
 
-/// Validates `data`; `unified` is whether the container's cgroup is cgroup2-only (None when
-/// unknown: then only the checks that hold on both hierarchies are made).
-pub(super) fn validate(data: &[u8], unified: Option<bool>) -> Result<()> {
+/// The checks that hold on every hierarchy; returns the parsed payload for [`for_hierarchy`].
+pub(super) fn validate(data: &[u8]) -> Result<Value> {
     let v: Value = serde_json::from_slice(data).map_err(|e| invalid(format!("not JSON: {e}")))?;
     check_type(&v, &RESOURCES, "resources").map_err(invalid)?;
-    check_ranges(&v, unified).map_err(invalid)
+    check_ranges(&v).map_err(invalid)?;
+    Ok(v)
+}
+
+/// The checks that depend on the container's hierarchy (`unified`: cgroup2 only).
+pub(super) fn for_hierarchy(v: &Value, unified: bool) -> Result<()> {
+    if unified {
+        return Ok(());
+    }
+    // cgroup v1 clamps cpu.shares to [2, 262144] and runc fails on the clamp; runc on cgroup2
+    // converts to cpu.weight, and newer versions clamp there, so only v1 is certain.
+    if let Some(x) = uint(field(Some(v), "cpu"), "shares").filter(|x| *x != 0 && !(2..=262_144).contains(x)) {
+        return Err(invalid(format!("cpu.shares {x} is outside 2..=262144 (0 leaves it unchanged)")));
+    }
+    // runc's v1 managers refuse any `unified` map (ErrV1NoUnified).
+    if field(Some(v), "unified").is_some() {
+        return Err(invalid("unified (cgroup2 settings) given for a container on cgroup v1".into()));
+    }
+    Ok(())
 }
 
 fn invalid(why: String) -> Error {
@@ -158,7 +176,7 @@ fn uint(o: Option<&Value>, name: &str) -> Option<u64> {
     field(o, name)?.as_u64()
 }
 
-fn check_ranges(v: &Value, unified: Option<bool>) -> std::result::Result<(), String> {
+fn check_ranges(v: &Value) -> std::result::Result<(), String> {
     let memory = field(Some(v), "memory");
     // The kernel takes "-1" as the only negative limit (page_counter_memparse); runc passes
     // other negatives through.
@@ -180,13 +198,6 @@ fn check_ranges(v: &Value, unified: Option<bool>) -> std::result::Result<(), Str
     }
 
     let cpu = field(Some(v), "cpu");
-    // cgroup v1 clamps cpu.shares to [2, 262144] and runc fails on the clamp; runc on cgroup2
-    // converts to cpu.weight, and newer versions clamp there, so only v1 is certain.
-    if unified == Some(false) {
-        if let Some(x) = uint(cpu, "shares").filter(|x| *x != 0 && !(2..=262_144).contains(x)) {
-            return Err(format!("cpu.shares {x} is outside 2..=262144 (0 leaves it unchanged)"));
-        }
-    }
     // The CFS bandwidth period is 1 ms..=1 s and a finite quota at least 1 ms (tg_set_cfs_bandwidth);
     // 0 leaves either unchanged, a negative quota means unlimited.
     if let Some(x) = uint(cpu, "period").filter(|x| *x != 0 && !(1000..=1_000_000).contains(x)) {
@@ -216,11 +227,8 @@ fn check_ranges(v: &Value, unified: Option<bool>) -> std::result::Result<(), Str
         }
     }
 
+    // The kernel's cpu.weight range (on v1 runc refuses `unified` altogether).
     if let Some(u) = field(Some(v), "unified") {
-        if unified == Some(false) {
-            // runc's v1 managers refuse any `unified` map (ErrV1NoUnified).
-            return Err("unified (cgroup2 settings) given for a container on cgroup v1".into());
-        }
         if let Some(w) = field(Some(u), "cpu.weight").and_then(Value::as_str) {
             if !w.trim().parse::<u64>().is_ok_and(|w| (1..=10_000).contains(&w)) {
                 return Err(format!("unified cpu.weight {w:?} is outside 1..=10000"));
@@ -235,7 +243,8 @@ mod tests {
     use super::*;
 
     fn ok(json: &str, unified: Option<bool>) -> bool {
-        match validate(json.as_bytes(), unified) {
+        let checked = validate(json.as_bytes()).and_then(|v| unified.map_or(Ok(()), |u| for_hierarchy(&v, u)));
+        match checked {
             Ok(()) => true,
             Err(Error::InvalidArgument(_)) => false,
             Err(e) => panic!("{json}: not InvalidArgument: {e:?}"),
@@ -347,9 +356,9 @@ mod tests {
 
     #[test]
     fn the_message_names_the_field() {
-        let Err(Error::InvalidArgument(m)) = validate(br#"{"cpu":{"shares":-1}}"#, None) else { panic!() };
+        let Err(Error::InvalidArgument(m)) = validate(br#"{"cpu":{"shares":-1}}"#) else { panic!() };
         assert!(m.contains("cpu.shares") && m.contains("non-negative"), "{m}");
-        let Err(Error::InvalidArgument(m)) = validate(br#"{"memory":5}"#, None) else { panic!() };
+        let Err(Error::InvalidArgument(m)) = validate(br#"{"memory":5}"#) else { panic!() };
         assert!(m.contains("resources.memory must be an object"), "{m}");
     }
 }
