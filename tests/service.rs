@@ -1111,6 +1111,39 @@ async fn checkpoint_maps_every_option_to_its_flag() {
     assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
 }
 
+/// Stats reads the cgroup files: no runtime call per scrape (the fake logs every call, and
+/// `Pids`, which does call `runc ps`, shows the log works), and the answer is containerd's
+/// cgroups Metrics for this host's layout, read from the cgroup the fake init runs in.
+#[tokio::test]
+async fn stats_makes_no_runtime_call() {
+    let shim = Shim::launch("stats").await;
+    let id = unique("c");
+    shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+    let calls = shim.g.runc_root().join(&shim.g.namespace).join("fake-calls");
+    fs::write(&calls, "").unwrap();
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    for _ in 0..3 {
+        let r = ok("Stats", bounded("Stats", shim.task.stats(ctx(), &api::StatsRequest { id: id.clone(), ..Default::default() })).await);
+        let any = r.stats.as_ref().expect("Stats carries metrics");
+        if unified {
+            assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
+        } else {
+            assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
+            let m = containerd_shim_protos::cgroups::metrics::Metrics::parse_from_bytes(&any.value).expect("decodes as cgroups v1 Metrics");
+            // The fake init shares the test's cgroups (often roots, which lack pids.current);
+            // memory usage is there on every v1 memory cgroup.
+            assert!(m.memory.usage.usage > 0, "memory usage of the init's cgroup: {:?}", m.memory);
+        }
+    }
+    assert_eq!(fs::read_to_string(&calls).unwrap(), "", "Stats ran the runtime");
+    ok("Pids", shim.pids(&id).await);
+    let log = fs::read_to_string(&calls).unwrap();
+    assert!(log.lines().any(|l| l.starts_with("ps ")), "the call log works: {log:?}");
+    ok("Kill", shim.kill(&id, SIGKILL, false).await);
+    ok("Wait", shim.wait(&id).await);
+}
+
 /// A Create that carries a checkpoint runs nothing (pid 0, CREATED); Start restores from that
 /// image with runc restore --detach --no-subreaper, and the restored init is supervised like
 /// any other.
