@@ -541,6 +541,29 @@ fn update_changes_memory_and_pids_limits() {
     );
     assert_eq!(read_trim(&pids), "42", "a refused update changes nothing");
     assert_eq!(cd.task(&id), Some((pid, "RUNNING".to_string())));
+
+    // Requests that are well-formed JSON but not a valid LinuxResources, each carrying a valid
+    // pids limit that must not be applied. Without validation runc refuses the first two in its
+    // JSON decoder and the kernel the third (EINVAL on cpu.cfs_period_us), all as Unknown.
+    let period = cgroup_dir(&cd, "cpu", &id, pid).join("cpu.cfs_period_us");
+    let period_before = read_trim(&period);
+    for (what, req) in [
+        ("negative cpu shares", &br#"{"pids":{"limit":7},"cpu":{"shares":-1}}"#[..]),
+        ("memory as a number", br#"{"pids":{"limit":7},"memory":5}"#),
+        ("a 500 us CFS period", br#"{"pids":{"limit":7},"cpu":{"period":500}}"#),
+    ] {
+        let r = shim.update(req);
+        eprintln!("Update with {what}: {r:?}");
+        if is_go_shim() {
+            continue; // for comparison only: the Go shim passes all of these to runc
+        }
+        let (code, msg) = rpc_error(what, r);
+        assert_eq!(code, Code::INVALID_ARGUMENT, "{what}: {msg}");
+        assert_eq!(read_trim(&pids), "42", "{what}: a refused update changes nothing");
+        assert_eq!(read_trim(&memory), "67108864", "{what}: a refused update changes nothing");
+        assert_eq!(read_trim(&period), period_before, "{what}: a refused update changes nothing");
+    }
+    assert_eq!(cd.task(&id), Some((pid, "RUNNING".to_string())));
 }
 
 // ---------------------------------------------------------------------------------------------

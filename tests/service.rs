@@ -1055,6 +1055,147 @@ async fn checkpoint_passes_options_and_survives_failure() {
     assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
 }
 
+/// Every containerd.runc.v1.CheckpointOptions field reaches runc's argv as its own flag. The
+/// calls flip the booleans against each other (terminal on with external sockets off, then the
+/// reverse, ...), so a field wired to the wrong flag shows; `image_path` overrides the
+/// request's path, `work_path` is used as given, and both directories are made.
+#[tokio::test]
+async fn checkpoint_maps_every_option_to_its_flag() {
+    use containerd_shim_protos::shim::oci::CheckpointOptions;
+    let shim = Shim::launch("ckptopts").await;
+    let id = unique("c");
+    shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+    let b = shim.bundle(&id);
+    let path = |p: &str| b.join(p).display().to_string();
+    // The fake's argv as (flag, value) pairs, sorted: order-independent, exact.
+    let argv = || {
+        let text = fs::read_to_string(b.join("fake-checkpoint-args")).unwrap();
+        let mut args: Vec<String> = text.lines().map(String::from).collect();
+        assert_eq!(args.pop().as_deref(), Some(id.as_str()), "the id comes last: {text}");
+        let mut pairs = Vec::new();
+        let mut it = args.into_iter();
+        while let Some(flag) = it.next() {
+            let takes_value = ["--image-path", "--work-path", "--parent-path", "--manage-cgroups-mode", "--empty-ns"].contains(&flag.as_str());
+            let value = if takes_value { it.next().unwrap_or_else(|| panic!("{flag} without a value: {text}")) } else { String::new() };
+            pairs.push((flag, value));
+        }
+        pairs.sort();
+        pairs
+    };
+    let want = |pairs: &[(&str, &str)]| {
+        let mut v: Vec<(String, String)> = pairs.iter().map(|(f, v)| (f.to_string(), v.to_string())).collect();
+        v.sort();
+        v
+    };
+    let task = &shim.task;
+    let checkpoint = |opts: CheckpointOptions| {
+        let req = api::CheckpointTaskRequest {
+            id: id.clone(),
+            path: path("request-path"),
+            options: MessageField::some(Any { type_url: "containerd.runc.v1.CheckpointOptions".into(), value: opts.write_to_bytes().unwrap(), ..Default::default() }),
+            ..Default::default()
+        };
+        async move { ok("Checkpoint", bounded("Checkpoint", task.checkpoint(ctx(), &req)).await) }
+    };
+
+    checkpoint(CheckpointOptions {
+        exit: false,
+        open_tcp: true,
+        external_unix_sockets: false,
+        terminal: true,
+        file_locks: false,
+        empty_namespaces: vec!["network".into(), "ipc".into()],
+        cgroups_mode: "soft".into(),
+        image_path: path("image-a"),
+        work_path: path("work-a"),
+        ..Default::default()
+    })
+    .await;
+    let (img, work) = (path("image-a"), path("work-a"));
+    assert_eq!(
+        argv(),
+        want(&[
+            ("--image-path", &img),
+            ("--work-path", &work),
+            ("--leave-running", ""),
+            ("--tcp-established", ""),
+            ("--shell-job", ""),
+            ("--manage-cgroups-mode", "soft"),
+            ("--empty-ns", "network"),
+            ("--empty-ns", "ipc"),
+        ])
+    );
+    assert!(b.join("image-a").is_dir() && b.join("work-a").is_dir(), "image and work directories are made");
+    assert!(!b.join("request-path").exists(), "image_path overrides the request's path");
+
+    checkpoint(CheckpointOptions {
+        exit: false,
+        open_tcp: false,
+        external_unix_sockets: true,
+        terminal: false,
+        file_locks: true,
+        empty_namespaces: vec!["uts".into()],
+        cgroups_mode: "strict".into(),
+        work_path: path("work-b"),
+        ..Default::default()
+    })
+    .await;
+    let (img, work) = (path("request-path"), path("work-b"));
+    assert_eq!(
+        argv(),
+        want(&[
+            ("--image-path", &img),
+            ("--work-path", &work),
+            ("--leave-running", ""),
+            ("--ext-unix-sk", ""),
+            ("--file-locks", ""),
+            ("--manage-cgroups-mode", "strict"),
+            ("--empty-ns", "uts"),
+        ])
+    );
+    assert_eq!(status(&ok("State", shim.state(&id).await)), Status::RUNNING);
+
+    // `exit` alone: no --leave-running and no other flag; the default work path.
+    checkpoint(CheckpointOptions { exit: true, ..Default::default() }).await;
+    let (img, work) = (path("request-path"), path("work/criu-work"));
+    assert_eq!(argv(), want(&[("--image-path", &img), ("--work-path", &work)]));
+    assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
+}
+
+/// Stats reads the cgroup files: no runtime call per scrape (the fake logs every call, and
+/// `Pids`, which does call `runc ps`, shows the log works), and the answer is containerd's
+/// cgroups Metrics for this host's layout, read from the cgroup the fake init runs in.
+#[tokio::test]
+async fn stats_makes_no_runtime_call() {
+    let shim = Shim::launch("stats").await;
+    let id = unique("c");
+    shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+    let calls = shim.g.runc_root().join(&shim.g.namespace).join("fake-calls");
+    fs::write(&calls, "").unwrap();
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    for _ in 0..3 {
+        let r = ok("Stats", bounded("Stats", shim.task.stats(ctx(), &api::StatsRequest { id: id.clone(), ..Default::default() })).await);
+        let any = r.stats.as_ref().expect("Stats carries metrics");
+        if unified {
+            assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
+        } else {
+            assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
+            let m = containerd_shim_protos::cgroups::metrics::Metrics::parse_from_bytes(&any.value).expect("decodes as cgroups v1 Metrics");
+            // The fake init shares the test's cgroups (often roots, which lack pids.current);
+            // memory usage is there on every v1 memory cgroup.
+            assert!(m.memory.usage.usage > 0, "memory usage of the init's cgroup: {:?}", m.memory);
+        }
+    }
+    assert_eq!(fs::read_to_string(&calls).unwrap(), "", "Stats ran the runtime");
+    ok("Pids", shim.pids(&id).await);
+    let log = fs::read_to_string(&calls).unwrap();
+    assert!(log.lines().any(|l| l.starts_with("ps ")), "the call log works: {log:?}");
+    ok("Kill", shim.kill(&id, SIGKILL, false).await);
+    ok("Wait", shim.wait(&id).await);
+}
+
 /// A Create that carries a checkpoint runs nothing (pid 0, CREATED); Start restores from that
 /// image with runc restore --detach --no-subreaper, and the restored init is supervised like
 /// any other.
@@ -1087,6 +1228,67 @@ async fn create_from_checkpoint_restores_at_start() {
     ok("Kill", shim.kill(&id, SIGKILL, false).await);
     assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
     assert_eq!(ok("Delete", shim.delete(&id).await).exit_status, 137);
+}
+
+/// A restore that fails leaves the container CREATED with its checkpoint, as the Go shim's
+/// createdCheckpointState does: the half-restored container runc left is removed (its process
+/// killed, the id free), and a retried Start restores again with the same stdio rather than
+/// running `runc start` on a container that does not exist. A container whose restore failed
+/// can also just be deleted.
+#[tokio::test]
+async fn failed_restore_can_be_retried_or_deleted() {
+    let shim = Shim::launch("restorefail").await;
+    let from_checkpoint = |id: &str, log: Option<&Path>| {
+        let image = shim.bundle(id).join("image");
+        fs::create_dir_all(&image).unwrap();
+        let mut req = shim.create_request(id);
+        req.checkpoint = image.display().to_string();
+        if let Some(log) = log {
+            req.stdout = format!("file://{}", log.display());
+        }
+        req
+    };
+
+    let id = unique("c");
+    let bundle = shim.bundle(&id);
+    let log = bundle.join("logs/out.log");
+    let attempts = bundle.join("attempts");
+    fs::write(bundle.join("fake-cmd"), format!("echo $$ >>{}; echo attempt $$; exec sleep 1000", attempts.display())).unwrap();
+    ok("Create from a checkpoint", shim.create_with(from_checkpoint(&id, Some(&log))).await);
+    let text = format!("criu failed: restore of {id} refused");
+    fs::write(bundle.join("fake-fail-restore-once"), &text).unwrap();
+    let msg = expect_code("Start with a failing restore", shim.start(&id).await, Code::UNKNOWN);
+    assert!(msg.contains(&text), "{msg:?}");
+    let s = ok("State after a failed restore", shim.state(&id).await);
+    assert_eq!((status(&s), s.pid), (Status::CREATED, 0), "{s:?}");
+    let half: i32 = fs::read_to_string(&attempts).unwrap().trim().parse().unwrap();
+    assert!(wait_exited(half, Duration::from_secs(5)).await, "the half-restored process {half} was left running");
+    assert!(!shim.g.fake_state(&id).exists(), "the half-restored container was left in the runtime");
+
+    let pid = ok("retried Start", shim.start(&id).await).pid;
+    assert_eq!(pid, shim.fake_pid(&id));
+    assert_ne!(pid as i32, half);
+    let s = ok("State after the retry", shim.state(&id).await);
+    assert_eq!((status(&s), s.pid), (Status::RUNNING, pid), "{s:?}");
+    let want = format!("attempt {pid}\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !fs::read_to_string(&log).unwrap_or_default().contains(&want) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fs::read_to_string(&log).unwrap().contains(&want), "the retried restore's output must reach the Create's stdout: {:?}", fs::read_to_string(&log));
+    expect_code("Start after the restore", shim.start(&id).await, Code::FAILED_PRECONDITION);
+    ok("Kill", shim.kill(&id, SIGKILL, false).await);
+    assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
+    ok("Delete", shim.delete(&id).await);
+
+    // Failed, then deleted instead of retried.
+    let id = unique("c");
+    ok("Create from a checkpoint", shim.create_with(from_checkpoint(&id, None)).await);
+    fs::write(shim.bundle(&id).join("fake-fail-restore-once"), "criu failed").unwrap();
+    expect_code("Start with a failing restore", shim.start(&id).await, Code::UNKNOWN);
+    let d = ok("Delete after a failed restore", shim.delete(&id).await);
+    assert_eq!((d.pid, d.exit_status), (0, 137), "{d:?}");
+    expect_code("State of the deleted container", shim.state(&id).await, Code::NOT_FOUND);
 }
 
 /// A socket peer that sends garbage (random bytes, a frame header announcing a huge body, a

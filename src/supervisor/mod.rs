@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 
 mod exec;
+mod resources;
 
 use crate::cgroups::{ContainerCgroup, Metrics};
 use crate::error::{Error, Result};
@@ -130,6 +131,16 @@ struct Container {
 struct Restore {
     image: PathBuf,
     stdio: RuncStdio,
+}
+
+impl Restore {
+    /// What one `runc restore` consumes; the original stays for a retry.
+    fn try_clone(&self) -> Result<Restore> {
+        let dup = |fd: &Option<OwnedFd>| fd.as_ref().map(OwnedFd::try_clone).transpose().map_err(Error::io("duplicate the restore's stdio"));
+        let s = &self.stdio;
+        let stdio = RuncStdio { stdin: dup(&s.stdin)?, stdout: dup(&s.stdout)?, stderr: dup(&s.stderr)?, console_socket: s.console_socket.clone() };
+        Ok(Restore { image: self.image.clone(), stdio })
+    }
 }
 
 /// One process (the init or an exec) as the table tracks it.
@@ -465,8 +476,11 @@ impl Supervisor {
                 return Err(Error::FailedPrecondition(format!("container {id} is busy")));
             }
             c.init.state.apply(Op::Start)?;
+            // A failed restore leaves the container created with its checkpoint, so Start can
+            // be retried, as with the Go shim (createdCheckpointState); `restore` clears it.
+            let restore = c.restore.as_ref().map(Restore::try_clone).transpose()?;
             c.init.starting = true;
-            (c.runc.clone(), c.init.pid, c.restore.take(), c.bundle.clone())
+            (c.runc.clone(), c.init.pid, restore, c.bundle.clone())
         };
         if let Some(restore) = restore {
             return self.restore(id, runc, bundle, restore).await;
@@ -496,17 +510,21 @@ impl Supervisor {
             Err(e) => Err(Error::io(format!("create {}", work.display()))(e)),
         };
         let pid = restored.and_then(|()| read_pid(&pid_file));
+        if pid.is_err() {
+            // runc may have left a half-restored container behind; a retry needs the id free.
+            let _ = runc.delete(&self.shared.reaper, id, true).await;
+            let _ = std::fs::remove_file(&pid_file);
+        }
         let mut t = self.shared.lock();
         let early_exit = collector.finish(&mut t, *pid.as_ref().unwrap_or(&0));
         let c = t.container(id)?;
         c.init.starting = false;
         let pid = match pid {
+            // Nothing runs; the container stays created with its checkpoint and stdio.
+            Err(e) => return Err(e),
             Ok(pid) => pid,
-            Err(e) => {
-                // Nothing runs; the container stays created (without stdio to restore with).
-                return Err(e);
-            }
         };
+        c.restore = None;
         c.init.pid = pid;
         c.init.pidfd = if early_exit.is_some() { None } else { crate::sys::pidfd_open(pid).ok() };
         c.init.state = State::Running;
@@ -590,16 +608,22 @@ impl Supervisor {
         Ok(())
     }
 
-    /// `Update`: new resources (runtime-spec `LinuxResources` JSON), validated first.
-    pub async fn update(&self, id: &str, resources: &[u8]) -> Result<()> {
-        validate_resources(resources)?;
-        let runc = {
+    /// `Update`: new resources (runtime-spec `LinuxResources` JSON). What runc or the kernel
+    /// would certainly refuse is InvalidArgument before runc runs, so it changes nothing; a
+    /// failure of `runc update` itself stays a runtime error (Unknown, with runc's message), as
+    /// it may have applied part of the request.
+    pub async fn update(&self, id: &str, data: &[u8]) -> Result<()> {
+        let resources = resources::validate(data)?;
+        let (runc, unified) = {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
             c.init.state.apply(Op::Modify)?;
-            c.runc.clone()
+            (c.runc.clone(), c.cgroup.as_ref().map(ContainerCgroup::is_unified))
         };
-        runc.update(&self.shared.reaper, id, resources).await
+        if let Some(unified) = unified {
+            resources::for_hierarchy(&resources, unified)?;
+        }
+        runc.update(&self.shared.reaper, id, data).await
     }
 
     /// `Checkpoint` through runc and CRIU. On failure CRIU's dump log is kept in the bundle as
@@ -868,49 +892,6 @@ impl Supervisor {
     }
 }
 
-/// Checks an `Update` payload before runc sees it: a JSON object whose known numeric fields
-/// are numbers, so a malformed request is InvalidArgument and never half-applied.
-fn validate_resources(data: &[u8]) -> Result<()> {
-    let bad = |why: String| Err(Error::InvalidArgument(format!("invalid resources: {why}")));
-    let v: serde_json::Value = match serde_json::from_slice(data) {
-        Ok(v) => v,
-        Err(e) => return bad(e.to_string()),
-    };
-    if !v.is_object() {
-        return bad("expected a LinuxResources JSON object".into());
-    }
-    let integers = [
-        "/memory/limit", "/memory/reservation", "/memory/swap", "/memory/kernel", "/memory/kernelTCP",
-        "/cpu/shares", "/cpu/quota", "/cpu/period", "/cpu/realtimeRuntime", "/cpu/realtimePeriod",
-        "/pids/limit", "/blockIO/weight", "/blockIO/leafWeight",
-    ];
-    for path in integers {
-        if let Some(x) = v.pointer(path) {
-            if !(x.is_i64() || x.is_u64() || x.is_null()) {
-                return bad(format!("{} must be an integer, got {x}", &path[1..]));
-            }
-        }
-    }
-    if let Some(x) = v.pointer("/memory/limit").and_then(|x| x.as_i64()) {
-        if x < -1 || (0..4096 * 1024).contains(&x) && x != 0 {
-            return bad(format!("memory limit {x} must be -1 (unlimited) or at least 4 MiB"));
-        }
-    }
-    if let Some(x) = v.pointer("/pids/limit").and_then(|x| x.as_i64()) {
-        if x < -1 {
-            return bad(format!("pids limit {x} must be -1 (unlimited) or positive"));
-        }
-    }
-    for path in ["/cpu/cpus", "/cpu/mems"] {
-        if let Some(x) = v.pointer(path) {
-            if !(x.is_string() || x.is_null()) {
-                return bad(format!("{} must be a string", &path[1..]));
-            }
-        }
-    }
-    Ok(())
-}
-
 fn exit_info(e: Exit) -> ExitInfo {
     ExitInfo { status: e.status as u32, at: e.at }
 }
@@ -966,16 +947,6 @@ fn is_systemd_cgroups_path(p: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resources_are_validated() {
-        assert!(validate_resources(br#"{"memory":{"limit":33554432},"pids":{"limit":20}}"#).is_ok());
-        assert!(validate_resources(br#"{"cpu":{"shares":512,"cpus":"0"}}"#).is_ok());
-        assert!(validate_resources(br#"{}"#).is_ok());
-        for bad in [&b"not json"[..], b"[1]", br#"{"memory":{"limit":"lots"}}"#, br#"{"memory":{"limit":1024}}"#, br#"{"pids":{"limit":-5}}"#, br#"{"cpu":{"cpus":3}}"#] {
-            assert!(matches!(validate_resources(bad), Err(Error::InvalidArgument(_))), "{}", String::from_utf8_lossy(bad));
-        }
-    }
 
     /// A reaped pid is attributed to a tracked process only if that process's pidfd says it
     /// has exited: a process given the same pid after the reap cannot take the exit.
