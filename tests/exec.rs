@@ -27,6 +27,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::*;
+use containerd_shim_protos::api;
+use containerd_shim_protos::protobuf::Message;
 
 /// Bound for a container or exec that should finish at once.
 const QUICK: Duration = Duration::from_secs(30);
@@ -680,6 +682,122 @@ fn exec_tty_gets_window_size_and_resize() {
         text.lines().any(|l| l == "resized=40 120"),
         "resize not applied; output:\n{text}"
     );
+    assert_eq!(cd.task(&id).map(|t| t.1), Some("RUNNING".to_string()));
+    remove_container(&cd, &id);
+}
+
+/// One `containerd.task.v2.Task/<method>` call straight to the shim serving `id` (its address
+/// is in the bundle), for what ctr cannot send: CloseIO for a terminal, a bounded Wait. `Err`
+/// carries the status or transport error, or says the call took longer than `timeout`.
+fn shim_call<Req: Message, Resp: Message>(
+    cd: &Containerd,
+    id: &str,
+    method: &str,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Resp, String> {
+    let address = fs::read_to_string(cd.bundle(id).join("address")).expect("shim address");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let call = async {
+        let client = ttrpc::asynchronous::Client::connect(address.trim())
+            .await
+            .map_err(|e| format!("connect {address}: {e:?}"))?;
+        let request = ttrpc::Request {
+            service: "containerd.task.v2.Task".into(),
+            method: method.into(),
+            payload: req.write_to_bytes().expect("encode request"),
+            ..Default::default()
+        };
+        let resp = client
+            .request(request)
+            .await
+            .map_err(|e| format!("{method}: {e:?}"))?;
+        Resp::parse_from_bytes(&resp.payload).map_err(|e| format!("{method}: bad response: {e}"))
+    };
+    rt.block_on(async { tokio::time::timeout(timeout, call).await })
+        .unwrap_or_else(|_| Err(format!("{method}: no answer within {timeout:?}")))
+}
+
+/// Descriptors of `pid` that are pty masters (`/dev/ptmx`, or `/dev/pts/ptmx` inside a
+/// container's devpts).
+fn pty_masters(pid: i32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .map(|l| l.to_string_lossy().into_owned())
+                .filter(|l| l.ends_with("ptmx"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A terminal exec whose client is gone (`crictl exec -it` / `kubectl exec -it` after the
+/// client closed stdin) must not run forever: once the stdin FIFO's last writer closes and
+/// CloseIO dropped the shim's own, the shim hangs the terminal up, as
+/// containerd-shim-runc-v2 does, so `cat` reading it gets SIGHUP/EOF and Wait returns. Both
+/// orders: CloseIO before the client closes its FIFO end, and after. The shim holds no pty
+/// master afterwards, and the container keeps running.
+#[test]
+fn close_io_hangs_up_an_exec_terminal() {
+    require_root();
+    let cd = Containerd::start();
+    let id = unique_id("ttyhup");
+    start_sleeper(&cd, &id, false);
+    let shim = cd.shim_pid(&id).expect("shim pid");
+    for (exec_id, close_io_first) in [("hup1", true), ("hup2", false)] {
+        let args = exec_args(&cd, &["-t"], exec_id, &id, &["sh", "-c", "echo ready; exec cat"]);
+        let mut ctr = PtyChild::spawn(cd.ctr_cmd(&args), 24, 80);
+        ctr.wait_for("ready", QUICK);
+        assert!(!pty_masters(shim).is_empty(), "the shim holds no pty master for {exec_id}");
+        let close_io = api::CloseIORequest {
+            id: id.clone(),
+            exec_id: exec_id.into(),
+            stdin: true,
+            ..Default::default()
+        };
+        let close_stdin = || {
+            shim_call::<_, api::Empty>(&cd, &id, "CloseIO", &close_io, QUICK)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        // ctr (the client) is the other writer of the stdin FIFO; killing it closes that end.
+        if close_io_first {
+            close_stdin();
+        }
+        let _ = ctr.child.kill();
+        let _ = ctr.child.wait();
+        if !close_io_first {
+            thread::sleep(Duration::from_millis(200));
+            close_stdin();
+        }
+        let wait = api::WaitRequest {
+            id: id.clone(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        let exited: Result<api::WaitResponse, _> =
+            shim_call(&cd, &id, "Wait", &wait, Duration::from_secs(10));
+        assert!(
+            exited.is_ok(),
+            "{exec_id} (CloseIO first: {close_io_first}) still runs on its terminal: {exited:?}"
+        );
+        let mut masters = Vec::new();
+        let closed = wait_until(Duration::from_secs(5), || {
+            masters = pty_masters(shim);
+            masters.is_empty()
+        });
+        assert!(closed, "the shim still holds pty masters after {exec_id} exited: {masters:?}");
+        let delete = api::DeleteRequest {
+            id: id.clone(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        shim_call::<_, api::DeleteResponse>(&cd, &id, "Delete", &delete, QUICK)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
     assert_eq!(cd.task(&id).map(|t| t.1), Some("RUNNING".to_string()));
     remove_container(&cd, &id);
 }

@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::reaper::Reaper;
 use crate::runtime::RuncStdio;
 use binary::Logger;
-use console::{Console, ConsoleSocket};
+use console::{Console, ConsoleSocket, WeakConsole};
 use copy::{Sink, Source};
 
 /// How long output already in a client's FIFO may wait to be read before the process's exit is
@@ -76,7 +76,8 @@ pub struct ProcessIo {
     delivered: Option<watch::Receiver<bool>>,
     /// A terminal whose master runc has not sent yet, with the copies to start then.
     pending_console: Option<(ConsoleSocket, Option<pipe::Receiver>, Sink)>,
-    console: Option<Console>,
+    /// Weak: the copies own the pty master, so it closes when they end (see `hang_up`).
+    console: Option<WeakConsole>,
     logger: Option<Logger>,
 }
 
@@ -189,10 +190,10 @@ impl ProcessIo {
         let console = Console::new(socket.receive().await?)?;
         self.outputs.push(tokio::spawn(copy::pump(Source::Console(console.clone()), sink)));
         self.seal_outputs();
+        self.console = Some(console.downgrade());
         if let Some(fifo) = stdin {
-            self.stdin_copy = Some(tokio::spawn(copy_then_close(Source::Pipe(fifo), Sink::Console(console.clone()))));
+            self.stdin_copy = Some(tokio::spawn(stdin_then_hang_up(fifo, console)));
         }
-        self.console = Some(console);
         Ok(())
     }
 
@@ -202,7 +203,7 @@ impl ProcessIo {
         let (Ok(w), Ok(h)) = (w, h) else {
             return Err(Error::InvalidArgument(format!("window size {width}x{height} is out of range")));
         };
-        self.console.as_ref().map_or(Ok(()), |c| c.resize(w, h))
+        self.console.as_ref().and_then(WeakConsole::upgrade).map_or(Ok(()), |c| c.resize(w, h))
     }
 
     /// `CloseIO{stdin}`: drop our writer so the client's close becomes EOF in the container.
@@ -262,6 +263,14 @@ impl Target {
 
 async fn copy_then_close(src: Source, sink: Sink) {
     drop(copy::pump(src, sink).await);
+}
+
+/// A terminal's stdin copy: at EOF (the client closed stdin and sent `CloseIO`) the terminal
+/// hangs up, as with containerd-shim-runc-v2, so the process gets SIGHUP instead of waiting on
+/// a terminal nobody can type into.
+async fn stdin_then_hang_up(fifo: pipe::Receiver, console: Console) {
+    drop(copy::pump(Source::Pipe(fifo), Sink::Console(console.clone())).await);
+    console.hang_up();
 }
 
 fn open_sink(target: &Target) -> Result<Sink> {
