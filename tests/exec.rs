@@ -949,3 +949,83 @@ fn binary_log_uri_runs_logger_with_streams_and_env() {
         format!("dir\n{}\n", dir.display())
     );
 }
+
+/// Registers and starts exec `exec_id` in container `id` straight through the shim, with a
+/// terminal and `log_uri` as its stdout and stderr (what containerd passes for a log URI), and
+/// returns its exit status. ctr cannot ask for this: ctr 1.6 drops `--log-uri` when given `-t`.
+fn exec_tty_with_log_uri(cd: &Containerd, id: &str, exec_id: &str, log_uri: &str, script: &str) -> u32 {
+    let spec = serde_json::json!({
+        "args": ["sh", "-c", script],
+        "cwd": "/",
+        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        "user": {"uid": 0, "gid": 0},
+    });
+    let exec = api::ExecProcessRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        terminal: true,
+        stdout: log_uri.into(),
+        stderr: log_uri.into(),
+        spec: Some(containerd_shim_protos::protobuf::well_known_types::any::Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+            value: serde_json::to_vec(&spec).unwrap(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    shim_call::<_, api::Empty>(cd, id, "Exec", &exec, QUICK).unwrap_or_else(|e| panic!("{e}"));
+    let start = api::StartRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        ..Default::default()
+    };
+    shim_call::<_, api::StartResponse>(cd, id, "Start", &start, QUICK)
+        .unwrap_or_else(|e| panic!("Start {exec_id} with {log_uri}: {e}"));
+    let wait = api::WaitRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        ..Default::default()
+    };
+    let status = shim_call::<_, api::WaitResponse>(cd, id, "Wait", &wait, QUICK)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .exit_status;
+    // Delete waits (bounded) for the output to be delivered and the logger to exit.
+    let delete = api::DeleteRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        ..Default::default()
+    };
+    shim_call::<_, api::DeleteResponse>(cd, id, "Delete", &delete, QUICK)
+        .unwrap_or_else(|e| panic!("{e}"));
+    status
+}
+
+/// A terminal's output goes to a log URI as with containerd-shim-runc-v2: a `binary://`
+/// logger gets it on fd 3 (fd 4, stderr, stays empty: a terminal has one output stream), and
+/// `file://` appends it to the file. `\r`s come from the terminal's output processing.
+#[test]
+fn terminal_output_reaches_binary_logger_and_log_file() {
+    require_root();
+    let logger = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/logger.sh");
+    let cd = Containerd::start();
+    let id = unique_id("ttylog");
+    start_sleeper(&cd, &id, false);
+    let script = "test -t 0 && test -t 1 && echo on-a-tty; echo not-on-stderr >&2";
+    let want = "on-a-tty\r\nnot-on-stderr\r\n";
+
+    let dir = cd.dir().join("ttylog");
+    let uri = format!("binary://{}?dir={}", logger.display(), dir.display());
+    assert_eq!(exec_tty_with_log_uri(&cd, &id, "bin", &uri, script), 0, "exec status");
+    assert_eq!(wait_file(&dir.join("stdout"), want), want, "logger's stdout file");
+    assert_eq!(fs::read_to_string(dir.join("stderr")).unwrap(), "", "logger's stderr file");
+    assert_eq!(fs::read_to_string(dir.join("container_id")).unwrap(), format!("{id}\n"));
+
+    let log = cd.dir().join("ttylog-file/sub/c.log");
+    let uri = format!("file://{}", log.display());
+    assert_eq!(exec_tty_with_log_uri(&cd, &id, "file", &uri, script), 0, "exec status");
+    assert_eq!(exec_tty_with_log_uri(&cd, &id, "file2", &uri, script), 0, "exec status");
+    let twice = want.repeat(2);
+    assert_eq!(wait_file(&log, &twice), twice, "log file (appended by two execs)");
+    remove_container(&cd, &id);
+}

@@ -1,6 +1,7 @@
 //! `binary://` log URIs: a logger program containerd's users provide. It gets the container's
 //! stdout on fd 3, stderr on fd 4, and a pipe on fd 5 that it closes once ready (containerd's
-//! documented protocol); the container writes straight into its pipes, tether copies nothing.
+//! documented protocol); the container writes straight into its pipes, tether copies nothing
+//! (except a terminal's output, see `ProcessIo::console_logger`).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;

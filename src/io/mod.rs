@@ -8,7 +8,8 @@
 //! - stdin sees EOF only after the client closed its end *and* sent `CloseIO`, because tether
 //!   holds an extra writer on the stdin FIFO until then (as the Go shim does).
 //!
-//! `binary://` targets are the exception: the logger reads the container's pipes itself.
+//! `binary://` targets are the exception: the logger reads the container's pipes itself (but
+//! not a terminal's output, which tether copies into the logger's stdout pipe).
 
 mod batch;
 mod binary;
@@ -95,7 +96,7 @@ impl ProcessIo {
         if cfg.terminal {
             let sink = match &stdout {
                 Target::None => None,
-                Target::Binary(..) => return Err(Error::Unimplemented("a binary:// logger with a terminal is not supported".into())),
+                Target::Binary(path, args) => Some(io.console_logger(ctx, path, args).await?),
                 t => Some(open_sink(t)?),
             };
             let socket = ConsoleSocket::new()?;
@@ -127,6 +128,17 @@ impl ProcessIo {
         runc.stderr = io.output(&stderr, owner)?;
         io.seal_outputs();
         Ok((io, runc))
+    }
+
+    /// Starts a `binary://` logger for a terminal's output, which tether copies to the logger's
+    /// fd 3 (as containerd-shim-runc-v2 does). A terminal has no separate stderr: fd 4 is a pipe
+    /// whose write end is closed at once, so the logger sees EOF there.
+    async fn console_logger(&mut self, ctx: &IoContext<'_>, path: &std::path::Path, args: &[(String, String)]) -> Result<Sink> {
+        let (out_r, out_w) = make_pipe(None)?;
+        let (err_r, err_w) = make_pipe(None)?;
+        drop(err_w);
+        self.logger = Some(Logger::start(ctx.reaper, path, args, &ctx.logger_env, out_r, err_r).await?);
+        Ok(Sink::Fifo(pipe::Sender::from_owned_fd(out_w).map_err(Error::io("logger pipe"))?))
     }
 
     /// Opens the stdin FIFO: reader first (never blocks), then our keep-alive writer (succeeds:
@@ -179,7 +191,7 @@ impl ProcessIo {
     }
 
     /// A signal that turns true once all output was handed to the client's targets; `None`
-    /// when tether copies nothing (a `binary://` logger reads the pipes itself).
+    /// when tether copies nothing (a `binary://` logger without a terminal reads the pipes itself).
     pub fn delivered(&self) -> Option<watch::Receiver<bool>> {
         self.delivered.clone()
     }
