@@ -1029,3 +1029,51 @@ fn terminal_output_reaches_binary_logger_and_log_file() {
     assert_eq!(wait_file(&log, &twice), twice, "log file (appended by two execs)");
     remove_container(&cd, &id);
 }
+
+/// Field 22 (start time) of /proc/<pid>/stat: tells a process from a later one with its pid.
+fn start_time(pid: i32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    text[text.rfind(')')? + 2..].split_whitespace().nth(19).map(str::to_string)
+}
+
+/// A `binary://` logger that ignores SIGTERM and never exits on its own does not outlive its
+/// task: Delete waits a bounded time for it, the shim sends SIGTERM, then SIGKILL, and reaps
+/// it (it is the shim's child; afterwards no process, not even a zombie, has its pid), and the
+/// shim itself still exits after Shutdown.
+#[test]
+fn logger_ignoring_sigterm_is_killed_and_reaped_after_delete() {
+    require_root();
+    let logger =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stubborn-logger.sh");
+    let cd = Containerd::start();
+    let id = unique_id("stubborn");
+    let dir = cd.dir().join("stubborn");
+    let uri = format!("binary://{}?dir={}", logger.display(), dir.display());
+    let args = cd
+        .run_args(&id, &["true"])
+        .detach()
+        .flag("--log-uri")
+        .flag(&uri)
+        .build();
+    cd.ctr_ok(&args);
+    let shim = cd.shim_pid(&id).expect("shim pid");
+    let pid: i32 = fs::read_to_string(dir.join("pid"))
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("logger pid in {}: {e}", dir.display()));
+    let started = start_time(pid).expect("the logger runs");
+    assert_eq!(proc_stat(pid).map(|s| s.ppid), Some(shim), "the logger is the shim's child");
+    cd.wait_task_status(&id, "STOPPED", Duration::from_secs(10));
+
+    let t = Instant::now();
+    cd.ctr_ok(&["tasks", "delete", &id]);
+    assert!(t.elapsed() < Duration::from_secs(20), "Delete took {:?}", t.elapsed());
+    let gone = wait_until(Duration::from_secs(20), || start_time(pid).as_ref() != Some(&started));
+    assert!(gone, "the logger {pid} ignoring SIGTERM still exists: {:?}", proc_stat(pid));
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(shim)),
+        "the shim {shim} did not exit after Delete"
+    );
+    cd.ctr_ok(&["containers", "delete", &id]);
+}
