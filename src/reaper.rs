@@ -13,13 +13,13 @@ use std::collections::HashMap;
 use std::io;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// One reaped process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,9 @@ pub struct Reaper {
     /// Waiters by pid. The lock is held while spawning and while reaping, which is what makes
     /// "subscribe before the exit can be seen" hold.
     waiters: Arc<Mutex<HashMap<i32, oneshot::Sender<Exit>>>>,
+    /// How many children [`Reaper::stop`] is still stopping; the server waits for them before
+    /// it exits, so none outlives it.
+    stopping: Arc<watch::Sender<usize>>,
 }
 
 /// A spawned child and the future status of it.
@@ -50,7 +53,7 @@ impl Reaper {
     pub fn start() -> io::Result<(Reaper, mpsc::UnboundedReceiver<Exit>)> {
         let mut sigchld = signal(SignalKind::child())?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let reaper = Reaper { waiters: Arc::default() };
+        let reaper = Reaper { waiters: Arc::default(), stopping: Arc::new(watch::channel(0).0) };
         let loop_reaper = reaper.clone();
         tokio::spawn(async move {
             loop {
@@ -71,6 +74,40 @@ impl Reaper {
         let (tx, rx) = oneshot::channel();
         waiters.insert(child.id() as i32, tx);
         Ok(Spawned { child, exit: rx })
+    }
+
+    /// Sends `signal` to a child spawned through us, unless it was already reaped. Reaping
+    /// takes the same lock, so the pid cannot belong to anyone else meanwhile. False if reaped.
+    pub fn signal_child(&self, pid: i32, signal: i32) -> bool {
+        let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        waiters.contains_key(&pid) && crate::sys::signal(pid, signal as u32).is_ok()
+    }
+
+    /// Stops a child spawned through us without waiting for it: SIGTERM now, SIGKILL if it has
+    /// not exited `grace` later. Its exit is reaped by the loop as usual.
+    pub fn stop(&self, pid: i32, exit: oneshot::Receiver<Exit>, grace: Duration) {
+        self.signal_child(pid, libc::SIGTERM);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // No runtime left to wait on (the server is going away): no grace.
+            self.signal_child(pid, libc::SIGKILL);
+            return;
+        };
+        self.stopping.send_modify(|n| *n += 1);
+        let reaper = self.clone();
+        rt.spawn(async move {
+            let mut exit = exit;
+            if tokio::time::timeout(grace, &mut exit).await.is_err() && reaper.signal_child(pid, libc::SIGKILL) {
+                tracing::warn!(pid, "child did not exit within {grace:?} of SIGTERM; killed it");
+                let _ = tokio::time::timeout(Duration::from_secs(2), exit).await;
+            }
+            reaper.stopping.send_modify(|n| *n -= 1);
+        });
+    }
+
+    /// Waits (at most `limit`) until every [`Reaper::stop`] has finished.
+    pub async fn settle(&self, limit: Duration) {
+        let mut rx = self.stopping.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|&n| n == 0)).await;
     }
 
     /// Reaps every exited child, routing each status to its waiter or to `unclaimed`.

@@ -158,7 +158,7 @@ fn serve(args: &Args) -> Result<()> {
             _ => Destination::Discard,
         };
         let events = events::start(dest);
-        let sup = Supervisor::new(reaper, exits, events.clone(), args.namespace.clone(), runtime_timeout());
+        let sup = Supervisor::new(reaper.clone(), exits, events.clone(), args.namespace.clone(), runtime_timeout());
         let shutdown = Arc::new(Notify::new());
         let svc = Arc::new(TaskService::new(sup, shutdown.clone()));
         let listener = tokio::net::UnixListener::from_std(listener).map_err(Error::io("listener"))?;
@@ -179,6 +179,8 @@ fn serve(args: &Args) -> Result<()> {
         }
         events.flush(Duration::from_secs(3)).await;
         let _ = tokio::time::timeout(Duration::from_millis(500), server.shutdown()).await;
+        // A logger being stopped would outlive us (and never get its SIGKILL) otherwise.
+        reaper.settle(Duration::from_secs(10)).await;
         tracing::info!("exiting");
         Ok(())
     })

@@ -27,6 +27,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::*;
+use containerd_shim_protos::api;
+use containerd_shim_protos::protobuf::Message;
 
 /// Bound for a container or exec that should finish at once.
 const QUICK: Duration = Duration::from_secs(30);
@@ -684,6 +686,122 @@ fn exec_tty_gets_window_size_and_resize() {
     remove_container(&cd, &id);
 }
 
+/// One `containerd.task.v2.Task/<method>` call straight to the shim serving `id` (its address
+/// is in the bundle), for what ctr cannot send: CloseIO for a terminal, a bounded Wait. `Err`
+/// carries the status or transport error, or says the call took longer than `timeout`.
+fn shim_call<Req: Message, Resp: Message>(
+    cd: &Containerd,
+    id: &str,
+    method: &str,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Resp, String> {
+    let address = fs::read_to_string(cd.bundle(id).join("address")).expect("shim address");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let call = async {
+        let client = ttrpc::asynchronous::Client::connect(address.trim())
+            .await
+            .map_err(|e| format!("connect {address}: {e:?}"))?;
+        let request = ttrpc::Request {
+            service: "containerd.task.v2.Task".into(),
+            method: method.into(),
+            payload: req.write_to_bytes().expect("encode request"),
+            ..Default::default()
+        };
+        let resp = client
+            .request(request)
+            .await
+            .map_err(|e| format!("{method}: {e:?}"))?;
+        Resp::parse_from_bytes(&resp.payload).map_err(|e| format!("{method}: bad response: {e}"))
+    };
+    rt.block_on(async { tokio::time::timeout(timeout, call).await })
+        .unwrap_or_else(|_| Err(format!("{method}: no answer within {timeout:?}")))
+}
+
+/// Descriptors of `pid` that are pty masters (`/dev/ptmx`, or `/dev/pts/ptmx` inside a
+/// container's devpts).
+fn pty_masters(pid: i32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .map(|l| l.to_string_lossy().into_owned())
+                .filter(|l| l.ends_with("ptmx"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A terminal exec whose client is gone (`crictl exec -it` / `kubectl exec -it` after the
+/// client closed stdin) must not run forever: once the stdin FIFO's last writer closes and
+/// CloseIO dropped the shim's own, the shim hangs the terminal up, as
+/// containerd-shim-runc-v2 does, so `cat` reading it gets SIGHUP/EOF and Wait returns. Both
+/// orders: CloseIO before the client closes its FIFO end, and after. The shim holds no pty
+/// master afterwards, and the container keeps running.
+#[test]
+fn close_io_hangs_up_an_exec_terminal() {
+    require_root();
+    let cd = Containerd::start();
+    let id = unique_id("ttyhup");
+    start_sleeper(&cd, &id, false);
+    let shim = cd.shim_pid(&id).expect("shim pid");
+    for (exec_id, close_io_first) in [("hup1", true), ("hup2", false)] {
+        let args = exec_args(&cd, &["-t"], exec_id, &id, &["sh", "-c", "echo ready; exec cat"]);
+        let mut ctr = PtyChild::spawn(cd.ctr_cmd(&args), 24, 80);
+        ctr.wait_for("ready", QUICK);
+        assert!(!pty_masters(shim).is_empty(), "the shim holds no pty master for {exec_id}");
+        let close_io = api::CloseIORequest {
+            id: id.clone(),
+            exec_id: exec_id.into(),
+            stdin: true,
+            ..Default::default()
+        };
+        let close_stdin = || {
+            shim_call::<_, api::Empty>(&cd, &id, "CloseIO", &close_io, QUICK)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        // ctr (the client) is the other writer of the stdin FIFO; killing it closes that end.
+        if close_io_first {
+            close_stdin();
+        }
+        let _ = ctr.child.kill();
+        let _ = ctr.child.wait();
+        if !close_io_first {
+            thread::sleep(Duration::from_millis(200));
+            close_stdin();
+        }
+        let wait = api::WaitRequest {
+            id: id.clone(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        let exited: Result<api::WaitResponse, _> =
+            shim_call(&cd, &id, "Wait", &wait, Duration::from_secs(10));
+        assert!(
+            exited.is_ok(),
+            "{exec_id} (CloseIO first: {close_io_first}) still runs on its terminal: {exited:?}"
+        );
+        let mut masters = Vec::new();
+        let closed = wait_until(Duration::from_secs(5), || {
+            masters = pty_masters(shim);
+            masters.is_empty()
+        });
+        assert!(closed, "the shim still holds pty masters after {exec_id} exited: {masters:?}");
+        let delete = api::DeleteRequest {
+            id: id.clone(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        shim_call::<_, api::DeleteResponse>(&cd, &id, "Delete", &delete, QUICK)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(cd.task(&id).map(|t| t.1), Some("RUNNING".to_string()));
+    remove_container(&cd, &id);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stdin and CloseIO
 // ---------------------------------------------------------------------------------------------
@@ -830,4 +948,132 @@ fn binary_log_uri_runs_logger_with_streams_and_env() {
         fs::read_to_string(dir.join("args")).unwrap(),
         format!("dir\n{}\n", dir.display())
     );
+}
+
+/// Registers and starts exec `exec_id` in container `id` straight through the shim, with a
+/// terminal and `log_uri` as its stdout and stderr (what containerd passes for a log URI), and
+/// returns its exit status. ctr cannot ask for this: ctr 1.6 drops `--log-uri` when given `-t`.
+fn exec_tty_with_log_uri(cd: &Containerd, id: &str, exec_id: &str, log_uri: &str, script: &str) -> u32 {
+    let spec = serde_json::json!({
+        "args": ["sh", "-c", script],
+        "cwd": "/",
+        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        "user": {"uid": 0, "gid": 0},
+    });
+    let exec = api::ExecProcessRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        terminal: true,
+        stdout: log_uri.into(),
+        stderr: log_uri.into(),
+        spec: Some(containerd_shim_protos::protobuf::well_known_types::any::Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+            value: serde_json::to_vec(&spec).unwrap(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    shim_call::<_, api::Empty>(cd, id, "Exec", &exec, QUICK).unwrap_or_else(|e| panic!("{e}"));
+    let start = api::StartRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        ..Default::default()
+    };
+    shim_call::<_, api::StartResponse>(cd, id, "Start", &start, QUICK)
+        .unwrap_or_else(|e| panic!("Start {exec_id} with {log_uri}: {e}"));
+    let wait = api::WaitRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        ..Default::default()
+    };
+    let status = shim_call::<_, api::WaitResponse>(cd, id, "Wait", &wait, QUICK)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .exit_status;
+    // Delete waits (bounded) for the output to be delivered and the logger to exit.
+    let delete = api::DeleteRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        ..Default::default()
+    };
+    shim_call::<_, api::DeleteResponse>(cd, id, "Delete", &delete, QUICK)
+        .unwrap_or_else(|e| panic!("{e}"));
+    status
+}
+
+/// A terminal's output goes to a log URI as with containerd-shim-runc-v2: a `binary://`
+/// logger gets it on fd 3 (fd 4, stderr, stays empty: a terminal has one output stream), and
+/// `file://` appends it to the file. `\r`s come from the terminal's output processing.
+#[test]
+fn terminal_output_reaches_binary_logger_and_log_file() {
+    require_root();
+    let logger = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/logger.sh");
+    let cd = Containerd::start();
+    let id = unique_id("ttylog");
+    start_sleeper(&cd, &id, false);
+    let script = "test -t 0 && test -t 1 && echo on-a-tty; echo not-on-stderr >&2";
+    let want = "on-a-tty\r\nnot-on-stderr\r\n";
+
+    let dir = cd.dir().join("ttylog");
+    let uri = format!("binary://{}?dir={}", logger.display(), dir.display());
+    assert_eq!(exec_tty_with_log_uri(&cd, &id, "bin", &uri, script), 0, "exec status");
+    assert_eq!(wait_file(&dir.join("stdout"), want), want, "logger's stdout file");
+    assert_eq!(fs::read_to_string(dir.join("stderr")).unwrap(), "", "logger's stderr file");
+    assert_eq!(fs::read_to_string(dir.join("container_id")).unwrap(), format!("{id}\n"));
+
+    let log = cd.dir().join("ttylog-file/sub/c.log");
+    let uri = format!("file://{}", log.display());
+    assert_eq!(exec_tty_with_log_uri(&cd, &id, "file", &uri, script), 0, "exec status");
+    assert_eq!(exec_tty_with_log_uri(&cd, &id, "file2", &uri, script), 0, "exec status");
+    let twice = want.repeat(2);
+    assert_eq!(wait_file(&log, &twice), twice, "log file (appended by two execs)");
+    remove_container(&cd, &id);
+}
+
+/// Field 22 (start time) of /proc/<pid>/stat: tells a process from a later one with its pid.
+fn start_time(pid: i32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    text[text.rfind(')')? + 2..].split_whitespace().nth(19).map(str::to_string)
+}
+
+/// A `binary://` logger that ignores SIGTERM and never exits on its own does not outlive its
+/// task: Delete waits a bounded time for it, the shim sends SIGTERM, then SIGKILL, and reaps
+/// it (it is the shim's child; afterwards no process, not even a zombie, has its pid), and the
+/// shim itself still exits after Shutdown.
+#[test]
+fn logger_ignoring_sigterm_is_killed_and_reaped_after_delete() {
+    require_root();
+    let logger =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stubborn-logger.sh");
+    let cd = Containerd::start();
+    let id = unique_id("stubborn");
+    let dir = cd.dir().join("stubborn");
+    let uri = format!("binary://{}?dir={}", logger.display(), dir.display());
+    let args = cd
+        .run_args(&id, &["true"])
+        .detach()
+        .flag("--log-uri")
+        .flag(&uri)
+        .build();
+    cd.ctr_ok(&args);
+    let shim = cd.shim_pid(&id).expect("shim pid");
+    let pid: i32 = fs::read_to_string(dir.join("pid"))
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("logger pid in {}: {e}", dir.display()));
+    let started = start_time(pid).expect("the logger runs");
+    assert_eq!(proc_stat(pid).map(|s| s.ppid), Some(shim), "the logger is the shim's child");
+    cd.wait_task_status(&id, "STOPPED", Duration::from_secs(10));
+
+    let t = Instant::now();
+    cd.ctr_ok(&["tasks", "delete", &id]);
+    assert!(t.elapsed() < Duration::from_secs(20), "Delete took {:?}", t.elapsed());
+    let gone = wait_until(Duration::from_secs(20), || start_time(pid).as_ref() != Some(&started));
+    assert!(gone, "the logger {pid} ignoring SIGTERM still exists: {:?}", proc_stat(pid));
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(shim)),
+        "the shim {shim} did not exit after Delete"
+    );
+    cd.ctr_ok(&["containers", "delete", &id]);
 }

@@ -27,7 +27,7 @@ use containerd_shim_protos::api::{self, Status};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
 use containerd_shim_protos::protobuf::{Message, MessageField};
-use containerd_shim_protos::shim::oci::Options as RuncOptions;
+use containerd_shim_protos::shim::oci::{Options as RuncOptions, ProcessDetails};
 use containerd_shim_protos::shim_async::TaskClient;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -1590,4 +1590,92 @@ async fn a_recycled_pid_never_receives_an_exec_signal() {
     expect_code("Kill of an exec whose pid was recycled", bounded("Kill", shim.task.kill(ctx(), &kill_req)).await, Code::NOT_FOUND);
     std::thread::sleep(Duration::from_millis(100));
     assert!(stranger.0.try_wait().unwrap().is_none(), "the process that recycled pid {pid} was killed");
+}
+
+/// Spawns `sleep 1000` for the fake runtime to report as an exec (`fake-exec-pid`); killed and
+/// reaped on drop.
+struct TestExec(std::process::Child);
+
+impl TestExec {
+    fn spawn(shim: &Shim, id: &str) -> TestExec {
+        let child = Command::new("sleep").arg("1000").spawn().unwrap();
+        fs::write(shim.bundle(id).join("fake-exec-pid"), child.id().to_string()).unwrap();
+        TestExec(child)
+    }
+}
+
+impl Drop for TestExec {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn exec_request(id: &str, exec_id: &str) -> api::ExecProcessRequest {
+    let spec = Any { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(), value: br#"{"args":["sleep","1000"],"cwd":"/"}"#.to_vec(), ..Default::default() };
+    api::ExecProcessRequest { id: id.into(), exec_id: exec_id.into(), spec: MessageField::some(spec), ..Default::default() }
+}
+
+/// Exec error codes: a second Exec with a live exec's id is ALREADY_EXISTS; an exec id nobody
+/// registered is NOT_FOUND for Wait, Delete, Start, ResizePty and CloseIO (State and Kill are
+/// covered above); Pids names the exec's pid with its exec id in a
+/// `containerd.runc.v1.ProcessDetails` (and the init's with none).
+#[tokio::test]
+async fn exec_ids_duplicate_unknown_and_pids() {
+    let shim = Shim::launch("execcodes").await;
+    let id = unique("c");
+    let init = shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+    let exec = TestExec::spawn(&shim, &id);
+    let t = &shim.task;
+
+    ok("Exec e1", bounded("Exec", t.exec(ctx(), &exec_request(&id, "e1"))).await);
+    let again = bounded("Exec", t.exec(ctx(), &exec_request(&id, "e1"))).await;
+    expect_code("Exec with a registered exec id", again, Code::ALREADY_EXISTS);
+    let started = ok("Start e1", bounded("Start", t.start(ctx(), &api::StartRequest { id: id.clone(), exec_id: "e1".into(), ..Default::default() })).await);
+    assert_eq!(started.pid, exec.0.id());
+    let again = bounded("Exec", t.exec(ctx(), &exec_request(&id, "e1"))).await;
+    expect_code("Exec with a started exec's id", again, Code::ALREADY_EXISTS);
+
+    let nosuch = || "nosuch".to_string();
+    let wait = bounded("Wait", t.wait(ctx(), &api::WaitRequest { id: id.clone(), exec_id: nosuch(), ..Default::default() })).await;
+    expect_code("Wait of an unknown exec", wait, Code::NOT_FOUND);
+    let delete = bounded("Delete", t.delete(ctx(), &api::DeleteRequest { id: id.clone(), exec_id: nosuch(), ..Default::default() })).await;
+    expect_code("Delete of an unknown exec", delete, Code::NOT_FOUND);
+    let start = bounded("Start", t.start(ctx(), &api::StartRequest { id: id.clone(), exec_id: nosuch(), ..Default::default() })).await;
+    expect_code("Start of an unknown exec", start, Code::NOT_FOUND);
+    let resize = bounded("ResizePty", t.resize_pty(ctx(), &api::ResizePtyRequest { id: id.clone(), exec_id: nosuch(), width: 80, height: 24, ..Default::default() })).await;
+    expect_code("ResizePty of an unknown exec", resize, Code::NOT_FOUND);
+    let close = bounded("CloseIO", t.close_io(ctx(), &api::CloseIORequest { id: id.clone(), exec_id: nosuch(), stdin: true, ..Default::default() })).await;
+    expect_code("CloseIO of an unknown exec", close, Code::NOT_FOUND);
+
+    let pids = ok("Pids", shim.pids(&id).await);
+    let listed: Vec<(u32, Option<String>)> = pids
+        .processes
+        .iter()
+        .map(|p| {
+            let exec_id = p.info.as_ref().map(|any| {
+                assert_eq!(any.type_url, "containerd.runc.v1.ProcessDetails", "pid {}", p.pid);
+                ProcessDetails::parse_from_bytes(&any.value).unwrap_or_else(|e| panic!("pid {}: undecodable ProcessDetails: {e}", p.pid)).exec_id
+            });
+            (p.pid, exec_id)
+        })
+        .collect();
+    assert_eq!(listed, vec![(init, None), (exec.0.id(), Some("e1".to_string()))], "Pids");
+}
+
+/// No new exec once the init has exited: FAILED_PRECONDITION, and nothing is registered.
+#[tokio::test]
+async fn exec_after_the_init_exited_is_failed_precondition() {
+    let shim = Shim::launch("execdead").await;
+    let id = unique("c");
+    fs::write(shim.bundle(&id).join("fake-cmd"), "exit 3").unwrap();
+    shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+    assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 3);
+    let _exec = TestExec::spawn(&shim, &id);
+    let exec = bounded("Exec", shim.task.exec(ctx(), &exec_request(&id, "late"))).await;
+    expect_code("Exec after the init exited", exec, Code::FAILED_PRECONDITION);
+    let state = bounded("State", shim.task.state(ctx(), &api::StateRequest { id: id.clone(), exec_id: "late".into(), ..Default::default() })).await;
+    expect_code("State of the refused exec", state, Code::NOT_FOUND);
 }

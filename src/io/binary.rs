@@ -1,6 +1,7 @@
 //! `binary://` log URIs: a logger program containerd's users provide. It gets the container's
 //! stdout on fd 3, stderr on fd 4, and a pipe on fd 5 that it closes once ready (containerd's
-//! documented protocol); the container writes straight into its pipes, tether copies nothing.
+//! documented protocol); the container writes straight into its pipes, tether copies nothing
+//! (except a terminal's output, see `ProcessIo::console_logger`).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -17,10 +18,16 @@ use crate::reaper::{Exit, Reaper};
 /// How long a logger may take to report ready.
 const READY_LIMIT: Duration = Duration::from_secs(10);
 
+/// How long a logger may take to exit after SIGTERM before it is killed. Shorter than the Go
+/// shim's 12 s: SIGTERM is already the second request (Delete first gave it `DRAIN_LIMIT`, 5 s,
+/// to exit on EOF), a flush should take far less, and the server's exit waits for it.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// A running logger process.
 pub struct Logger {
     pid: i32,
     exit: Option<oneshot::Receiver<Exit>>,
+    reaper: Reaper,
 }
 
 /// Who the logger logs for.
@@ -47,7 +54,7 @@ impl Logger {
         let spawned = reaper.spawn(&mut cmd).map_err(|e| Error::InvalidArgument(format!("cannot start logger {}: {e}", path.display())))?;
         // The logger has its copies; ours would keep its pipes from ever reaching EOF.
         drop((stdout, stderr, ready_w, cmd));
-        let logger = Logger { pid: spawned.child.id() as i32, exit: Some(spawned.exit) };
+        let logger = Logger { pid: spawned.child.id() as i32, exit: Some(spawned.exit), reaper: reaper.clone() };
         let mut ready = pipe::Receiver::from_owned_fd(ready_r).map_err(Error::io("logger ready pipe"))?;
         let mut sink = Vec::new();
         match tokio::time::timeout(READY_LIMIT, ready.read_to_end(&mut sink)).await {
@@ -66,10 +73,11 @@ impl Logger {
         done
     }
 
-    /// Asks a logger that is still running to stop.
+    /// Stops a logger that is still running: SIGTERM, then SIGKILL after `STOP_GRACE`, in the
+    /// background (see [`Reaper::stop`]).
     pub fn terminate(&mut self) {
-        if self.exit.take().is_some() {
-            let _ = crate::sys::signal(self.pid, libc::SIGTERM as u32);
+        if let Some(exit) = self.exit.take() {
+            self.reaper.stop(self.pid, exit, STOP_GRACE);
         }
     }
 }

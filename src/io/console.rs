@@ -5,8 +5,8 @@
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -14,6 +14,7 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::UnixListener;
+use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
 
@@ -88,10 +89,33 @@ fn recv_fd(sock: i32) -> io::Result<OwnedFd> {
     Err(io::Error::new(io::ErrorKind::InvalidData, "no descriptor in the console socket message"))
 }
 
-/// The pty master of one process, shared by the copy tasks and `ResizePty`.
+/// How much output a hung-up console still hands to the output copy: what the pty buffered
+/// when stdin ended, not whatever a busy process keeps writing until its SIGHUP lands.
+const HANGUP_DRAIN: usize = 64 * 1024;
+
+/// The pty master of one process, shared by the copy tasks. Closed when the last clone goes;
+/// `ResizePty` holds a [`WeakConsole`] so it does not keep the terminal alive.
 #[derive(Clone)]
 pub struct Console {
-    master: Arc<AsyncFd<OwnedFd>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    master: AsyncFd<OwnedFd>,
+    /// Set by [`Console::hang_up`]; then reads stop waiting and end after `HANGUP_DRAIN` bytes.
+    hung_up: AtomicBool,
+    drain_left: AtomicUsize,
+    /// Wakes the (single) output copy waiting for output when the console hangs up.
+    hangup: Notify,
+}
+
+/// A `ResizePty` handle that lets the master close once the copies are done with it.
+pub struct WeakConsole(Weak<Shared>);
+
+impl WeakConsole {
+    pub fn upgrade(&self) -> Option<Console> {
+        self.0.upgrade().map(|shared| Console { shared })
+    }
 }
 
 impl Console {
@@ -99,24 +123,69 @@ impl Console {
         let flags = fcntl(master.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| Error::io("pty flags")(e.into()))?;
         fcntl(master.as_raw_fd(), FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK)).map_err(|e| Error::io("pty flags")(e.into()))?;
         let master = crate::sys::async_fd(master).map_err(Error::io("register pty"))?;
-        Ok(Console { master: Arc::new(master) })
+        let shared = Shared { master, hung_up: AtomicBool::new(false), drain_left: AtomicUsize::new(HANGUP_DRAIN), hangup: Notify::new() };
+        Ok(Console { shared: Arc::new(shared) })
+    }
+
+    pub fn downgrade(&self) -> WeakConsole {
+        WeakConsole(Arc::downgrade(&self.shared))
     }
 
     pub fn resize(&self, width: u16, height: u16) -> Result<()> {
-        crate::sys::set_window_size(self.master.get_ref(), width, height).map_err(Error::io("resize pty"))
+        crate::sys::set_window_size(self.shared.master.get_ref(), width, height).map_err(Error::io("resize pty"))
     }
 
-    /// Waits until the master is readable (output, or the hang-up when the process is gone).
+    /// Stdin ended: the output copy takes what is buffered and lets go of the master, so the
+    /// master closes and the process gets SIGHUP (as containerd-shim-runc-v2 closes its
+    /// console when the stdin copy ends). Without this a shell whose client went away would
+    /// wait on its terminal forever.
+    pub fn hang_up(&self) {
+        self.shared.hung_up.store(true, Ordering::Release);
+        // One waiter at most (the output copy); the permit is kept if it is not waiting yet.
+        self.shared.hangup.notify_one();
+    }
+
+    fn is_hung_up(&self) -> bool {
+        self.shared.hung_up.load(Ordering::Acquire)
+    }
+
+    /// Waits until the master is readable (output, or the hang-up when the process is gone)
+    /// or the console is hung up.
     pub async fn readable(&self) -> io::Result<()> {
-        self.master.readable().await.map(drop)
+        if self.is_hung_up() {
+            return Ok(());
+        }
+        tokio::select! {
+            r = self.shared.master.readable() => r.map(drop),
+            () = self.shared.hangup.notified() => Ok(()),
+        }
     }
 
-    /// Reads output; `Ok(0)` once every slave descriptor is closed (the kernel reports EIO).
+    /// Reads output; `Ok(0)` once every slave descriptor is closed (the kernel reports EIO),
+    /// or once a hung-up console has nothing (or `HANGUP_DRAIN` bytes) more to give.
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = |fd: &OwnedFd, buf: &mut [u8]| match nix::unistd::read(fd.as_raw_fd(), buf) {
+            Err(nix::errno::Errno::EIO) => Ok(0),
+            r => r.map_err(io::Error::from),
+        };
         loop {
-            let mut guard = self.master.readable().await?;
-            match guard.try_io(|fd| nix::unistd::read(fd.as_raw_fd(), buf).map_err(io::Error::from)) {
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
+            if self.is_hung_up() {
+                let left = self.shared.drain_left.load(Ordering::Relaxed);
+                let want = buf.len().min(left);
+                return match read(self.shared.master.get_ref(), &mut buf[..want]) {
+                    Ok(n) => {
+                        self.shared.drain_left.store(left - n, Ordering::Relaxed);
+                        Ok(n)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                    Err(e) => Err(e),
+                };
+            }
+            let mut guard = tokio::select! {
+                g = self.shared.master.readable() => g?,
+                () = self.shared.hangup.notified() => continue,
+            };
+            match guard.try_io(|fd| read(fd.get_ref(), buf)) {
                 Ok(r) => return r,
                 Err(_would_block) => continue,
             }
@@ -125,7 +194,7 @@ impl Console {
 
     pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
-            let mut guard = self.master.writable().await?;
+            let mut guard = self.shared.master.writable().await?;
             match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(io::Error::from)) {
                 Ok(Ok(n)) => buf = &buf[n..],
                 Ok(Err(e)) => return Err(e),

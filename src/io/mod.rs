@@ -8,7 +8,8 @@
 //! - stdin sees EOF only after the client closed its end *and* sent `CloseIO`, because tether
 //!   holds an extra writer on the stdin FIFO until then (as the Go shim does).
 //!
-//! `binary://` targets are the exception: the logger reads the container's pipes itself.
+//! `binary://` targets are the exception: the logger reads the container's pipes itself (but
+//! not a terminal's output, which tether copies into the logger's stdout pipe).
 
 mod batch;
 mod binary;
@@ -32,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::reaper::Reaper;
 use crate::runtime::RuncStdio;
 use binary::Logger;
-use console::{Console, ConsoleSocket};
+use console::{Console, ConsoleSocket, WeakConsole};
 use copy::{Sink, Source};
 
 /// How long output already in a client's FIFO may wait to be read before the process's exit is
@@ -76,7 +77,8 @@ pub struct ProcessIo {
     delivered: Option<watch::Receiver<bool>>,
     /// A terminal whose master runc has not sent yet, with the copies to start then.
     pending_console: Option<(ConsoleSocket, Option<pipe::Receiver>, Sink)>,
-    console: Option<Console>,
+    /// Weak: the copies own the pty master, so it closes when they end (see `hang_up`).
+    console: Option<WeakConsole>,
     logger: Option<Logger>,
 }
 
@@ -94,7 +96,7 @@ impl ProcessIo {
         if cfg.terminal {
             let sink = match &stdout {
                 Target::None => None,
-                Target::Binary(..) => return Err(Error::Unimplemented("a binary:// logger with a terminal is not supported".into())),
+                Target::Binary(path, args) => Some(io.console_logger(ctx, path, args).await?),
                 t => Some(open_sink(t)?),
             };
             let socket = ConsoleSocket::new()?;
@@ -126,6 +128,17 @@ impl ProcessIo {
         runc.stderr = io.output(&stderr, owner)?;
         io.seal_outputs();
         Ok((io, runc))
+    }
+
+    /// Starts a `binary://` logger for a terminal's output, which tether copies to the logger's
+    /// fd 3 (as containerd-shim-runc-v2 does). A terminal has no separate stderr: fd 4 is a pipe
+    /// whose write end is closed at once, so the logger sees EOF there.
+    async fn console_logger(&mut self, ctx: &IoContext<'_>, path: &std::path::Path, args: &[(String, String)]) -> Result<Sink> {
+        let (out_r, out_w) = make_pipe(None)?;
+        let (err_r, err_w) = make_pipe(None)?;
+        drop(err_w);
+        self.logger = Some(Logger::start(ctx.reaper, path, args, &ctx.logger_env, out_r, err_r).await?);
+        Ok(Sink::Fifo(pipe::Sender::from_owned_fd(out_w).map_err(Error::io("logger pipe"))?))
     }
 
     /// Opens the stdin FIFO: reader first (never blocks), then our keep-alive writer (succeeds:
@@ -178,7 +191,7 @@ impl ProcessIo {
     }
 
     /// A signal that turns true once all output was handed to the client's targets; `None`
-    /// when tether copies nothing (a `binary://` logger reads the pipes itself).
+    /// when tether copies nothing (a `binary://` logger without a terminal reads the pipes itself).
     pub fn delivered(&self) -> Option<watch::Receiver<bool>> {
         self.delivered.clone()
     }
@@ -189,10 +202,10 @@ impl ProcessIo {
         let console = Console::new(socket.receive().await?)?;
         self.outputs.push(tokio::spawn(copy::pump(Source::Console(console.clone()), sink)));
         self.seal_outputs();
+        self.console = Some(console.downgrade());
         if let Some(fifo) = stdin {
-            self.stdin_copy = Some(tokio::spawn(copy_then_close(Source::Pipe(fifo), Sink::Console(console.clone()))));
+            self.stdin_copy = Some(tokio::spawn(stdin_then_hang_up(fifo, console)));
         }
-        self.console = Some(console);
         Ok(())
     }
 
@@ -202,7 +215,7 @@ impl ProcessIo {
         let (Ok(w), Ok(h)) = (w, h) else {
             return Err(Error::InvalidArgument(format!("window size {width}x{height} is out of range")));
         };
-        self.console.as_ref().map_or(Ok(()), |c| c.resize(w, h))
+        self.console.as_ref().and_then(WeakConsole::upgrade).map_or(Ok(()), |c| c.resize(w, h))
     }
 
     /// `CloseIO{stdin}`: drop our writer so the client's close becomes EOF in the container.
@@ -262,6 +275,14 @@ impl Target {
 
 async fn copy_then_close(src: Source, sink: Sink) {
     drop(copy::pump(src, sink).await);
+}
+
+/// A terminal's stdin copy: at EOF (the client closed stdin and sent `CloseIO`) the terminal
+/// hangs up, as with containerd-shim-runc-v2, so the process gets SIGHUP instead of waiting on
+/// a terminal nobody can type into.
+async fn stdin_then_hang_up(fifo: pipe::Receiver, console: Console) {
+    drop(copy::pump(Source::Pipe(fifo), Sink::Console(console.clone())).await);
+    console.hang_up();
 }
 
 fn open_sink(target: &Target) -> Result<Sink> {
