@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use containerd_shim_protos::api;
-use containerd_shim_protos::protobuf::Message;
 
 /// Bound for a container or exec that should finish at once.
 const QUICK: Duration = Duration::from_secs(30);
@@ -686,41 +685,6 @@ fn exec_tty_gets_window_size_and_resize() {
     remove_container(&cd, &id);
 }
 
-/// One `containerd.task.v2.Task/<method>` call straight to the shim serving `id` (its address
-/// is in the bundle), for what ctr cannot send: CloseIO for a terminal, a bounded Wait. `Err`
-/// carries the status or transport error, or says the call took longer than `timeout`.
-fn shim_call<Req: Message, Resp: Message>(
-    cd: &Containerd,
-    id: &str,
-    method: &str,
-    req: &Req,
-    timeout: Duration,
-) -> Result<Resp, String> {
-    let address = fs::read_to_string(cd.bundle(id).join("address")).expect("shim address");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let call = async {
-        let client = ttrpc::asynchronous::Client::connect(address.trim())
-            .await
-            .map_err(|e| format!("connect {address}: {e:?}"))?;
-        let request = ttrpc::Request {
-            service: "containerd.task.v2.Task".into(),
-            method: method.into(),
-            payload: req.write_to_bytes().expect("encode request"),
-            ..Default::default()
-        };
-        let resp = client
-            .request(request)
-            .await
-            .map_err(|e| format!("{method}: {e:?}"))?;
-        Resp::parse_from_bytes(&resp.payload).map_err(|e| format!("{method}: bad response: {e}"))
-    };
-    rt.block_on(async { tokio::time::timeout(timeout, call).await })
-        .unwrap_or_else(|_| Err(format!("{method}: no answer within {timeout:?}")))
-}
-
 /// Descriptors of `pid` that are pty masters (`/dev/ptmx`, or `/dev/pts/ptmx` inside a
 /// container's devpts).
 fn pty_masters(pid: i32) -> Vec<String> {
@@ -748,6 +712,7 @@ fn close_io_hangs_up_an_exec_terminal() {
     let id = unique_id("ttyhup");
     start_sleeper(&cd, &id, false);
     let shim = cd.shim_pid(&id).expect("shim pid");
+    let conn = ShimConn::connect(&cd, &id);
     for (exec_id, close_io_first) in [("hup1", true), ("hup2", false)] {
         let args = exec_args(&cd, &["-t"], exec_id, &id, &["sh", "-c", "echo ready; exec cat"]);
         let mut ctr = PtyChild::spawn(cd.ctr_cmd(&args), 24, 80);
@@ -760,8 +725,8 @@ fn close_io_hangs_up_an_exec_terminal() {
             ..Default::default()
         };
         let close_stdin = || {
-            shim_call::<_, api::Empty>(&cd, &id, "CloseIO", &close_io, QUICK)
-                .unwrap_or_else(|e| panic!("{e}"))
+            conn.call::<_, api::Empty>("CloseIO", &close_io, QUICK)
+                .unwrap_or_else(|e| panic!("CloseIO {exec_id}: {e:?}"))
         };
         // ctr (the client) is the other writer of the stdin FIFO; killing it closes that end.
         if close_io_first {
@@ -778,10 +743,10 @@ fn close_io_hangs_up_an_exec_terminal() {
             exec_id: exec_id.into(),
             ..Default::default()
         };
-        let exited: Result<api::WaitResponse, _> =
-            shim_call(&cd, &id, "Wait", &wait, Duration::from_secs(10));
+        let exited: Option<ttrpc::Result<api::WaitResponse>> =
+            conn.call_within("Wait", &wait, Duration::from_secs(10));
         assert!(
-            exited.is_ok(),
+            matches!(exited, Some(Ok(_))),
             "{exec_id} (CloseIO first: {close_io_first}) still runs on its terminal: {exited:?}"
         );
         let mut masters = Vec::new();
@@ -795,8 +760,8 @@ fn close_io_hangs_up_an_exec_terminal() {
             exec_id: exec_id.into(),
             ..Default::default()
         };
-        shim_call::<_, api::DeleteResponse>(&cd, &id, "Delete", &delete, QUICK)
-            .unwrap_or_else(|e| panic!("{e}"));
+        conn.call::<_, api::DeleteResponse>("Delete", &delete, QUICK)
+            .unwrap_or_else(|e| panic!("Delete {exec_id}: {e:?}"));
     }
     assert_eq!(cd.task(&id).map(|t| t.1), Some("RUNNING".to_string()));
     remove_container(&cd, &id);
@@ -974,21 +939,23 @@ fn exec_tty_with_log_uri(cd: &Containerd, id: &str, exec_id: &str, log_uri: &str
         .into(),
         ..Default::default()
     };
-    shim_call::<_, api::Empty>(cd, id, "Exec", &exec, QUICK).unwrap_or_else(|e| panic!("{e}"));
+    let conn = ShimConn::connect(cd, id);
+    conn.call::<_, api::Empty>("Exec", &exec, QUICK).unwrap_or_else(|e| panic!("Exec {exec_id}: {e:?}"));
     let start = api::StartRequest {
         id: id.into(),
         exec_id: exec_id.into(),
         ..Default::default()
     };
-    shim_call::<_, api::StartResponse>(cd, id, "Start", &start, QUICK)
-        .unwrap_or_else(|e| panic!("Start {exec_id} with {log_uri}: {e}"));
+    conn.call::<_, api::StartResponse>("Start", &start, QUICK)
+        .unwrap_or_else(|e| panic!("Start {exec_id} with {log_uri}: {e:?}"));
     let wait = api::WaitRequest {
         id: id.into(),
         exec_id: exec_id.into(),
         ..Default::default()
     };
-    let status = shim_call::<_, api::WaitResponse>(cd, id, "Wait", &wait, QUICK)
-        .unwrap_or_else(|e| panic!("{e}"))
+    let status = conn
+        .call::<_, api::WaitResponse>("Wait", &wait, QUICK)
+        .unwrap_or_else(|e| panic!("Wait {exec_id}: {e:?}"))
         .exit_status;
     // Delete waits (bounded) for the output to be delivered and the logger to exit.
     let delete = api::DeleteRequest {
@@ -996,8 +963,8 @@ fn exec_tty_with_log_uri(cd: &Containerd, id: &str, exec_id: &str, log_uri: &str
         exec_id: exec_id.into(),
         ..Default::default()
     };
-    shim_call::<_, api::DeleteResponse>(cd, id, "Delete", &delete, QUICK)
-        .unwrap_or_else(|e| panic!("{e}"));
+    conn.call::<_, api::DeleteResponse>("Delete", &delete, QUICK)
+        .unwrap_or_else(|e| panic!("Delete {exec_id}: {e:?}"));
     status
 }
 

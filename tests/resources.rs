@@ -21,7 +21,6 @@
 mod common;
 
 use std::fs;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
@@ -43,9 +42,6 @@ const QUICK: Duration = Duration::from_secs(30);
 /// Bound of one ttrpc call to the shim. Checkpoint goes through CRIU and gets more.
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The task service name containerd 1.6 dials (both shims serve it).
-const TASK_V2: &str = "containerd.task.v2.Task";
 
 /// How containerd 1.6 types an Update's resources (`typeurl` of specs.LinuxResources, JSON).
 const LINUX_RESOURCES_URL: &str =
@@ -238,72 +234,8 @@ fn wait_event(events: &EventStream, id: &str, topic: &str, timeout: Duration) ->
     })
 }
 
-/// A ttrpc connection to the shim serving container `id`, with the runtime it lives on.
-struct ShimConn {
-    // Declared before `rt`, so it is dropped while the runtime still exists.
-    client: ttrpc::asynchronous::Client,
-    rt: tokio::runtime::Runtime,
-    id: String,
-}
-
+/// Typed calls of the tests below.
 impl ShimConn {
-    /// Connects to the address in `id`'s bundle (`unix:///run/containerd/s/<hash>`).
-    fn connect(cd: &Containerd, id: &str) -> ShimConn {
-        let file = cd.bundle(id).join("address");
-        let address = read_trim(&file);
-        assert!(
-            address.starts_with("unix:///run/containerd/s/"),
-            "unexpected shim address {address:?} in {}",
-            file.display()
-        );
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let client = rt
-            .block_on(async {
-                tokio::time::timeout(RPC_TIMEOUT, ttrpc::asynchronous::Client::connect(&address))
-                    .await
-            })
-            .unwrap_or_else(|_| panic!("connect {address}: no answer within {RPC_TIMEOUT:?}"))
-            .unwrap_or_else(|e| panic!("connect {address}: {e:?}"));
-        ShimConn {
-            client,
-            rt,
-            id: id.to_string(),
-        }
-    }
-
-    fn block_on<F: Future>(&self, what: &str, timeout: Duration, f: F) -> F::Output {
-        self.rt
-            .block_on(async { tokio::time::timeout(timeout, f).await })
-            .unwrap_or_else(|_| panic!("{what}: no answer within {timeout:?}"))
-    }
-
-    /// One `containerd.task.v2.Task/<method>` call.
-    fn call<Req: Message, Resp: Message>(
-        &self,
-        method: &str,
-        req: &Req,
-        timeout: Duration,
-    ) -> ttrpc::Result<Resp> {
-        let request = ttrpc::Request {
-            service: TASK_V2.into(),
-            method: method.into(),
-            payload: req.write_to_bytes().expect("encode request"),
-            timeout_nano: timeout.as_nanos() as i64,
-            ..Default::default()
-        };
-        let what = format!("{TASK_V2}/{method}");
-        let resp = self.block_on(
-            &what,
-            timeout + Duration::from_secs(5),
-            self.client.request(request),
-        )?;
-        Ok(Resp::parse_from_bytes(&resp.payload)
-            .unwrap_or_else(|e| panic!("{what}: undecodable response: {e}")))
-    }
-
     fn update(&self, resources_json: &[u8]) -> ttrpc::Result<Empty> {
         let req = api::UpdateTaskRequest {
             id: self.id.clone(),

@@ -32,6 +32,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use containerd_shim_protos::protobuf::Message;
+
 /// Runtime name used when `TETHER_TEST_RUNTIME` is unset or empty.
 pub const DEFAULT_RUNTIME: &str = "io.containerd.tether.v2";
 
@@ -1438,5 +1440,91 @@ impl Drop for EventStream {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Straight to the shim
+// ---------------------------------------------------------------------------------------------
+
+/// The task service name containerd 1.6 dials (both shims serve it).
+pub const TASK_V2: &str = "containerd.task.v2.Task";
+
+/// A ttrpc connection to the shim serving container `id` (its address is in the bundle), for
+/// what ctr 1.6 cannot send: Update, Stats, Checkpoint, CloseIO, a bounded Wait...
+pub struct ShimConn {
+    // Declared before `rt`, so it is dropped while the runtime still exists.
+    client: ttrpc::asynchronous::Client,
+    rt: tokio::runtime::Runtime,
+    pub id: String,
+}
+
+impl ShimConn {
+    /// Connects to the address in `id`'s bundle (`unix:///run/containerd/s/<hash>`).
+    pub fn connect(cd: &Containerd, id: &str) -> ShimConn {
+        let file = cd.bundle(id).join("address");
+        let address = fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .trim()
+            .to_string();
+        assert!(
+            address.starts_with("unix:///run/containerd/s/"),
+            "unexpected shim address {address:?} in {}",
+            file.display()
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let client = rt
+            .block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    ttrpc::asynchronous::Client::connect(&address),
+                )
+                .await
+            })
+            .unwrap_or_else(|_| panic!("connect {address}: no answer within 30 s"))
+            .unwrap_or_else(|e| panic!("connect {address}: {e:?}"));
+        ShimConn {
+            client,
+            rt,
+            id: id.to_string(),
+        }
+    }
+
+    /// One `containerd.task.v2.Task/<method>` call; `None` if no answer came within `timeout`.
+    pub fn call_within<Req: Message, Resp: Message>(
+        &self,
+        method: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Option<ttrpc::Result<Resp>> {
+        let request = ttrpc::Request {
+            service: TASK_V2.into(),
+            method: method.into(),
+            payload: req.write_to_bytes().expect("encode request"),
+            timeout_nano: timeout.as_nanos() as i64,
+            ..Default::default()
+        };
+        let resp = self
+            .rt
+            .block_on(async { tokio::time::timeout(timeout + Duration::from_secs(5), self.client.request(request)).await })
+            .ok()?;
+        Some(resp.map(|resp| {
+            Resp::parse_from_bytes(&resp.payload)
+                .unwrap_or_else(|e| panic!("{TASK_V2}/{method}: undecodable response: {e}"))
+        }))
+    }
+
+    /// [`Self::call_within`], where no answer in time is a test failure.
+    pub fn call<Req: Message, Resp: Message>(
+        &self,
+        method: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> ttrpc::Result<Resp> {
+        self.call_within(method, req, timeout)
+            .unwrap_or_else(|| panic!("{TASK_V2}/{method}: no answer within {timeout:?}"))
     }
 }
