@@ -31,7 +31,7 @@ fn run_echo_prints_hello() {
 }
 
 /// The shim logs through the bundle's `log` FIFO, which containerd copies into its own log:
-/// info lines always, debug lines (one per queued event, in a span naming the container) only
+/// info lines always, debug lines (one per queued event, naming its container) only
 /// when containerd passes `-debug`.
 #[test]
 fn shim_log_reaches_containerd_and_debug_raises_the_level() {
@@ -40,14 +40,20 @@ fn shim_log_reaches_containerd_and_debug_raises_the_level() {
         let cd = Containerd::start_with(ContainerdOptions { debug, ..Default::default() });
         let id = unique_id("log");
         cd.ctr_ok(&cd.run_args(&id, &["true"]).build());
-        let log = std::fs::read_to_string(cd.log_path()).unwrap();
         // tether's lines ("<RFC 3339 time>  INFO serving pid=...", tracing's format), not
-        // containerd's own (logrus: time="..." level=...).
-        let shim_line = |level: &str, text: &str| {
+        // containerd's own (logrus: time="..." level=...). containerd copies them as they come:
+        // wait for the shim's last line.
+        let shim_line = |log: &str, level: &str, text: &str| {
             log.lines().any(|l| l.starts_with("20") && l.split_whitespace().nth(1) == Some(level) && l.contains(text))
         };
-        assert!(shim_line("INFO", "serving pid="), "debug={debug}: no shim INFO line in containerd's log:\n{log}");
-        let queued = shim_line("DEBUG", &format!("id={id}}}: queue event"));
+        let mut log = String::new();
+        let complete = wait_until(Duration::from_secs(10), || {
+            log = std::fs::read_to_string(cd.log_path()).unwrap();
+            shim_line(&log, "INFO", "exiting")
+        });
+        assert!(complete, "debug={debug}: the shim's INFO lines never reached containerd's log:\n{log}");
+        assert!(shim_line(&log, "INFO", "serving pid="), "debug={debug}: no shim INFO line in containerd's log:\n{log}");
+        let queued = shim_line(&log, "DEBUG", &format!("queue event topic=\"/tasks/start\" event=Start {{ container_id: \"{id}\""));
         assert_eq!(queued, debug, "debug={debug}: shim DEBUG lines present: {queued}\n{log}");
     }
 }
