@@ -41,15 +41,15 @@ fn shim_log_reaches_containerd_and_debug_raises_the_level() {
         let id = unique_id("log");
         cd.ctr_ok(&cd.run_args(&id, &["true"]).build());
         // tether's lines ("<RFC 3339 time>  INFO serving pid=...", tracing's format), not
-        // containerd's own (logrus: time="..." level=...). containerd copies them as they come:
-        // wait for the shim's last line.
+        // containerd's own (logrus: time="..." level=...). containerd copies them as they come,
+        // and stops at the shim's disconnect: wait for the last line written before it.
         let shim_line = |log: &str, level: &str, text: &str| {
             log.lines().any(|l| l.starts_with("20") && l.split_whitespace().nth(1) == Some(level) && l.contains(text))
         };
         let mut log = String::new();
         let complete = wait_until(Duration::from_secs(10), || {
             log = std::fs::read_to_string(cd.log_path()).unwrap();
-            shim_line(&log, "INFO", "exiting")
+            shim_line(&log, "INFO", "no container left; shutting down")
         });
         assert!(complete, "debug={debug}: the shim's INFO lines never reached containerd's log:\n{log}");
         assert!(shim_line(&log, "INFO", "serving pid="), "debug={debug}: no shim INFO line in containerd's log:\n{log}");
