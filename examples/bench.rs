@@ -703,29 +703,23 @@ impl<'a> Bench<'a> {
                 }
             }
         }
+        self.latency_rows("lifecycle `ctr run --rm true`", &p);
+        Ok(())
+    }
+
+    /// The rows of a latency measured per run: judged on the trimmed mean (the middle 80%),
+    /// with the median and p90 beside it.
+    fn latency_rows(&mut self, what: &str, p: &Pair) {
         let (t, g) = (p.get(Shim::Tether), p.get(Shim::Go));
         self.report.add(
-            "lifecycle `ctr run --rm true`, trimmed mean (ms)",
+            &format!("{what}, trimmed mean (ms)"),
             Cell::Num(trimmed_mean(t), 1),
             Cell::Num(trimmed_mean(g), 1),
             Target::RatioAtMost(0.9, "≤ 0.9× Go"),
             p.note(),
         );
-        self.report.add(
-            "lifecycle `ctr run --rm true`, median (ms)",
-            Cell::Num(median(t), 1),
-            Cell::Num(median(g), 1),
-            Target::None,
-            String::new(),
-        );
-        self.report.add(
-            "lifecycle `ctr run --rm true`, p90 (ms)",
-            Cell::Num(percentile(t, 0.9), 1),
-            Cell::Num(percentile(g, 0.9), 1),
-            Target::None,
-            String::new(),
-        );
-        Ok(())
+        self.report.add(&format!("{what}, median (ms)"), Cell::Num(median(t), 1), Cell::Num(median(g), 1), Target::None, String::new());
+        self.report.add(&format!("{what}, p90 (ms)"), Cell::Num(percentile(t, 0.9), 1), Cell::Num(percentile(g, 0.9), 1), Target::None, String::new());
     }
 
     // ---- exec: ctr tasks exec ... true ----------------------------------------------------
@@ -776,28 +770,7 @@ impl<'a> Bench<'a> {
                 }
             }
         }
-        let (t, g) = (p.get(Shim::Tether), p.get(Shim::Go));
-        self.report.add(
-            "exec `ctr tasks exec true`, trimmed mean (ms)",
-            Cell::Num(trimmed_mean(t), 1),
-            Cell::Num(trimmed_mean(g), 1),
-            Target::RatioAtMost(0.9, "≤ 0.9× Go"),
-            p.note(),
-        );
-        self.report.add(
-            "exec `ctr tasks exec true`, median (ms)",
-            Cell::Num(median(t), 1),
-            Cell::Num(median(g), 1),
-            Target::None,
-            String::new(),
-        );
-        self.report.add(
-            "exec `ctr tasks exec true`, p90 (ms)",
-            Cell::Num(percentile(t, 0.9), 1),
-            Cell::Num(percentile(g, 0.9), 1),
-            Target::None,
-            String::new(),
-        );
+        self.latency_rows("exec `ctr tasks exec true`", &p);
         Ok(())
     }
 
