@@ -23,16 +23,26 @@ fn main() {
     // A link map (which input sections went where) for checking the layout: symbols survive
     // in it even though the release binary is stripped.
     if let Some(map) = env::var_os("TETHER_LINK_MAP") {
-        println!("cargo:rustc-link-arg-bins=-Wl,-Map={}", Path::new(&map).display());
+        println!(
+            "cargo:rustc-link-arg-bins=-Wl,-Map={}",
+            Path::new(&map).display()
+        );
     }
     let release = env::var("PROFILE").as_deref() == Ok("release");
     let target = env::var("TARGET").unwrap_or_default();
-    if !release || target != "x86_64-unknown-linux-gnu" || env::var_os("TETHER_NO_LAYOUT").is_some() || !links_with_lld() {
+    if !release
+        || target != "x86_64-unknown-linux-gnu"
+        || env::var_os("TETHER_NO_LAYOUT").is_some()
+        || !links_with_lld()
+    {
         return;
     }
     let order = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("layout/symbol-order.txt");
     if order.exists() {
-        println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", order.display());
+        println!(
+            "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+            order.display()
+        );
         // Symbols of an older build that no longer exist are expected, not news.
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     }
@@ -41,14 +51,23 @@ fn main() {
 /// rustc 1.90+ links this target with its own lld unless a linker is configured.
 fn links_with_lld() -> bool {
     let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    if flags.contains("linker=") || flags.contains("linker-features=-lld") || env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some() {
+    if flags.contains("linker=")
+        || flags.contains("linker-features=-lld")
+        || env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some()
+    {
         return false;
     }
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let Ok(out) = Command::new(rustc).arg("--version").output() else { return false };
+    let Ok(out) = Command::new(rustc).arg("--version").output() else {
+        return false;
+    };
     let version = String::from_utf8_lossy(&out.stdout);
     // "rustc 1.95.0 (...)"
-    let minor = version.split_whitespace().nth(1).and_then(|v| v.split('.').nth(1)).and_then(|m| m.parse::<u32>().ok());
+    let minor = version
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.split('.').nth(1))
+        .and_then(|m| m.parse::<u32>().ok());
     minor.is_some_and(|m| m >= 90)
 }
 
@@ -60,7 +79,11 @@ fn compile_protos() {
         .pure()
         .include("protos")
         .input("protos/runtimeoptions/v1/api.proto")
-        .customize(protobuf_codegen::Customize::default().lite_runtime(true).gen_mod_rs(true))
+        .customize(
+            protobuf_codegen::Customize::default()
+                .lite_runtime(true)
+                .gen_mod_rs(true),
+        )
         .cargo_out_dir("protos")
         .run_from_script();
 }

@@ -718,8 +718,20 @@ impl<'a> Bench<'a> {
             Target::RatioAtMost(0.9, "≤ 0.9× Go"),
             p.note(),
         );
-        self.report.add(&format!("{what}, median (ms)"), Cell::Num(median(t), 1), Cell::Num(median(g), 1), Target::None, String::new());
-        self.report.add(&format!("{what}, p90 (ms)"), Cell::Num(percentile(t, 0.9), 1), Cell::Num(percentile(g, 0.9), 1), Target::None, String::new());
+        self.report.add(
+            &format!("{what}, median (ms)"),
+            Cell::Num(median(t), 1),
+            Cell::Num(median(g), 1),
+            Target::None,
+            String::new(),
+        );
+        self.report.add(
+            &format!("{what}, p90 (ms)"),
+            Cell::Num(percentile(t, 0.9), 1),
+            Cell::Num(percentile(g, 0.9), 1),
+            Target::None,
+            String::new(),
+        );
     }
 
     // ---- exec: ctr tasks exec ... true ----------------------------------------------------

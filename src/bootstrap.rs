@@ -24,8 +24,15 @@ pub fn parse(stdin: &[u8], id: &str, namespace: &str) -> Option<Bootstrap> {
     if p.instance_id != id || p.namespace != namespace {
         return None;
     }
-    let debug = matches!(p.log_level.enum_value(), Ok(LogLevel::LOG_LEVEL_DEBUG | LogLevel::LOG_LEVEL_TRACE));
-    Some(Bootstrap { ttrpc_address: p.containerd_ttrpc_address, socket_dir: p.socket_dir.filter(|d| !d.is_empty()), debug })
+    let debug = matches!(
+        p.log_level.enum_value(),
+        Ok(LogLevel::LOG_LEVEL_DEBUG | LogLevel::LOG_LEVEL_TRACE)
+    );
+    Some(Bootstrap {
+        ttrpc_address: p.containerd_ttrpc_address,
+        socket_dir: p.socket_dir.filter(|d| !d.is_empty()),
+        debug,
+    })
 }
 
 /// What `start` prints: a `BootstrapResult` when containerd spoke the bootstrap protocol, the
@@ -34,8 +41,14 @@ pub fn announce(address: &str, bootstrapped: bool) -> Vec<u8> {
     if !bootstrapped {
         return address.as_bytes().to_vec();
     }
-    let r = BootstrapResult { version: 2, address: address.to_string(), protocol: "ttrpc".into(), ..Default::default() };
-    r.write_to_bytes().unwrap_or_else(|_| address.as_bytes().to_vec())
+    let r = BootstrapResult {
+        version: 2,
+        address: address.to_string(),
+        protocol: "ttrpc".into(),
+        ..Default::default()
+    };
+    r.write_to_bytes()
+        .unwrap_or_else(|_| address.as_bytes().to_vec())
 }
 
 #[cfg(test)]
@@ -56,24 +69,63 @@ mod tests {
 
     #[test]
     fn bootstrap_params_naming_us_are_recognised() {
-        let b = parse(&params("c1", "k8s.io").write_to_bytes().unwrap(), "c1", "k8s.io").unwrap();
-        assert_eq!(b, Bootstrap { ttrpc_address: "/run/containerd/containerd.sock.ttrpc".into(), socket_dir: Some("/run/k/s".into()), debug: true });
-        assert_eq!(parse(&params("other", "k8s.io").write_to_bytes().unwrap(), "c1", "k8s.io"), None);
-        assert_eq!(parse(&params("c1", "default").write_to_bytes().unwrap(), "c1", "k8s.io"), None);
+        let b = parse(
+            &params("c1", "k8s.io").write_to_bytes().unwrap(),
+            "c1",
+            "k8s.io",
+        )
+        .unwrap();
+        assert_eq!(
+            b,
+            Bootstrap {
+                ttrpc_address: "/run/containerd/containerd.sock.ttrpc".into(),
+                socket_dir: Some("/run/k/s".into()),
+                debug: true
+            }
+        );
+        assert_eq!(
+            parse(
+                &params("other", "k8s.io").write_to_bytes().unwrap(),
+                "c1",
+                "k8s.io"
+            ),
+            None
+        );
+        assert_eq!(
+            parse(
+                &params("c1", "default").write_to_bytes().unwrap(),
+                "c1",
+                "k8s.io"
+            ),
+            None
+        );
     }
 
     #[test]
     fn legacy_stdin_is_not_bootstrap() {
-        let opts = Any { type_url: "containerd.runc.v1.Options".into(), value: vec![0x32, 0x04, b'r', b'u', b'n', b'c'], ..Default::default() };
-        assert_eq!(parse(&opts.write_to_bytes().unwrap(), "c1", "default"), None);
+        let opts = Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: vec![0x32, 0x04, b'r', b'u', b'n', b'c'],
+            ..Default::default()
+        };
+        assert_eq!(
+            parse(&opts.write_to_bytes().unwrap(), "c1", "default"),
+            None
+        );
         assert_eq!(parse(b"", "c1", "default"), None);
         assert_eq!(parse(b"\xff\xff\xff", "c1", "default"), None);
     }
 
     #[test]
     fn announce_matches_the_protocol_spoken() {
-        assert_eq!(announce("unix:///run/containerd/s/ab", false), b"unix:///run/containerd/s/ab");
+        assert_eq!(
+            announce("unix:///run/containerd/s/ab", false),
+            b"unix:///run/containerd/s/ab"
+        );
         let r = BootstrapResult::parse_from_bytes(&announce("unix:///s/ab", true)).unwrap();
-        assert_eq!((r.version, r.address.as_str(), r.protocol.as_str()), (2, "unix:///s/ab", "ttrpc"));
+        assert_eq!(
+            (r.version, r.address.as_str(), r.protocol.as_str()),
+            (2, "unix:///s/ab", "ttrpc")
+        );
     }
 }

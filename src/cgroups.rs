@@ -62,7 +62,11 @@ impl Metrics {
             Metrics::V2(m) => m.write_to_bytes(),
         }
         .unwrap_or_default();
-        Any { type_url: self.type_url().to_string(), value, ..Default::default() }
+        Any {
+            type_url: self.type_url().to_string(),
+            value,
+            ..Default::default()
+        }
     }
 }
 
@@ -77,7 +81,9 @@ pub struct ContainerCgroup {
 }
 
 /// The v1 controllers [`ContainerCgroup::metrics`] reads.
-const V1_STATS_CONTROLLERS: [&str; 7] = ["memory", "cpu", "cpuacct", "pids", "blkio", "hugetlb", "rdma"];
+const V1_STATS_CONTROLLERS: [&str; 7] = [
+    "memory", "cpu", "cpuacct", "pids", "blkio", "hugetlb", "rdma",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Layout {
@@ -96,12 +102,20 @@ impl ContainerCgroup {
     pub fn for_pid(pid: i32) -> Result<ContainerCgroup> {
         let proc_cgroup = match fs::read_to_string(format!("/proc/{pid}/cgroup")) {
             Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) =>
+            {
                 return Err(Error::NotFound(format!("process {pid} not found")));
             }
-            Err(e) => return Err(Error::Io { context: format!("read /proc/{pid}/cgroup"), source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    context: format!("read /proc/{pid}/cgroup"),
+                    source: e,
+                })
+            }
         };
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(Error::io("read /proc/self/mountinfo"))?;
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(Error::io("read /proc/self/mountinfo"))?;
         Self::from_parts(&proc_cgroup, &mountinfo, Path::new("/"))
     }
 
@@ -113,14 +127,20 @@ impl ContainerCgroup {
     /// named hierarchies such as `name=systemd`) is present. A cgroup path is resolved through the
     /// mount of its hierarchy whose root is the longest prefix of the path, so a cgroupfs mounted
     /// from a sub-tree (inside a container, mount root `/docker/<id>`) works too.
-    pub fn from_parts(proc_cgroup: &str, mountinfo: &str, host_root: &Path) -> Result<ContainerCgroup> {
+    pub fn from_parts(
+        proc_cgroup: &str,
+        mountinfo: &str,
+        host_root: &Path,
+    ) -> Result<ContainerCgroup> {
         let mounts: Vec<CgroupMount> = mountinfo.lines().filter_map(CgroupMount::parse).collect();
         let mut v1_dirs = Vec::new();
         let mut v1_controller = false;
         let mut unified_path = None;
         for line in proc_cgroup.lines() {
             let mut parts = line.splitn(3, ':');
-            let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(id), Some(controllers), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
                 continue;
             };
             if id == "0" && controllers.is_empty() {
@@ -129,7 +149,9 @@ impl ContainerCgroup {
             }
             for controller in controllers.split(',').filter(|c| !c.is_empty()) {
                 v1_controller |= !controller.starts_with("name=");
-                let mounted = |m: &CgroupMount| !m.unified && m.super_options.split(',').any(|o| o == controller);
+                let mounted = |m: &CgroupMount| {
+                    !m.unified && m.super_options.split(',').any(|o| o == controller)
+                };
                 if let Some(dir) = locate(&mounts, mounted, path, host_root) {
                     v1_dirs.push((controller.to_string(), dir));
                 }
@@ -137,17 +159,28 @@ impl ContainerCgroup {
         }
         let layout = if v1_controller {
             if !v1_dirs.iter().any(|(c, _)| !c.starts_with("name=")) {
-                return Err(Error::Unimplemented("no v1 cgroup controller of the process is mounted here".into()));
+                return Err(Error::Unimplemented(
+                    "no v1 cgroup controller of the process is mounted here".into(),
+                ));
             }
             Layout::V1(v1_dirs)
         } else if let Some(path) = unified_path {
-            let dir = locate(&mounts, |m: &CgroupMount| m.unified, path, host_root)
-                .ok_or_else(|| Error::Unimplemented(format!("cgroup2 path {path} is not under any cgroup2 mount")))?;
+            let dir =
+                locate(&mounts, |m: &CgroupMount| m.unified, path, host_root).ok_or_else(|| {
+                    Error::Unimplemented(format!(
+                        "cgroup2 path {path} is not under any cgroup2 mount"
+                    ))
+                })?;
             Layout::Unified(dir)
         } else {
-            return Err(Error::Unimplemented("unknown cgroup hierarchy: no v1 controller and no cgroup2 entry".into()));
+            return Err(Error::Unimplemented(
+                "unknown cgroup hierarchy: no v1 controller and no cgroup2 entry".into(),
+            ));
         };
-        Ok(ContainerCgroup { layout, host_root: host_root.to_path_buf() })
+        Ok(ContainerCgroup {
+            layout,
+            host_root: host_root.to_path_buf(),
+        })
     }
 
     /// True on a cgroup2-only host (stats are [`Metrics::V2`]).
@@ -160,7 +193,10 @@ impl ContainerCgroup {
     pub fn dir(&self, controller: &str) -> Option<&Path> {
         match &self.layout {
             Layout::Unified(dir) => Some(dir),
-            Layout::V1(dirs) => dirs.iter().find(|(c, _)| c == controller).map(|(_, d)| d.as_path()),
+            Layout::V1(dirs) => dirs
+                .iter()
+                .find(|(c, _)| c == controller)
+                .map(|(_, d)| d.as_path()),
         }
     }
 
@@ -203,13 +239,15 @@ impl ContainerCgroup {
     /// no memory controller, `NotFound` when it is gone.
     pub fn watch_oom(&self) -> Result<mpsc::UnboundedReceiver<()>> {
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::FailedPrecondition("the OOM watcher runs on a tokio runtime".into()));
+            return Err(Error::FailedPrecondition(
+                "the OOM watcher runs on a tokio runtime".into(),
+            ));
         }
         match &self.layout {
             Layout::V1(_) => {
-                let dir = self
-                    .dir("memory")
-                    .ok_or_else(|| Error::Unimplemented("the cgroup has no v1 memory controller".into()))?;
+                let dir = self.dir("memory").ok_or_else(|| {
+                    Error::Unimplemented("the cgroup has no v1 memory controller".into())
+                })?;
                 watch_eventfd(dir.to_path_buf())
             }
             Layout::Unified(dir) => watch_counter_file(dir.clone(), "memory.events", "oom_kill"),
@@ -223,7 +261,10 @@ impl ContainerCgroup {
         let exists = match &self.layout {
             Layout::Unified(dir) => dir.is_dir(),
             Layout::V1(dirs) => {
-                let mut read = dirs.iter().filter(|(c, _)| V1_STATS_CONTROLLERS.contains(&c.as_str())).peekable();
+                let mut read = dirs
+                    .iter()
+                    .filter(|(c, _)| V1_STATS_CONTROLLERS.contains(&c.as_str()))
+                    .peekable();
                 if read.peek().is_some() {
                     read.all(|(_, d)| d.is_dir())
                 } else {
@@ -234,14 +275,20 @@ impl ContainerCgroup {
         if exists {
             Ok(())
         } else {
-            Err(Error::NotFound(format!("cgroup {} no longer exists", self.describe())))
+            Err(Error::NotFound(format!(
+                "cgroup {} no longer exists",
+                self.describe()
+            )))
         }
     }
 
     fn describe(&self) -> String {
         match &self.layout {
             Layout::Unified(dir) => dir.display().to_string(),
-            Layout::V1(dirs) => match self.dir("memory").or_else(|| dirs.first().map(|(_, d)| d.as_path())) {
+            Layout::V1(dirs) => match self
+                .dir("memory")
+                .or_else(|| dirs.first().map(|(_, d)| d.as_path()))
+            {
                 Some(d) => d.display().to_string(),
                 None => "(none)".into(),
             },
@@ -253,7 +300,11 @@ impl ContainerCgroup {
         if let Some(dir) = self.dir("pids") {
             if let Some(current) = read_value(&dir.join("pids.current"), 0)? {
                 let limit = read_value(&dir.join("pids.max"), 0)?.unwrap_or(0);
-                m.pids = MessageField::some(v1::PidsStat { current, limit, ..Default::default() });
+                m.pids = MessageField::some(v1::PidsStat {
+                    current,
+                    limit,
+                    ..Default::default()
+                });
             }
         }
         // containerd always sends a cpu message with both parts, zero when not mounted.
@@ -284,7 +335,12 @@ impl ContainerCgroup {
             let entries = |file: &str| -> Result<Vec<v1::RdmaEntry>> {
                 Ok(rdma_entries(&dir.join(file))?
                     .into_iter()
-                    .map(|(device, hca_handles, hca_objects)| v1::RdmaEntry { device, hca_handles, hca_objects, ..Default::default() })
+                    .map(|(device, hca_handles, hca_objects)| v1::RdmaEntry {
+                        device,
+                        hca_handles,
+                        hca_objects,
+                        ..Default::default()
+                    })
                     .collect())
             };
             m.rdma = MessageField::some(v1::RdmaStat {
@@ -320,12 +376,15 @@ pub fn prime_attach_lock() {
     if RUNNING.swap(true, Ordering::AcqRel) {
         return;
     }
-    let primer = std::thread::Builder::new().name("attach-primer".into()).stack_size(32 * 1024).spawn(|| {
-        if let Err(e) = move_self_to_own_cgroup() {
-            tracing::debug!(error = %e, "priming the cgroup attach lock failed");
-        }
-        RUNNING.store(false, Ordering::Release);
-    });
+    let primer = std::thread::Builder::new()
+        .name("attach-primer".into())
+        .stack_size(32 * 1024)
+        .spawn(|| {
+            if let Err(e) = move_self_to_own_cgroup() {
+                tracing::debug!(error = %e, "priming the cgroup attach lock failed");
+            }
+            RUNNING.store(false, Ordering::Release);
+        });
     if primer.is_err() {
         RUNNING.store(false, Ordering::Release);
     }
@@ -335,8 +394,12 @@ pub fn prime_attach_lock() {
 fn move_self_to_own_cgroup() -> io::Result<()> {
     let proc_cgroup = fs::read_to_string("/proc/self/cgroup")?;
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-    let procs = own_procs_file(&proc_cgroup, &mountinfo).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "own cgroup not mounted"))?;
-    fs::OpenOptions::new().write(true).open(procs)?.write_all(b"0")
+    let procs = own_procs_file(&proc_cgroup, &mountinfo)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "own cgroup not mounted"))?;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(procs)?
+        .write_all(b"0")
 }
 
 /// The `cgroup.procs` of our own cgroup in one hierarchy: the cgroup2 one, or on v1 `pids` if
@@ -345,7 +408,11 @@ fn own_procs_file(proc_cgroup: &str, mountinfo: &str) -> Option<PathBuf> {
     let cg = ContainerCgroup::from_parts(proc_cgroup, mountinfo, Path::new("/")).ok()?;
     let dir = match &cg.layout {
         Layout::Unified(dir) => dir.as_path(),
-        Layout::V1(dirs) => cg.dir("pids").or_else(|| dirs.iter().find(|(c, _)| !c.starts_with("name=")).map(|(_, d)| d.as_path()))?,
+        Layout::V1(dirs) => cg.dir("pids").or_else(|| {
+            dirs.iter()
+                .find(|(c, _)| !c.starts_with("name="))
+                .map(|(_, d)| d.as_path())
+        })?,
     };
     Some(dir.join("cgroup.procs"))
 }
@@ -380,7 +447,12 @@ impl CgroupMount {
             "cgroup" => false,
             _ => return None,
         };
-        Some(CgroupMount { root: unescape(root), mount_point: unescape(mount_point), unified, super_options: super_options.to_string() })
+        Some(CgroupMount {
+            root: unescape(root),
+            mount_point: unescape(mount_point),
+            unified,
+            super_options: super_options.to_string(),
+        })
     }
 }
 
@@ -393,10 +465,14 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match octal {
             Some(d) => {
-                let v = (u32::from(d[0] - b'0') << 6) | (u32::from(d[1] - b'0') << 3) | u32::from(d[2] - b'0');
+                let v = (u32::from(d[0] - b'0') << 6)
+                    | (u32::from(d[1] - b'0') << 3)
+                    | u32::from(d[2] - b'0');
                 out.push(v as u8);
                 i += 4;
             }
@@ -411,10 +487,17 @@ fn unescape(field: &str) -> String {
 
 /// The directory of cgroup `path` through the best of the `wanted` mounts: the one whose root is
 /// the longest prefix of the path.
-fn locate(mounts: &[CgroupMount], wanted: impl Fn(&CgroupMount) -> bool, path: &str, host_root: &Path) -> Option<PathBuf> {
+fn locate(
+    mounts: &[CgroupMount],
+    wanted: impl Fn(&CgroupMount) -> bool,
+    path: &str,
+    host_root: &Path,
+) -> Option<PathBuf> {
     let mut best: Option<(&CgroupMount, &str)> = None;
     for m in mounts.iter().filter(|m| wanted(m)) {
-        let Some(rel) = relative_to(path, &m.root) else { continue };
+        let Some(rel) = relative_to(path, &m.root) else {
+            continue;
+        };
         if best.is_none_or(|(b, _)| m.root.len() > b.root.len()) {
             best = Some((m, rel));
         }
@@ -432,7 +515,11 @@ fn locate(mounts: &[CgroupMount], wanted: impl Fn(&CgroupMount) -> bool, path: &
 /// namespaces) are refused.
 fn relative_to<'p>(path: &'p str, root: &str) -> Option<&'p str> {
     let rest = path.strip_prefix(root.trim_end_matches('/'))?;
-    let rel = if rest.is_empty() { "" } else { rest.strip_prefix('/')?.trim_end_matches('/') };
+    let rel = if rest.is_empty() {
+        ""
+    } else {
+        rest.strip_prefix('/')?.trim_end_matches('/')
+    };
     if rel.split('/').any(|c| c == "..") {
         return None;
     }
@@ -446,16 +533,27 @@ fn relative_to<'p>(path: &'p str, root: &str) -> Option<&'p str> {
 /// True for errors that mean "this file is not there": controller not enabled, kernel without
 /// the feature (PSI off reads as EOPNOTSUPP), or the cgroup being removed (ENODEV).
 fn absent(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound || matches!(e.raw_os_error(), Some(libc::ENODEV) | Some(libc::EOPNOTSUPP))
+    e.kind() == io::ErrorKind::NotFound
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::ENODEV) | Some(libc::EOPNOTSUPP)
+        )
 }
 
 /// A whole cgroup file, or None when it is [`absent`]. Bytes that are not UTF-8 (never written
 /// by the kernel) become U+FFFD, so such a line is skipped rather than failing the whole read.
 fn read_opt(path: &Path) -> Result<Option<String>> {
     match fs::read(path) {
-        Ok(bytes) => Ok(Some(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))),
+        Ok(bytes) => {
+            Ok(Some(String::from_utf8(bytes).unwrap_or_else(|e| {
+                String::from_utf8_lossy(e.as_bytes()).into_owned()
+            })))
+        }
         Err(e) if absent(&e) => Ok(None),
-        Err(e) => Err(Error::Io { context: format!("read {}", path.display()), source: e }),
+        Err(e) => Err(Error::Io {
+            context: format!("read {}", path.display()),
+            source: e,
+        }),
     }
 }
 
@@ -534,10 +632,19 @@ fn clock_ticks() -> u64 {
 /// The host's huge page sizes named the way hugetlb files are (`2MB`, `1GB`, `64KB`), smallest
 /// first, from `sys/kernel/mm/hugepages/hugepages-<n>kB`.
 fn huge_page_sizes(host_root: &Path) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(host_root.join("sys/kernel/mm/hugepages")) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(host_root.join("sys/kernel/mm/hugepages")) else {
+        return Vec::new();
+    };
     let mut kib: Vec<u64> = entries
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()
+        })
         .collect();
     kib.sort_unstable();
     kib.dedup();
@@ -558,13 +665,23 @@ fn huge_page_name(kib: u64) -> String {
 /// `rdma.current` / `rdma.max` lines: `<device> hca_handle=<n> hca_object=<n>`, `max` as
 /// `u32::MAX`.
 fn rdma_entries(path: &Path) -> Result<Vec<(String, u32, u32)>> {
-    let Some(text) = read_opt(path)? else { return Ok(Vec::new()) };
-    let value = |v: &str| if v == "max" { Some(u32::MAX) } else { v.parse().ok() };
+    let Some(text) = read_opt(path)? else {
+        return Ok(Vec::new());
+    };
+    let value = |v: &str| {
+        if v == "max" {
+            Some(u32::MAX)
+        } else {
+            v.parse().ok()
+        }
+    };
     Ok(text
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-            let [device, a, b] = fields[..] else { return None };
+            let [device, a, b] = fields[..] else {
+                return None;
+            };
             let (mut handles, mut objects) = (0, 0);
             for kv in [a, b] {
                 match kv.split_once('=') {
@@ -588,13 +705,17 @@ fn v1_cpu_usage(cpuacct: Option<&Path>) -> Result<v1::CPUUsage> {
     usage.total = read_value(&dir.join("cpuacct.usage"), 0)?.unwrap_or(0);
     if let Some(text) = read_opt(&dir.join("cpuacct.usage_percpu"))? {
         // Keep positions: entry i is CPU i even if one value were unreadable.
-        usage.per_cpu = text.split_ascii_whitespace().map(|v| parse_num(v).unwrap_or(0)).collect();
+        usage.per_cpu = text
+            .split_ascii_whitespace()
+            .map(|v| parse_num(v).unwrap_or(0))
+            .collect();
     }
     if let Some(text) = read_opt(&dir.join("cpuacct.stat"))? {
         // USER_HZ ticks to nanoseconds, as containerd reports them. u128: a root cgroup on a big
         // machine overflows u64 in the multiplication.
         let hz = u128::from(clock_ticks());
-        let ns = |ticks: u64| u64::try_from(u128::from(ticks) * 1_000_000_000 / hz).unwrap_or(u64::MAX);
+        let ns =
+            |ticks: u64| u64::try_from(u128::from(ticks) * 1_000_000_000 / hz).unwrap_or(u64::MAX);
         for (key, value) in flat_keyed(&text) {
             match key {
                 "user" => usage.user = ns(value),
@@ -608,7 +729,13 @@ fn v1_cpu_usage(cpuacct: Option<&Path>) -> Result<v1::CPUUsage> {
 
 fn v1_throttling(cpu: Option<&Path>) -> Result<v1::Throttle> {
     let mut throttle = v1::Throttle::new();
-    let Some(text) = cpu.map(|d| read_opt(&d.join("cpu.stat"))).transpose()?.flatten() else { return Ok(throttle) };
+    let Some(text) = cpu
+        .map(|d| read_opt(&d.join("cpu.stat")))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(throttle);
+    };
     for (key, value) in flat_keyed(&text) {
         match key {
             "nr_periods" => throttle.periods = value,
@@ -621,7 +748,9 @@ fn v1_throttling(cpu: Option<&Path>) -> Result<v1::Throttle> {
 }
 
 fn v1_memory(dir: &Path, m: &mut v1::Metrics) -> Result<()> {
-    let Some(text) = read_opt(&dir.join("memory.stat"))? else { return Ok(()) };
+    let Some(text) = read_opt(&dir.join("memory.stat"))? else {
+        return Ok(());
+    };
     let mut s = v1::MemoryStat::new();
     for (key, value) in flat_keyed(&text) {
         let field = match key {
@@ -663,8 +792,15 @@ fn v1_memory(dir: &Path, m: &mut v1::Metrics) -> Result<()> {
     }
     // containerd sends all four entries, zero where the kernel has no such files (memsw without
     // swap accounting, kmem on newer kernels).
-    for (module, entry) in [("", &mut s.usage), ("memsw.", &mut s.swap), ("kmem.", &mut s.kernel), ("kmem.tcp.", &mut s.kernel_tcp)] {
-        let value = |name: &str| -> Result<u64> { Ok(read_value(&dir.join(format!("memory.{module}{name}")), 0)?.unwrap_or(0)) };
+    for (module, entry) in [
+        ("", &mut s.usage),
+        ("memsw.", &mut s.swap),
+        ("kmem.", &mut s.kernel),
+        ("kmem.tcp.", &mut s.kernel_tcp),
+    ] {
+        let value = |name: &str| -> Result<u64> {
+            Ok(read_value(&dir.join(format!("memory.{module}{name}")), 0)?.unwrap_or(0))
+        };
         *entry = MessageField::some(v1::MemoryEntry {
             usage: value("usage_in_bytes")?,
             max: value("max_usage_in_bytes")?,
@@ -702,10 +838,16 @@ fn v1_blkio(dir: &Path, host_root: &Path) -> Result<v1::BlkIOStat> {
     };
     if dir.join("blkio.io_serviced_recursive").exists() {
         read("sectors_recursive", &mut stat.sectors_recursive)?;
-        read("io_service_bytes_recursive", &mut stat.io_service_bytes_recursive)?;
+        read(
+            "io_service_bytes_recursive",
+            &mut stat.io_service_bytes_recursive,
+        )?;
         read("io_serviced_recursive", &mut stat.io_serviced_recursive)?;
         read("io_queued_recursive", &mut stat.io_queued_recursive)?;
-        read("io_service_time_recursive", &mut stat.io_service_time_recursive)?;
+        read(
+            "io_service_time_recursive",
+            &mut stat.io_service_time_recursive,
+        )?;
         read("io_wait_time_recursive", &mut stat.io_wait_time_recursive)?;
         read("io_merged_recursive", &mut stat.io_merged_recursive)?;
         read("time_recursive", &mut stat.io_time_recursive)?;
@@ -720,7 +862,10 @@ fn v1_blkio(dir: &Path, host_root: &Path) -> Result<v1::BlkIOStat> {
         + stat.io_time_recursive.len();
     if cfq_entries == 0 {
         read("throttle.io_serviced", &mut stat.io_serviced_recursive)?;
-        read("throttle.io_service_bytes", &mut stat.io_service_bytes_recursive)?;
+        read(
+            "throttle.io_service_bytes",
+            &mut stat.io_service_bytes_recursive,
+        )?;
     }
     Ok(stat)
 }
@@ -738,19 +883,39 @@ fn blkio_entry(line: &str, devices: &[(u64, u64, String)]) -> Option<v1::BlkIOEn
     if fields.next().is_some() {
         return None;
     }
-    let device = devices.iter().find(|(ma, mi, _)| *ma == major && *mi == minor).map(|(_, _, name)| name.clone()).unwrap_or_default();
-    Some(v1::BlkIOEntry { op: op.to_string(), device, major, minor, value: parse_num(value)?, ..Default::default() })
+    let device = devices
+        .iter()
+        .find(|(ma, mi, _)| *ma == major && *mi == minor)
+        .map(|(_, _, name)| name.clone())
+        .unwrap_or_default();
+    Some(v1::BlkIOEntry {
+        op: op.to_string(),
+        device,
+        major,
+        minor,
+        value: parse_num(value)?,
+        ..Default::default()
+    })
 }
 
 /// `/dev/<name>` for each `major minor` of `proc/partitions` (first occurrence wins).
 fn device_names(host_root: &Path) -> Result<Vec<(u64, u64, String)>> {
-    let Some(text) = read_opt(&host_root.join("proc/partitions"))? else { return Ok(Vec::new()) };
+    let Some(text) = read_opt(&host_root.join("proc/partitions"))? else {
+        return Ok(Vec::new());
+    };
     let mut devices: Vec<(u64, u64, String)> = Vec::new();
     for line in text.lines().skip(2) {
         let f: Vec<&str> = line.split_ascii_whitespace().collect();
-        let [major, minor, _, name] = f[..] else { continue };
-        let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) else { continue };
-        if !devices.iter().any(|(ma, mi, _)| *ma == major && *mi == minor) {
+        let [major, minor, _, name] = f[..] else {
+            continue;
+        };
+        let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) else {
+            continue;
+        };
+        if !devices
+            .iter()
+            .any(|(ma, mi, _)| *ma == major && *mi == minor)
+        {
             devices.push((major, minor, format!("/dev/{name}")));
         }
     }
@@ -769,9 +934,14 @@ fn device_names(host_root: &Path) -> Result<Vec<(u64, u64, String)>> {
 /// `slab_(un)reclaimable`) parts on kernels that no longer print the total.
 fn v2_metrics(dir: &Path, host_root: &Path) -> Result<v2::Metrics> {
     let mut m = v2::Metrics::new();
-    let value = |file: &str| -> Result<u64> { Ok(read_value(&dir.join(file), u64::MAX)?.unwrap_or(0)) };
+    let value =
+        |file: &str| -> Result<u64> { Ok(read_value(&dir.join(file), u64::MAX)?.unwrap_or(0)) };
 
-    m.pids = MessageField::some(v2::PidsStat { current: value("pids.current")?, limit: value("pids.max")?, ..Default::default() });
+    m.pids = MessageField::some(v2::PidsStat {
+        current: value("pids.current")?,
+        limit: value("pids.max")?,
+        ..Default::default()
+    });
 
     let mut cpu = v2::CPUStat::new();
     if let Some(text) = read_opt(&dir.join("cpu.stat"))? {
@@ -837,10 +1007,19 @@ fn v2_metrics(dir: &Path, host_root: &Path) -> Result<v2::Metrics> {
     let rdma = |file: &str| -> Result<Vec<v2::RdmaEntry>> {
         Ok(rdma_entries(&dir.join(file))?
             .into_iter()
-            .map(|(device, hca_handles, hca_objects)| v2::RdmaEntry { device, hca_handles, hca_objects, ..Default::default() })
+            .map(|(device, hca_handles, hca_objects)| v2::RdmaEntry {
+                device,
+                hca_handles,
+                hca_objects,
+                ..Default::default()
+            })
             .collect())
     };
-    m.rdma = MessageField::some(v2::RdmaStat { current: rdma("rdma.current")?, limit: rdma("rdma.max")?, ..Default::default() });
+    m.rdma = MessageField::some(v2::RdmaStat {
+        current: rdma("rdma.current")?,
+        limit: rdma("rdma.max")?,
+        ..Default::default()
+    });
 
     for size in huge_page_sizes(host_root) {
         let failcnt = read_opt(&dir.join(format!("hugetlb.{size}.events")))?
@@ -862,8 +1041,12 @@ fn v2_memory_stat(text: &str, s: &mut v2::MemoryStat) {
     let (mut refault, mut activate, mut slab) = ((false, 0u64), (false, 0u64), (false, 0u64));
     for (key, v) in flat_keyed(text) {
         match key {
-            "workingset_refault_anon" | "workingset_refault_file" => refault.1 = refault.1.saturating_add(v),
-            "workingset_activate_anon" | "workingset_activate_file" => activate.1 = activate.1.saturating_add(v),
+            "workingset_refault_anon" | "workingset_refault_file" => {
+                refault.1 = refault.1.saturating_add(v)
+            }
+            "workingset_activate_anon" | "workingset_activate_file" => {
+                activate.1 = activate.1.saturating_add(v)
+            }
             "workingset_refault" => refault.0 = true,
             "workingset_activate" => activate.0 = true,
             "slab" => slab.0 = true,
@@ -923,9 +1106,15 @@ fn v2_memory_stat(text: &str, s: &mut v2::MemoryStat) {
 fn io_entry(line: &str) -> Option<v2::IOEntry> {
     let mut fields = line.split_ascii_whitespace();
     let (major, minor) = fields.next()?.split_once(':')?;
-    let mut entry = v2::IOEntry { major: major.parse().ok()?, minor: minor.parse().ok()?, ..Default::default() };
+    let mut entry = v2::IOEntry {
+        major: major.parse().ok()?,
+        minor: minor.parse().ok()?,
+        ..Default::default()
+    };
     for kv in fields {
-        let Some((key, value)) = kv.split_once('=') else { continue };
+        let Some((key, value)) = kv.split_once('=') else {
+            continue;
+        };
         let Ok(value) = value.parse() else { continue };
         match key {
             "rbytes" => entry.rbytes = value,
@@ -941,7 +1130,9 @@ fn io_entry(line: &str) -> Option<v2::IOEntry> {
 /// A pressure file (`some avg10=.. avg60=.. avg300=.. total=..` and the same for `full`); none
 /// when absent (PSI disabled).
 fn read_psi(path: &Path) -> Result<MessageField<v2::PSIStats>> {
-    let Some(text) = read_opt(path)? else { return Ok(MessageField::none()) };
+    let Some(text) = read_opt(path)? else {
+        return Ok(MessageField::none());
+    };
     let mut psi = v2::PSIStats::new();
     for line in text.lines() {
         let mut fields = line.split_ascii_whitespace();
@@ -952,7 +1143,9 @@ fn read_psi(path: &Path) -> Result<MessageField<v2::PSIStats>> {
         };
         let mut data = v2::PSIData::new();
         for kv in fields {
-            let Some((key, value)) = kv.split_once('=') else { continue };
+            let Some((key, value)) = kv.split_once('=') else {
+                continue;
+            };
             match key {
                 "avg10" => data.avg10 = value.parse().unwrap_or(0.0),
                 "avg60" => data.avg60 = value.parse().unwrap_or(0.0),
@@ -972,17 +1165,26 @@ fn read_psi(path: &Path) -> Result<MessageField<v2::PSIStats>> {
 
 fn os_error(context: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
     let context = context.into();
-    move |e| Error::Io { context, source: e.into() }
+    move |e| Error::Io {
+        context,
+        source: e.into(),
+    }
 }
 
 /// Maps a failure to open a file of cgroup `dir`: the cgroup is gone (NotFound), or the file is
 /// missing because the controller is not enabled (Unimplemented).
 fn open_error(dir: &Path, file: &str, e: io::Error) -> Error {
     if !absent(&e) {
-        return Error::Io { context: format!("open {}", dir.join(file).display()), source: e };
+        return Error::Io {
+            context: format!("open {}", dir.join(file).display()),
+            source: e,
+        };
     }
     if dir.is_dir() {
-        Error::Unimplemented(format!("{} has no {file}: memory controller not enabled or not supported", dir.display()))
+        Error::Unimplemented(format!(
+            "{} has no {file}: memory controller not enabled or not supported",
+            dir.display()
+        ))
     } else {
         Error::NotFound(format!("cgroup {} no longer exists", dir.display()))
     }
@@ -992,10 +1194,13 @@ fn open_error(dir: &Path, file: &str, e: io::Error) -> Error {
 /// The kernel also signals it once when the cgroup is removed, which is told apart by the
 /// directory being gone.
 fn watch_eventfd(dir: PathBuf) -> Result<mpsc::UnboundedReceiver<()>> {
-    let control = fs::File::open(dir.join("memory.oom_control")).map_err(|e| open_error(&dir, "memory.oom_control", e))?;
-    let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(os_error("eventfd"))?;
+    let control = fs::File::open(dir.join("memory.oom_control"))
+        .map_err(|e| open_error(&dir, "memory.oom_control", e))?;
+    let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+        .map_err(os_error("eventfd"))?;
     let registration = format!("{} {}", efd.as_raw_fd(), control.as_raw_fd());
-    fs::write(dir.join("cgroup.event_control"), registration).map_err(|e| open_error(&dir, "cgroup.event_control", e))?;
+    fs::write(dir.join("cgroup.event_control"), registration)
+        .map_err(|e| open_error(&dir, "cgroup.event_control", e))?;
     // The kernel keeps its own reference to memory.oom_control.
     drop(control);
     let efd = crate::sys::async_fd(OwnedFd::from(efd)).map_err(Error::io("register eventfd"))?;
@@ -1015,7 +1220,9 @@ fn watch_eventfd(dir: PathBuf) -> Result<mpsc::UnboundedReceiver<()>> {
                     return;
                 }
             };
-            match guard.try_io(|fd| nix::unistd::read(fd.as_raw_fd(), &mut counter).map_err(io::Error::from)) {
+            match guard.try_io(|fd| {
+                nix::unistd::read(fd.as_raw_fd(), &mut counter).map_err(io::Error::from)
+            }) {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(cgroup = %dir.display(), error = %e, "OOM watcher stopped");
@@ -1040,30 +1247,46 @@ fn watch_eventfd(dir: PathBuf) -> Result<mpsc::UnboundedReceiver<()>> {
 /// kernfs sends nothing to watches on the files of a removed cgroup, so removal is seen as an
 /// `IN_DELETE` of `dir` on its parent; `IN_IGNORED` / `IN_DELETE_SELF` on the file itself (what
 /// other filesystems send) and a failed read also end the watch.
-fn watch_counter_file(dir: PathBuf, file: &'static str, key: &'static str) -> Result<mpsc::UnboundedReceiver<()>> {
+fn watch_counter_file(
+    dir: PathBuf,
+    file: &'static str,
+    key: &'static str,
+) -> Result<mpsc::UnboundedReceiver<()>> {
     let path = dir.join(file);
-    let before = read_counter(&path, key).map_err(|e| open_error(&dir, file, e))?.unwrap_or(0);
-    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).map_err(os_error("inotify_init"))?;
+    let before = read_counter(&path, key)
+        .map_err(|e| open_error(&dir, file, e))?
+        .unwrap_or(0);
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+        .map_err(os_error("inotify_init"))?;
     let file_watch = inotify
-        .add_watch(&path, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_DELETE_SELF)
+        .add_watch(
+            &path,
+            AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_DELETE_SELF,
+        )
         .map_err(os_error(format!("inotify watch {}", path.display())))?;
     let name: Option<OsString> = dir.file_name().map(Into::into);
     // Without it OOM kills are still reported; only the end of the watch waits for the receiver
     // to be dropped.
     let parent_watch = match (dir.parent(), &name) {
-        (Some(parent), Some(_)) => match inotify.add_watch(parent, AddWatchFlags::IN_DELETE | AddWatchFlags::IN_ONLYDIR) {
-            Ok(watch) => Some(watch),
-            Err(e) => {
-                tracing::warn!(cgroup = %dir.display(), error = %e, "cannot watch for the cgroup's removal");
-                None
+        (Some(parent), Some(_)) => {
+            match inotify.add_watch(parent, AddWatchFlags::IN_DELETE | AddWatchFlags::IN_ONLYDIR) {
+                Ok(watch) => Some(watch),
+                Err(e) => {
+                    tracing::warn!(cgroup = %dir.display(), error = %e, "cannot watch for the cgroup's removal");
+                    None
+                }
             }
-        },
+        }
         _ => None,
     };
     // Readiness comes through a second descriptor of the same inotify instance; reads go through
     // `inotify`, which parses the events.
-    let ready_fd = inotify.as_fd().try_clone_to_owned().map_err(Error::io("dup inotify descriptor"))?;
-    let ready_fd = crate::sys::async_fd(ready_fd).map_err(Error::io("register inotify descriptor"))?;
+    let ready_fd = inotify
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(Error::io("dup inotify descriptor"))?;
+    let ready_fd =
+        crate::sys::async_fd(ready_fd).map_err(Error::io("register inotify descriptor"))?;
 
     let (tx, rx) = mpsc::unbounded_channel();
     // A kill between the first read and add_watch made no inotify event: look again now.
@@ -1098,7 +1321,10 @@ fn watch_counter_file(dir: PathBuf, file: &'static str, key: &'static str) -> Re
             let (mut changed, mut gone) = (false, false);
             for event in &events {
                 if event.wd == file_watch {
-                    if event.mask.intersects(AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_DELETE_SELF) {
+                    if event
+                        .mask
+                        .intersects(AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_DELETE_SELF)
+                    {
                         gone = true;
                     } else {
                         changed = true;
@@ -1148,7 +1374,8 @@ mod tests {
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cgroups");
 
     fn fixture(rel: &str) -> String {
-        fs::read_to_string(format!("{FIXTURES}/{rel}")).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+        fs::read_to_string(format!("{FIXTURES}/{rel}"))
+            .unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
     }
 
     /// Copies every fixture file of `src` into `dst`.
@@ -1171,10 +1398,18 @@ mod tests {
     #[test]
     fn locates_v1_controllers_on_a_hybrid_host() {
         // Captured on the dev VM: v1 controllers plus cgroup2 at /sys/fs/cgroup/unified.
-        let cg = ContainerCgroup::from_parts(&fixture("hybrid/cgroup"), &fixture("hybrid/mountinfo"), Path::new("/")).unwrap();
+        let cg = ContainerCgroup::from_parts(
+            &fixture("hybrid/cgroup"),
+            &fixture("hybrid/mountinfo"),
+            Path::new("/"),
+        )
+        .unwrap();
         assert!(!cg.is_unified());
         let dir = |c| cg.dir(c).map(Path::to_path_buf);
-        assert_eq!(dir("memory"), Some("/sys/fs/cgroup/memory/process_api/431ac47e17d2076334a7a1e740459517".into()));
+        assert_eq!(
+            dir("memory"),
+            Some("/sys/fs/cgroup/memory/process_api/431ac47e17d2076334a7a1e740459517".into())
+        );
         assert_eq!(dir("cpu"), Some("/sys/fs/cgroup/cpu".into()));
         assert_eq!(dir("cpuacct"), Some("/sys/fs/cgroup/cpuacct".into()));
         assert_eq!(dir("pids"), Some("/sys/fs/cgroup/pids".into()));
@@ -1190,13 +1425,25 @@ mod tests {
         let f = own_procs_file(&fixture("hybrid/cgroup"), &fixture("hybrid/mountinfo"));
         assert_eq!(f, Some("/sys/fs/cgroup/pids/cgroup.procs".into()));
         // Without pids: the first real controller, never a named hierarchy.
-        let no_pids: String = fixture("hybrid/cgroup").lines().filter(|l| !l.contains(":pids:")).map(|l| format!("{l}\n")).collect();
+        let no_pids: String = fixture("hybrid/cgroup")
+            .lines()
+            .filter(|l| !l.contains(":pids:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
         let f = own_procs_file(&no_pids, &fixture("hybrid/mountinfo")).unwrap();
-        assert!(!f.starts_with("/sys/fs/cgroup/systemd") && !f.starts_with("/sys/fs/cgroup/pids"), "{}", f.display());
+        assert!(
+            !f.starts_with("/sys/fs/cgroup/systemd") && !f.starts_with("/sys/fs/cgroup/pids"),
+            "{}",
+            f.display()
+        );
         assert_eq!(f.file_name().unwrap(), "cgroup.procs");
         // cgroup2: the one directory.
         let f = own_procs_file(&fixture("unified/cgroup"), &fixture("unified/mountinfo")).unwrap();
-        assert!(f.starts_with("/sys/fs/cgroup/kubepods.slice/") && f.ends_with("cgroup.procs"), "{}", f.display());
+        assert!(
+            f.starts_with("/sys/fs/cgroup/kubepods.slice/") && f.ends_with("cgroup.procs"),
+            "{}",
+            f.display()
+        );
         // Nowhere to write: None, never a guess.
         assert_eq!(own_procs_file("0::/x\n", ""), None);
     }
@@ -1212,7 +1459,12 @@ mod tests {
 
     #[test]
     fn locates_a_unified_cgroup() {
-        let cg = ContainerCgroup::from_parts(&fixture("unified/cgroup"), &fixture("unified/mountinfo"), Path::new("/host")).unwrap();
+        let cg = ContainerCgroup::from_parts(
+            &fixture("unified/cgroup"),
+            &fixture("unified/mountinfo"),
+            Path::new("/host"),
+        )
+        .unwrap();
         assert!(cg.is_unified());
         let want = Path::new(
             "/host/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/\
@@ -1227,13 +1479,24 @@ mod tests {
     fn resolves_paths_relative_to_the_mount_root() {
         // Inside a container without a cgroup namespace: hierarchies are mounted from
         // /docker/<id>, /proc/<pid>/cgroup shows the host paths.
-        let cg = ContainerCgroup::from_parts(&fixture("nested/cgroup"), &fixture("nested/mountinfo"), Path::new("/")).unwrap();
+        let cg = ContainerCgroup::from_parts(
+            &fixture("nested/cgroup"),
+            &fixture("nested/mountinfo"),
+            Path::new("/"),
+        )
+        .unwrap();
         assert!(!cg.is_unified(), "v1 controllers win over the 0:: line");
         let dir = |c| cg.dir(c).map(Path::to_path_buf);
         assert_eq!(dir("memory"), Some("/sys/fs/cgroup/memory/worker".into()));
         assert_eq!(dir("cpu"), Some("/sys/fs/cgroup/cpu,cpuacct/worker".into()));
-        assert_eq!(dir("cpuacct"), Some("/sys/fs/cgroup/cpu,cpuacct/worker".into()));
-        assert_eq!(dir("name=systemd"), Some("/sys/fs/cgroup/systemd/worker".into()));
+        assert_eq!(
+            dir("cpuacct"),
+            Some("/sys/fs/cgroup/cpu,cpuacct/worker".into())
+        );
+        assert_eq!(
+            dir("name=systemd"),
+            Some("/sys/fs/cgroup/systemd/worker".into())
+        );
         assert_eq!(dir("rdma"), Some("/sys/fs/cgroup/rdma".into()));
     }
 
@@ -1242,7 +1505,8 @@ mod tests {
         let mountinfo = "40 31 0:32 / /cg/all rw - cgroup cgroup rw,memory\n\
                          41 31 0:32 /docker/x /cg/x rw - cgroup cgroup rw,memory\n";
         let at = |path: &str| {
-            ContainerCgroup::from_parts(&format!("4:memory:{path}\n"), mountinfo, Path::new("/")).map(|cg| cg.dir("memory").unwrap().to_path_buf())
+            ContainerCgroup::from_parts(&format!("4:memory:{path}\n"), mountinfo, Path::new("/"))
+                .map(|cg| cg.dir("memory").unwrap().to_path_buf())
         };
         assert_eq!(at("/docker/x/y").unwrap(), Path::new("/cg/x/y"));
         assert_eq!(at("/docker/x").unwrap(), Path::new("/cg/x"));
@@ -1257,14 +1521,24 @@ mod tests {
         let v1_only = "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
         let v2_only = "31 23 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
         let unimplemented = |cgroup: &str, mountinfo: &str| {
-            matches!(ContainerCgroup::from_parts(cgroup, mountinfo, Path::new("/")), Err(Error::Unimplemented(_)))
+            matches!(
+                ContainerCgroup::from_parts(cgroup, mountinfo, Path::new("/")),
+                Err(Error::Unimplemented(_))
+            )
         };
         assert!(unimplemented("", v2_only));
         assert!(unimplemented("garbage\n\n::\n", v2_only));
-        assert!(unimplemented("0::/c\n", v1_only), "cgroup2 entry but no cgroup2 mount");
-        assert!(unimplemented("4:memory:/c\n", v2_only), "v1 controller but no v1 mount");
+        assert!(
+            unimplemented("0::/c\n", v1_only),
+            "cgroup2 entry but no cgroup2 mount"
+        );
+        assert!(
+            unimplemented("4:memory:/c\n", v2_only),
+            "v1 controller but no v1 mount"
+        );
         // A legacy name=systemd hierarchy on a cgroup2 host does not make it v1.
-        let cg = ContainerCgroup::from_parts("1:name=systemd:/c\n0::/c\n", v2_only, Path::new("/")).unwrap();
+        let cg = ContainerCgroup::from_parts("1:name=systemd:/c\n0::/c\n", v2_only, Path::new("/"))
+            .unwrap();
         assert_eq!(cg.dir("memory"), Some(Path::new("/sys/fs/cgroup/c")));
     }
 
@@ -1273,14 +1547,18 @@ mod tests {
         assert_eq!(unescape("/a\\040b"), "/a b");
         assert_eq!(unescape("/a\\134b\\011c"), "/a\\b\tc");
         assert_eq!(unescape("/odd\\9\\04"), "/odd\\9\\04");
-        let mountinfo = "30 23 0:27 / /sys/fs/my\\040cgroup rw,relatime shared:4 - cgroup2 cgroup2 rw\n";
+        let mountinfo =
+            "30 23 0:27 / /sys/fs/my\\040cgroup rw,relatime shared:4 - cgroup2 cgroup2 rw\n";
         let cg = ContainerCgroup::from_parts("0::/c\n", mountinfo, Path::new("/")).unwrap();
         assert_eq!(cg.dir("cpu"), Some(Path::new("/sys/fs/my cgroup/c")));
     }
 
     #[test]
     fn for_pid_of_a_missing_process_is_not_found() {
-        assert!(matches!(ContainerCgroup::for_pid(i32::MAX), Err(Error::NotFound(_))));
+        assert!(matches!(
+            ContainerCgroup::for_pid(i32::MAX),
+            Err(Error::NotFound(_))
+        ));
     }
 
     // --------------------------------------------------------------------------------------------
@@ -1313,7 +1591,13 @@ mod tests {
         assert_eq!(huge_page_name(16 << 20), "16GB");
         let root = tempfile::tempdir().unwrap();
         let pages = root.path().join("sys/kernel/mm/hugepages");
-        for d in ["hugepages-1048576kB", "hugepages-2048kB", "hugepages-bogus", "hugepages-12MB", "other"] {
+        for d in [
+            "hugepages-1048576kB",
+            "hugepages-2048kB",
+            "hugepages-bogus",
+            "hugepages-12MB",
+            "other",
+        ] {
             fs::create_dir_all(pages.join(d)).unwrap();
         }
         assert_eq!(huge_page_sizes(root.path()), ["2MB", "1GB"]);
@@ -1324,10 +1608,25 @@ mod tests {
     fn blkio_lines() {
         let devices = vec![(254, 0, "/dev/vda".to_string())];
         let e = blkio_entry("254:0 Read 4096", &devices).unwrap();
-        assert_eq!((e.major, e.minor, e.op.as_str(), e.value, e.device.as_str()), (254, 0, "Read", 4096, "/dev/vda"));
+        assert_eq!(
+            (e.major, e.minor, e.op.as_str(), e.value, e.device.as_str()),
+            (254, 0, "Read", 4096, "/dev/vda")
+        );
         let e = blkio_entry("8:16 777", &devices).unwrap();
-        assert_eq!((e.major, e.minor, e.op.as_str(), e.value, e.device.as_str()), (8, 16, "", 777, ""));
-        for bad in ["Total 12582912", "", "254:0", "254 0 Read 1", "254:x Read 1", "254:0 Read x", "254:0 Read 1 2", "1 2 3"] {
+        assert_eq!(
+            (e.major, e.minor, e.op.as_str(), e.value, e.device.as_str()),
+            (8, 16, "", 777, "")
+        );
+        for bad in [
+            "Total 12582912",
+            "",
+            "254:0",
+            "254 0 Read 1",
+            "254:x Read 1",
+            "254:0 Read x",
+            "254:0 Read 1 2",
+            "1 2 3",
+        ] {
             assert!(blkio_entry(bad, &devices).is_none(), "{bad:?}");
         }
     }
@@ -1340,7 +1639,12 @@ mod tests {
     /// files, and two huge page sizes.
     fn v2_tree() -> (tempfile::TempDir, ContainerCgroup) {
         let root = tempfile::tempdir().unwrap();
-        let cg = ContainerCgroup::from_parts(&fixture("unified/cgroup"), &fixture("unified/mountinfo"), root.path()).unwrap();
+        let cg = ContainerCgroup::from_parts(
+            &fixture("unified/cgroup"),
+            &fixture("unified/mountinfo"),
+            root.path(),
+        )
+        .unwrap();
         copy_fixtures("v2", cg.dir("memory").unwrap());
         for size in ["hugepages-2048kB", "hugepages-1048576kB"] {
             fs::create_dir_all(root.path().join("sys/kernel/mm/hugepages").join(size)).unwrap();
@@ -1349,15 +1653,36 @@ mod tests {
     }
 
     fn psi(some: (f64, f64, f64, u64), full: (f64, f64, f64, u64)) -> MessageField<v2::PSIStats> {
-        let data = |(avg10, avg60, avg300, total)| MessageField::some(v2::PSIData { avg10, avg60, avg300, total, ..Default::default() });
-        MessageField::some(v2::PSIStats { some: data(some), full: data(full), ..Default::default() })
+        let data = |(avg10, avg60, avg300, total)| {
+            MessageField::some(v2::PSIData {
+                avg10,
+                avg60,
+                avg300,
+                total,
+                ..Default::default()
+            })
+        };
+        MessageField::some(v2::PSIStats {
+            some: data(some),
+            full: data(full),
+            ..Default::default()
+        })
     }
 
     #[test]
     fn v2_metrics_from_fixture_files() {
         let (_root, cg) = v2_tree();
-        let Metrics::V2(m) = cg.metrics().unwrap() else { panic!("a unified cgroup gives v2 metrics") };
-        assert_eq!(*m.pids, v2::PidsStat { current: 7, limit: 4096, ..Default::default() });
+        let Metrics::V2(m) = cg.metrics().unwrap() else {
+            panic!("a unified cgroup gives v2 metrics")
+        };
+        assert_eq!(
+            *m.pids,
+            v2::PidsStat {
+                current: 7,
+                limit: 4096,
+                ..Default::default()
+            }
+        );
         assert_eq!(
             *m.cpu,
             v2::CPUStat {
@@ -1420,16 +1745,58 @@ mod tests {
         );
         assert_eq!(
             *m.memory_events,
-            v2::MemoryEvents { low: 0, high: 0, max: 27, oom: 3, oom_kill: 2, oom_group_kill: 1, ..Default::default() }
+            v2::MemoryEvents {
+                low: 0,
+                high: 0,
+                max: 27,
+                oom: 3,
+                oom_kill: 2,
+                oom_group_kill: 1,
+                ..Default::default()
+            }
         );
-        let io = |major, minor, rbytes, wbytes, rios, wios| v2::IOEntry { major, minor, rbytes, wbytes, rios, wios, ..Default::default() };
-        assert_eq!(m.io.usage, [io(259, 0, 90222592, 2183168, 1797, 213), io(253, 0, 4096, 0, 1, 0)]);
-        assert_eq!(m.io.psi, psi((0.12, 0.09, 0.03, 811922), (0.10, 0.08, 0.02, 790301)));
-        let rdma = |hca_handles, hca_objects| v2::RdmaEntry { device: "mlx5_0".into(), hca_handles, hca_objects, ..Default::default() };
+        let io = |major, minor, rbytes, wbytes, rios, wios| v2::IOEntry {
+            major,
+            minor,
+            rbytes,
+            wbytes,
+            rios,
+            wios,
+            ..Default::default()
+        };
+        assert_eq!(
+            m.io.usage,
+            [
+                io(259, 0, 90222592, 2183168, 1797, 213),
+                io(253, 0, 4096, 0, 1, 0)
+            ]
+        );
+        assert_eq!(
+            m.io.psi,
+            psi((0.12, 0.09, 0.03, 811922), (0.10, 0.08, 0.02, 790301))
+        );
+        let rdma = |hca_handles, hca_objects| v2::RdmaEntry {
+            device: "mlx5_0".into(),
+            hca_handles,
+            hca_objects,
+            ..Default::default()
+        };
         assert_eq!(m.rdma.current, [rdma(2, 112)]);
         assert_eq!(m.rdma.limit, [rdma(u32::MAX, 4000)]);
-        let huge = |pagesize: &str, current, max, failcnt| v2::HugeTlbStat { pagesize: pagesize.into(), current, max, failcnt, ..Default::default() };
-        assert_eq!(m.hugetlb, [huge("2MB", 4194304, 16777216, 3), huge("1GB", 0, u64::MAX, 0)]);
+        let huge = |pagesize: &str, current, max, failcnt| v2::HugeTlbStat {
+            pagesize: pagesize.into(),
+            current,
+            max,
+            failcnt,
+            ..Default::default()
+        };
+        assert_eq!(
+            m.hugetlb,
+            [
+                huge("2MB", 4194304, 16777216, 3),
+                huge("1GB", 0, u64::MAX, 0)
+            ]
+        );
         assert_eq!(cg.oom_kill_count(), Some(2));
 
         // What the service sends: decodable as the v2 message under its full name.
@@ -1443,10 +1810,25 @@ mod tests {
     fn v2_metrics_of_a_cgroup_without_controllers() {
         // Captured from a cgroup2 child on the dev VM, where every controller is bound to v1.
         let root = tempfile::tempdir().unwrap();
-        let cg = ContainerCgroup::from_parts("0::/c\n", "31 23 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", root.path()).unwrap();
+        let cg = ContainerCgroup::from_parts(
+            "0::/c\n",
+            "31 23 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+            root.path(),
+        )
+        .unwrap();
         copy_fixtures("v2-real", cg.dir("cpu").unwrap());
-        let Metrics::V2(m) = cg.metrics().unwrap() else { panic!("v2") };
-        assert_eq!((m.cpu.usage_usec, m.cpu.user_usec, m.cpu.system_usec, m.cpu.nr_periods), (71842, 68061, 3781, 0));
+        let Metrics::V2(m) = cg.metrics().unwrap() else {
+            panic!("v2")
+        };
+        assert_eq!(
+            (
+                m.cpu.usage_usec,
+                m.cpu.user_usec,
+                m.cpu.system_usec,
+                m.cpu.nr_periods
+            ),
+            (71842, 68061, 3781, 0)
+        );
         assert_eq!(m.cpu.psi, psi((0.0, 0.0, 0.0, 3569), (0.0, 0.0, 0.0, 3569)));
         // Always present as in containerd, zero here.
         assert_eq!(*m.pids, v2::PidsStat::new());
@@ -1478,16 +1860,29 @@ mod tests {
         write(&hugetlb.join("hugetlb.2MB.failcnt"), "1\n");
         fs::create_dir_all(root.path().join("sys/kernel/mm/hugepages/hugepages-2048kB")).unwrap();
         fs::create_dir_all(root.path().join("proc")).unwrap();
-        fs::copy(format!("{FIXTURES}/partitions"), root.path().join("proc/partitions")).unwrap();
+        fs::copy(
+            format!("{FIXTURES}/partitions"),
+            root.path().join("proc/partitions"),
+        )
+        .unwrap();
         (root, cg)
     }
 
     #[test]
     fn v1_metrics_from_fixture_files() {
         let (_root, cg) = v1_tree();
-        let Metrics::V1(m) = cg.metrics().unwrap() else { panic!("a v1 cgroup gives v1 metrics") };
+        let Metrics::V1(m) = cg.metrics().unwrap() else {
+            panic!("a v1 cgroup gives v1 metrics")
+        };
         // pids.max "max" reads as 0 on v1, as in containerd.
-        assert_eq!(*m.pids, v1::PidsStat { current: 1, limit: 0, ..Default::default() });
+        assert_eq!(
+            *m.pids,
+            v1::PidsStat {
+                current: 1,
+                limit: 0,
+                ..Default::default()
+            }
+        );
         let ns = |ticks: u64| ticks * 1_000_000_000 / clock_ticks();
         assert_eq!(
             *m.cpu.usage,
@@ -1501,7 +1896,15 @@ mod tests {
         );
         assert_eq!(*m.cpu.throttling, v1::Throttle::new());
         let unlimited = 9223372036854771712;
-        let entry = |usage, max, limit| MessageField::some(v1::MemoryEntry { usage, max, limit, failcnt: 0, ..Default::default() });
+        let entry = |usage, max, limit| {
+            MessageField::some(v1::MemoryEntry {
+                usage,
+                max,
+                limit,
+                failcnt: 0,
+                ..Default::default()
+            })
+        };
         assert_eq!(
             *m.memory,
             v1::MemoryStat {
@@ -1546,14 +1949,47 @@ mod tests {
         );
         assert_eq!(*m.memory_oom_control, v1::MemoryOomControl::new());
         // No CFQ files: the throttle counters, with device names from /proc/partitions.
-        let blk = |op: &str, value| v1::BlkIOEntry { op: op.into(), device: "/dev/vda".into(), major: 254, minor: 0, value, ..Default::default() };
+        let blk = |op: &str, value| v1::BlkIOEntry {
+            op: op.into(),
+            device: "/dev/vda".into(),
+            major: 254,
+            minor: 0,
+            value,
+            ..Default::default()
+        };
         assert_eq!(
             m.blkio.io_service_bytes_recursive,
-            [blk("Read", 4194304), blk("Write", 8388608), blk("Sync", 12582912), blk("Async", 0), blk("Discard", 0), blk("Total", 12582912)]
+            [
+                blk("Read", 4194304),
+                blk("Write", 8388608),
+                blk("Sync", 12582912),
+                blk("Async", 0),
+                blk("Discard", 0),
+                blk("Total", 12582912)
+            ]
         );
-        assert_eq!(m.blkio.io_serviced_recursive, [blk("Read", 32), blk("Write", 64), blk("Sync", 96), blk("Async", 0), blk("Discard", 0), blk("Total", 96)]);
+        assert_eq!(
+            m.blkio.io_serviced_recursive,
+            [
+                blk("Read", 32),
+                blk("Write", 64),
+                blk("Sync", 96),
+                blk("Async", 0),
+                blk("Discard", 0),
+                blk("Total", 96)
+            ]
+        );
         assert!(m.blkio.io_queued_recursive.is_empty() && m.blkio.sectors_recursive.is_empty());
-        assert_eq!(m.hugetlb, [v1::HugetlbStat { usage: 2097152, max: 4194304, failcnt: 1, pagesize: "2MB".into(), ..Default::default() }]);
+        assert_eq!(
+            m.hugetlb,
+            [v1::HugetlbStat {
+                usage: 2097152,
+                max: 4194304,
+                failcnt: 1,
+                pagesize: "2MB".into(),
+                ..Default::default()
+            }]
+        );
         assert!(m.rdma.is_none());
         assert_eq!(cg.oom_kill_count(), Some(0));
 
@@ -1568,14 +2004,35 @@ mod tests {
         let blkio = cg.dir("blkio").unwrap();
         // CFQ present but idle for this cgroup: still the throttle counters.
         write(&blkio.join("blkio.io_serviced_recursive"), "Total 0\n");
-        let Metrics::V1(m) = cg.metrics().unwrap() else { panic!("v1") };
+        let Metrics::V1(m) = cg.metrics().unwrap() else {
+            panic!("v1")
+        };
         assert_eq!(m.blkio.io_serviced_recursive.len(), 6);
         // CFQ with entries: those, and no throttle counters.
-        write(&blkio.join("blkio.io_serviced_recursive"), "254:0 Read 5\n254:0 Total 5\nTotal 5\n");
+        write(
+            &blkio.join("blkio.io_serviced_recursive"),
+            "254:0 Read 5\n254:0 Total 5\nTotal 5\n",
+        );
         write(&blkio.join("blkio.time_recursive"), "254:0 1234\n");
-        let Metrics::V1(m) = cg.metrics().unwrap() else { panic!("v1") };
-        assert_eq!(m.blkio.io_serviced_recursive.iter().map(|e| (e.op.as_str(), e.value)).collect::<Vec<_>>(), [("Read", 5), ("Total", 5)]);
-        assert_eq!(m.blkio.io_time_recursive.iter().map(|e| (e.op.as_str(), e.value)).collect::<Vec<_>>(), [("", 1234)]);
+        let Metrics::V1(m) = cg.metrics().unwrap() else {
+            panic!("v1")
+        };
+        assert_eq!(
+            m.blkio
+                .io_serviced_recursive
+                .iter()
+                .map(|e| (e.op.as_str(), e.value))
+                .collect::<Vec<_>>(),
+            [("Read", 5), ("Total", 5)]
+        );
+        assert_eq!(
+            m.blkio
+                .io_time_recursive
+                .iter()
+                .map(|e| (e.op.as_str(), e.value))
+                .collect::<Vec<_>>(),
+            [("", 1234)]
+        );
         assert!(m.blkio.io_service_bytes_recursive.is_empty());
     }
 
@@ -1584,22 +2041,46 @@ mod tests {
         let (root, cg) = v1_tree();
         let memory = cg.dir("memory").unwrap();
         // Kernels before 4.13 have no oom_kill line.
-        write(&memory.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\n");
+        write(
+            &memory.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\n",
+        );
         assert_eq!(cg.oom_kill_count(), None);
         // A process only in cpu,cpuacct (and a named hierarchy), with none of the cpu files: cpu
         // is still sent, zero, as containerd does; the rest is left out.
-        let mountinfo = "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
-        let cg = ContainerCgroup::from_parts("9:cpu,cpuacct:/ctr\n1:name=systemd:/\n", mountinfo, root.path()).unwrap();
+        let mountinfo =
+            "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
+        let cg = ContainerCgroup::from_parts(
+            "9:cpu,cpuacct:/ctr\n1:name=systemd:/\n",
+            mountinfo,
+            root.path(),
+        )
+        .unwrap();
         let cpu = cg.dir("cpu").unwrap();
-        for f in ["cpuacct.usage", "cpuacct.usage_percpu", "cpuacct.stat", "cpu.stat"] {
+        for f in [
+            "cpuacct.usage",
+            "cpuacct.usage_percpu",
+            "cpuacct.stat",
+            "cpu.stat",
+        ] {
             fs::remove_file(cpu.join(f)).unwrap();
         }
         assert_eq!(cg.oom_kill_count(), None);
-        assert!(matches!(cg.watch_oom(), Err(Error::FailedPrecondition(_))), "no runtime here");
-        let Metrics::V1(m) = cg.metrics().unwrap() else { panic!("v1") };
+        assert!(
+            matches!(cg.watch_oom(), Err(Error::FailedPrecondition(_))),
+            "no runtime here"
+        );
+        let Metrics::V1(m) = cg.metrics().unwrap() else {
+            panic!("v1")
+        };
         assert_eq!(m.cpu.usage.as_ref(), Some(&v1::CPUUsage::new()));
         assert_eq!(m.cpu.throttling.as_ref(), Some(&v1::Throttle::new()));
-        assert!(m.memory.is_none() && m.pids.is_none() && m.blkio.is_none() && m.memory_oom_control.is_none());
+        assert!(
+            m.memory.is_none()
+                && m.pids.is_none()
+                && m.blkio.is_none()
+                && m.memory_oom_control.is_none()
+        );
         assert!(m.hugetlb.is_empty());
     }
 
@@ -1626,20 +2107,48 @@ mod tests {
         let junk = "\u{0}\u{7f}garbage\nmax max\n1 2 3\n-\n=\nsome avg10=x total=\n254:0 rbytes=x wbytes\n:::\n \n";
         let (_root, cg) = v2_tree();
         let (_root1, cg1) = v1_tree();
-        for dir in [cg.dir("memory").unwrap(), cg1.dir("memory").unwrap(), cg1.dir("cpu").unwrap(), cg1.dir("blkio").unwrap()] {
+        for dir in [
+            cg.dir("memory").unwrap(),
+            cg1.dir("memory").unwrap(),
+            cg1.dir("cpu").unwrap(),
+            cg1.dir("blkio").unwrap(),
+        ] {
             for entry in fs::read_dir(dir).unwrap() {
                 write(&entry.unwrap().path(), junk);
             }
         }
         // Not even UTF-8.
-        fs::write(cg.dir("memory").unwrap().join("memory.stat"), b"anon \xff\xfe\nfile 4096\n").unwrap();
-        let Metrics::V2(m) = cg.metrics().unwrap() else { panic!("v2") };
-        assert_eq!((m.memory.anon, m.memory.file, m.pids.current, m.cpu.usage_usec), (0, 4096, 0, 0));
+        fs::write(
+            cg.dir("memory").unwrap().join("memory.stat"),
+            b"anon \xff\xfe\nfile 4096\n",
+        )
+        .unwrap();
+        let Metrics::V2(m) = cg.metrics().unwrap() else {
+            panic!("v2")
+        };
+        assert_eq!(
+            (
+                m.memory.anon,
+                m.memory.file,
+                m.pids.current,
+                m.cpu.usage_usec
+            ),
+            (0, 4096, 0, 0)
+        );
         // Only the line with a device number counts, with nothing readable in it.
-        assert_eq!(m.io.usage, [v2::IOEntry { major: 254, minor: 0, ..Default::default() }]);
+        assert_eq!(
+            m.io.usage,
+            [v2::IOEntry {
+                major: 254,
+                minor: 0,
+                ..Default::default()
+            }]
+        );
         assert_eq!(m.cpu.psi.some.total, 0);
         assert_eq!(cg.oom_kill_count(), None);
-        let Metrics::V1(m) = cg1.metrics().unwrap() else { panic!("v1") };
+        let Metrics::V1(m) = cg1.metrics().unwrap() else {
+            panic!("v1")
+        };
         assert_eq!(m.memory.cache, 0);
         assert!(m.blkio.io_serviced_recursive.is_empty());
     }
@@ -1655,13 +2164,24 @@ mod tests {
     /// A cgroup2 "host" in a temp dir with one cgroup `/ctr` holding only `memory.events`.
     fn events_tree() -> (tempfile::TempDir, ContainerCgroup) {
         let root = tempfile::tempdir().unwrap();
-        let cg = ContainerCgroup::from_parts("0::/ctr\n", "31 23 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", root.path()).unwrap();
+        let cg = ContainerCgroup::from_parts(
+            "0::/ctr\n",
+            "31 23 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+            root.path(),
+        )
+        .unwrap();
         fs::create_dir_all(cg.dir("memory").unwrap()).unwrap();
-        write(&cg.dir("memory").unwrap().join("memory.events"), &events(0, 0));
+        write(
+            &cg.dir("memory").unwrap().join("memory.events"),
+            &events(0, 0),
+        );
         (root, cg)
     }
 
-    async fn next_event(rx: &mut mpsc::UnboundedReceiver<()>, within: Duration) -> Option<Option<()>> {
+    async fn next_event(
+        rx: &mut mpsc::UnboundedReceiver<()>,
+        within: Duration,
+    ) -> Option<Option<()>> {
         timeout(within, rx.recv()).await.ok()
     }
 
@@ -1672,15 +2192,33 @@ mod tests {
         let mut rx = cg.watch_oom().unwrap();
         // Rewritten in place like the kernel does (a rename would leave the watch on the old inode).
         write(&file, &events(4, 0));
-        assert_eq!(next_event(&mut rx, Duration::from_millis(300)).await, None, "other counters are not OOM kills");
+        assert_eq!(
+            next_event(&mut rx, Duration::from_millis(300)).await,
+            None,
+            "other counters are not OOM kills"
+        );
         write(&file, &events(4, 1));
-        assert_eq!(next_event(&mut rx, Duration::from_secs(5)).await, Some(Some(())));
+        assert_eq!(
+            next_event(&mut rx, Duration::from_secs(5)).await,
+            Some(Some(()))
+        );
         write(&file, &events(9, 3));
-        assert_eq!(next_event(&mut rx, Duration::from_secs(5)).await, Some(Some(())));
-        assert_eq!(next_event(&mut rx, Duration::from_millis(300)).await, None, "one event per observed increase");
+        assert_eq!(
+            next_event(&mut rx, Duration::from_secs(5)).await,
+            Some(Some(()))
+        );
+        assert_eq!(
+            next_event(&mut rx, Duration::from_millis(300)).await,
+            None,
+            "one event per observed increase"
+        );
         assert_eq!(cg.oom_kill_count(), Some(3));
         fs::remove_dir_all(cg.dir("memory").unwrap()).unwrap();
-        assert_eq!(next_event(&mut rx, Duration::from_secs(5)).await, Some(None), "the watch ends with the cgroup");
+        assert_eq!(
+            next_event(&mut rx, Duration::from_secs(5)).await,
+            Some(None),
+            "the watch ends with the cgroup"
+        );
     }
 
     #[tokio::test]
@@ -1692,10 +2230,16 @@ mod tests {
         write(&file, &events(1, 5));
         assert_eq!(next_event(&mut rx, Duration::from_millis(300)).await, None);
         write(&file, &events(1, 6));
-        assert_eq!(next_event(&mut rx, Duration::from_secs(5)).await, Some(Some(())));
+        assert_eq!(
+            next_event(&mut rx, Duration::from_secs(5)).await,
+            Some(Some(()))
+        );
         // Deleting just the file (IN_DELETE_SELF / IN_IGNORED) ends it too.
         fs::remove_file(&file).unwrap();
-        assert_eq!(next_event(&mut rx, Duration::from_secs(5)).await, Some(None));
+        assert_eq!(
+            next_event(&mut rx, Duration::from_secs(5)).await,
+            Some(None)
+        );
     }
 
     #[tokio::test]
@@ -1729,7 +2273,11 @@ mod tests {
     static SEQ: AtomicUsize = AtomicUsize::new(0);
 
     fn scratch_name() -> String {
-        format!("tether-test-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "tether-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// Retries `rmdir` while the kernel still counts exiting tasks in the cgroup (EBUSY).
@@ -1738,7 +2286,9 @@ mod tests {
         while dir.exists() {
             match fs::remove_dir(dir) {
                 Ok(()) => return,
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 Err(e) => panic!("rmdir {}: {e}", dir.display()),
             }
         }
@@ -1757,7 +2307,8 @@ mod tests {
         fn new() -> Scratch {
             require_root();
             let name = scratch_name();
-            let me = ContainerCgroup::for_pid(std::process::id() as i32).expect("locate the test's own cgroup");
+            let me = ContainerCgroup::for_pid(std::process::id() as i32)
+                .expect("locate the test's own cgroup");
             let mut dirs = Vec::new();
             if me.is_unified() {
                 let root = Path::new("/sys/fs/cgroup");
@@ -1766,11 +2317,16 @@ mod tests {
                 dirs.push(("memory", root.join(&name)));
             } else {
                 for controller in ["memory", "pids", "cpuacct", "cpu"] {
-                    let parent = me.dir(controller).unwrap_or_else(|| panic!("this host has no v1 {controller} hierarchy"));
+                    let parent = me
+                        .dir(controller)
+                        .unwrap_or_else(|| panic!("this host has no v1 {controller} hierarchy"));
                     dirs.push((controller, parent.join(&name)));
                 }
             }
-            let scratch = Scratch { dirs, unified: me.is_unified() };
+            let scratch = Scratch {
+                dirs,
+                unified: me.is_unified(),
+            };
             for (_, dir) in &scratch.dirs {
                 if !dir.exists() {
                     fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
@@ -1780,7 +2336,11 @@ mod tests {
         }
 
         fn dir(&self, controller: &str) -> &Path {
-            self.dirs.iter().find(|(c, _)| self.unified || *c == controller).map(|(_, d)| d.as_path()).unwrap()
+            self.dirs
+                .iter()
+                .find(|(c, _)| self.unified || *c == controller)
+                .map(|(_, d)| d.as_path())
+                .unwrap()
         }
 
         fn set_limits(&self, memory: u64, pids: u64) {
@@ -1793,7 +2353,10 @@ mod tests {
             } else {
                 write(&mem.join("memory.limit_in_bytes"), &memory.to_string());
                 if mem.join("memory.memsw.limit_in_bytes").exists() {
-                    write(&mem.join("memory.memsw.limit_in_bytes"), &memory.to_string());
+                    write(
+                        &mem.join("memory.memsw.limit_in_bytes"),
+                        &memory.to_string(),
+                    );
                 }
             }
             write(&self.dir("pids").join("pids.max"), &pids.to_string());
@@ -1807,7 +2370,10 @@ mod tests {
 
         fn remove(&mut self) {
             for (_, dir) in &self.dirs {
-                for pid in fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().split_whitespace() {
+                for pid in fs::read_to_string(dir.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                {
                     if let Ok(pid) = pid.parse() {
                         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                     }
@@ -1862,11 +2428,18 @@ mod tests {
         }
 
         fn release(&mut self) {
-            self.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+            self.child
+                .stdin
+                .as_mut()
+                .unwrap()
+                .write_all(b"go\n")
+                .unwrap();
         }
 
         fn line(&self, within: Duration) -> String {
-            self.lines.recv_timeout(within).expect("no output from the child in time")
+            self.lines
+                .recv_timeout(within)
+                .expect("no output from the child in time")
         }
 
         fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
@@ -1875,7 +2448,11 @@ mod tests {
                 if let Some(status) = self.child.try_wait().unwrap() {
                     return status;
                 }
-                assert!(Instant::now() < deadline, "child {} still running after {within:?}", self.pid());
+                assert!(
+                    Instant::now() < deadline,
+                    "child {} still running after {within:?}",
+                    self.pid()
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -1888,7 +2465,8 @@ mod tests {
         }
     }
 
-    const BUSY_THEN_SLEEP: &str = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo ready; exec sleep 60";
+    const BUSY_THEN_SLEEP: &str =
+        "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo ready; exec sleep 60";
 
     #[test]
     fn real_cgroup_metrics() {
@@ -1906,17 +2484,27 @@ mod tests {
         match cg.metrics().unwrap() {
             Metrics::V1(m) => {
                 assert_eq!((m.pids.current, m.pids.limit), (1, 64));
-                assert!(m.memory.usage.usage > 0, "memory usage: {:?}", m.memory.usage);
+                assert!(
+                    m.memory.usage.usage > 0,
+                    "memory usage: {:?}",
+                    m.memory.usage
+                );
                 assert_eq!(m.memory.usage.limit, 64 << 20);
                 // Read from memory.stat. (Its event counters, e.g. pgfault, are flushed lazily by
                 // 6.x kernels and may still read 0 here.)
                 assert_eq!(m.memory.hierarchical_memory_limit, 64 << 20);
-                if scratch.dir("memory").join("memory.memsw.limit_in_bytes").exists() {
+                if scratch
+                    .dir("memory")
+                    .join("memory.memsw.limit_in_bytes")
+                    .exists()
+                {
                     assert_eq!(m.memory.swap.limit, 64 << 20);
                 }
                 let usage = &m.cpu.usage;
                 assert!(usage.total > 0, "cpu usage: {usage:?}");
-                assert!(!usage.per_cpu.is_empty() && usage.per_cpu.iter().sum::<u64>() >= usage.total);
+                assert!(
+                    !usage.per_cpu.is_empty() && usage.per_cpu.iter().sum::<u64>() >= usage.total
+                );
                 assert!(usage.user + usage.kernel > 0, "cpu usage: {usage:?}");
                 assert_eq!(m.memory_oom_control.oom_kill, 0);
             }
@@ -1952,12 +2540,24 @@ mod tests {
         assert_eq!(first, Ok(Some(())), "an OOM notification within 30 s");
         let status = child.wait(Duration::from_secs(30));
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "the OOM killer's SIGKILL: {status:?}");
-        assert!(cg.oom_kill_count() >= Some(1), "oom_kill count: {:?}", cg.oom_kill_count());
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "the OOM killer's SIGKILL: {status:?}"
+        );
+        assert!(
+            cg.oom_kill_count() >= Some(1),
+            "oom_kill count: {:?}",
+            cg.oom_kill_count()
+        );
         match cg.metrics().unwrap() {
             // (memory.failcnt stays 0 on 6.x kernels; the peak shows the limit was hit.)
             Metrics::V1(m) => {
-                assert!(m.memory_oom_control.oom_kill >= 1, "{:?}", m.memory_oom_control);
+                assert!(
+                    m.memory_oom_control.oom_kill >= 1,
+                    "{:?}",
+                    m.memory_oom_control
+                );
                 assert_eq!(m.memory.usage.max, 8 << 20, "{:?}", m.memory.usage);
             }
             Metrics::V2(m) => assert!(m.memory_events.oom_kill >= 1),
@@ -1990,12 +2590,27 @@ mod tests {
     async fn real_cgroup2_files_and_removal() {
         require_root();
         let mnt = Cgroup2Mount(tempfile::tempdir().unwrap());
-        nix::mount::mount(Some("cgroup2"), mnt.0.path(), Some("cgroup2"), nix::mount::MsFlags::empty(), None::<&str>).expect("mount cgroup2");
+        nix::mount::mount(
+            Some("cgroup2"),
+            mnt.0.path(),
+            Some("cgroup2"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount cgroup2");
         // hugetlb is not bound to v1 on this host: enabled for the children of the cgroup2 root,
         // its v2 files are real (and disabled again at the end if it was off).
         let root_control = mnt.0.path().join("cgroup.subtree_control");
-        let hugetlb_free = fs::read_to_string(mnt.0.path().join("cgroup.controllers")).unwrap().split_whitespace().any(|c| c == "hugetlb");
-        let hugetlb_on = |ctl: &Path| fs::read_to_string(ctl).unwrap().split_whitespace().any(|c| c == "hugetlb");
+        let hugetlb_free = fs::read_to_string(mnt.0.path().join("cgroup.controllers"))
+            .unwrap()
+            .split_whitespace()
+            .any(|c| c == "hugetlb");
+        let hugetlb_on = |ctl: &Path| {
+            fs::read_to_string(ctl)
+                .unwrap()
+                .split_whitespace()
+                .any(|c| c == "hugetlb")
+        };
         let enabled_hugetlb = hugetlb_free && !hugetlb_on(&root_control);
         if enabled_hugetlb {
             write(&root_control, "+hugetlb");
@@ -2008,22 +2623,44 @@ mod tests {
         let mut watch = watch_counter_file(created.clone(), "cgroup.events", "populated").unwrap();
         let mut child = Gated::spawn(BUSY_THEN_SLEEP);
         write(&created.join("cgroup.procs"), &child.pid().to_string());
-        assert_eq!(timeout(Duration::from_secs(10), watch.recv()).await, Ok(Some(())), "kernfs change of cgroup.events not heard");
+        assert_eq!(
+            timeout(Duration::from_secs(10), watch.recv()).await,
+            Ok(Some(())),
+            "kernfs change of cgroup.events not heard"
+        );
         child.release();
         assert_eq!(child.line(Duration::from_secs(60)), "ready");
 
         // The child's own cgroup2 entry, as a cgroup2-only host would list it.
-        let entry: String = fs::read_to_string(format!("/proc/{}/cgroup", child.pid())).unwrap().lines().filter(|l| l.starts_with("0::")).collect();
+        let entry: String = fs::read_to_string(format!("/proc/{}/cgroup", child.pid()))
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("0::"))
+            .collect();
         assert_eq!(entry, format!("0::/{name}"));
-        let cg = ContainerCgroup::from_parts(&entry, &fs::read_to_string("/proc/self/mountinfo").unwrap(), Path::new("/")).unwrap();
+        let cg = ContainerCgroup::from_parts(
+            &entry,
+            &fs::read_to_string("/proc/self/mountinfo").unwrap(),
+            Path::new("/"),
+        )
+        .unwrap();
         assert!(cg.is_unified());
         // Through whichever cgroup2 mount comes first (on a hybrid host /sys/fs/cgroup/unified).
         let dir = cg.dir("cpu").unwrap().to_path_buf();
         assert_eq!(dir.file_name(), Some(name.as_ref()));
-        assert_eq!(fs::read_to_string(dir.join("cgroup.procs")).unwrap().trim(), child.pid().to_string());
+        assert_eq!(
+            fs::read_to_string(dir.join("cgroup.procs")).unwrap().trim(),
+            child.pid().to_string()
+        );
 
-        let Metrics::V2(m) = cg.metrics().unwrap() else { panic!("v2") };
-        assert!(m.cpu.usage_usec > 0 && m.cpu.user_usec + m.cpu.system_usec > 0, "cpu: {:?}", m.cpu);
+        let Metrics::V2(m) = cg.metrics().unwrap() else {
+            panic!("v2")
+        };
+        assert!(
+            m.cpu.usage_usec > 0 && m.cpu.user_usec + m.cpu.system_usec > 0,
+            "cpu: {:?}",
+            m.cpu
+        );
         if dir.join("cpu.pressure").exists() {
             assert!(m.cpu.psi.some.is_some(), "cpu psi: {:?}", m.cpu.psi);
         }
@@ -2031,13 +2668,32 @@ mod tests {
             // One entry per host page size, read from the live files: nothing used, no limit.
             // (6.18 writes an unlimited max as a number, 9223372036854771712 for 2MB, not "max".)
             let sizes = huge_page_sizes(Path::new("/"));
-            assert!(!sizes.is_empty() && dir.join(format!("hugetlb.{}.current", sizes[0])).exists(), "sizes {sizes:?}");
-            assert_eq!(m.hugetlb.iter().map(|h| h.pagesize.clone()).collect::<Vec<_>>(), sizes);
+            assert!(
+                !sizes.is_empty() && dir.join(format!("hugetlb.{}.current", sizes[0])).exists(),
+                "sizes {sizes:?}"
+            );
+            assert_eq!(
+                m.hugetlb
+                    .iter()
+                    .map(|h| h.pagesize.clone())
+                    .collect::<Vec<_>>(),
+                sizes
+            );
             for h in &m.hugetlb {
-                let max = fs::read_to_string(dir.join(format!("hugetlb.{}.max", h.pagesize))).unwrap();
-                let max = if max.trim() == "max" { u64::MAX } else { max.trim().parse().unwrap() };
+                let max =
+                    fs::read_to_string(dir.join(format!("hugetlb.{}.max", h.pagesize))).unwrap();
+                let max = if max.trim() == "max" {
+                    u64::MAX
+                } else {
+                    max.trim().parse().unwrap()
+                };
                 assert_eq!((h.current, h.max, h.failcnt), (0, max, 0), "hugetlb: {h:?}");
-                assert!(h.max > 1 << 62, "an unlimited {} max: {}", h.pagesize, h.max);
+                assert!(
+                    h.max > 1 << 62,
+                    "an unlimited {} max: {}",
+                    h.pagesize,
+                    h.max
+                );
             }
         }
         if !dir.join("memory.events").exists() {
@@ -2050,7 +2706,11 @@ mod tests {
         // watch machinery (on cgroup.events, which every cgroup2 has) must still end.
         drop(child);
         remove_cgroup_dir(&dir);
-        assert_eq!(timeout(Duration::from_secs(10), watch.recv()).await, Ok(None), "the watch ends when the cgroup is removed");
+        assert_eq!(
+            timeout(Duration::from_secs(10), watch.recv()).await,
+            Ok(None),
+            "the watch ends when the cgroup is removed"
+        );
         assert!(matches!(cg.metrics(), Err(Error::NotFound(_))));
         if enabled_hugetlb {
             write(&root_control, "-hugetlb");

@@ -47,7 +47,9 @@ impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParseError::MissingValue(flag) => write!(f, "flag needs an argument: -{flag}"),
-            ParseError::UnknownAction(a) => write!(f, "unknown action {a:?} (want start or delete)"),
+            ParseError::UnknownAction(a) => {
+                write!(f, "unknown action {a:?} (want start or delete)")
+            }
             ParseError::Missing(flag) => write!(f, "-{flag} is required"),
         }
     }
@@ -103,12 +105,18 @@ where
             }
             continue;
         }
-        let known = matches!(name, "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket");
+        let known = matches!(
+            name,
+            "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket"
+        );
         let value = match inline {
             Some(_) if !known => continue,
             Some(v) => v,
             None if known => {
-                let v = argv.get(i).cloned().ok_or_else(|| ParseError::MissingValue(name.into()))?;
+                let v = argv
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| ParseError::MissingValue(name.into()))?;
                 i += 1;
                 v
             }
@@ -153,8 +161,16 @@ mod tests {
     #[test]
     fn parses_containerd_start_line() {
         let a = parse([
-            "-namespace", "default", "-address", "/run/containerd/containerd.sock",
-            "-publish-binary", "/usr/bin/containerd", "-id", "c1", "-debug", "start",
+            "-namespace",
+            "default",
+            "-address",
+            "/run/containerd/containerd.sock",
+            "-publish-binary",
+            "/usr/bin/containerd",
+            "-id",
+            "c1",
+            "-debug",
+            "start",
         ])
         .unwrap();
         assert_eq!(a.action, Action::Start);
@@ -184,7 +200,16 @@ mod tests {
 
     #[test]
     fn unknown_flags_are_ignored() {
-        let a = parse(["-namespace", "n", "-future-flag", "v", "-other=1", "-newbool", "start"]).unwrap();
+        let a = parse([
+            "-namespace",
+            "n",
+            "-future-flag",
+            "v",
+            "-other=1",
+            "-newbool",
+            "start",
+        ])
+        .unwrap();
         assert_eq!(a.action, Action::Start);
         assert_eq!(a.namespace, "n");
     }
@@ -197,8 +222,17 @@ mod tests {
 
     #[test]
     fn errors_are_reported() {
-        assert_eq!(parse(["-namespace"]).unwrap_err(), ParseError::MissingValue("namespace".into()));
-        assert_eq!(parse(["-namespace", "n", "bogus"]).unwrap_err(), ParseError::UnknownAction("bogus".into()));
-        assert_eq!(parse(["start"]).unwrap_err(), ParseError::Missing("namespace"));
+        assert_eq!(
+            parse(["-namespace"]).unwrap_err(),
+            ParseError::MissingValue("namespace".into())
+        );
+        assert_eq!(
+            parse(["-namespace", "n", "bogus"]).unwrap_err(),
+            ParseError::UnknownAction("bogus".into())
+        );
+        assert_eq!(
+            parse(["start"]).unwrap_err(),
+            ParseError::Missing("namespace")
+        );
     }
 }

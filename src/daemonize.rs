@@ -23,7 +23,10 @@ use crate::error::{Error, Result};
 pub const SOCKET_DIR: &str = "/run/containerd/s";
 
 /// Annotations that put containers into one shim, first match wins (the Go shim's list).
-pub const GROUP_ANNOTATIONS: [&str; 2] = ["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"];
+pub const GROUP_ANNOTATIONS: [&str; 2] = [
+    "io.containerd.runc.v2.group",
+    "io.kubernetes.cri.sandbox-id",
+];
 
 /// `<dir>/<hex sha256 of "<address>/<namespace>/<group>">`, the Go shim's derivation, so the
 /// same group always maps to the same socket.
@@ -35,11 +38,18 @@ pub fn socket_path(dir: &Path, address: &str, namespace: &str, group: &str) -> P
 
 /// The group a task belongs to: the first grouping annotation in the bundle's spec, else its id.
 pub fn grouping_key(bundle: &Path, id: &str) -> String {
-    let spec = fs::read(bundle.join("config.json")).ok().and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok());
+    let spec = fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok());
     let annotations = spec.as_ref().and_then(|s| s.get("annotations"));
     GROUP_ANNOTATIONS
         .iter()
-        .find_map(|k| annotations.and_then(|a| a.get(k)).and_then(|v| v.as_str()).filter(|v| !v.is_empty()))
+        .find_map(|k| {
+            annotations
+                .and_then(|a| a.get(k))
+                .and_then(|v| v.as_str())
+                .filter(|v| !v.is_empty())
+        })
         .unwrap_or(id)
         .to_string()
 }
@@ -55,13 +65,22 @@ pub fn start(args: &Args, bundle: &Path) -> Result<Vec<u8>> {
 
     crate::process::validate_id("container", &args.id)?;
     let group = grouping_key(bundle, &args.id);
-    let dir = Path::new(boot.as_ref().and_then(|b| b.socket_dir.as_deref()).unwrap_or(SOCKET_DIR));
+    let dir = Path::new(
+        boot.as_ref()
+            .and_then(|b| b.socket_dir.as_deref())
+            .unwrap_or(SOCKET_DIR),
+    );
     if boot.as_ref().is_some_and(|b| b.socket_dir.is_some()) {
         // containerd 2.3 finds a custom socket dir through the bundle's `s` link.
         let _ = std::os::unix::fs::symlink(dir, bundle.join("s"));
     }
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::io(format!("create {}", dir.display())))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(Error::io(format!("chmod {}", dir.display())))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(Error::io(format!("create {}", dir.display())))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(Error::io(format!("chmod {}", dir.display())))?;
     let path = socket_path(dir, &args.address, &args.namespace, &group);
     let address = format!("unix://{}", path.display());
 
@@ -74,12 +93,14 @@ pub fn start(args: &Args, bundle: &Path) -> Result<Vec<u8>> {
                 return Ok(crate::bootstrap::announce(&address, boot.is_some()));
             }
             // Left over from a server that died: replace it.
-            fs::remove_file(&path).map_err(Error::io(format!("remove stale socket {}", path.display())))?;
+            fs::remove_file(&path)
+                .map_err(Error::io(format!("remove stale socket {}", path.display())))?;
             UnixListener::bind(&path).map_err(Error::io(format!("bind {}", path.display())))?
         }
         Err(e) => return Err(Error::io(format!("bind {}", path.display()))(e)),
     };
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(Error::io("chmod socket"))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+        .map_err(Error::io("chmod socket"))?;
 
     let spawned = spawn_server(args, bundle, &path, &listener, boot.as_ref());
     let pid = match spawned {
@@ -97,16 +118,29 @@ pub fn start(args: &Args, bundle: &Path) -> Result<Vec<u8>> {
 
 /// Re-executes this binary as the server: new session, stdio on /dev/null (containerd reads
 /// `start`'s output until EOF, so the server must not hold it), listener on fd 3.
-fn spawn_server(args: &Args, bundle: &Path, socket: &Path, listener: &UnixListener, boot: Option<&crate::bootstrap::Bootstrap>) -> Result<u32> {
+fn spawn_server(
+    args: &Args,
+    bundle: &Path,
+    socket: &Path,
+    listener: &UnixListener,
+    boot: Option<&crate::bootstrap::Bootstrap>,
+) -> Result<u32> {
     let exe = std::env::current_exe().map_err(Error::io("find own executable"))?;
     let mut cmd = Command::new(exe);
-    cmd.args(["-namespace", &args.namespace, "-id", &args.id, "-address", &args.address])
-        .arg("-socket")
-        .arg(socket)
-        .current_dir(bundle)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "-namespace",
+        &args.namespace,
+        "-id",
+        &args.id,
+        "-address",
+        &args.address,
+    ])
+    .arg("-socket")
+    .arg(socket)
+    .current_dir(bundle)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     if !args.publish_binary.is_empty() {
         cmd.args(["-publish-binary", &args.publish_binary]);
     }
@@ -126,14 +160,22 @@ fn spawn_server(args: &Args, bundle: &Path, socket: &Path, listener: &UnixListen
 /// (we inherited containerd's). Best effort: raising a score needs no privilege, but a locked
 /// down host may refuse.
 fn adjust_oom_score(pid: u32) {
-    let own = fs::read_to_string("/proc/self/oom_score_adj").ok().and_then(|s| s.trim().parse::<i32>().ok()).unwrap_or(0);
-    let _ = fs::write(format!("/proc/{pid}/oom_score_adj"), (own + 1).min(1000).to_string());
+    let own = fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    let _ = fs::write(
+        format!("/proc/{pid}/oom_score_adj"),
+        (own + 1).min(1000).to_string(),
+    );
 }
 
 /// Writes via a temporary file and rename so a reader never sees half a file.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, data).and_then(|()| fs::rename(&tmp, path)).map_err(Error::io(format!("write {}", path.display())))
+    fs::write(&tmp, data)
+        .and_then(|()| fs::rename(&tmp, path))
+        .map_err(Error::io(format!("write {}", path.display())))
 }
 
 #[cfg(test)]
@@ -142,13 +184,29 @@ mod tests {
 
     #[test]
     fn socket_path_is_sha256_of_address_namespace_group() {
-        let p = socket_path(Path::new("/run/containerd/s"), "/run/containerd/containerd.sock", "default", "c1");
+        let p = socket_path(
+            Path::new("/run/containerd/s"),
+            "/run/containerd/containerd.sock",
+            "default",
+            "c1",
+        );
         let name = p.file_name().unwrap().to_str().unwrap();
         assert_eq!(name.len(), 64);
         assert!(name.chars().all(|c| c.is_ascii_hexdigit()));
-        let expect: String = Sha256::digest(b"/run/containerd/containerd.sock/default/c1").iter().map(|b| format!("{b:02x}")).collect();
+        let expect: String = Sha256::digest(b"/run/containerd/containerd.sock/default/c1")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(name, expect);
-        assert_ne!(p, socket_path(Path::new("/run/containerd/s"), "/run/containerd/containerd.sock", "other", "c1"));
+        assert_ne!(
+            p,
+            socket_path(
+                Path::new("/run/containerd/s"),
+                "/run/containerd/containerd.sock",
+                "other",
+                "c1"
+            )
+        );
         // Well under the 108-byte sun_path limit.
         assert!(p.as_os_str().len() < 100);
     }
@@ -156,7 +214,13 @@ mod tests {
     #[test]
     fn grouping_prefers_annotations_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = |a: &str| fs::write(dir.path().join("config.json"), format!(r#"{{"annotations":{{{a}}}}}"#)).unwrap();
+        let spec = |a: &str| {
+            fs::write(
+                dir.path().join("config.json"),
+                format!(r#"{{"annotations":{{{a}}}}}"#),
+            )
+            .unwrap()
+        };
         assert_eq!(grouping_key(dir.path(), "c1"), "c1");
         spec(r#""io.kubernetes.cri.sandbox-id":"pod1""#);
         assert_eq!(grouping_key(dir.path(), "c1"), "pod1");

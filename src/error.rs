@@ -21,7 +21,10 @@ pub enum Error {
     /// The OCI runtime failed; `msg` is runc's own error from `log.json` when there is one.
     Runtime { op: &'static str, msg: String },
     /// An OS call failed.
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -60,6 +63,9 @@ impl std::error::Error for Error {
 
 impl From<nix::Error> for Error {
     fn from(e: nix::Error) -> Self {
-        Error::Io { context: "system call".into(), source: std::io::Error::from(e) }
+        Error::Io {
+            context: "system call".into(),
+            source: std::io::Error::from(e),
+        }
     }
 }

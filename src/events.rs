@@ -24,16 +24,51 @@ use crate::mount::Mount;
 /// A task event, in domain terms.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Create { container_id: String, bundle: String, rootfs: Vec<Mount>, io: StdioConfig, checkpoint: String, pid: u32 },
-    Start { container_id: String, pid: u32 },
+    Create {
+        container_id: String,
+        bundle: String,
+        rootfs: Vec<Mount>,
+        io: StdioConfig,
+        checkpoint: String,
+        pid: u32,
+    },
+    Start {
+        container_id: String,
+        pid: u32,
+    },
     /// `id` is the container id for the init process, the exec id otherwise.
-    Exit { container_id: String, id: String, pid: u32, exit_status: u32, exited_at: SystemTime },
-    Delete { container_id: String, id: String, pid: u32, exit_status: u32, exited_at: Option<SystemTime> },
-    ExecAdded { container_id: String, exec_id: String },
-    ExecStarted { container_id: String, exec_id: String, pid: u32 },
-    Paused { container_id: String },
-    Resumed { container_id: String },
-    Oom { container_id: String },
+    Exit {
+        container_id: String,
+        id: String,
+        pid: u32,
+        exit_status: u32,
+        exited_at: SystemTime,
+    },
+    Delete {
+        container_id: String,
+        id: String,
+        pid: u32,
+        exit_status: u32,
+        exited_at: Option<SystemTime>,
+    },
+    ExecAdded {
+        container_id: String,
+        exec_id: String,
+    },
+    ExecStarted {
+        container_id: String,
+        exec_id: String,
+        pid: u32,
+    },
+    Paused {
+        container_id: String,
+    },
+    Resumed {
+        container_id: String,
+    },
+    Oom {
+        container_id: String,
+    },
 }
 
 impl Event {
@@ -55,42 +90,133 @@ impl Event {
     /// registry expects for its own events).
     pub fn to_any(&self) -> Any {
         fn pack<M: Message>(name: &str, m: M) -> Any {
-            Any { type_url: name.to_string(), value: m.write_to_bytes().unwrap_or_default(), ..Default::default() }
+            Any {
+                type_url: name.to_string(),
+                value: m.write_to_bytes().unwrap_or_default(),
+                ..Default::default()
+            }
         }
         match self.clone() {
-            Event::Create { container_id, bundle, rootfs, io, checkpoint, pid } => pack(
+            Event::Create {
+                container_id,
+                bundle,
+                rootfs,
+                io,
+                checkpoint,
+                pid,
+            } => pack(
                 "containerd.events.TaskCreate",
                 pb::TaskCreate {
                     container_id,
                     bundle,
                     rootfs: rootfs
                         .into_iter()
-                        .map(|m| containerd_shim_protos::types::mount::Mount { type_: m.kind, source: m.source, options: m.options, ..Default::default() })
+                        .map(|m| containerd_shim_protos::types::mount::Mount {
+                            type_: m.kind,
+                            source: m.source,
+                            options: m.options,
+                            ..Default::default()
+                        })
                         .collect(),
-                    io: MessageField::some(pb::TaskIO { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, terminal: io.terminal, ..Default::default() }),
+                    io: MessageField::some(pb::TaskIO {
+                        stdin: io.stdin,
+                        stdout: io.stdout,
+                        stderr: io.stderr,
+                        terminal: io.terminal,
+                        ..Default::default()
+                    }),
                     checkpoint,
                     pid,
                     ..Default::default()
                 },
             ),
-            Event::Start { container_id, pid } => pack("containerd.events.TaskStart", pb::TaskStart { container_id, pid, ..Default::default() }),
-            Event::Exit { container_id, id, pid, exit_status, exited_at } => pack(
+            Event::Start { container_id, pid } => pack(
+                "containerd.events.TaskStart",
+                pb::TaskStart {
+                    container_id,
+                    pid,
+                    ..Default::default()
+                },
+            ),
+            Event::Exit {
+                container_id,
+                id,
+                pid,
+                exit_status,
+                exited_at,
+            } => pack(
                 "containerd.events.TaskExit",
-                pb::TaskExit { container_id, id, pid, exit_status, exited_at: MessageField::some(timestamp(exited_at)), ..Default::default() },
+                pb::TaskExit {
+                    container_id,
+                    id,
+                    pid,
+                    exit_status,
+                    exited_at: MessageField::some(timestamp(exited_at)),
+                    ..Default::default()
+                },
             ),
-            Event::Delete { container_id, id, pid, exit_status, exited_at } => pack(
+            Event::Delete {
+                container_id,
+                id,
+                pid,
+                exit_status,
+                exited_at,
+            } => pack(
                 "containerd.events.TaskDelete",
-                pb::TaskDelete { container_id, id, pid, exit_status, exited_at: exited_at.map(timestamp).into(), ..Default::default() },
+                pb::TaskDelete {
+                    container_id,
+                    id,
+                    pid,
+                    exit_status,
+                    exited_at: exited_at.map(timestamp).into(),
+                    ..Default::default()
+                },
             ),
-            Event::ExecAdded { container_id, exec_id } => {
-                pack("containerd.events.TaskExecAdded", pb::TaskExecAdded { container_id, exec_id, ..Default::default() })
-            }
-            Event::ExecStarted { container_id, exec_id, pid } => {
-                pack("containerd.events.TaskExecStarted", pb::TaskExecStarted { container_id, exec_id, pid, ..Default::default() })
-            }
-            Event::Paused { container_id } => pack("containerd.events.TaskPaused", pb::TaskPaused { container_id, ..Default::default() }),
-            Event::Resumed { container_id } => pack("containerd.events.TaskResumed", pb::TaskResumed { container_id, ..Default::default() }),
-            Event::Oom { container_id } => pack("containerd.events.TaskOOM", pb::TaskOOM { container_id, ..Default::default() }),
+            Event::ExecAdded {
+                container_id,
+                exec_id,
+            } => pack(
+                "containerd.events.TaskExecAdded",
+                pb::TaskExecAdded {
+                    container_id,
+                    exec_id,
+                    ..Default::default()
+                },
+            ),
+            Event::ExecStarted {
+                container_id,
+                exec_id,
+                pid,
+            } => pack(
+                "containerd.events.TaskExecStarted",
+                pb::TaskExecStarted {
+                    container_id,
+                    exec_id,
+                    pid,
+                    ..Default::default()
+                },
+            ),
+            Event::Paused { container_id } => pack(
+                "containerd.events.TaskPaused",
+                pb::TaskPaused {
+                    container_id,
+                    ..Default::default()
+                },
+            ),
+            Event::Resumed { container_id } => pack(
+                "containerd.events.TaskResumed",
+                pb::TaskResumed {
+                    container_id,
+                    ..Default::default()
+                },
+            ),
+            Event::Oom { container_id } => pack(
+                "containerd.events.TaskOOM",
+                pb::TaskOOM {
+                    container_id,
+                    ..Default::default()
+                },
+            ),
         }
     }
 }
@@ -98,7 +224,11 @@ impl Event {
 /// protobuf `Timestamp` of a wall-clock time.
 pub fn timestamp(t: SystemTime) -> Timestamp {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32, ..Default::default() }
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+        ..Default::default()
+    }
 }
 
 enum Msg {
@@ -116,8 +246,18 @@ pub const QUEUE_LIMIT: usize = 10_000;
 /// The (container, process) an event announces the birth of; exits name theirs the same way.
 fn born(e: &Event) -> Option<(&str, &str)> {
     match e {
-        Event::Create { container_id, .. } | Event::Start { container_id, .. } => Some((container_id, container_id)),
-        Event::ExecAdded { container_id, exec_id } | Event::ExecStarted { container_id, exec_id, .. } => Some((container_id, exec_id)),
+        Event::Create { container_id, .. } | Event::Start { container_id, .. } => {
+            Some((container_id, container_id))
+        }
+        Event::ExecAdded {
+            container_id,
+            exec_id,
+        }
+        | Event::ExecStarted {
+            container_id,
+            exec_id,
+            ..
+        } => Some((container_id, exec_id)),
         _ => None,
     }
 }
@@ -131,7 +271,12 @@ fn push_bounded(items: &mut VecDeque<Msg>, msg: Msg, limit: usize) -> Option<&'s
         let exits: std::collections::HashSet<(&str, &str)> = items
             .iter()
             .filter_map(|m| match m {
-                Msg::Event(Event::Exit { container_id, id, .. }, _) => Some((container_id.as_str(), id.as_str())),
+                Msg::Event(
+                    Event::Exit {
+                        container_id, id, ..
+                    },
+                    _,
+                ) => Some((container_id.as_str(), id.as_str())),
                 _ => None,
             })
             .collect();
@@ -139,7 +284,10 @@ fn push_bounded(items: &mut VecDeque<Msg>, msg: Msg, limit: usize) -> Option<&'s
             Msg::Event(Event::Exit { .. }, _) | Msg::Flush(_) => false,
             Msg::Event(e, _) => !spare_births || born(e).is_none_or(|k| !exits.contains(&k)),
         };
-        let victim = items.iter().position(|m| droppable(m, true)).or_else(|| items.iter().position(|m| droppable(m, false)));
+        let victim = items
+            .iter()
+            .position(|m| droppable(m, true))
+            .or_else(|| items.iter().position(|m| droppable(m, false)));
         match victim {
             Some(i) => {
                 if let Some(Msg::Event(e, _)) = items.remove(i) {
@@ -176,9 +324,17 @@ impl EventSink {
     }
 
     fn push(&self, msg: Msg) {
-        let dropped = push_bounded(&mut self.queue.items.lock().unwrap_or_else(|p| p.into_inner()), msg, QUEUE_LIMIT);
+        let dropped = push_bounded(
+            &mut self.queue.items.lock().unwrap_or_else(|p| p.into_inner()),
+            msg,
+            QUEUE_LIMIT,
+        );
         if let Some(topic) = dropped {
-            tracing::error!(topic, limit = QUEUE_LIMIT, "event queue full; dropped an event");
+            tracing::error!(
+                topic,
+                limit = QUEUE_LIMIT,
+                "event queue full; dropped an event"
+            );
         }
         self.queue.ready.notify_one();
     }
@@ -194,7 +350,13 @@ impl EventSink {
         loop {
             // A notify_one without a waiter leaves a permit, so no wake-up is lost between
             // the check and the wait.
-            if let Some(m) = self.queue.items.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
+            if let Some(m) = self
+                .queue
+                .items
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front()
+            {
                 return m;
             }
             self.queue.ready.notified().await;
@@ -214,7 +376,12 @@ pub enum Destination {
 
 /// Starts the forwarding task on the current runtime.
 pub fn start(dest: Destination) -> EventSink {
-    let sink = EventSink { queue: Arc::new(Queue { items: Mutex::new(VecDeque::new()), ready: Notify::new() }) };
+    let sink = EventSink {
+        queue: Arc::new(Queue {
+            items: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+        }),
+    };
     tokio::spawn(forward(sink.clone(), dest));
     sink
 }
@@ -264,16 +431,33 @@ async fn forward(queue: EventSink, dest: Destination) {
     }
 }
 
-async fn send(client: &mut Option<EventsClient>, address: &str, namespace: &str, req: &ForwardRequest) -> Result<(), String> {
+async fn send(
+    client: &mut Option<EventsClient>,
+    address: &str,
+    namespace: &str,
+    req: &ForwardRequest,
+) -> Result<(), String> {
     if client.is_none() {
-        let addr = if address.contains("://") { address.to_string() } else { format!("unix://{address}") };
-        let c = ttrpc::asynchronous::Client::connect(&addr).await.map_err(|e| e.to_string())?;
+        let addr = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("unix://{address}")
+        };
+        let c = ttrpc::asynchronous::Client::connect(&addr)
+            .await
+            .map_err(|e| e.to_string())?;
         *client = Some(EventsClient::new(c));
     }
     let c = client.as_ref().expect("connected above");
     let mut ctx = ttrpc::context::with_timeout(Duration::from_secs(5).as_nanos() as i64);
-    ctx.add("containerd-namespace-ttrpc".to_string(), namespace.to_string());
-    c.forward(ctx, req).await.map(drop).map_err(|e| e.to_string())
+    ctx.add(
+        "containerd-namespace-ttrpc".to_string(),
+        namespace.to_string(),
+    );
+    c.forward(ctx, req)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -283,21 +467,45 @@ mod tests {
     #[test]
     fn exit_event_encodes_containerd_type_and_fields() {
         let at = UNIX_EPOCH + Duration::new(100, 5);
-        let e = Event::Exit { container_id: "c".into(), id: "c".into(), pid: 42, exit_status: 137, exited_at: at };
+        let e = Event::Exit {
+            container_id: "c".into(),
+            id: "c".into(),
+            pid: 42,
+            exit_status: 137,
+            exited_at: at,
+        };
         assert_eq!(e.topic(), "/tasks/exit");
         let any = e.to_any();
         assert_eq!(any.type_url, "containerd.events.TaskExit");
         let back = pb::TaskExit::parse_from_bytes(&any.value).unwrap();
-        assert_eq!((back.container_id.as_str(), back.pid, back.exit_status), ("c", 42, 137));
+        assert_eq!(
+            (back.container_id.as_str(), back.pid, back.exit_status),
+            ("c", 42, 137)
+        );
         assert_eq!((back.exited_at.seconds, back.exited_at.nanos), (100, 5));
     }
 
     fn start_event(pid: u32) -> Msg {
-        Msg::Event(Event::Start { container_id: "c".into(), pid }, UNIX_EPOCH)
+        Msg::Event(
+            Event::Start {
+                container_id: "c".into(),
+                pid,
+            },
+            UNIX_EPOCH,
+        )
     }
 
     fn exit_event(pid: u32) -> Msg {
-        Msg::Event(Event::Exit { container_id: "c".into(), id: "c".into(), pid, exit_status: 0, exited_at: UNIX_EPOCH }, UNIX_EPOCH)
+        Msg::Event(
+            Event::Exit {
+                container_id: "c".into(),
+                id: "c".into(),
+                pid,
+                exit_status: 0,
+                exited_at: UNIX_EPOCH,
+            },
+            UNIX_EPOCH,
+        )
     }
 
     fn pids(q: &VecDeque<Msg>) -> Vec<u32> {
@@ -319,7 +527,10 @@ mod tests {
         assert_eq!(push_bounded(&mut q, exit_event(4), 3), Some("/tasks/start"));
         assert_eq!(pids(&q), [1, 3, 4]);
         // Only exits left: the newest one is refused rather than an older exit lost.
-        assert_eq!(push_bounded(&mut q, start_event(5), 3), Some("/tasks/start"));
+        assert_eq!(
+            push_bounded(&mut q, start_event(5), 3),
+            Some("/tasks/start")
+        );
         assert_eq!(pids(&q), [1, 3, 4]);
         // Flush markers neither count nor get dropped.
         let (tx, _rx) = oneshot::channel();
@@ -340,21 +551,79 @@ mod tests {
     #[test]
     fn a_full_queue_spares_the_start_of_a_queued_exit() {
         let ev = |e: Event| Msg::Event(e, UNIX_EPOCH);
-        let start = |c: &str| ev(Event::Start { container_id: c.into(), pid: 1 });
-        let exit = |c: &str, id: &str| ev(Event::Exit { container_id: c.into(), id: id.into(), pid: 1, exit_status: 0, exited_at: UNIX_EPOCH });
-        let exec_started = |c: &str, id: &str| ev(Event::ExecStarted { container_id: c.into(), exec_id: id.into(), pid: 1 });
+        let start = |c: &str| {
+            ev(Event::Start {
+                container_id: c.into(),
+                pid: 1,
+            })
+        };
+        let exit = |c: &str, id: &str| {
+            ev(Event::Exit {
+                container_id: c.into(),
+                id: id.into(),
+                pid: 1,
+                exit_status: 0,
+                exited_at: UNIX_EPOCH,
+            })
+        };
+        let exec_started = |c: &str, id: &str| {
+            ev(Event::ExecStarted {
+                container_id: c.into(),
+                exec_id: id.into(),
+                pid: 1,
+            })
+        };
         let mut q = VecDeque::new();
-        for m in [start("a"), exec_started("a", "e"), exit("a", "e"), start("b"), exit("a", "a")] {
+        for m in [
+            start("a"),
+            exec_started("a", "e"),
+            exit("a", "e"),
+            start("b"),
+            exit("a", "a"),
+        ] {
             assert_eq!(push_bounded(&mut q, m, 5), None);
         }
         // a's start and exec-started have their exits queued; b's start is the oldest spare.
         assert_eq!(push_bounded(&mut q, start("c"), 5), Some("/tasks/start"));
-        assert_eq!(topics(&q), ["/tasks/start a", "/tasks/exec-started e", "/tasks/exit e", "/tasks/exit a", "/tasks/start c"]);
-        assert_eq!(push_bounded(&mut q, exit("c", "c"), 5), Some("/tasks/start"));
-        assert_eq!(topics(&q), ["/tasks/start a", "/tasks/exec-started e", "/tasks/exit e", "/tasks/exit a", "/tasks/exit c"]);
+        assert_eq!(
+            topics(&q),
+            [
+                "/tasks/start a",
+                "/tasks/exec-started e",
+                "/tasks/exit e",
+                "/tasks/exit a",
+                "/tasks/start c"
+            ]
+        );
+        assert_eq!(
+            push_bounded(&mut q, exit("c", "c"), 5),
+            Some("/tasks/start")
+        );
+        assert_eq!(
+            topics(&q),
+            [
+                "/tasks/start a",
+                "/tasks/exec-started e",
+                "/tasks/exit e",
+                "/tasks/exit a",
+                "/tasks/exit c"
+            ]
+        );
         // Only births of queued exits left: the oldest of them goes before any exit would.
-        assert_eq!(push_bounded(&mut q, exit("d", "d"), 5), Some("/tasks/start"));
-        assert_eq!(topics(&q), ["/tasks/exec-started e", "/tasks/exit e", "/tasks/exit a", "/tasks/exit c", "/tasks/exit d"]);
+        assert_eq!(
+            push_bounded(&mut q, exit("d", "d"), 5),
+            Some("/tasks/start")
+        );
+        assert_eq!(
+            topics(&q),
+            [
+                "/tasks/exec-started e",
+                "/tasks/exit e",
+                "/tasks/exit a",
+                "/tasks/exit c",
+                "/tasks/exit d"
+            ]
+        );
     }
 
     #[tokio::test]
@@ -362,13 +631,22 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let sink = start(Destination::Memory(tx));
         for pid in 0..100 {
-            sink.publish(Event::Start { container_id: "c".into(), pid });
+            sink.publish(Event::Start {
+                container_id: "c".into(),
+                pid,
+            });
         }
         sink.flush(Duration::from_secs(5)).await;
         for pid in 0..100 {
             let (topic, e) = rx.try_recv().expect("flushed events are delivered");
             assert_eq!(topic, "/tasks/start");
-            assert_eq!(e, Event::Start { container_id: "c".into(), pid });
+            assert_eq!(
+                e,
+                Event::Start {
+                    container_id: "c".into(),
+                    pid
+                }
+            );
         }
     }
 }

@@ -14,7 +14,10 @@ use tracing::Level;
 
 /// Points stderr at the bundle's `log` FIFO if there is one, and installs the subscriber.
 pub fn init(bundle: &Path, debug: bool) {
-    let fifo = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(bundle.join("log"));
+    let fifo = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(bundle.join("log"));
     if let Ok(f) = fifo {
         let _ = crate::sys::dup_onto(&f, libc::STDERR_FILENO);
     }

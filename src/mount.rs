@@ -55,7 +55,8 @@ pub fn parse_options(options: &[String]) -> ParsedOptions {
             "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
             "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
             "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
-            p @ ("private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable") => {
+            p @ ("private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave"
+            | "unbindable" | "runbindable") => {
                 propagation |= match p.trim_start_matches('r') {
                     "private" => MsFlags::MS_PRIVATE,
                     "shared" => MsFlags::MS_SHARED,
@@ -78,7 +79,11 @@ pub fn parse_options(options: &[String]) -> ParsedOptions {
         flags |= set;
         flags &= !clear;
     }
-    ParsedOptions { flags, propagation, data: data.join(",") }
+    ParsedOptions {
+        flags,
+        propagation,
+        data: data.join(","),
+    }
 }
 
 /// Mounts each mount, in order, onto `target`. On failure the ones already mounted are undone.
@@ -120,14 +125,32 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
     let kind = (!m.kind.is_empty()).then_some(m.kind.as_str());
     match from_dir {
         None => mount(Some(m.source.as_str()), target, kind, o.flags, data).map_err(fail)?,
-        Some(dir) => mount_from(&dir, || mount(Some(m.source.as_str()), target, kind, o.flags, data).map_err(fail), target)?,
+        Some(dir) => mount_from(
+            &dir,
+            || mount(Some(m.source.as_str()), target, kind, o.flags, data).map_err(fail),
+            target,
+        )?,
     }
     // A read-only bind needs a remount: the first call ignores MS_RDONLY with MS_BIND.
     if o.flags.contains(MsFlags::MS_BIND) && o.flags.contains(MsFlags::MS_RDONLY) {
-        mount(None::<&str>, target, None::<&str>, o.flags | MsFlags::MS_REMOUNT, None::<&str>).map_err(fail)?;
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            o.flags | MsFlags::MS_REMOUNT,
+            None::<&str>,
+        )
+        .map_err(fail)?;
     }
     if !o.propagation.is_empty() {
-        mount(None::<&str>, target, None::<&str>, o.propagation, None::<&str>).map_err(fail)?;
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            o.propagation,
+            None::<&str>,
+        )
+        .map_err(fail)?;
     }
     Ok(())
 }
@@ -143,9 +166,18 @@ fn page_size() -> usize {
 /// relative lowerdirs resolve there while the rest of the shim's cwd never moves.
 fn mount_from(dir: &Path, mount: impl FnOnce() -> Result<()> + Send, target: &Path) -> Result<()> {
     if !target.is_absolute() {
-        return Err(Error::InvalidArgument(format!("mount target {} must be absolute", target.display())));
+        return Err(Error::InvalidArgument(format!(
+            "mount target {} must be absolute",
+            target.display()
+        )));
     }
-    let io = |what: &str| Error::io(format!("{what} {} to mount {}", dir.display(), target.display()));
+    let io = |what: &str| {
+        Error::io(format!(
+            "{what} {} to mount {}",
+            dir.display(),
+            target.display()
+        ))
+    };
     std::thread::scope(|s| {
         s.spawn(|| {
             crate::sys::unshare_fs().map_err(io("unshare the filesystem context for"))?;
@@ -168,13 +200,23 @@ fn compact_lowerdirs(options: &[String]) -> Option<(std::path::PathBuf, Vec<Stri
         return None;
     }
     let first = dirs[0].as_bytes();
-    let prefix = dirs[1..].iter().fold(first.len(), |n, d| first.iter().zip(d.as_bytes()).take(n).take_while(|(a, b)| a == b).count());
+    let prefix = dirs[1..].iter().fold(first.len(), |n, d| {
+        first
+            .iter()
+            .zip(d.as_bytes())
+            .take(n)
+            .take_while(|(a, b)| a == b)
+            .count()
+    });
     // Back to a whole directory: the prefix may end inside a name (`snapshots/1` of 10 and 11).
     let common = &dirs[0][..first[..prefix].iter().rposition(|&b| b == b'/')?];
     if common.is_empty() || !common.starts_with('/') {
         return None;
     }
-    let relative: Vec<&str> = dirs.iter().map(|d| d.get(common.len() + 1..).filter(|r| !r.is_empty())).collect::<Option<_>>()?;
+    let relative: Vec<&str> = dirs
+        .iter()
+        .map(|d| d.get(common.len() + 1..).filter(|r| !r.is_empty()))
+        .collect::<Option<_>>()?;
     let mut compacted = options.to_vec();
     compacted[idx] = format!("{LOWER}{}", relative.join(":"));
     Some((common.into(), compacted))
@@ -205,7 +247,13 @@ mod tests {
 
     #[test]
     fn overlay_options_go_to_data() {
-        let o = opts(&["index=off", "workdir=/w", "upperdir=/u", "lowerdir=/l1:/l2", "X-containerd.mkdir.path=/x"]);
+        let o = opts(&[
+            "index=off",
+            "workdir=/w",
+            "upperdir=/u",
+            "lowerdir=/l1:/l2",
+            "X-containerd.mkdir.path=/x",
+        ]);
         assert_eq!(o.flags, MsFlags::empty());
         assert_eq!(o.data, "index=off,workdir=/w,upperdir=/u,lowerdir=/l1:/l2");
     }
@@ -213,21 +261,51 @@ mod tests {
     #[test]
     fn lowerdirs_compact_to_the_parent_of_their_common_prefix() {
         let v = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let (dir, o) = compact_lowerdirs(&v(&["upperdir=/s/u", "lowerdir=/s/snapshots/10/fs:/s/snapshots/11/fs"])).unwrap();
-        assert_eq!(dir, Path::new("/s/snapshots"), "back from `snapshots/1` to a whole directory");
+        let (dir, o) = compact_lowerdirs(&v(&[
+            "upperdir=/s/u",
+            "lowerdir=/s/snapshots/10/fs:/s/snapshots/11/fs",
+        ]))
+        .unwrap();
+        assert_eq!(
+            dir,
+            Path::new("/s/snapshots"),
+            "back from `snapshots/1` to a whole directory"
+        );
         assert_eq!(o, v(&["upperdir=/s/u", "lowerdir=10/fs:11/fs"]));
-        assert_eq!(compact_lowerdirs(&v(&["lowerdir=/a/x:/b/y"])), None, "nothing in common below /");
-        assert_eq!(compact_lowerdirs(&v(&["lowerdir=/s/a/fs"])), None, "one lowerdir");
-        assert_eq!(compact_lowerdirs(&v(&["lowerdir=/s/a:/s/a/b"])).unwrap().1, v(&["lowerdir=a:a/b"]));
-        assert_eq!(compact_lowerdirs(&v(&["lowerdir=/s/:/s/a"])), None, "a lowerdir that is the common dir");
-        assert_eq!(compact_lowerdirs(&v(&["lowerdir=a/x:a/y"])), None, "relative already");
+        assert_eq!(
+            compact_lowerdirs(&v(&["lowerdir=/a/x:/b/y"])),
+            None,
+            "nothing in common below /"
+        );
+        assert_eq!(
+            compact_lowerdirs(&v(&["lowerdir=/s/a/fs"])),
+            None,
+            "one lowerdir"
+        );
+        assert_eq!(
+            compact_lowerdirs(&v(&["lowerdir=/s/a:/s/a/b"])).unwrap().1,
+            v(&["lowerdir=a:a/b"])
+        );
+        assert_eq!(
+            compact_lowerdirs(&v(&["lowerdir=/s/:/s/a"])),
+            None,
+            "a lowerdir that is the common dir"
+        );
+        assert_eq!(
+            compact_lowerdirs(&v(&["lowerdir=a/x:a/y"])),
+            None,
+            "relative already"
+        );
         assert_eq!(compact_lowerdirs(&v(&["upperdir=/u"])), None);
     }
 
     #[test]
     fn flags_and_negations() {
         let o = opts(&["rbind", "ro", "nosuid", "rprivate"]);
-        assert_eq!(o.flags, MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
+        assert_eq!(
+            o.flags,
+            MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID
+        );
         assert_eq!(o.propagation, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
         assert_eq!(o.data, "");
         assert_eq!(opts(&["ro", "rw"]).flags, MsFlags::empty());
@@ -253,14 +331,28 @@ mod real_mounts {
     /// mount every layer, top to bottom.
     #[test]
     fn overlay_with_options_longer_than_a_page() {
-        assert!(nix::unistd::geteuid().is_root(), "this test mounts overlay and needs root: run `sudo -E cargo test --lib mount`");
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts overlay and needs root: run `sudo -E cargo test --lib mount`"
+        );
         let tmp = tempfile::tempdir().unwrap();
         // tmpfs, so upperdir is on a filesystem overlay accepts whatever backs /tmp.
-        mount(Some("tmpfs"), tmp.path(), Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+        mount(
+            Some("tmpfs"),
+            tmp.path(),
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
         let _tmpfs = Unmount(tmp.path().to_owned());
-        let root = tmp.path().join("io.containerd.snapshotter.v1.overlayfs-with-a-deliberately-long-directory-name");
+        let root = tmp
+            .path()
+            .join("io.containerd.snapshotter.v1.overlayfs-with-a-deliberately-long-directory-name");
         let snapshots = root.join("snapshots");
-        let layers: Vec<_> = (100..220).map(|n| snapshots.join(n.to_string()).join("fs")).collect();
+        let layers: Vec<_> = (100..220)
+            .map(|n| snapshots.join(n.to_string()).join("fs"))
+            .collect();
         for (i, l) in layers.iter().enumerate() {
             fs::create_dir_all(l).unwrap();
             fs::write(l.join("who"), format!("layer {i}")).unwrap();
@@ -271,25 +363,47 @@ mod real_mounts {
         for d in [&upper, &work, &target] {
             fs::create_dir_all(d).unwrap();
         }
-        let lowerdir = layers.iter().map(|l| l.to_str().unwrap()).collect::<Vec<_>>().join(":");
+        let lowerdir = layers
+            .iter()
+            .map(|l| l.to_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(":");
         let options = vec![
             "index=off".to_string(),
             format!("workdir={}", work.display()),
             format!("upperdir={}", upper.display()),
             format!("lowerdir={lowerdir}"),
         ];
-        assert!(options.join(",").len() > 3 * 4096, "the test must exceed a page");
-        let m = Mount { kind: "overlay".into(), source: "overlay".into(), options };
+        assert!(
+            options.join(",").len() > 3 * 4096,
+            "the test must exceed a page"
+        );
+        let m = Mount {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            options,
+        };
         let cwd = std::env::current_dir().unwrap();
 
         mount_all(&[m], &target).expect("mount overlay with a long lowerdir list");
         let mounted = Unmount(target.clone());
         assert_eq!(fs::read_to_string(target.join("top")).unwrap(), "top");
         assert_eq!(fs::read_to_string(target.join("bottom")).unwrap(), "bottom");
-        assert_eq!(fs::read_to_string(target.join("who")).unwrap(), "layer 0", "the first lowerdir is the top layer");
+        assert_eq!(
+            fs::read_to_string(target.join("who")).unwrap(),
+            "layer 0",
+            "the first lowerdir is the top layer"
+        );
         fs::write(target.join("written"), "x").unwrap();
-        assert!(upper.join("written").exists(), "writes go to the (absolute) upperdir");
-        assert_eq!(std::env::current_dir().unwrap(), cwd, "the process's cwd is untouched");
+        assert!(
+            upper.join("written").exists(),
+            "writes go to the (absolute) upperdir"
+        );
+        assert_eq!(
+            std::env::current_dir().unwrap(),
+            cwd,
+            "the process's cwd is untouched"
+        );
 
         unmount_all(&target);
         std::mem::forget(mounted);

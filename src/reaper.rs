@@ -53,7 +53,10 @@ impl Reaper {
     pub fn start() -> io::Result<(Reaper, mpsc::UnboundedReceiver<Exit>)> {
         let mut sigchld = signal(SignalKind::child())?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let reaper = Reaper { waiters: Arc::default(), stopping: Arc::new(watch::channel(0).0) };
+        let reaper = Reaper {
+            waiters: Arc::default(),
+            stopping: Arc::new(watch::channel(0).0),
+        };
         let loop_reaper = reaper.clone();
         tokio::spawn(async move {
             loop {
@@ -96,8 +99,13 @@ impl Reaper {
         let reaper = self.clone();
         rt.spawn(async move {
             let mut exit = exit;
-            if tokio::time::timeout(grace, &mut exit).await.is_err() && reaper.signal_child(pid, libc::SIGKILL) {
-                tracing::warn!(pid, "child did not exit within {grace:?} of SIGTERM; killed it");
+            if tokio::time::timeout(grace, &mut exit).await.is_err()
+                && reaper.signal_child(pid, libc::SIGKILL)
+            {
+                tracing::warn!(
+                    pid,
+                    "child did not exit within {grace:?} of SIGTERM; killed it"
+                );
                 let _ = tokio::time::timeout(Duration::from_secs(2), exit).await;
             }
             reaper.stopping.send_modify(|n| *n -= 1);
@@ -125,7 +133,11 @@ impl Reaper {
                     return;
                 }
             };
-            let exit = Exit { pid, status, at: SystemTime::now() };
+            let exit = Exit {
+                pid,
+                status,
+                at: SystemTime::now(),
+            };
             match waiters.remove(&pid) {
                 // A dropped receiver means the spawner gave up (timeout); nothing to do.
                 Some(waiter) => drop(waiter.send(exit)),
@@ -151,15 +163,23 @@ mod tests {
         const ALONE: &str = "TETHER_REAPER_TEST_ALONE";
         if std::env::var_os(ALONE).is_none() {
             let out = Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "reaper::tests::every_exit_goes_to_its_spawner_or_to_the_unclaimed_stream", "--nocapture"])
+                .args([
+                    "--exact",
+                    "reaper::tests::every_exit_goes_to_its_spawner_or_to_the_unclaimed_stream",
+                    "--nocapture",
+                ])
                 .env(ALONE, "1")
                 .output()
                 .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success() && text.contains("1 passed"), "{text}");
             return;
         }
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let (reaper, mut unclaimed) = Reaper::start().unwrap();
             let spawners: Vec<_> = (0..4)
@@ -169,7 +189,12 @@ mod tests {
                         (0..50)
                             .map(|i| {
                                 let code = (t * 50 + i) % 256;
-                                let spawned = reaper.spawn(Command::new("/bin/sh").args(["-c", &format!("exit {code}")])).unwrap();
+                                let spawned = reaper
+                                    .spawn(
+                                        Command::new("/bin/sh")
+                                            .args(["-c", &format!("exit {code}")]),
+                                    )
+                                    .unwrap();
                                 (spawned.child.id() as i32, code, spawned.exit)
                             })
                             .collect::<Vec<_>>()
@@ -179,16 +204,36 @@ mod tests {
             // One child the reaper did not spawn, killed by a signal: 128 + 9. The loop reaps it.
             #[allow(clippy::zombie_processes)]
             let stray = Command::new("/bin/sleep").arg("100").spawn().unwrap();
-            nix::sys::signal::kill(Pid::from_raw(stray.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+            nix::sys::signal::kill(
+                Pid::from_raw(stray.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
             for spawner in spawners {
-                for (pid, code, exit) in tokio::task::spawn_blocking(move || spawner.join().unwrap()).await.unwrap() {
-                    let exit = tokio::time::timeout(Duration::from_secs(20), exit).await.expect("exit reported").expect("waiter kept");
+                for (pid, code, exit) in
+                    tokio::task::spawn_blocking(move || spawner.join().unwrap())
+                        .await
+                        .unwrap()
+                {
+                    let exit = tokio::time::timeout(Duration::from_secs(20), exit)
+                        .await
+                        .expect("exit reported")
+                        .expect("waiter kept");
                     assert_eq!((exit.pid, exit.status), (pid, code));
                 }
             }
-            let stray_exit = tokio::time::timeout(Duration::from_secs(20), unclaimed.recv()).await.unwrap().unwrap();
-            assert_eq!((stray_exit.pid, stray_exit.status), (stray.id() as i32, 137));
-            assert!(unclaimed.try_recv().is_err(), "a spawned child's exit also reached the unclaimed stream");
+            let stray_exit = tokio::time::timeout(Duration::from_secs(20), unclaimed.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (stray_exit.pid, stray_exit.status),
+                (stray.id() as i32, 137)
+            );
+            assert!(
+                unclaimed.try_recv().is_err(),
+                "a spawned child's exit also reached the unclaimed stream"
+            );
         });
     }
 }

@@ -58,11 +58,15 @@ impl RuncOptions {
                 continue;
             }
             let at = |why: String| format!("line {}: {why}", n + 1);
-            let (key, value) = line.split_once('=').ok_or_else(|| at(format!("expected `Key = value`, got {line:?}")))?;
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| at(format!("expected `Key = value`, got {line:?}")))?;
             let key = key.trim().trim_matches('"');
             let value = toml_value(value.trim()).map_err(at)?;
             let uint = |v: &TomlValue| match v {
-                TomlValue::Int(i) => u32::try_from(*i).map_err(|_| at(format!("{key} = {i} is out of range"))),
+                TomlValue::Int(i) => {
+                    u32::try_from(*i).map_err(|_| at(format!("{key} = {i} is out of range")))
+                }
                 _ => Err(at(format!("{key} must be an integer"))),
             };
             let boolean = |v: &TomlValue| match v {
@@ -107,7 +111,12 @@ fn toml_value(v: &str) -> std::result::Result<TomlValue, String> {
                     Some('\\') => out.push('\\'),
                     Some('n') => out.push('\n'),
                     Some('t') => out.push('\t'),
-                    other => return Err(format!("unsupported escape \\{}", other.map(String::from).unwrap_or_default())),
+                    other => {
+                        return Err(format!(
+                            "unsupported escape \\{}",
+                            other.map(String::from).unwrap_or_default()
+                        ))
+                    }
                 },
                 c => out.push(c),
             }
@@ -122,13 +131,21 @@ fn toml_value(v: &str) -> std::result::Result<TomlValue, String> {
     match bare {
         "true" => Ok(TomlValue::Bool(true)),
         "false" => Ok(TomlValue::Bool(false)),
-        _ => bare.replace('_', "").parse().map(TomlValue::Int).map_err(|_| format!("unsupported value {bare:?}")),
+        _ => bare
+            .replace('_', "")
+            .parse()
+            .map(TomlValue::Int)
+            .map_err(|_| format!("unsupported value {bare:?}")),
     }
 }
 
 fn trailing_ok(after: &str) -> std::result::Result<(), String> {
     let t = after.trim();
-    if t.is_empty() || t.starts_with('#') { Ok(()) } else { Err(format!("unexpected {t:?} after the value")) }
+    if t.is_empty() || t.starts_with('#') {
+        Ok(())
+    } else {
+        Err(format!("unexpected {t:?} after the value"))
+    }
 }
 
 /// stdio handed to a runc call whose children inherit it (create, exec).
@@ -176,8 +193,16 @@ pub struct Runc {
 
 impl Runc {
     pub fn new(opts: &RuncOptions, namespace: &str, bundle: &Path) -> Runc {
-        let binary = if opts.binary_name.is_empty() { "runc".to_string() } else { opts.binary_name.clone() };
-        let base = if opts.root.is_empty() { DEFAULT_ROOT } else { &opts.root };
+        let binary = if opts.binary_name.is_empty() {
+            "runc".to_string()
+        } else {
+            opts.binary_name.clone()
+        };
+        let base = if opts.root.is_empty() {
+            DEFAULT_ROOT
+        } else {
+            &opts.root
+        };
         Runc {
             binary,
             root: Path::new(base).join(namespace),
@@ -192,12 +217,21 @@ impl Runc {
     /// runc, crun and youki write the container's own init to `--pid-file`; gVisor's runsc
     /// writes its sandbox, which must be signalled through `runsc kill`.
     pub fn pid_is_the_container_process(&self) -> bool {
-        Path::new(&self.binary).file_name().is_none_or(|name| name != "runsc")
+        Path::new(&self.binary)
+            .file_name()
+            .is_none_or(|name| name != "runsc")
     }
 
     /// The argv after the binary name: global flags, then the subcommand's. Pure, for tests.
     pub fn argv(&self, sub: &[OsString]) -> Vec<OsString> {
-        let mut v: Vec<OsString> = vec!["--root".into(), self.root.clone().into(), "--log".into(), self.log.clone().into(), "--log-format".into(), "json".into()];
+        let mut v: Vec<OsString> = vec![
+            "--root".into(),
+            self.root.clone().into(),
+            "--log".into(),
+            self.log.clone().into(),
+            "--log-format".into(),
+            "json".into(),
+        ];
         if self.systemd_cgroup {
             v.push("--systemd-cgroup".into());
         }
@@ -205,8 +239,20 @@ impl Runc {
         v
     }
 
-    pub fn create_args(&self, id: &str, bundle: &Path, pid_file: &Path, console: Option<&Path>) -> Vec<OsString> {
-        let mut v: Vec<OsString> = vec!["create".into(), "--bundle".into(), bundle.into(), "--pid-file".into(), pid_file.into()];
+    pub fn create_args(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        console: Option<&Path>,
+    ) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![
+            "create".into(),
+            "--bundle".into(),
+            bundle.into(),
+            "--pid-file".into(),
+            pid_file.into(),
+        ];
         if let Some(c) = console {
             v.extend(["--console-socket".into(), c.into()]);
         }
@@ -221,14 +267,36 @@ impl Runc {
     }
 
     /// `runc create`: the container's init exists afterwards, paused before the user program.
-    pub async fn create(&self, reaper: &Reaper, id: &str, bundle: &Path, pid_file: &Path, stdio: RuncStdio) -> Result<()> {
+    pub async fn create(
+        &self,
+        reaper: &Reaper,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdio: RuncStdio,
+    ) -> Result<()> {
         let args = self.create_args(id, bundle, pid_file, stdio.console_socket.as_deref());
         crate::cgroups::prime_attach_lock();
-        self.call(reaper, "create", &args, Some(stdio)).await.map(drop)
+        self.call(reaper, "create", &args, Some(stdio))
+            .await
+            .map(drop)
     }
 
-    pub fn exec_args(&self, id: &str, process: &Path, pid_file: &Path, console: Option<&Path>) -> Vec<OsString> {
-        let mut v: Vec<OsString> = vec!["exec".into(), "--detach".into(), "--pid-file".into(), pid_file.into(), "--process".into(), process.into()];
+    pub fn exec_args(
+        &self,
+        id: &str,
+        process: &Path,
+        pid_file: &Path,
+        console: Option<&Path>,
+    ) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![
+            "exec".into(),
+            "--detach".into(),
+            "--pid-file".into(),
+            pid_file.into(),
+            "--process".into(),
+            process.into(),
+        ];
         if let Some(c) = console {
             v.extend(["--console-socket".into(), c.into()]);
         }
@@ -237,39 +305,77 @@ impl Runc {
     }
 
     /// `runc exec --detach`: runs the process described by the `process` JSON file.
-    pub async fn exec(&self, reaper: &Reaper, id: &str, process: &Path, pid_file: &Path, stdio: RuncStdio) -> Result<()> {
+    pub async fn exec(
+        &self,
+        reaper: &Reaper,
+        id: &str,
+        process: &Path,
+        pid_file: &Path,
+        stdio: RuncStdio,
+    ) -> Result<()> {
         let args = self.exec_args(id, process, pid_file, stdio.console_socket.as_deref());
         crate::cgroups::prime_attach_lock();
-        self.call(reaper, "exec", &args, Some(stdio)).await.map(drop)
+        self.call(reaper, "exec", &args, Some(stdio))
+            .await
+            .map(drop)
     }
 
     pub async fn start(&self, reaper: &Reaper, id: &str) -> Result<()> {
-        self.call(reaper, "start", &["start".into(), id.into()], None).await.map(drop)
+        self.call(reaper, "start", &["start".into(), id.into()], None)
+            .await
+            .map(drop)
     }
 
     pub async fn pause(&self, reaper: &Reaper, id: &str) -> Result<()> {
-        self.call(reaper, "pause", &["pause".into(), id.into()], None).await.map(drop)
+        self.call(reaper, "pause", &["pause".into(), id.into()], None)
+            .await
+            .map(drop)
     }
 
     pub async fn resume(&self, reaper: &Reaper, id: &str) -> Result<()> {
-        self.call(reaper, "resume", &["resume".into(), id.into()], None).await.map(drop)
+        self.call(reaper, "resume", &["resume".into(), id.into()], None)
+            .await
+            .map(drop)
     }
 
     /// `runc update --resources -` with the runtime-spec `LinuxResources` JSON on stdin.
     pub async fn update(&self, reaper: &Reaper, id: &str, resources: &[u8]) -> Result<()> {
-        let args: Vec<OsString> = vec!["update".into(), "--resources".into(), "-".into(), id.into()];
-        self.call_with_input(reaper, "update", &args, resources).await.map(drop)
+        let args: Vec<OsString> =
+            vec!["update".into(), "--resources".into(), "-".into(), id.into()];
+        self.call_with_input(reaper, "update", &args, resources)
+            .await
+            .map(drop)
     }
 
     pub fn checkpoint_args(&self, id: &str, o: &CheckpointOptions) -> Vec<OsString> {
-        let mut v: Vec<OsString> = vec!["checkpoint".into(), "--image-path".into(), o.image_path.clone().into(), "--work-path".into(), o.work_path.clone().into()];
-        let flags = [(!o.exit, "--leave-running"), (o.open_tcp, "--tcp-established"), (o.external_unix_sockets, "--ext-unix-sk"), (o.terminal, "--shell-job"), (o.file_locks, "--file-locks")];
-        v.extend(flags.iter().filter(|(on, _)| *on).map(|(_, f)| OsString::from(f)));
+        let mut v: Vec<OsString> = vec![
+            "checkpoint".into(),
+            "--image-path".into(),
+            o.image_path.clone().into(),
+            "--work-path".into(),
+            o.work_path.clone().into(),
+        ];
+        let flags = [
+            (!o.exit, "--leave-running"),
+            (o.open_tcp, "--tcp-established"),
+            (o.external_unix_sockets, "--ext-unix-sk"),
+            (o.terminal, "--shell-job"),
+            (o.file_locks, "--file-locks"),
+        ];
+        v.extend(
+            flags
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, f)| OsString::from(f)),
+        );
         if !o.parent_path.is_empty() {
             v.extend(["--parent-path".into(), o.parent_path.clone().into()]);
         }
         if !o.cgroups_mode.is_empty() {
-            v.extend(["--manage-cgroups-mode".into(), o.cgroups_mode.clone().into()]);
+            v.extend([
+                "--manage-cgroups-mode".into(),
+                o.cgroups_mode.clone().into(),
+            ]);
         }
         for ns in &o.empty_namespaces {
             v.extend(["--empty-ns".into(), ns.into()]);
@@ -278,11 +384,26 @@ impl Runc {
         v
     }
 
-    pub fn restore_args(&self, id: &str, bundle: &Path, image: &Path, work: &Path, pid_file: &Path) -> Vec<OsString> {
+    pub fn restore_args(
+        &self,
+        id: &str,
+        bundle: &Path,
+        image: &Path,
+        work: &Path,
+        pid_file: &Path,
+    ) -> Vec<OsString> {
         let mut v: Vec<OsString> = vec![
-            "restore".into(), "--detach".into(), "--no-subreaper".into(),
-            "--image-path".into(), image.into(), "--work-path".into(), work.into(),
-            "--pid-file".into(), pid_file.into(), "--bundle".into(), bundle.into(),
+            "restore".into(),
+            "--detach".into(),
+            "--no-subreaper".into(),
+            "--image-path".into(),
+            image.into(),
+            "--work-path".into(),
+            work.into(),
+            "--pid-file".into(),
+            pid_file.into(),
+            "--bundle".into(),
+            bundle.into(),
         ];
         if self.no_pivot_root {
             v.push("--no-pivot".into());
@@ -294,15 +415,39 @@ impl Runc {
     /// `runc restore`: the container's processes come back from a checkpoint image, detached,
     /// re-parented to us (`--no-subreaper`).
     #[allow(clippy::too_many_arguments)]
-    pub async fn restore(&self, reaper: &Reaper, id: &str, bundle: &Path, image: &Path, work: &Path, pid_file: &Path, stdio: RuncStdio) -> Result<()> {
-        let runc = Runc { timeout: CRIU_TIMEOUT, ..self.clone() };
-        runc.call(reaper, "restore", &self.restore_args(id, bundle, image, work, pid_file), Some(stdio)).await.map(drop)
+    pub async fn restore(
+        &self,
+        reaper: &Reaper,
+        id: &str,
+        bundle: &Path,
+        image: &Path,
+        work: &Path,
+        pid_file: &Path,
+        stdio: RuncStdio,
+    ) -> Result<()> {
+        let runc = Runc {
+            timeout: CRIU_TIMEOUT,
+            ..self.clone()
+        };
+        runc.call(
+            reaper,
+            "restore",
+            &self.restore_args(id, bundle, image, work, pid_file),
+            Some(stdio),
+        )
+        .await
+        .map(drop)
     }
 
     /// `runc checkpoint` through CRIU.
     pub async fn checkpoint(&self, reaper: &Reaper, id: &str, o: &CheckpointOptions) -> Result<()> {
-        let runc = Runc { timeout: CRIU_TIMEOUT, ..self.clone() };
-        runc.call(reaper, "checkpoint", &self.checkpoint_args(id, o), None).await.map(drop)
+        let runc = Runc {
+            timeout: CRIU_TIMEOUT,
+            ..self.clone()
+        };
+        runc.call(reaper, "checkpoint", &self.checkpoint_args(id, o), None)
+            .await
+            .map(drop)
     }
 
     /// `runc kill`; "already finished" style failures become NotFound.
@@ -313,7 +458,10 @@ impl Runc {
         }
         args.push(id.into());
         args.push(signal.to_string().into());
-        self.call(reaper, "kill", &args, None).await.map(drop).map_err(classify_kill_error)
+        self.call(reaper, "kill", &args, None)
+            .await
+            .map(drop)
+            .map_err(classify_kill_error)
     }
 
     /// `runc delete`; a container runc no longer knows is not an error.
@@ -331,9 +479,19 @@ impl Runc {
 
     /// `runc ps`: pids of every process in the container.
     pub async fn ps(&self, reaper: &Reaper, id: &str) -> Result<Vec<i32>> {
-        let out = self.call(reaper, "ps", &["ps".into(), "--format".into(), "json".into(), id.into()], None).await.map_err(classify_kill_error)?;
-        let pids: Option<Vec<i32>> = serde_json::from_slice(&out)
-            .map_err(|e| Error::Runtime { op: "ps", msg: format!("unparsable output: {e}") })?;
+        let out = self
+            .call(
+                reaper,
+                "ps",
+                &["ps".into(), "--format".into(), "json".into(), id.into()],
+                None,
+            )
+            .await
+            .map_err(classify_kill_error)?;
+        let pids: Option<Vec<i32>> = serde_json::from_slice(&out).map_err(|e| Error::Runtime {
+            op: "ps",
+            msg: format!("unparsable output: {e}"),
+        })?;
         Ok(pids.unwrap_or_default())
     }
 
@@ -341,15 +499,34 @@ impl Runc {
     ///
     /// With `stdio` the command's stdio is the container's (create, exec) and nothing is
     /// captured; otherwise stdout and stderr are captured for results and messages.
-    async fn call(&self, reaper: &Reaper, op: &'static str, sub: &[OsString], stdio: Option<RuncStdio>) -> Result<Vec<u8>> {
+    async fn call(
+        &self,
+        reaper: &Reaper,
+        op: &'static str,
+        sub: &[OsString],
+        stdio: Option<RuncStdio>,
+    ) -> Result<Vec<u8>> {
         self.run(reaper, op, sub, stdio, None).await
     }
 
-    async fn call_with_input(&self, reaper: &Reaper, op: &'static str, sub: &[OsString], input: &[u8]) -> Result<Vec<u8>> {
+    async fn call_with_input(
+        &self,
+        reaper: &Reaper,
+        op: &'static str,
+        sub: &[OsString],
+        input: &[u8],
+    ) -> Result<Vec<u8>> {
         self.run(reaper, op, sub, None, Some(input.to_vec())).await
     }
 
-    async fn run(&self, reaper: &Reaper, op: &'static str, sub: &[OsString], stdio: Option<RuncStdio>, input: Option<Vec<u8>>) -> Result<Vec<u8>> {
+    async fn run(
+        &self,
+        reaper: &Reaper,
+        op: &'static str,
+        sub: &[OsString],
+        stdio: Option<RuncStdio>,
+        input: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
         let log_offset = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
         let mut cmd = Command::new(&self.binary);
         cmd.args(self.argv(sub)).env_remove("NOTIFY_SOCKET");
@@ -361,10 +538,19 @@ impl Runc {
                 cmd.stderr(s.stderr.map_or_else(Stdio::null, Stdio::from));
             }
             None => {
-                cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+                cmd.stdin(if input.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
             }
         }
-        let mut spawned = reaper.spawn(&mut cmd).map_err(|e| Error::Runtime { op, msg: format!("cannot run {}: {e}", self.binary) })?;
+        let mut spawned = reaper.spawn(&mut cmd).map_err(|e| Error::Runtime {
+            op,
+            msg: format!("cannot run {}: {e}", self.binary),
+        })?;
         // Drop our copies of the container's stdio ends now that runc has them.
         drop(cmd);
         let pid = spawned.child.id() as i32;
@@ -378,21 +564,44 @@ impl Runc {
             });
         }
         let (out, err) = if capture {
-            (spawned.child.stdout.take().map(|s| tokio::spawn(read_all(s.into()))), spawned.child.stderr.take().map(|s| tokio::spawn(read_all(s.into()))))
+            (
+                spawned
+                    .child
+                    .stdout
+                    .take()
+                    .map(|s| tokio::spawn(read_all(s.into()))),
+                spawned
+                    .child
+                    .stderr
+                    .take()
+                    .map(|s| tokio::spawn(read_all(s.into()))),
+            )
         } else {
             (None, None)
         };
         let exit = match tokio::time::timeout(self.timeout, spawned.exit).await {
             Ok(Ok(exit)) => exit,
-            Ok(Err(_)) => return Err(Error::Runtime { op, msg: "lost the runtime's exit status".into() }),
+            Ok(Err(_)) => {
+                return Err(Error::Runtime {
+                    op,
+                    msg: "lost the runtime's exit status".into(),
+                })
+            }
             Err(_) => {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                return Err(Error::DeadlineExceeded(format!("{} {op} did not finish within {:?} and was killed", self.binary, self.timeout)));
+                return Err(Error::DeadlineExceeded(format!(
+                    "{} {op} did not finish within {:?} and was killed",
+                    self.binary, self.timeout
+                )));
             }
         };
         let collect = |h: Option<tokio::task::JoinHandle<Vec<u8>>>| async move {
             match h {
-                Some(h) => tokio::time::timeout(Duration::from_secs(1), h).await.ok().and_then(|r| r.ok()).unwrap_or_default(),
+                Some(h) => tokio::time::timeout(Duration::from_secs(1), h)
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .unwrap_or_default(),
                 None => Vec::new(),
             }
         };
@@ -425,7 +634,10 @@ fn non_empty(b: &[u8]) -> Option<String> {
 /// The message of the last `"level":"error"` line runc appended to `log.json` after `offset`.
 pub fn last_log_error(log: &Path, offset: u64) -> Option<String> {
     let data = std::fs::read(log).ok()?;
-    let start = usize::try_from(offset).ok().filter(|&o| o <= data.len()).unwrap_or(0);
+    let start = usize::try_from(offset)
+        .ok()
+        .filter(|&o| o <= data.len())
+        .unwrap_or(0);
     parse_last_error(&data[start..])
 }
 
@@ -445,10 +657,21 @@ fn parse_last_error(data: &[u8]) -> Option<String> {
 /// Maps runc's kill/ps failures about a finished process or a missing container to NotFound.
 fn classify_kill_error(e: Error) -> Error {
     match e {
-        Error::Runtime { msg, .. } if ["process already finished", "container not running", "no such process", "not running"].iter().any(|s| msg.to_lowercase().contains(s)) => {
+        Error::Runtime { msg, .. }
+            if [
+                "process already finished",
+                "container not running",
+                "no such process",
+                "not running",
+            ]
+            .iter()
+            .any(|s| msg.to_lowercase().contains(s)) =>
+        {
             Error::NotFound("process already finished".into())
         }
-        Error::Runtime { msg, .. } if msg.contains("does not exist") => Error::NotFound("no such container".into()),
+        Error::Runtime { msg, .. } if msg.contains("does not exist") => {
+            Error::NotFound("no such container".into())
+        }
         other => other,
     }
 }
@@ -473,11 +696,31 @@ Unknown = "ignored"
         let o = RuncOptions::from_toml(text).unwrap();
         assert_eq!(
             o,
-            RuncOptions { binary_name: "/usr/local/bin/crun".into(), root: "/run/tether-runc".into(), systemd_cgroup: true, io_uid: 1000, io_gid: 1000, ..Default::default() }
+            RuncOptions {
+                binary_name: "/usr/local/bin/crun".into(),
+                root: "/run/tether-runc".into(),
+                systemd_cgroup: true,
+                io_uid: 1000,
+                io_gid: 1000,
+                ..Default::default()
+            }
         );
-        assert_eq!(RuncOptions::from_toml("BinaryName = \"a\\\"b\"").unwrap().binary_name, "a\"b");
+        assert_eq!(
+            RuncOptions::from_toml("BinaryName = \"a\\\"b\"")
+                .unwrap()
+                .binary_name,
+            "a\"b"
+        );
         assert_eq!(RuncOptions::from_toml("").unwrap(), RuncOptions::default());
-        for bad in ["SystemdCgroup = \"yes\"", "IoUid = -1", "IoUid = 99999999999", "BinaryName = \"open", "Root = 1", "just words", "BinaryName = \"a\" b"] {
+        for bad in [
+            "SystemdCgroup = \"yes\"",
+            "IoUid = -1",
+            "IoUid = 99999999999",
+            "BinaryName = \"open",
+            "Root = 1",
+            "just words",
+            "BinaryName = \"a\" b",
+        ] {
             let e = RuncOptions::from_toml(bad).unwrap_err();
             assert!(e.starts_with("line 1: "), "{bad:?}: {e}");
         }
@@ -489,36 +732,117 @@ Unknown = "ignored"
         assert_eq!(r.binary, "runc");
         assert_eq!(r.root, Path::new("/run/containerd/runc/ns1"));
         assert_eq!(r.log, Path::new("/b/log.json"));
-        let opts = RuncOptions { binary_name: "crun".into(), root: "/r".into(), systemd_cgroup: true, ..Default::default() };
+        let opts = RuncOptions {
+            binary_name: "crun".into(),
+            root: "/r".into(),
+            systemd_cgroup: true,
+            ..Default::default()
+        };
         let r = Runc::new(&opts, "ns1", Path::new("/b"));
         assert_eq!(r.binary, "crun");
         assert!(r.pid_is_the_container_process());
         assert_eq!(r.root, Path::new("/r/ns1"));
-        let gvisor = Runc::new(&RuncOptions { binary_name: "/usr/local/bin/runsc".into(), ..Default::default() }, "ns1", Path::new("/b"));
-        assert!(!gvisor.pid_is_the_container_process(), "runsc's pid file names its sandbox");
+        let gvisor = Runc::new(
+            &RuncOptions {
+                binary_name: "/usr/local/bin/runsc".into(),
+                ..Default::default()
+            },
+            "ns1",
+            Path::new("/b"),
+        );
+        assert!(
+            !gvisor.pid_is_the_container_process(),
+            "runsc's pid file names its sandbox"
+        );
         let argv = r.argv(&["start".into(), "c".into()]);
         let argv: Vec<_> = argv.iter().map(|s| s.to_str().unwrap()).collect();
-        assert_eq!(argv, ["--root", "/r/ns1", "--log", "/b/log.json", "--log-format", "json", "--systemd-cgroup", "start", "c"]);
+        assert_eq!(
+            argv,
+            [
+                "--root",
+                "/r/ns1",
+                "--log",
+                "/b/log.json",
+                "--log-format",
+                "json",
+                "--systemd-cgroup",
+                "start",
+                "c"
+            ]
+        );
     }
 
     #[test]
     fn create_args_carry_pid_file_and_flags() {
-        let opts = RuncOptions { no_pivot_root: true, no_new_keyring: true, ..Default::default() };
+        let opts = RuncOptions {
+            no_pivot_root: true,
+            no_new_keyring: true,
+            ..Default::default()
+        };
         let r = Runc::new(&opts, "n", Path::new("/b"));
         let a = r.create_args("c1", Path::new("/b"), Path::new("/b/init.pid"), None);
         let a: Vec<_> = a.iter().map(|s| s.to_str().unwrap()).collect();
-        assert_eq!(a, ["create", "--bundle", "/b", "--pid-file", "/b/init.pid", "--no-pivot", "--no-new-keyring", "c1"]);
-        let a = r.exec_args("c1", Path::new("/b/x.json"), Path::new("/b/x.pid"), Some(Path::new("/tmp/p.sock")));
+        assert_eq!(
+            a,
+            [
+                "create",
+                "--bundle",
+                "/b",
+                "--pid-file",
+                "/b/init.pid",
+                "--no-pivot",
+                "--no-new-keyring",
+                "c1"
+            ]
+        );
+        let a = r.exec_args(
+            "c1",
+            Path::new("/b/x.json"),
+            Path::new("/b/x.pid"),
+            Some(Path::new("/tmp/p.sock")),
+        );
         let a: Vec<_> = a.iter().map(|s| s.to_str().unwrap()).collect();
-        assert_eq!(a, ["exec", "--detach", "--pid-file", "/b/x.pid", "--process", "/b/x.json", "--console-socket", "/tmp/p.sock", "c1"]);
+        assert_eq!(
+            a,
+            [
+                "exec",
+                "--detach",
+                "--pid-file",
+                "/b/x.pid",
+                "--process",
+                "/b/x.json",
+                "--console-socket",
+                "/tmp/p.sock",
+                "c1"
+            ]
+        );
     }
 
     #[test]
     fn checkpoint_args_follow_options() {
         let r = Runc::new(&RuncOptions::default(), "n", Path::new("/b"));
-        let o = CheckpointOptions { image_path: "/img".into(), work_path: "/w".into(), ..Default::default() };
-        let a: Vec<_> = r.checkpoint_args("c", &o).into_iter().map(|s| s.into_string().unwrap()).collect();
-        assert_eq!(a, ["checkpoint", "--image-path", "/img", "--work-path", "/w", "--leave-running", "c"]);
+        let o = CheckpointOptions {
+            image_path: "/img".into(),
+            work_path: "/w".into(),
+            ..Default::default()
+        };
+        let a: Vec<_> = r
+            .checkpoint_args("c", &o)
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            a,
+            [
+                "checkpoint",
+                "--image-path",
+                "/img",
+                "--work-path",
+                "/w",
+                "--leave-running",
+                "c"
+            ]
+        );
         let o = CheckpointOptions {
             image_path: "/img".into(),
             work_path: "/w".into(),
@@ -531,12 +855,59 @@ Unknown = "ignored"
             empty_namespaces: vec!["network".into()],
             cgroups_mode: "soft".into(),
         };
-        let a: Vec<_> = r.restore_args("c", Path::new("/b"), Path::new("/img"), Path::new("/w"), Path::new("/b/init.pid")).into_iter().map(|s| s.into_string().unwrap()).collect();
-        assert_eq!(a, ["restore", "--detach", "--no-subreaper", "--image-path", "/img", "--work-path", "/w", "--pid-file", "/b/init.pid", "--bundle", "/b", "c"]);
-        let a: Vec<_> = r.checkpoint_args("c", &o).into_iter().map(|s| s.into_string().unwrap()).collect();
+        let a: Vec<_> = r
+            .restore_args(
+                "c",
+                Path::new("/b"),
+                Path::new("/img"),
+                Path::new("/w"),
+                Path::new("/b/init.pid"),
+            )
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
         assert_eq!(
             a,
-            ["checkpoint", "--image-path", "/img", "--work-path", "/w", "--tcp-established", "--ext-unix-sk", "--shell-job", "--file-locks", "--parent-path", "/p", "--manage-cgroups-mode", "soft", "--empty-ns", "network", "c"]
+            [
+                "restore",
+                "--detach",
+                "--no-subreaper",
+                "--image-path",
+                "/img",
+                "--work-path",
+                "/w",
+                "--pid-file",
+                "/b/init.pid",
+                "--bundle",
+                "/b",
+                "c"
+            ]
+        );
+        let a: Vec<_> = r
+            .checkpoint_args("c", &o)
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            a,
+            [
+                "checkpoint",
+                "--image-path",
+                "/img",
+                "--work-path",
+                "/w",
+                "--tcp-established",
+                "--ext-unix-sk",
+                "--shell-job",
+                "--file-locks",
+                "--parent-path",
+                "/p",
+                "--manage-cgroups-mode",
+                "soft",
+                "--empty-ns",
+                "network",
+                "c"
+            ]
         );
     }
 
@@ -547,7 +918,10 @@ Unknown = "ignored"
         let old = "{\"level\":\"error\",\"msg\":\"old failure\",\"time\":\"t\"}\n";
         let new = "{\"level\":\"info\",\"msg\":\"hi\"}\n{\"level\":\"error\",\"msg\":\"exec: \\\"nope\\\": executable file not found in $PATH\"}\n{\"level\":\"warning\",\"msg\":\"w\"}\n";
         std::fs::write(&log, format!("{old}{new}")).unwrap();
-        assert_eq!(last_log_error(&log, 0).as_deref(), Some("exec: \"nope\": executable file not found in $PATH"));
+        assert_eq!(
+            last_log_error(&log, 0).as_deref(),
+            Some("exec: \"nope\": executable file not found in $PATH")
+        );
         std::fs::write(&log, old).unwrap();
         assert_eq!(last_log_error(&log, old.len() as u64), None);
         assert_eq!(last_log_error(&dir.path().join("missing"), 0), None);
@@ -555,9 +929,21 @@ Unknown = "ignored"
 
     #[test]
     fn kill_errors_are_classified() {
-        let rt = |m: &str| Error::Runtime { op: "kill", msg: m.into() };
-        assert!(matches!(classify_kill_error(rt("container not running")), Error::NotFound(_)));
-        assert!(matches!(classify_kill_error(rt("container \"x\" does not exist")), Error::NotFound(_)));
-        assert!(matches!(classify_kill_error(rt("permission denied")), Error::Runtime { .. }));
+        let rt = |m: &str| Error::Runtime {
+            op: "kill",
+            msg: m.into(),
+        };
+        assert!(matches!(
+            classify_kill_error(rt("container not running")),
+            Error::NotFound(_)
+        ));
+        assert!(matches!(
+            classify_kill_error(rt("container \"x\" does not exist")),
+            Error::NotFound(_)
+        ));
+        assert!(matches!(
+            classify_kill_error(rt("permission denied")),
+            Error::Runtime { .. }
+        ));
     }
 }

@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use containerd_shim_protos::api::{self, Status};
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
 use containerd_shim_protos::protobuf::{Message, MessageField};
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::shim::oci::{CheckpointOptions as PbCheckpointOptions, Options as PbRuncOptions, ProcessDetails};
+use containerd_shim_protos::shim::oci::{
+    CheckpointOptions as PbCheckpointOptions, Options as PbRuncOptions, ProcessDetails,
+};
 use containerd_shim_protos::shim_async::{create_task, Task};
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -61,7 +63,11 @@ pub struct TaskService {
 
 impl TaskService {
     pub fn new(sup: Supervisor, shutdown: Arc<Notify>) -> TaskService {
-        TaskService { sup, shutdown, shutdown_requested: AtomicBool::new(false) }
+        TaskService {
+            sup,
+            shutdown,
+            shutdown_requested: AtomicBool::new(false),
+        }
     }
 
     fn shutdown_if_idle(&self) {
@@ -75,7 +81,9 @@ impl TaskService {
 /// The service registered under both task API names.
 pub fn services(svc: Arc<TaskService>) -> HashMap<String, Service> {
     let mut all = create_task(svc.clone());
-    let v3 = create_task(svc).remove(TASK_SERVICE_V3).expect("generated service is v3");
+    let v3 = create_task(svc)
+        .remove(TASK_SERVICE_V3)
+        .expect("generated service is v3");
     all.insert(TASK_SERVICE_V2.to_string(), v3);
     all
 }
@@ -94,25 +102,36 @@ fn span(rpc: &'static str, id: &str, exec_id: &str) -> tracing::Span {
 ///   the systemd cgroup driver or another runc binary.
 ///
 /// Anything else (or nothing) means defaults.
-pub fn decode_options(any: &MessageField<containerd_shim_protos::protobuf::well_known_types::any::Any>) -> Result<RuncOptions, Error> {
-    let Some(any) = any.as_ref() else { return Ok(RuncOptions::default()) };
+pub fn decode_options(
+    any: &MessageField<containerd_shim_protos::protobuf::well_known_types::any::Any>,
+) -> Result<RuncOptions, Error> {
+    let Some(any) = any.as_ref() else {
+        return Ok(RuncOptions::default());
+    };
     if any.type_url.ends_with("runtimeoptions.v1.Options") {
-        let cri = CriRuntimeOptions::parse_from_bytes(&any.value).map_err(|e| Error::InvalidArgument(format!("malformed runtimeoptions.v1.Options: {e}")))?;
+        let cri = CriRuntimeOptions::parse_from_bytes(&any.value).map_err(|e| {
+            Error::InvalidArgument(format!("malformed runtimeoptions.v1.Options: {e}"))
+        })?;
         let body = String::from_utf8_lossy(&cri.config_body);
         if !body.trim().is_empty() {
-            return RuncOptions::from_toml(&body).map_err(|e| Error::InvalidArgument(format!("runtime options ConfigBody: {e}")));
+            return RuncOptions::from_toml(&body)
+                .map_err(|e| Error::InvalidArgument(format!("runtime options ConfigBody: {e}")));
         }
         let path = cri.config_path;
         if path.is_empty() {
             return Ok(RuncOptions::default());
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::InvalidArgument(format!("runtime options ConfigPath {path}: {e}")))?;
-        return RuncOptions::from_toml(&text).map_err(|e| Error::InvalidArgument(format!("runtime options file {path}: {e}")));
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::InvalidArgument(format!("runtime options ConfigPath {path}: {e}"))
+        })?;
+        return RuncOptions::from_toml(&text)
+            .map_err(|e| Error::InvalidArgument(format!("runtime options file {path}: {e}")));
     }
     if !any.type_url.ends_with("containerd.runc.v1.Options") {
         return Ok(RuncOptions::default());
     }
-    let o = PbRuncOptions::parse_from_bytes(&any.value).map_err(|e| Error::InvalidArgument(format!("malformed runc options: {e}")))?;
+    let o = PbRuncOptions::parse_from_bytes(&any.value)
+        .map_err(|e| Error::InvalidArgument(format!("malformed runc options: {e}")))?;
     Ok(RuncOptions {
         binary_name: o.binary_name,
         root: o.root,
@@ -127,13 +146,22 @@ pub fn decode_options(any: &MessageField<containerd_shim_protos::protobuf::well_
 /// `containerd.runc.v1.CheckpointOptions` plus the request's image path.
 fn decode_checkpoint_options(req: &api::CheckpointTaskRequest) -> Result<CheckpointOptions, Error> {
     let o = match req.options.as_ref() {
-        Some(any) if any.type_url.ends_with("containerd.runc.v1.CheckpointOptions") => {
-            PbCheckpointOptions::parse_from_bytes(&any.value).map_err(|e| Error::InvalidArgument(format!("malformed checkpoint options: {e}")))?
+        Some(any)
+            if any
+                .type_url
+                .ends_with("containerd.runc.v1.CheckpointOptions") =>
+        {
+            PbCheckpointOptions::parse_from_bytes(&any.value)
+                .map_err(|e| Error::InvalidArgument(format!("malformed checkpoint options: {e}")))?
         }
         _ => PbCheckpointOptions::default(),
     };
     // containerd passes the image directory as `path`; an image_path option overrides it.
-    let image = if o.image_path.is_empty() { req.path.clone() } else { o.image_path };
+    let image = if o.image_path.is_empty() {
+        req.path.clone()
+    } else {
+        o.image_path
+    };
     Ok(CheckpointOptions {
         image_path: image.into(),
         work_path: o.work_path.into(),
@@ -157,20 +185,39 @@ fn status_of(s: State) -> Status {
     }
 }
 
-fn exited_at(e: Option<ExitInfo>) -> MessageField<containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp> {
+fn exited_at(
+    e: Option<ExitInfo>,
+) -> MessageField<containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp> {
     e.map(|e| timestamp(e.at)).into()
 }
 
 #[async_trait]
 impl Task for TaskService {
-    async fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> Res<api::CreateTaskResponse> {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> Res<api::CreateTaskResponse> {
         async {
             let options = decode_options(&req.options).map_err(to_status)?;
             let create = CreateRequest {
                 id: req.id.clone(),
                 bundle: PathBuf::from(&req.bundle),
-                rootfs: req.rootfs.iter().map(|m| Mount { kind: m.type_.clone(), source: m.source.clone(), options: m.options.clone() }).collect(),
-                stdio: StdioConfig { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal },
+                rootfs: req
+                    .rootfs
+                    .iter()
+                    .map(|m| Mount {
+                        kind: m.type_.clone(),
+                        source: m.source.clone(),
+                        options: m.options.clone(),
+                    })
+                    .collect(),
+                stdio: StdioConfig {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                },
                 options,
                 checkpoint: req.checkpoint.clone(),
             };
@@ -178,15 +225,26 @@ impl Task for TaskService {
                 self.shutdown_if_idle();
                 to_status(e)
             })?;
-            Ok(api::CreateTaskResponse { pid, ..Default::default() })
+            Ok(api::CreateTaskResponse {
+                pid,
+                ..Default::default()
+            })
         }
         .instrument(span("create", &req.id, ""))
         .await
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> Res<api::StartResponse> {
-        let pid = self.sup.start(&req.id, &req.exec_id).instrument(span("start", &req.id, &req.exec_id)).await.map_err(to_status)?;
-        Ok(api::StartResponse { pid, ..Default::default() })
+        let pid = self
+            .sup
+            .start(&req.id, &req.exec_id)
+            .instrument(span("start", &req.id, &req.exec_id))
+            .await
+            .map_err(to_status)?;
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> Res<api::StateResponse> {
@@ -208,22 +266,54 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> Res<api::WaitResponse> {
-        let e = self.sup.wait(&req.id, &req.exec_id).instrument(span("wait", &req.id, &req.exec_id)).await.map_err(to_status)?;
-        Ok(api::WaitResponse { exit_status: e.status, exited_at: exited_at(Some(e)), ..Default::default() })
+        let e = self
+            .sup
+            .wait(&req.id, &req.exec_id)
+            .instrument(span("wait", &req.id, &req.exec_id))
+            .await
+            .map_err(to_status)?;
+        Ok(api::WaitResponse {
+            exit_status: e.status,
+            exited_at: exited_at(Some(e)),
+            ..Default::default()
+        })
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> Res<Empty> {
-        self.sup.kill(&req.id, &req.exec_id, req.signal, req.all).instrument(span("kill", &req.id, &req.exec_id)).await.map_err(to_status)?;
+        self.sup
+            .kill(&req.id, &req.exec_id, req.signal, req.all)
+            .instrument(span("kill", &req.id, &req.exec_id))
+            .await
+            .map_err(to_status)?;
         Ok(Empty::new())
     }
 
-    async fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> Res<api::DeleteResponse> {
-        let d = self.sup.delete(&req.id, &req.exec_id).instrument(span("delete", &req.id, &req.exec_id)).await.map_err(to_status)?;
-        Ok(api::DeleteResponse { pid: d.pid, exit_status: d.exit.status, exited_at: exited_at(Some(d.exit)), ..Default::default() })
+    async fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> Res<api::DeleteResponse> {
+        let d = self
+            .sup
+            .delete(&req.id, &req.exec_id)
+            .instrument(span("delete", &req.id, &req.exec_id))
+            .await
+            .map_err(to_status)?;
+        Ok(api::DeleteResponse {
+            pid: d.pid,
+            exit_status: d.exit.status,
+            exited_at: exited_at(Some(d.exit)),
+            ..Default::default()
+        })
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> Res<api::PidsResponse> {
-        let pids = self.sup.pids(&req.id).instrument(span("pids", &req.id, "")).await.map_err(to_status)?;
+        let pids = self
+            .sup
+            .pids(&req.id)
+            .instrument(span("pids", &req.id, ""))
+            .await
+            .map_err(to_status)?;
         let processes = pids
             .into_iter()
             .map(|(pid, exec_id)| api::ProcessInfo {
@@ -232,22 +322,36 @@ impl Task for TaskService {
                 info: exec_id
                     .map(|exec_id| Any {
                         type_url: "containerd.runc.v1.ProcessDetails".into(),
-                        value: ProcessDetails { exec_id, ..Default::default() }.write_to_bytes().unwrap_or_default(),
+                        value: ProcessDetails {
+                            exec_id,
+                            ..Default::default()
+                        }
+                        .write_to_bytes()
+                        .unwrap_or_default(),
                         ..Default::default()
                     })
                     .into(),
                 ..Default::default()
             })
             .collect();
-        Ok(api::PidsResponse { processes, ..Default::default() })
+        Ok(api::PidsResponse {
+            processes,
+            ..Default::default()
+        })
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> Res<Empty> {
-        self.sup.close_io(&req.id, &req.exec_id, req.stdin).map_err(to_status)?;
+        self.sup
+            .close_io(&req.id, &req.exec_id, req.stdin)
+            .map_err(to_status)?;
         Ok(Empty::new())
     }
 
-    async fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> Res<api::ConnectResponse> {
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> Res<api::ConnectResponse> {
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
             task_pid: self.sup.init_pid(&req.id),
@@ -264,44 +368,78 @@ impl Task for TaskService {
 
     async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> Res<Empty> {
         let _span = span("exec", &req.id, &req.exec_id).entered();
-        let stdio = StdioConfig { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal };
-        let spec = req.spec.as_ref().map(|a| a.value.as_slice()).unwrap_or_default();
-        self.sup.exec(&req.id, &req.exec_id, stdio, spec).map_err(to_status)?;
+        let stdio = StdioConfig {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let spec = req
+            .spec
+            .as_ref()
+            .map(|a| a.value.as_slice())
+            .unwrap_or_default();
+        self.sup
+            .exec(&req.id, &req.exec_id, stdio, spec)
+            .map_err(to_status)?;
         Ok(Empty::new())
     }
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> Res<Empty> {
-        self.sup.resize_pty(&req.id, &req.exec_id, req.width, req.height).map_err(to_status)?;
+        self.sup
+            .resize_pty(&req.id, &req.exec_id, req.width, req.height)
+            .map_err(to_status)?;
         Ok(Empty::new())
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> Res<Empty> {
-        self.sup.pause(&req.id, true).instrument(span("pause", &req.id, "")).await.map_err(to_status)?;
+        self.sup
+            .pause(&req.id, true)
+            .instrument(span("pause", &req.id, ""))
+            .await
+            .map_err(to_status)?;
         Ok(Empty::new())
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> Res<Empty> {
-        self.sup.pause(&req.id, false).instrument(span("resume", &req.id, "")).await.map_err(to_status)?;
+        self.sup
+            .pause(&req.id, false)
+            .instrument(span("resume", &req.id, ""))
+            .await
+            .map_err(to_status)?;
         Ok(Empty::new())
     }
 
     async fn checkpoint(&self, _ctx: &TtrpcContext, req: api::CheckpointTaskRequest) -> Res<Empty> {
         let opts = decode_checkpoint_options(&req).map_err(to_status)?;
-        self.sup.checkpoint(&req.id, opts).instrument(span("checkpoint", &req.id, "")).await.map_err(to_status)?;
+        self.sup
+            .checkpoint(&req.id, opts)
+            .instrument(span("checkpoint", &req.id, ""))
+            .await
+            .map_err(to_status)?;
         Ok(Empty::new())
     }
 
     async fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> Res<Empty> {
         let Some(resources) = req.resources.as_ref() else {
-            return Err(to_status(Error::InvalidArgument("update carries no resources".into())));
+            return Err(to_status(Error::InvalidArgument(
+                "update carries no resources".into(),
+            )));
         };
-        self.sup.update(&req.id, &resources.value).instrument(span("update", &req.id, "")).await.map_err(to_status)?;
+        self.sup
+            .update(&req.id, &resources.value)
+            .instrument(span("update", &req.id, ""))
+            .await
+            .map_err(to_status)?;
         Ok(Empty::new())
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> Res<api::StatsResponse> {
         let metrics = self.sup.stats(&req.id).map_err(to_status)?;
-        Ok(api::StatsResponse { stats: MessageField::some(metrics.to_any()), ..Default::default() })
+        Ok(api::StatsResponse {
+            stats: MessageField::some(metrics.to_any()),
+            ..Default::default()
+        })
     }
 }
 
@@ -315,52 +453,131 @@ mod tests {
             ttrpc::Error::RpcStatus(s) => s.code(),
             other => panic!("{other:?}"),
         };
-        assert_eq!(code(Error::InvalidArgument("x".into())), Code::INVALID_ARGUMENT);
+        assert_eq!(
+            code(Error::InvalidArgument("x".into())),
+            Code::INVALID_ARGUMENT
+        );
         assert_eq!(code(Error::NotFound("x".into())), Code::NOT_FOUND);
         assert_eq!(code(Error::AlreadyExists("x".into())), Code::ALREADY_EXISTS);
-        assert_eq!(code(Error::FailedPrecondition("x".into())), Code::FAILED_PRECONDITION);
+        assert_eq!(
+            code(Error::FailedPrecondition("x".into())),
+            Code::FAILED_PRECONDITION
+        );
         assert_eq!(code(Error::Unimplemented("x".into())), Code::UNIMPLEMENTED);
-        assert_eq!(code(Error::DeadlineExceeded("x".into())), Code::DEADLINE_EXCEEDED);
-        assert_eq!(code(Error::Runtime { op: "create", msg: "boom".into() }), Code::UNKNOWN);
-        assert_eq!(code(Error::Io { context: "x".into(), source: std::io::Error::other("y") }), Code::INTERNAL);
+        assert_eq!(
+            code(Error::DeadlineExceeded("x".into())),
+            Code::DEADLINE_EXCEEDED
+        );
+        assert_eq!(
+            code(Error::Runtime {
+                op: "create",
+                msg: "boom".into()
+            }),
+            Code::UNKNOWN
+        );
+        assert_eq!(
+            code(Error::Io {
+                context: "x".into(),
+                source: std::io::Error::other("y")
+            }),
+            Code::INTERNAL
+        );
     }
 
     #[test]
     fn runtime_message_reaches_the_caller() {
-        let ttrpc::Error::RpcStatus(s) = to_status(Error::Runtime { op: "create", msg: "exec: \"x\": not found".into() }) else { panic!() };
-        assert_eq!(s.message(), "OCI runtime create failed: exec: \"x\": not found");
+        let ttrpc::Error::RpcStatus(s) = to_status(Error::Runtime {
+            op: "create",
+            msg: "exec: \"x\": not found".into(),
+        }) else {
+            panic!()
+        };
+        assert_eq!(
+            s.message(),
+            "OCI runtime create failed: exec: \"x\": not found"
+        );
     }
 
     #[test]
     fn options_decoding() {
         use containerd_shim_protos::protobuf::well_known_types::any::Any;
-        let pb = PbRuncOptions { binary_name: "crun".into(), root: "/r".into(), systemd_cgroup: true, ..Default::default() };
-        let any = Any { type_url: "containerd.runc.v1.Options".into(), value: pb.write_to_bytes().unwrap(), ..Default::default() };
+        let pb = PbRuncOptions {
+            binary_name: "crun".into(),
+            root: "/r".into(),
+            systemd_cgroup: true,
+            ..Default::default()
+        };
+        let any = Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: pb.write_to_bytes().unwrap(),
+            ..Default::default()
+        };
         let o = decode_options(&MessageField::some(any)).unwrap();
-        assert_eq!((o.binary_name.as_str(), o.root.as_str(), o.systemd_cgroup), ("crun", "/r", true));
+        assert_eq!(
+            (o.binary_name.as_str(), o.root.as_str(), o.systemd_cgroup),
+            ("crun", "/r", true)
+        );
         // runtimeoptions.v1.Options, as containerd's CRI plugin sends it for a non-runc type.
         let cri = |path: &str, body: &str| {
-            let o = CriRuntimeOptions { config_path: path.into(), config_body: body.into(), ..Default::default() };
-            MessageField::some(Any { type_url: "runtimeoptions.v1.Options".into(), value: o.write_to_bytes().unwrap(), ..Default::default() })
+            let o = CriRuntimeOptions {
+                config_path: path.into(),
+                config_body: body.into(),
+                ..Default::default()
+            };
+            MessageField::some(Any {
+                type_url: "runtimeoptions.v1.Options".into(),
+                value: o.write_to_bytes().unwrap(),
+                ..Default::default()
+            })
         };
         // The wire form is containerd's: config_path is field 2, config_body field 3.
-        let Some(any) = cri("/p", "b").take() else { panic!() };
+        let Some(any) = cri("/p", "b").take() else {
+            panic!()
+        };
         assert_eq!(any.value, [0x12, 2, b'/', b'p', 0x1a, 1, b'b']);
-        assert_eq!(decode_options(&cri("", "")).unwrap(), RuncOptions::default());
+        assert_eq!(
+            decode_options(&cri("", "")).unwrap(),
+            RuncOptions::default()
+        );
         let body = decode_options(&cri("", "SystemdCgroup = true\nBinaryName = \"crun\"")).unwrap();
-        assert_eq!((body.systemd_cgroup, body.binary_name.as_str()), (true, "crun"));
+        assert_eq!(
+            (body.systemd_cgroup, body.binary_name.as_str()),
+            (true, "crun")
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("tether.toml");
         std::fs::write(&file, "Root = \"/run/r\"\n").unwrap();
         let path = file.display().to_string();
         assert_eq!(decode_options(&cri(&path, "")).unwrap().root, "/run/r");
         let missing = dir.path().join("missing.toml").display().to_string();
-        assert!(matches!(decode_options(&cri(&missing, "")), Err(Error::InvalidArgument(m)) if m.contains("missing.toml")));
-        assert!(matches!(decode_options(&cri("", "SystemdCgroup = 1")), Err(Error::InvalidArgument(_))));
-        let garbage = Any { type_url: "runtimeoptions.v1.Options".into(), value: vec![0x12, 0x40, b'x'], ..Default::default() };
-        assert!(matches!(decode_options(&MessageField::some(garbage)), Err(Error::InvalidArgument(_))));
-        let bad = Any { type_url: "containerd.runc.v1.Options".into(), value: vec![0xff, 0xff], ..Default::default() };
-        assert!(matches!(decode_options(&MessageField::some(bad)), Err(Error::InvalidArgument(_))));
-        assert_eq!(decode_options(&MessageField::none()).unwrap(), RuncOptions::default());
+        assert!(
+            matches!(decode_options(&cri(&missing, "")), Err(Error::InvalidArgument(m)) if m.contains("missing.toml"))
+        );
+        assert!(matches!(
+            decode_options(&cri("", "SystemdCgroup = 1")),
+            Err(Error::InvalidArgument(_))
+        ));
+        let garbage = Any {
+            type_url: "runtimeoptions.v1.Options".into(),
+            value: vec![0x12, 0x40, b'x'],
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode_options(&MessageField::some(garbage)),
+            Err(Error::InvalidArgument(_))
+        ));
+        let bad = Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: vec![0xff, 0xff],
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode_options(&MessageField::some(bad)),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(
+            decode_options(&MessageField::none()).unwrap(),
+            RuncOptions::default()
+        );
     }
 }

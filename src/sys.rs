@@ -12,7 +12,11 @@ use std::process::Command;
 pub fn set_child_subreaper() -> io::Result<()> {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers and touches no memory.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Keeps every thread's allocations in glibc's main arena. The server is single-threaded but
@@ -31,7 +35,13 @@ pub fn close_fds_from(first: RawFd) {
     // SAFETY: called at server startup, before any descriptor at or above `first` is owned by
     // Rust code in this process (the listener is fd 3, below `first`).
     unsafe {
-        if libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) != 0 {
+        if libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        ) != 0
+        {
             // Kernels before 5.9: walk the table.
             for fd in first..1024 {
                 libc::close(fd);
@@ -79,8 +89,13 @@ fn signal_result(rc: libc::c_long, context: impl FnOnce() -> String) -> crate::e
         return Ok(());
     }
     match io::Error::last_os_error() {
-        e if e.raw_os_error() == Some(libc::ESRCH) => Err(Error::NotFound("process already finished".into())),
-        e => Err(Error::Io { context: context(), source: e }),
+        e if e.raw_os_error() == Some(libc::ESRCH) => {
+            Err(Error::NotFound("process already finished".into()))
+        }
+        e => Err(Error::Io {
+            context: context(),
+            source: e,
+        }),
     }
 }
 
@@ -100,7 +115,12 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
 
 /// Sets a terminal's window size (TIOCSWINSZ).
 pub fn set_window_size(tty: &impl AsRawFd, width: u16, height: u16) -> io::Result<()> {
-    let ws = libc::winsize { ws_row: height, ws_col: width, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ reads one winsize struct, which lives for the call.
     if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
         return Err(io::Error::last_os_error());
@@ -153,14 +173,26 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 pub fn pidfd_signal(pidfd: &OwnedFd, signal: u32) -> crate::error::Result<()> {
     let sig = signal_number(signal)?;
     // SAFETY: pidfd_send_signal with a null siginfo and no flags reads no memory of ours.
-    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
     signal_result(rc, || "pidfd_send_signal".into())
 }
 
 /// True once the process behind a pidfd has exited (its pidfd polls readable, and stays so
 /// after it was reaped).
 pub fn pidfd_exited(pidfd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: poll reads and writes one pollfd, which lives for the call; timeout 0 never blocks.
     let n = unsafe { libc::poll(&mut p, 1, 0) };
     n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP) != 0
@@ -172,7 +204,16 @@ pub fn pidfd_exited(pidfd: &OwnedFd) -> bool {
 pub fn splice(from: &impl AsRawFd, to: &impl AsRawFd, len: usize) -> io::Result<usize> {
     let flags = libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE;
     // SAFETY: null offsets (both ends are pipes); the kernel touches no memory of ours.
-    let n = unsafe { libc::splice(from.as_raw_fd(), std::ptr::null_mut(), to.as_raw_fd(), std::ptr::null_mut(), len, flags) };
+    let n = unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            std::ptr::null_mut(),
+            to.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            flags,
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -207,10 +248,18 @@ impl Timer {
     /// Must be called inside the tokio runtime.
     pub fn new() -> io::Result<Timer> {
         use nix::sys::timerfd::{ClockId, TimerFlags};
-        let fd = nix::sys::timerfd::TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)?;
+        let fd = nix::sys::timerfd::TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
         // SAFETY: the AsyncFd owns the timerfd for its whole life and `as_raw_fd` always
         // returns that one descriptor, which is closed only when the AsyncFd drops it.
-        let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(TimerFd(fd), tokio::io::Interest::READABLE) };
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                TimerFd(fd),
+                tokio::io::Interest::READABLE,
+            )
+        };
         registered.map(Timer).map_err(|e| e.into_parts().1)
     }
 
@@ -218,7 +267,10 @@ impl Timer {
     pub async fn sleep(&self, d: std::time::Duration) -> io::Result<()> {
         use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
         let t = &self.0.get_ref().0;
-        t.set(Expiration::OneShot(nix::sys::time::TimeSpec::from_duration(d)), TimerSetTimeFlags::empty())?;
+        t.set(
+            Expiration::OneShot(nix::sys::time::TimeSpec::from_duration(d)),
+            TimerSetTimeFlags::empty(),
+        )?;
         loop {
             let mut guard = self.0.readable().await?;
             // Reading the expiry count re-arms readiness; before expiry it would block.
@@ -265,7 +317,11 @@ pub fn detach_with_listener(cmd: &mut Command, listener: RawFd) {
 /// without moving the rest of the process. Call it only on a thread that ends afterwards.
 pub fn unshare_fs() -> io::Result<()> {
     // SAFETY: unshare takes a flag word and touches no memory of ours.
-    if unsafe { libc::unshare(libc::CLONE_FS) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if unsafe { libc::unshare(libc::CLONE_FS) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
@@ -277,12 +333,26 @@ mod tests {
         let mut child = Command::new("sleep").arg("100").spawn().unwrap();
         let pidfd = pidfd_open(child.id() as i32).unwrap();
         assert!(!pidfd_exited(&pidfd));
-        pidfd_signal(&pidfd, 0).map(drop).unwrap_or_else(|e| assert!(matches!(e, crate::error::Error::InvalidArgument(_)), "{e:?}"));
+        pidfd_signal(&pidfd, 0).map(drop).unwrap_or_else(|e| {
+            assert!(
+                matches!(e, crate::error::Error::InvalidArgument(_)),
+                "{e:?}"
+            )
+        });
         pidfd_signal(&pidfd, libc::SIGKILL as u32).unwrap();
         child.wait().unwrap();
-        assert!(pidfd_exited(&pidfd), "a reaped process's pidfd reads as exited");
+        assert!(
+            pidfd_exited(&pidfd),
+            "a reaped process's pidfd reads as exited"
+        );
         // Reaped: its pid may be anyone's now, but the pidfd still names the dead process.
-        assert!(matches!(pidfd_signal(&pidfd, libc::SIGKILL as u32), Err(crate::error::Error::NotFound(_))));
-        assert!(matches!(pidfd_signal(&pidfd, 999), Err(crate::error::Error::InvalidArgument(_))));
+        assert!(matches!(
+            pidfd_signal(&pidfd, libc::SIGKILL as u32),
+            Err(crate::error::Error::NotFound(_))
+        ));
+        assert!(matches!(
+            pidfd_signal(&pidfd, 999),
+            Err(crate::error::Error::InvalidArgument(_))
+        ));
     }
 }

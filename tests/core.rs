@@ -37,24 +37,44 @@ fn run_echo_prints_hello() {
 fn shim_log_reaches_containerd_and_debug_raises_the_level() {
     require_root();
     for debug in [true, false] {
-        let cd = Containerd::start_with(ContainerdOptions { debug, ..Default::default() });
+        let cd = Containerd::start_with(ContainerdOptions {
+            debug,
+            ..Default::default()
+        });
         let id = unique_id("log");
         cd.ctr_ok(&cd.run_args(&id, &["true"]).build());
         // tether's lines ("<RFC 3339 time>  INFO serving pid=...", tracing's format), not
         // containerd's own (logrus: time="..." level=...). containerd copies them as they come,
         // and stops at the shim's disconnect: wait for the last line written before it.
         let shim_line = |log: &str, level: &str, text: &str| {
-            log.lines().any(|l| l.starts_with("20") && l.split_whitespace().nth(1) == Some(level) && l.contains(text))
+            log.lines().any(|l| {
+                l.starts_with("20")
+                    && l.split_whitespace().nth(1) == Some(level)
+                    && l.contains(text)
+            })
         };
         let mut log = String::new();
         let complete = wait_until(Duration::from_secs(10), || {
             log = std::fs::read_to_string(cd.log_path()).unwrap();
             shim_line(&log, "INFO", "no container left; shutting down")
         });
-        assert!(complete, "debug={debug}: the shim's INFO lines never reached containerd's log:\n{log}");
-        assert!(shim_line(&log, "INFO", "serving pid="), "debug={debug}: no shim INFO line in containerd's log:\n{log}");
-        let queued = shim_line(&log, "DEBUG", &format!("queue event topic=\"/tasks/start\" event=Start {{ container_id: \"{id}\""));
-        assert_eq!(queued, debug, "debug={debug}: shim DEBUG lines present: {queued}\n{log}");
+        assert!(
+            complete,
+            "debug={debug}: the shim's INFO lines never reached containerd's log:\n{log}"
+        );
+        assert!(
+            shim_line(&log, "INFO", "serving pid="),
+            "debug={debug}: no shim INFO line in containerd's log:\n{log}"
+        );
+        let queued = shim_line(
+            &log,
+            "DEBUG",
+            &format!("queue event topic=\"/tasks/start\" event=Start {{ container_id: \"{id}\""),
+        );
+        assert_eq!(
+            queued, debug,
+            "debug={debug}: shim DEBUG lines present: {queued}\n{log}"
+        );
     }
 }
 
@@ -273,7 +293,9 @@ fn detached_task_lifecycle() {
         .unwrap();
     let list = String::from_utf8_lossy(&list.stdout);
     assert!(
-        list.contains(&format!("\"id\":\"{id}\",\"pid\":{pid},\"status\":\"running\"")),
+        list.contains(&format!(
+            "\"id\":\"{id}\",\"pid\":{pid},\"status\":\"running\""
+        )),
         "runc --root {} list: {list}",
         root.display()
     );
@@ -328,10 +350,20 @@ fn fifty_back_to_back_runs() {
     assert!(cd.tasks().is_empty(), "leftover tasks: {:?}", cd.tasks());
 
     let all_deleted = wait_until(Duration::from_secs(10), || {
-        ids.iter().all(|id| events.find(id, "/tasks/delete").is_some())
+        ids.iter()
+            .all(|id| events.find(id, "/tasks/delete").is_some())
     });
-    assert!(all_deleted, "missing /tasks/delete events; events:\n{}", events.lines().join("\n"));
-    let wanted = ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"];
+    assert!(
+        all_deleted,
+        "missing /tasks/delete events; events:\n{}",
+        events.lines().join("\n")
+    );
+    let wanted = [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+    ];
     let mut exited_before_start = 0;
     for id in &ids {
         assert_eq!(
@@ -365,7 +397,11 @@ fn envelope_time(line: &str) -> (String, u64) {
 
 /// (date, nanoseconds into the day) of a JSON `"exited_at":"2026-01-02T13:48:55.92Z"`.
 fn exited_at(line: &str) -> (String, u64) {
-    let at = line.split("\"exited_at\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_else(|| panic!("no exited_at: {line}"));
+    let at = line
+        .split("\"exited_at\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no exited_at: {line}"));
     let (date, time) = at.trim_end_matches('Z').split_once('T').unwrap();
     (date.to_string(), day_nanos(time))
 }
@@ -373,7 +409,9 @@ fn exited_at(line: &str) -> (String, u64) {
 /// `HH:MM:SS[.fraction]` in nanoseconds.
 fn day_nanos(t: &str) -> u64 {
     let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
-    let secs = hms.split(':').fold(0, |acc, p| acc * 60 + p.parse::<u64>().unwrap());
+    let secs = hms
+        .split(':')
+        .fold(0, |acc, p| acc * 60 + p.parse::<u64>().unwrap());
     let frac = format!("{frac:0<9}").parse::<u64>().unwrap();
     secs * 1_000_000_000 + frac
 }
@@ -555,7 +593,11 @@ fn output_survives_containerd_restart() {
     let [go, printed, done] = ["go", "printed", "done"].map(|f| format!("{f}-{id}"));
     let marker = format!("marker-{id}");
     let wait_for = |f: &str| format!("while [ ! -e /{f} ]; do sleep 0.05; done");
-    let script = format!("{}; echo {marker}; touch /{printed}; {}", wait_for(&go), wait_for(&done));
+    let script = format!(
+        "{}; echo {marker}; touch /{printed}; {}",
+        wait_for(&go),
+        wait_for(&done)
+    );
     cd.ctr_ok(&cd.run_args(&id, &["sh", "-c", &script]).detach().build());
     let rootfs = cd.rootfs();
 
@@ -576,7 +618,10 @@ fn output_survives_containerd_restart() {
             .map(|fds| {
                 fds.flatten()
                     .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-                    .any(|target| target.starts_with(&fifo_dir) && target.to_string_lossy().ends_with("-stdout"))
+                    .any(|target| {
+                        target.starts_with(&fifo_dir)
+                            && target.to_string_lossy().ends_with("-stdout")
+                    })
             })
             .unwrap_or(false)
     });

@@ -26,9 +26,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{
-    cmdline, runtime, Containerd, ContainerdOptions, CriOptions,
-};
+use common::{cmdline, runtime, Containerd, ContainerdOptions, CriOptions};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -381,9 +379,27 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
     // The tether handler's options file names a runc wrapper that logs each call.
     let wrapper = dir.join("runc-wrapper");
     let wrapper_log = dir.join("runc-wrapper.log");
-    fs::write(&wrapper, format!("#!/bin/sh\necho \"$*\" >>'{}'\nexec runc \"$@\"\n", wrapper_log.display())).unwrap();
-    fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    fs::write(dir.join("tether.toml"), format!("# runc options for tether under the CRI\nBinaryName = \"{}\"\n", wrapper.display())).unwrap();
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >>'{}'\nexec runc \"$@\"\n",
+            wrapper_log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    fs::write(
+        dir.join("tether.toml"),
+        format!(
+            "# runc options for tether under the CRI\nBinaryName = \"{}\"\n",
+            wrapper.display()
+        ),
+    )
+    .unwrap();
     let cri = Cri::connect(cd.address());
 
     // The CRI service initialises in the background after containerd answers: wait for it.
@@ -522,7 +538,11 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
     // running containers, both of which must be served by the sandbox's shim.
     let exiter = create(
         "exiter",
-        &["/bin/sh", "-c", "echo bye; while [ ! -e /go ]; do sleep 0.1; done; exit 3"],
+        &[
+            "/bin/sh",
+            "-c",
+            "echo bye; while [ ! -e /go ]; do sleep 0.1; done; exit 3",
+        ],
         0,
     );
     let oom = create("oom", &["/bin/sh", "-c", "tail /dev/zero"], OOM_LIMIT);
@@ -687,7 +707,10 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
         .unwrap_or_else(|| panic!("no CPU usage in ContainerStats: {stats:?}"))
         .value;
     // sleep and the ExecSync above ran in its cgroup: zero would mean the field was never read.
-    assert!(cpu_ns > 0, "no CPU usage counted in ContainerStats: {stats:?}");
+    assert!(
+        cpu_ns > 0,
+        "no CPU usage counted in ContainerStats: {stats:?}"
+    );
     eprintln!("sleeper stats: working set {working_set} B, usage {usage} B, cpu {cpu_ns} ns");
 
     // Stop and remove the containers (sleep ignores SIGTERM as pid 1: SIGKILL after 1 s).

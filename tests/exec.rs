@@ -714,10 +714,19 @@ fn close_io_hangs_up_an_exec_terminal() {
     let shim = cd.shim_pid(&id).expect("shim pid");
     let conn = ShimConn::connect(&cd, &id);
     for (exec_id, close_io_first) in [("hup1", true), ("hup2", false)] {
-        let args = exec_args(&cd, &["-t"], exec_id, &id, &["sh", "-c", "echo ready; exec cat"]);
+        let args = exec_args(
+            &cd,
+            &["-t"],
+            exec_id,
+            &id,
+            &["sh", "-c", "echo ready; exec cat"],
+        );
         let mut ctr = PtyChild::spawn(cd.ctr_cmd(&args), 24, 80);
         ctr.wait_for("ready", QUICK);
-        assert!(!pty_masters(shim).is_empty(), "the shim holds no pty master for {exec_id}");
+        assert!(
+            !pty_masters(shim).is_empty(),
+            "the shim holds no pty master for {exec_id}"
+        );
         let close_io = api::CloseIORequest {
             id: id.clone(),
             exec_id: exec_id.into(),
@@ -754,7 +763,10 @@ fn close_io_hangs_up_an_exec_terminal() {
             masters = pty_masters(shim);
             masters.is_empty()
         });
-        assert!(closed, "the shim still holds pty masters after {exec_id} exited: {masters:?}");
+        assert!(
+            closed,
+            "the shim still holds pty masters after {exec_id} exited: {masters:?}"
+        );
         let delete = api::DeleteRequest {
             id: id.clone(),
             exec_id: exec_id.into(),
@@ -918,7 +930,13 @@ fn binary_log_uri_runs_logger_with_streams_and_env() {
 /// Registers and starts exec `exec_id` in container `id` straight through the shim, with a
 /// terminal and `log_uri` as its stdout and stderr (what containerd passes for a log URI), and
 /// returns its exit status. ctr cannot ask for this: ctr 1.6 drops `--log-uri` when given `-t`.
-fn exec_tty_with_log_uri(cd: &Containerd, id: &str, exec_id: &str, log_uri: &str, script: &str) -> u32 {
+fn exec_tty_with_log_uri(
+    cd: &Containerd,
+    id: &str,
+    exec_id: &str,
+    log_uri: &str,
+    script: &str,
+) -> u32 {
     let spec = serde_json::json!({
         "args": ["sh", "-c", script],
         "cwd": "/",
@@ -931,16 +949,19 @@ fn exec_tty_with_log_uri(cd: &Containerd, id: &str, exec_id: &str, log_uri: &str
         terminal: true,
         stdout: log_uri.into(),
         stderr: log_uri.into(),
-        spec: Some(containerd_shim_protos::protobuf::well_known_types::any::Any {
-            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
-            value: serde_json::to_vec(&spec).unwrap(),
-            ..Default::default()
-        })
+        spec: Some(
+            containerd_shim_protos::protobuf::well_known_types::any::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: serde_json::to_vec(&spec).unwrap(),
+                ..Default::default()
+            },
+        )
         .into(),
         ..Default::default()
     };
     let conn = ShimConn::connect(cd, id);
-    conn.call::<_, api::Empty>("Exec", &exec, QUICK).unwrap_or_else(|e| panic!("Exec {exec_id}: {e:?}"));
+    conn.call::<_, api::Empty>("Exec", &exec, QUICK)
+        .unwrap_or_else(|e| panic!("Exec {exec_id}: {e:?}"));
     let start = api::StartRequest {
         id: id.into(),
         exec_id: exec_id.into(),
@@ -983,24 +1004,54 @@ fn terminal_output_reaches_binary_logger_and_log_file() {
 
     let dir = cd.dir().join("ttylog");
     let uri = format!("binary://{}?dir={}", logger.display(), dir.display());
-    assert_eq!(exec_tty_with_log_uri(&cd, &id, "bin", &uri, script), 0, "exec status");
-    assert_eq!(wait_file(&dir.join("stdout"), want), want, "logger's stdout file");
-    assert_eq!(fs::read_to_string(dir.join("stderr")).unwrap(), "", "logger's stderr file");
-    assert_eq!(fs::read_to_string(dir.join("container_id")).unwrap(), format!("{id}\n"));
+    assert_eq!(
+        exec_tty_with_log_uri(&cd, &id, "bin", &uri, script),
+        0,
+        "exec status"
+    );
+    assert_eq!(
+        wait_file(&dir.join("stdout"), want),
+        want,
+        "logger's stdout file"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("stderr")).unwrap(),
+        "",
+        "logger's stderr file"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("container_id")).unwrap(),
+        format!("{id}\n")
+    );
 
     let log = cd.dir().join("ttylog-file/sub/c.log");
     let uri = format!("file://{}", log.display());
-    assert_eq!(exec_tty_with_log_uri(&cd, &id, "file", &uri, script), 0, "exec status");
-    assert_eq!(exec_tty_with_log_uri(&cd, &id, "file2", &uri, script), 0, "exec status");
+    assert_eq!(
+        exec_tty_with_log_uri(&cd, &id, "file", &uri, script),
+        0,
+        "exec status"
+    );
+    assert_eq!(
+        exec_tty_with_log_uri(&cd, &id, "file2", &uri, script),
+        0,
+        "exec status"
+    );
     let twice = want.repeat(2);
-    assert_eq!(wait_file(&log, &twice), twice, "log file (appended by two execs)");
+    assert_eq!(
+        wait_file(&log, &twice),
+        twice,
+        "log file (appended by two execs)"
+    );
     remove_container(&cd, &id);
 }
 
 /// Field 22 (start time) of /proc/<pid>/stat: tells a process from a later one with its pid.
 fn start_time(pid: i32) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    text[text.rfind(')')? + 2..].split_whitespace().nth(19).map(str::to_string)
+    text[text.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(19)
+        .map(str::to_string)
 }
 
 /// A `binary://` logger that ignores SIGTERM and never exits on its own does not outlive its
@@ -1030,14 +1081,28 @@ fn logger_ignoring_sigterm_is_killed_and_reaped_after_delete() {
         .parse()
         .unwrap_or_else(|e| panic!("logger pid in {}: {e}", dir.display()));
     let started = start_time(pid).expect("the logger runs");
-    assert_eq!(proc_stat(pid).map(|s| s.ppid), Some(shim), "the logger is the shim's child");
+    assert_eq!(
+        proc_stat(pid).map(|s| s.ppid),
+        Some(shim),
+        "the logger is the shim's child"
+    );
     cd.wait_task_status(&id, "STOPPED", Duration::from_secs(10));
 
     let t = Instant::now();
     cd.ctr_ok(&["tasks", "delete", &id]);
-    assert!(t.elapsed() < Duration::from_secs(20), "Delete took {:?}", t.elapsed());
-    let gone = wait_until(Duration::from_secs(20), || start_time(pid).as_ref() != Some(&started));
-    assert!(gone, "the logger {pid} ignoring SIGTERM still exists: {:?}", proc_stat(pid));
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "Delete took {:?}",
+        t.elapsed()
+    );
+    let gone = wait_until(Duration::from_secs(20), || {
+        start_time(pid).as_ref() != Some(&started)
+    });
+    assert!(
+        gone,
+        "the logger {pid} ignoring SIGTERM still exists: {:?}",
+        proc_stat(pid)
+    );
     assert!(
         wait_until(Duration::from_secs(10), || !alive(shim)),
         "the shim {shim} did not exit after Delete"

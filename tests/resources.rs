@@ -480,9 +480,15 @@ fn update_changes_memory_and_pids_limits() {
     let period = cgroup_dir(&cd, "cpu", &id, pid).join("cpu.cfs_period_us");
     let period_before = read_trim(&period);
     for (what, req) in [
-        ("negative cpu shares", &br#"{"pids":{"limit":7},"cpu":{"shares":-1}}"#[..]),
+        (
+            "negative cpu shares",
+            &br#"{"pids":{"limit":7},"cpu":{"shares":-1}}"#[..],
+        ),
         ("memory as a number", br#"{"pids":{"limit":7},"memory":5}"#),
-        ("a 500 us CFS period", br#"{"pids":{"limit":7},"cpu":{"period":500}}"#),
+        (
+            "a 500 us CFS period",
+            br#"{"pids":{"limit":7},"cpu":{"period":500}}"#,
+        ),
     ] {
         let r = shim.update(req);
         eprintln!("Update with {what}: {r:?}");
@@ -491,9 +497,21 @@ fn update_changes_memory_and_pids_limits() {
         }
         let (code, msg) = rpc_error(what, r);
         assert_eq!(code, Code::INVALID_ARGUMENT, "{what}: {msg}");
-        assert_eq!(read_trim(&pids), "42", "{what}: a refused update changes nothing");
-        assert_eq!(read_trim(&memory), "67108864", "{what}: a refused update changes nothing");
-        assert_eq!(read_trim(&period), period_before, "{what}: a refused update changes nothing");
+        assert_eq!(
+            read_trim(&pids),
+            "42",
+            "{what}: a refused update changes nothing"
+        );
+        assert_eq!(
+            read_trim(&memory),
+            "67108864",
+            "{what}: a refused update changes nothing"
+        );
+        assert_eq!(
+            read_trim(&period),
+            period_before,
+            "{what}: a refused update changes nothing"
+        );
     }
     assert_eq!(cd.task(&id), Some((pid, "RUNNING".to_string())));
 }

@@ -26,14 +26,22 @@ fn grouped_containers_share_one_shim() {
     let group = unique_id("pod");
     let members: Vec<String> = (0..3).map(|i| unique_id(&format!("member{i}"))).collect();
     for id in &members {
-        let args = cd.run_args(id, &["sleep", "1000"]).detach().flag("--annotation").flag(&format!("io.containerd.runc.v2.group={group}"));
+        let args = cd
+            .run_args(id, &["sleep", "1000"])
+            .detach()
+            .flag("--annotation")
+            .flag(&format!("io.containerd.runc.v2.group={group}"));
         cd.ctr_ok(&args.build());
     }
     for id in &members {
         cd.wait_task_status(id, "RUNNING", QUICK);
     }
     let shims = cd.shim_pids();
-    assert_eq!(shims.len(), 1, "one shim for the whole group, got {shims:?}");
+    assert_eq!(
+        shims.len(),
+        1,
+        "one shim for the whole group, got {shims:?}"
+    );
     let shim = shims[0];
     for id in &members {
         let task_pid = cd.task(id).expect("task listed").0;
@@ -44,34 +52,65 @@ fn grouped_containers_share_one_shim() {
     let loner = unique_id("loner");
     cd.ctr_ok(&cd.run_args(&loner, &["sleep", "1000"]).detach().build());
     cd.wait_task_status(&loner, "RUNNING", QUICK);
-    assert_eq!(cd.shim_pids().len(), 2, "a container outside the group has its own shim");
+    assert_eq!(
+        cd.shim_pids().len(),
+        2,
+        "a container outside the group has its own shim"
+    );
 
     // One member goes; the rest are undisturbed and the shim stays.
     kill_and_delete(&cd, &members[0]);
     for id in &members[1..] {
-        assert_eq!(cd.task(id).map(|t| t.1), Some("RUNNING".to_string()), "{id} after its sibling was deleted");
+        assert_eq!(
+            cd.task(id).map(|t| t.1),
+            Some("RUNNING".to_string()),
+            "{id} after its sibling was deleted"
+        );
     }
-    assert!(alive(shim), "the group's shim must serve the remaining members");
-    let out = cd.ctr_ok(&["tasks", "exec", "--exec-id", "still-here", &members[1], "echo", "alive"]);
+    assert!(
+        alive(shim),
+        "the group's shim must serve the remaining members"
+    );
+    let out = cd.ctr_ok(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "still-here",
+        &members[1],
+        "echo",
+        "alive",
+    ]);
     assert_eq!(out, "alive\n");
 
     for id in &members[1..] {
         kill_and_delete(&cd, id);
     }
-    assert!(wait_until(Duration::from_secs(2), || !alive(shim)), "the group's shim outlived its last container");
+    assert!(
+        wait_until(Duration::from_secs(2), || !alive(shim)),
+        "the group's shim outlived its last container"
+    );
     assert!(cd.shim_pids().len() == 1, "the loner's shim is still there");
     kill_and_delete(&cd, &loner);
-    assert!(wait_until(Duration::from_secs(2), || cd.shim_pids().is_empty()), "shims left: {:?}", cd.shim_pids());
+    assert!(
+        wait_until(Duration::from_secs(2), || cd.shim_pids().is_empty()),
+        "shims left: {:?}",
+        cd.shim_pids()
+    );
 }
 
 fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 fn status_field(pid: i32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
-        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+        })
         .unwrap_or(0)
 }
 
@@ -86,23 +125,66 @@ fn exec_cycles_leave_no_residue() {
     cd.ctr_ok(&cd.run_args(&id, &["sleep", "1000"]).detach().build());
     cd.wait_task_status(&id, "RUNNING", QUICK);
     let shim = cd.shim_pids()[0];
-    let n = if std::env::var_os("TETHER_SOAK").is_some() { 2000 } else { 150 };
+    let n = if std::env::var_os("TETHER_SOAK").is_some() {
+        2000
+    } else {
+        150
+    };
     // Warm up allocations that are made once.
     for i in 0..10 {
-        cd.ctr_ok(&["tasks", "exec", "--exec-id", &format!("warm{i}"), &id, "true"]);
+        cd.ctr_ok(&[
+            "tasks",
+            "exec",
+            "--exec-id",
+            &format!("warm{i}"),
+            &id,
+            "true",
+        ]);
     }
-    let (fds0, threads0, rss0) = (fd_count(shim), status_field(shim, "Threads:"), status_field(shim, "VmRSS:"));
+    let (fds0, threads0, rss0) = (
+        fd_count(shim),
+        status_field(shim, "Threads:"),
+        status_field(shim, "VmRSS:"),
+    );
     for i in 0..n {
         let code = i % 7;
-        let out = cd.ctr_timeout(&["tasks", "exec", "--exec-id", &format!("x{i}"), &id, "sh", "-c", &format!("exit {code}")], QUICK);
-        assert_eq!(out.status.code(), Some(code), "exec {i}: {}", describe(&out));
+        let out = cd.ctr_timeout(
+            &[
+                "tasks",
+                "exec",
+                "--exec-id",
+                &format!("x{i}"),
+                &id,
+                "sh",
+                "-c",
+                &format!("exit {code}"),
+            ],
+            QUICK,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "exec {i}: {}",
+            describe(&out)
+        );
     }
-    let (fds1, threads1, rss1) = (fd_count(shim), status_field(shim, "Threads:"), status_field(shim, "VmRSS:"));
+    let (fds1, threads1, rss1) = (
+        fd_count(shim),
+        status_field(shim, "Threads:"),
+        status_field(shim, "VmRSS:"),
+    );
     println!("after {n} execs: fds {fds0} -> {fds1}, threads {threads0} -> {threads1}, VmRSS {rss0} kB -> {rss1} kB");
     assert_eq!(fds1, fds0, "fd leak");
     assert_eq!(threads1, threads0, "thread leak");
-    assert!(rss1 <= rss0 + 512, "RSS grew by more than 512 kB: {rss0} -> {rss1} kB");
-    assert!(zombies_under(shim).is_empty(), "zombies: {:?}", zombies_under(shim));
+    assert!(
+        rss1 <= rss0 + 512,
+        "RSS grew by more than 512 kB: {rss0} -> {rss1} kB"
+    );
+    assert!(
+        zombies_under(shim).is_empty(),
+        "zombies: {:?}",
+        zombies_under(shim)
+    );
     kill_and_delete(&cd, &id);
 }
 
@@ -113,22 +195,48 @@ fn exec_cycles_leave_no_residue() {
 fn container_cycles_leave_no_residue() {
     require_root();
     let cd = Containerd::start();
-    let n = if std::env::var_os("TETHER_SOAK").is_some() { 500 } else { 40 };
+    let n = if std::env::var_os("TETHER_SOAK").is_some() {
+        500
+    } else {
+        40
+    };
     for i in 0..n {
         let id = unique_id("cycle");
         let code = i % 5;
-        let out = cd.ctr_timeout(&cd.run_args(&id, &["sh", "-c", &format!("exit {code}")]).build(), QUICK);
-        assert_eq!(out.status.code(), Some(code), "cycle {i}: {}", describe(&out));
+        let out = cd.ctr_timeout(
+            &cd.run_args(&id, &["sh", "-c", &format!("exit {code}")])
+                .build(),
+            QUICK,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "cycle {i}: {}",
+            describe(&out)
+        );
     }
-    assert!(wait_until(Duration::from_secs(3), || cd.shim_pids().is_empty()), "shims left: {:?}", cd.shim_pids());
-    let left: Vec<_> = std::fs::read_dir(cd.runc_root()).map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(3), || cd.shim_pids().is_empty()),
+        "shims left: {:?}",
+        cd.shim_pids()
+    );
+    let left: Vec<_> = std::fs::read_dir(cd.runc_root())
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "runc state left: {left:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(&cd.dir().display().to_string()), "mounts left under the test dir");
+    assert!(
+        !mounts.contains(&cd.dir().display().to_string()),
+        "mounts left under the test dir"
+    );
 }
 
 fn forwarded_exits(cd: &Containerd) -> usize {
-    std::fs::read_to_string(cd.log_path()).unwrap_or_default().lines().filter(|l| l.contains("msg=\"event forwarded\"") && l.contains("topic=/tasks/exit")).count()
+    std::fs::read_to_string(cd.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("msg=\"event forwarded\"") && l.contains("topic=/tasks/exit"))
+        .count()
 }
 
 /// A container that exits while containerd is down (longer than other shims' retry budget): its TaskExit waits in tether's queue and
@@ -139,7 +247,11 @@ fn exit_during_containerd_downtime_is_delivered_later() {
     require_root();
     let mut cd = Containerd::start();
     let id = unique_id("downtime");
-    cd.ctr_ok(&cd.run_args(&id, &["sh", "-c", "sleep 2; exit 5"]).detach().build());
+    cd.ctr_ok(
+        &cd.run_args(&id, &["sh", "-c", "sleep 2; exit 5"])
+            .detach()
+            .build(),
+    );
     cd.wait_task_status(&id, "RUNNING", QUICK);
     cd.stop();
     let before = forwarded_exits(&cd);
@@ -155,7 +267,11 @@ fn exit_during_containerd_downtime_is_delivered_later() {
     cd.wait_task_status(&id, "STOPPED", QUICK);
     let out = cd.ctr(&["tasks", "delete", &id]);
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("exit code 5"), "the exact status is kept: {}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exit code 5"),
+        "the exact status is kept: {}",
+        describe(&out)
+    );
     cd.ctr_ok(&["containers", "delete", &id]);
 }
 
@@ -171,16 +287,41 @@ fn killed_shim_leaves_nothing_behind() {
     let shim = proc_stat(pid).expect("container process").ppid;
     let bundle = cd.bundle(&id);
     let address = std::fs::read_to_string(bundle.join("address")).expect("address file");
-    let socket = std::path::PathBuf::from(address.trim().strip_prefix("unix://").expect("unix:// address"));
+    let socket = std::path::PathBuf::from(
+        address
+            .trim()
+            .strip_prefix("unix://")
+            .expect("unix:// address"),
+    );
     assert!(socket.exists());
     assert!(kill(shim, libc::SIGKILL));
-    assert!(wait_until(Duration::from_secs(10), || cd.task(&id).is_none()), "containerd kept the task of a dead shim");
+    assert!(
+        wait_until(Duration::from_secs(10), || cd.task(&id).is_none()),
+        "containerd kept the task of a dead shim"
+    );
     cd.ctr_ok(&["containers", "delete", &id]);
-    assert!(wait_until(Duration::from_secs(5), || !alive(pid)), "container process {pid} survived its shim's cleanup");
-    assert!(wait_until(Duration::from_secs(5), || !cd.runc_root().join(&id).exists()), "runc state of {id} left");
-    assert!(wait_until(Duration::from_secs(5), || !bundle.exists()), "bundle {} left", bundle.display());
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(pid)),
+        "container process {pid} survived its shim's cleanup"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || !cd
+            .runc_root()
+            .join(&id)
+            .exists()),
+        "runc state of {id} left"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || !bundle.exists()),
+        "bundle {} left",
+        bundle.display()
+    );
     if runtime() == "io.containerd.tether.v2" {
-        assert!(wait_until(Duration::from_secs(5), || !socket.exists()), "socket {} left", socket.display());
+        assert!(
+            wait_until(Duration::from_secs(5), || !socket.exists()),
+            "socket {} left",
+            socket.display()
+        );
     }
 }
 
@@ -194,7 +335,11 @@ fn output_at_exit_is_never_truncated() {
     let cd = Containerd::start();
     for i in 0..60 {
         let id = unique_id("tail");
-        let out = cd.ctr_timeout(&cd.run_args(&id, &["head", "-c", "1048576", "/dev/zero"]).build(), QUICK);
+        let out = cd.ctr_timeout(
+            &cd.run_args(&id, &["head", "-c", "1048576", "/dev/zero"])
+                .build(),
+            QUICK,
+        );
         assert!(out.status.success(), "run {i}: {}", describe(&out));
         assert_eq!(out.stdout.len(), 1 << 20, "run {i}: stdout truncated");
     }

@@ -47,7 +47,11 @@ impl Batcher {
         }
         let timer = Timer::new().ok()?;
         // A first guess (about ctr's speed); the first sleep measures the real one.
-        Some(Batcher { timer, rate: 1e9, capacity })
+        Some(Batcher {
+            timer,
+            rate: 1e9,
+            capacity,
+        })
     }
 
     /// Moves data from `from` to `to` in timed batches while the reader keeps up a steady
@@ -81,7 +85,12 @@ impl Batcher {
                 match splice(from, to, avail.min(room)) {
                     Ok(0) => return Ok(()),
                     Ok(n) => room -= n.min(room),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => break,
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::Interrupted =>
+                    {
+                        break
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -101,5 +110,7 @@ fn grow(fd: RawFd) -> Option<usize> {
     if now >= CAPACITY {
         return Some(now);
     }
-    fcntl(fd, FcntlArg::F_SETPIPE_SZ(CAPACITY as libc::c_int)).ok().map(|n| n as usize)
+    fcntl(fd, FcntlArg::F_SETPIPE_SZ(CAPACITY as libc::c_int))
+        .ok()
+        .map(|n| n as usize)
 }

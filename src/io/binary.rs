@@ -39,8 +39,16 @@ pub struct LoggerEnv<'a> {
 impl Logger {
     /// Starts `path` with `args` (the URI's query pairs, each as two words) reading `stdout` and
     /// `stderr`, and waits until it is ready.
-    pub async fn start(reaper: &Reaper, path: &Path, args: &[(String, String)], env: &LoggerEnv<'_>, stdout: OwnedFd, stderr: OwnedFd) -> Result<Logger> {
-        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe")(e.into()))?;
+    pub async fn start(
+        reaper: &Reaper,
+        path: &Path,
+        args: &[(String, String)],
+        env: &LoggerEnv<'_>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<Logger> {
+        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::io("pipe")(e.into()))?;
         let mut cmd = Command::new(path);
         for (k, v) in args {
             cmd.arg(k).arg(v);
@@ -50,22 +58,41 @@ impl Logger {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        crate::sys::map_fds(&mut cmd, vec![(stdout.as_raw_fd(), 3), (stderr.as_raw_fd(), 4), (ready_w.as_raw_fd(), 5)]);
-        let spawned = reaper.spawn(&mut cmd).map_err(|e| Error::InvalidArgument(format!("cannot start logger {}: {e}", path.display())))?;
+        crate::sys::map_fds(
+            &mut cmd,
+            vec![
+                (stdout.as_raw_fd(), 3),
+                (stderr.as_raw_fd(), 4),
+                (ready_w.as_raw_fd(), 5),
+            ],
+        );
+        let spawned = reaper.spawn(&mut cmd).map_err(|e| {
+            Error::InvalidArgument(format!("cannot start logger {}: {e}", path.display()))
+        })?;
         // The logger has its copies; ours would keep its pipes from ever reaching EOF.
         drop((stdout, stderr, ready_w, cmd));
-        let logger = Logger { pid: spawned.child.id() as i32, exit: Some(spawned.exit), reaper: reaper.clone() };
-        let mut ready = pipe::Receiver::from_owned_fd(ready_r).map_err(Error::io("logger ready pipe"))?;
+        let logger = Logger {
+            pid: spawned.child.id() as i32,
+            exit: Some(spawned.exit),
+            reaper: reaper.clone(),
+        };
+        let mut ready =
+            pipe::Receiver::from_owned_fd(ready_r).map_err(Error::io("logger ready pipe"))?;
         let mut sink = Vec::new();
         match tokio::time::timeout(READY_LIMIT, ready.read_to_end(&mut sink)).await {
             Ok(_) => Ok(logger),
-            Err(_) => Err(Error::DeadlineExceeded(format!("logger {} did not get ready within {READY_LIMIT:?}", path.display()))),
+            Err(_) => Err(Error::DeadlineExceeded(format!(
+                "logger {} did not get ready within {READY_LIMIT:?}",
+                path.display()
+            ))),
         }
     }
 
     /// Waits (at most `limit`) for the logger to finish writing and exit. True if it did.
     pub async fn wait(&mut self, limit: Duration) -> bool {
-        let Some(exit) = self.exit.as_mut() else { return true };
+        let Some(exit) = self.exit.as_mut() else {
+            return true;
+        };
         let done = tokio::time::timeout(limit, exit).await.is_ok();
         if done {
             self.exit = None;

@@ -32,13 +32,21 @@ impl ConsoleSocket {
     /// of a socket path.
     pub fn new() -> Result<ConsoleSocket> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!("tether-pty-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "tether-pty-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         {
             use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(Error::io(format!("create {}", dir.display())))?;
         }
         let path = dir.join("pty.sock");
-        let listener = UnixListener::bind(&path).map_err(Error::io(format!("bind console socket {}", path.display())))?;
+        let listener = UnixListener::bind(&path)
+            .map_err(Error::io(format!("bind console socket {}", path.display())))?;
         Ok(ConsoleSocket { listener, dir })
     }
 
@@ -60,7 +68,9 @@ impl ConsoleSocket {
         };
         match tokio::time::timeout(RECEIVE_LIMIT, receive).await {
             Ok(r) => r.map_err(Error::io("receive pty master from the console socket")),
-            Err(_) => Err(Error::DeadlineExceeded("the runtime did not send the pty master in time".into())),
+            Err(_) => Err(Error::DeadlineExceeded(
+                "the runtime did not send the pty master in time".into(),
+            )),
         }
     }
 }
@@ -86,7 +96,10 @@ fn recv_fd(sock: i32) -> io::Result<OwnedFd> {
             }
         }
     }
-    Err(io::Error::new(io::ErrorKind::InvalidData, "no descriptor in the console socket message"))
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no descriptor in the console socket message",
+    ))
 }
 
 /// How much output a hung-up console still hands to the output copy: what the pty buffered
@@ -120,11 +133,23 @@ impl WeakConsole {
 
 impl Console {
     pub fn new(master: OwnedFd) -> Result<Console> {
-        let flags = fcntl(master.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| Error::io("pty flags")(e.into()))?;
-        fcntl(master.as_raw_fd(), FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK)).map_err(|e| Error::io("pty flags")(e.into()))?;
+        let flags = fcntl(master.as_raw_fd(), FcntlArg::F_GETFL)
+            .map_err(|e| Error::io("pty flags")(e.into()))?;
+        fcntl(
+            master.as_raw_fd(),
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| Error::io("pty flags")(e.into()))?;
         let master = crate::sys::async_fd(master).map_err(Error::io("register pty"))?;
-        let shared = Shared { master, hung_up: AtomicBool::new(false), drain_left: AtomicUsize::new(HANGUP_DRAIN), hangup: Notify::new() };
-        Ok(Console { shared: Arc::new(shared) })
+        let shared = Shared {
+            master,
+            hung_up: AtomicBool::new(false),
+            drain_left: AtomicUsize::new(HANGUP_DRAIN),
+            hangup: Notify::new(),
+        };
+        Ok(Console {
+            shared: Arc::new(shared),
+        })
     }
 
     pub fn downgrade(&self) -> WeakConsole {
@@ -132,7 +157,8 @@ impl Console {
     }
 
     pub fn resize(&self, width: u16, height: u16) -> Result<()> {
-        crate::sys::set_window_size(self.shared.master.get_ref(), width, height).map_err(Error::io("resize pty"))
+        crate::sys::set_window_size(self.shared.master.get_ref(), width, height)
+            .map_err(Error::io("resize pty"))
     }
 
     /// Stdin ended: the output copy takes what is buffered and lets go of the master, so the
@@ -195,7 +221,8 @@ impl Console {
     pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             let mut guard = self.shared.master.writable().await?;
-            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(io::Error::from)) {
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(io::Error::from))
+            {
                 Ok(Ok(n)) => buf = &buf[n..],
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,

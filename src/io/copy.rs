@@ -61,7 +61,9 @@ impl Sink {
     pub async fn read_by_client(&self, limit: std::time::Duration) {
         let Sink::Fifo(fifo) = self else { return };
         let deadline = tokio::time::Instant::now() + limit;
-        while crate::sys::unread_bytes(fifo).is_ok_and(|n| n > 0) && tokio::time::Instant::now() < deadline {
+        while crate::sys::unread_bytes(fifo).is_ok_and(|n| n > 0)
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
@@ -187,7 +189,9 @@ async fn splice_all(from: &pipe::Receiver, to: &mut pipe::Sender) -> Spliced {
                     }
                 }
             }
-            Err(e) if !moved_any && e.raw_os_error() == Some(libc::EINVAL) => return Spliced::Unsupported,
+            Err(e) if !moved_any && e.raw_os_error() == Some(libc::EINVAL) => {
+                return Spliced::Unsupported
+            }
             Err(e) => return Spliced::SinkFailed(e),
         }
     }
@@ -236,12 +240,19 @@ mod tests {
     /// Runs `pump` from a pipe into a FIFO: a thread writes `data` into the pipe in
     /// `write_chunk` pieces, `read` drains the FIFO on another and returns what it got.
     /// Returns (got, sent, the FIFO's capacity afterwards).
-    async fn through_fifo(data: Vec<u8>, write_chunk: usize, read: impl FnOnce(std::fs::File, usize) -> Vec<u8> + Send + 'static) -> (Vec<u8>, Vec<u8>, usize) {
+    async fn through_fifo(
+        data: Vec<u8>,
+        write_chunk: usize,
+        read: impl FnOnce(std::fs::File, usize) -> Vec<u8> + Send + 'static,
+    ) -> (Vec<u8>, Vec<u8>, usize) {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("out");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         // Held read-write, as ProcessIo does, so opening never blocks.
-        let to = pipe::OpenOptions::new().read_write(true).open_sender(&fifo).unwrap();
+        let to = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(&fifo)
+            .unwrap();
         let reader = std::fs::File::open(&fifo).unwrap();
         let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
         let from = pipe::Receiver::from_owned_fd(r).unwrap();
@@ -254,19 +265,36 @@ mod tests {
         });
         let len = want.len();
         let reader = std::thread::spawn(move || read(reader, len));
-        let sink = tokio::time::timeout(std::time::Duration::from_secs(20), pump(Source::Pipe(from), Sink::Fifo(to))).await.expect("the pump ended");
-        assert!(matches!(sink, Some(Sink::Fifo(_))), "the FIFO target is handed back");
+        let sink = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            pump(Source::Pipe(from), Sink::Fifo(to)),
+        )
+        .await
+        .expect("the pump ended");
+        assert!(
+            matches!(sink, Some(Sink::Fifo(_))),
+            "the FIFO target is handed back"
+        );
         writer.join().unwrap();
         let got = reader.join().unwrap();
         // The capacity after the transfer, read through a fresh handle on the same FIFO.
-        let probe = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+        let probe = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
         use std::os::fd::AsRawFd;
-        let capacity = nix::fcntl::fcntl(probe.as_raw_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap() as usize;
+        let capacity = nix::fcntl::fcntl(probe.as_raw_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ)
+            .unwrap() as usize;
         (got, want, capacity)
     }
 
     /// Reads `len` bytes in `chunk`-sized reads, sleeping `pause` once after `pause_after` bytes.
-    fn reader(chunk: usize, pause_after: usize, pause: std::time::Duration) -> impl FnOnce(std::fs::File, usize) -> Vec<u8> + Send + 'static {
+    fn reader(
+        chunk: usize,
+        pause_after: usize,
+        pause: std::time::Duration,
+    ) -> impl FnOnce(std::fs::File, usize) -> Vec<u8> + Send + 'static {
         move |mut f, len| {
             let mut got = Vec::with_capacity(len);
             let mut buf = vec![0u8; chunk];
@@ -288,17 +316,30 @@ mod tests {
     /// mode (the FIFO is grown to 1 MiB) and still delivers every byte in order.
     #[tokio::test]
     async fn bulk_output_is_batched_and_exact() {
-        let (got, want, capacity) = through_fifo(pattern(48 << 20), 1 << 20, reader(32 << 10, usize::MAX, std::time::Duration::ZERO)).await;
+        let (got, want, capacity) = through_fifo(
+            pattern(48 << 20),
+            1 << 20,
+            reader(32 << 10, usize::MAX, std::time::Duration::ZERO),
+        )
+        .await;
         assert_eq!(got.len(), want.len());
         assert!(got == want, "bytes were reordered or changed");
-        assert!(capacity >= 1 << 20, "batch mode did not engage: FIFO capacity {capacity}");
+        assert!(
+            capacity >= 1 << 20,
+            "batch mode did not engage: FIFO capacity {capacity}"
+        );
     }
 
     /// A reader that stops for a while in the middle of bulk output (batch mode sees no
     /// progress and falls back to waiting for the reader) gets everything once it resumes.
     #[tokio::test]
     async fn a_reader_pausing_mid_stream_loses_nothing() {
-        let (got, want, _) = through_fifo(pattern(8 << 20), 7001, reader(32 << 10, 2 << 20, std::time::Duration::from_millis(300))).await;
+        let (got, want, _) = through_fifo(
+            pattern(8 << 20),
+            7001,
+            reader(32 << 10, 2 << 20, std::time::Duration::from_millis(300)),
+        )
+        .await;
         assert_eq!(got.len(), want.len());
         assert!(got == want, "bytes were reordered or changed");
     }
@@ -311,15 +352,31 @@ mod tests {
         let (sink_r, sink_w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
         drop(sink_r);
         let readonly = tempfile::tempfile().unwrap();
-        let readonly = std::fs::File::open(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&readonly))).unwrap();
-        for sink in [Sink::Fifo(pipe::Sender::from_owned_fd(sink_w).unwrap()), Sink::File(readonly)] {
+        let readonly = std::fs::File::open(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&readonly)
+        ))
+        .unwrap();
+        for sink in [
+            Sink::Fifo(pipe::Sender::from_owned_fd(sink_w).unwrap()),
+            Sink::File(readonly),
+        ] {
             let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
             let from = pipe::Receiver::from_owned_fd(r).unwrap();
             // Far more than the pipe holds: the writer only finishes if the pump keeps reading.
-            let writer = std::thread::spawn(move || std::fs::File::from(w).write_all(&pattern(8 << 20)));
-            let left = tokio::time::timeout(std::time::Duration::from_secs(20), pump(Source::Pipe(from), sink)).await.expect("the source was drained to EOF");
+            let writer =
+                std::thread::spawn(move || std::fs::File::from(w).write_all(&pattern(8 << 20)));
+            let left = tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                pump(Source::Pipe(from), sink),
+            )
+            .await
+            .expect("the source was drained to EOF");
             assert!(left.is_none(), "the failed target was handed back");
-            writer.join().unwrap().expect("the writer was never refused");
+            writer
+                .join()
+                .unwrap()
+                .expect("the writer was never refused");
         }
     }
 }

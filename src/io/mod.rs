@@ -88,7 +88,8 @@ impl ProcessIo {
     pub async fn open(cfg: &StdioConfig, ctx: &IoContext<'_>) -> Result<(ProcessIo, RuncStdio)> {
         let mut io = ProcessIo::default();
         let mut runc = RuncStdio::default();
-        let owner = (ctx.owner != (0, 0)).then_some((Uid::from_raw(ctx.owner.0), Gid::from_raw(ctx.owner.1)));
+        let owner = (ctx.owner != (0, 0))
+            .then_some((Uid::from_raw(ctx.owner.0), Gid::from_raw(ctx.owner.1)));
         let stdin_fifo = io.open_stdin(&cfg.stdin)?;
         let stdout = parse_target(&cfg.stdout)?;
         let stderr = parse_target(&cfg.stderr)?;
@@ -102,7 +103,14 @@ impl ProcessIo {
             let socket = ConsoleSocket::new()?;
             runc.console_socket = Some(socket.path());
             // Output with nowhere to go is still read, so the pty never fills up.
-            let sink = sink.unwrap_or_else(|| Sink::File(std::fs::File::options().write(true).open("/dev/null").expect("/dev/null")));
+            let sink = sink.unwrap_or_else(|| {
+                Sink::File(
+                    std::fs::File::options()
+                        .write(true)
+                        .open("/dev/null")
+                        .expect("/dev/null"),
+                )
+            });
             io.pending_console = Some((socket, stdin_fifo, sink));
             return Ok((io, runc));
         }
@@ -111,15 +119,24 @@ impl ProcessIo {
             let (r, w) = make_pipe(owner)?;
             let w = pipe::Sender::from_owned_fd(w).map_err(Error::io("stdin pipe"))?;
             // Dropping the pipe's write end at EOF is how EOF reaches the container.
-            io.stdin_copy = Some(tokio::spawn(copy_then_close(Source::Pipe(fifo), Sink::Fifo(w))));
+            io.stdin_copy = Some(tokio::spawn(copy_then_close(
+                Source::Pipe(fifo),
+                Sink::Fifo(w),
+            )));
             runc.stdin = Some(r);
         }
 
-        if let Target::Binary(path, args) = stdout.clone().into_binary().or(stderr.clone().into_binary()).unwrap_or(Target::None) {
+        if let Target::Binary(path, args) = stdout
+            .clone()
+            .into_binary()
+            .or(stderr.clone().into_binary())
+            .unwrap_or(Target::None)
+        {
             // One logger takes both streams (the Go shim uses the stdout URI for both).
             let (out_r, out_w) = make_pipe(owner)?;
             let (err_r, err_w) = make_pipe(owner)?;
-            io.logger = Some(Logger::start(ctx.reaper, &path, &args, &ctx.logger_env, out_r, err_r).await?);
+            io.logger =
+                Some(Logger::start(ctx.reaper, &path, &args, &ctx.logger_env, out_r, err_r).await?);
             runc.stdout = Some(out_w);
             runc.stderr = Some(err_w);
             return Ok((io, runc));
@@ -133,12 +150,20 @@ impl ProcessIo {
     /// Starts a `binary://` logger for a terminal's output, which tether copies to the logger's
     /// fd 3 (as containerd-shim-runc-v2 does). A terminal has no separate stderr: fd 4 is a pipe
     /// whose write end is closed at once, so the logger sees EOF there.
-    async fn console_logger(&mut self, ctx: &IoContext<'_>, path: &std::path::Path, args: &[(String, String)]) -> Result<Sink> {
+    async fn console_logger(
+        &mut self,
+        ctx: &IoContext<'_>,
+        path: &std::path::Path,
+        args: &[(String, String)],
+    ) -> Result<Sink> {
         let (out_r, out_w) = make_pipe(None)?;
         let (err_r, err_w) = make_pipe(None)?;
         drop(err_w);
-        self.logger = Some(Logger::start(ctx.reaper, path, args, &ctx.logger_env, out_r, err_r).await?);
-        Ok(Sink::Fifo(pipe::Sender::from_owned_fd(out_w).map_err(Error::io("logger pipe"))?))
+        self.logger =
+            Some(Logger::start(ctx.reaper, path, args, &ctx.logger_env, out_r, err_r).await?);
+        Ok(Sink::Fifo(
+            pipe::Sender::from_owned_fd(out_w).map_err(Error::io("logger pipe"))?,
+        ))
     }
 
     /// Opens the stdin FIFO: reader first (never blocks), then our keep-alive writer (succeeds:
@@ -147,10 +172,21 @@ impl ProcessIo {
         let path = match parse_target(stdin)? {
             Target::None => return Ok(None),
             Target::Fifo(path) => path,
-            _ => return Err(Error::InvalidArgument(format!("stdin must be a fifo, got {stdin:?}"))),
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "stdin must be a fifo, got {stdin:?}"
+                )))
+            }
         };
-        let fifo = pipe::OpenOptions::new().open_receiver(&path).map_err(Error::io(format!("open stdin fifo {}", path.display())))?;
-        let keepalive = pipe::OpenOptions::new().open_sender(&path).map_err(Error::io(format!("open stdin fifo {} for writing", path.display())))?;
+        let fifo = pipe::OpenOptions::new()
+            .open_receiver(&path)
+            .map_err(Error::io(format!("open stdin fifo {}", path.display())))?;
+        let keepalive = pipe::OpenOptions::new()
+            .open_sender(&path)
+            .map_err(Error::io(format!(
+                "open stdin fifo {} for writing",
+                path.display()
+            )))?;
         self.stdin_keepalive = Some(keepalive);
         Ok(Some(fifo))
     }
@@ -163,9 +199,13 @@ impl ProcessIo {
         let sink = open_sink(target)?;
         let (r, w) = make_pipe(owner)?;
         // A larger pipe lets a chatty container run ahead of its reader; best effort.
-        let _ = nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(&r), nix::fcntl::FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_SIZE));
+        let _ = nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&r),
+            nix::fcntl::FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_SIZE),
+        );
         let r = pipe::Receiver::from_owned_fd(r).map_err(Error::io("output pipe"))?;
-        self.outputs.push(tokio::spawn(copy::pump(Source::Pipe(r), sink)));
+        self.outputs
+            .push(tokio::spawn(copy::pump(Source::Pipe(r), sink)));
         Ok(Some(w))
     }
 
@@ -198,9 +238,14 @@ impl ProcessIo {
 
     /// For a terminal: takes the pty master runc sent and starts copying.
     pub async fn attach_console(&mut self) -> Result<()> {
-        let Some((socket, stdin, sink)) = self.pending_console.take() else { return Ok(()) };
+        let Some((socket, stdin, sink)) = self.pending_console.take() else {
+            return Ok(());
+        };
         let console = Console::new(socket.receive().await?)?;
-        self.outputs.push(tokio::spawn(copy::pump(Source::Console(console.clone()), sink)));
+        self.outputs.push(tokio::spawn(copy::pump(
+            Source::Console(console.clone()),
+            sink,
+        )));
         self.seal_outputs();
         self.console = Some(console.downgrade());
         if let Some(fifo) = stdin {
@@ -213,9 +258,14 @@ impl ProcessIo {
     pub fn resize(&self, width: u32, height: u32) -> Result<()> {
         let (w, h) = (u16::try_from(width), u16::try_from(height));
         let (Ok(w), Ok(h)) = (w, h) else {
-            return Err(Error::InvalidArgument(format!("window size {width}x{height} is out of range")));
+            return Err(Error::InvalidArgument(format!(
+                "window size {width}x{height} is out of range"
+            )));
         };
-        self.console.as_ref().and_then(WeakConsole::upgrade).map_or(Ok(()), |c| c.resize(w, h))
+        self.console
+            .as_ref()
+            .and_then(WeakConsole::upgrade)
+            .map_or(Ok(()), |c| c.resize(w, h))
     }
 
     /// `CloseIO{stdin}`: drop our writer so the client's close becomes EOF in the container.
@@ -236,7 +286,10 @@ impl ProcessIo {
             self.outputs_done = None;
         }
         match self.logger.as_mut() {
-            Some(l) => l.wait(deadline.saturating_duration_since(tokio::time::Instant::now())).await,
+            Some(l) => {
+                l.wait(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                    .await
+            }
             None => true,
         }
     }
@@ -255,7 +308,12 @@ impl ProcessIo {
         for h in self.outputs.drain(..) {
             h.abort();
         }
-        for h in self.stdin_copy.take().into_iter().chain(self.outputs_done.take()) {
+        for h in self
+            .stdin_copy
+            .take()
+            .into_iter()
+            .chain(self.outputs_done.take())
+        {
             h.abort();
         }
     }
@@ -302,7 +360,8 @@ fn make_pipe(owner: Option<(Uid, Gid)>) -> Result<(OwnedFd, OwnedFd)> {
     let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe")(e.into()))?;
     if let Some((uid, gid)) = owner {
         for fd in [&r, &w] {
-            fchown(std::os::fd::AsRawFd::as_raw_fd(fd), Some(uid), Some(gid)).map_err(|e| Error::io("chown stdio pipe")(e.into()))?;
+            fchown(std::os::fd::AsRawFd::as_raw_fd(fd), Some(uid), Some(gid))
+                .map_err(|e| Error::io("chown stdio pipe")(e.into()))?;
         }
     }
     Ok((r, w))

@@ -20,9 +20,15 @@ pub fn parse_target(s: &str) -> Result<Target> {
     if s.is_empty() {
         return Ok(Target::None);
     }
-    let bad = |why: &str| Err(Error::InvalidArgument(format!("invalid stdio URI {s:?}: {why}")));
+    let bad = |why: &str| {
+        Err(Error::InvalidArgument(format!(
+            "invalid stdio URI {s:?}: {why}"
+        )))
+    };
     let Some((scheme, rest)) = s.split_once("://") else {
-        return absolute(s).map(Target::Fifo).or_else(|_| bad("a FIFO path must be absolute"));
+        return absolute(s)
+            .map(Target::Fifo)
+            .or_else(|_| bad("a FIFO path must be absolute"));
     };
     let (path, query) = match rest.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -51,7 +57,11 @@ pub fn parse_target(s: &str) -> Result<Target> {
 }
 
 fn absolute(p: &str) -> std::result::Result<PathBuf, ()> {
-    if p.starts_with('/') && !p.contains('\0') { Ok(PathBuf::from(p)) } else { Err(()) }
+    if p.starts_with('/') && !p.contains('\0') {
+        Ok(PathBuf::from(p))
+    } else {
+        Err(())
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -82,11 +92,20 @@ mod tests {
         let p = PathBuf::from;
         let cases: &[(&str, Target)] = &[
             ("", Target::None),
-            ("/run/containerd/fifo/1/c-stdout", Target::Fifo(p("/run/containerd/fifo/1/c-stdout"))),
+            (
+                "/run/containerd/fifo/1/c-stdout",
+                Target::Fifo(p("/run/containerd/fifo/1/c-stdout")),
+            ),
             ("fifo:///x/y", Target::Fifo(p("/x/y"))),
             ("file:///var/log/c.log", Target::File(p("/var/log/c.log"))),
             ("file:///a%20b", Target::File(p("/a b"))),
-            ("binary:///usr/bin/logger?id=1&mode=x%2Fy", Target::Binary(p("/usr/bin/logger"), vec![("id".into(), "1".into()), ("mode".into(), "x/y".into())])),
+            (
+                "binary:///usr/bin/logger?id=1&mode=x%2Fy",
+                Target::Binary(
+                    p("/usr/bin/logger"),
+                    vec![("id".into(), "1".into()), ("mode".into(), "x/y".into())],
+                ),
+            ),
             ("binary:///l", Target::Binary(p("/l"), vec![])),
         ];
         for (s, want) in cases {
@@ -96,8 +115,17 @@ mod tests {
 
     #[test]
     fn refusals() {
-        for s in ["relative/path", "file://relative", "ftp:///x", "npipe:///x", "/a\0b"] {
-            assert!(matches!(parse_target(s), Err(Error::InvalidArgument(_))), "{s}");
+        for s in [
+            "relative/path",
+            "file://relative",
+            "ftp:///x",
+            "npipe:///x",
+            "/a\0b",
+        ] {
+            assert!(
+                matches!(parse_target(s), Err(Error::InvalidArgument(_))),
+                "{s}"
+            );
         }
     }
 }

@@ -24,7 +24,11 @@ pub const MAX_ID_LEN: usize = 76;
 /// Accepted: 1 to 76 characters, alphanumeric runs joined by single `.`, `_` or `-`
 /// (containerd's identifier grammar), so no `/`, no `..`, no leading dot, no NUL.
 pub fn validate_id(kind: &str, id: &str) -> Result<()> {
-    let bad = |why: &str| Err(Error::InvalidArgument(format!("invalid {kind} id {id:?}: {why}")));
+    let bad = |why: &str| {
+        Err(Error::InvalidArgument(format!(
+            "invalid {kind} id {id:?}: {why}"
+        )))
+    };
     if id.is_empty() {
         return bad("must not be empty");
     }
@@ -36,7 +40,11 @@ pub fn validate_id(kind: &str, id: &str) -> Result<()> {
         match c {
             'a'..='z' | 'A'..='Z' | '0'..='9' => prev_sep = false,
             '.' | '_' | '-' if !prev_sep => prev_sep = true,
-            _ => return bad("only letters, digits and single '.', '_' or '-' between them are allowed"),
+            _ => {
+                return bad(
+                    "only letters, digits and single '.', '_' or '-' between them are allowed",
+                )
+            }
         }
     }
     if prev_sep {
@@ -51,16 +59,39 @@ mod tests {
 
     #[test]
     fn accepts_containerd_style_ids() {
-        for id in ["a", "c1", "redis-1", "k8s_POD.x-y", &"f".repeat(64), &"a".repeat(76)] {
+        for id in [
+            "a",
+            "c1",
+            "redis-1",
+            "k8s_POD.x-y",
+            &"f".repeat(64),
+            &"a".repeat(76),
+        ] {
             assert!(validate_id("container", id).is_ok(), "{id}");
         }
     }
 
     #[test]
     fn refuses_ids_that_could_escape_a_path() {
-        for id in ["", ".", "..", "../x", "a/b", "/abs", "a..b", ".hidden", "x-", "a b", "a\0b", "é", &"a".repeat(77)] {
+        for id in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "/abs",
+            "a..b",
+            ".hidden",
+            "x-",
+            "a b",
+            "a\0b",
+            "é",
+            &"a".repeat(77),
+        ] {
             match validate_id("container", id) {
-                Err(Error::InvalidArgument(msg)) => assert!(msg.contains("invalid container id"), "{msg}"),
+                Err(Error::InvalidArgument(msg)) => {
+                    assert!(msg.contains("invalid container id"), "{msg}")
+                }
                 other => panic!("{id:?} gave {other:?}"),
             }
         }

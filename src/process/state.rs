@@ -43,7 +43,12 @@ impl State {
     /// The state after `op`, or the error the caller gets when `op` is not allowed now.
     pub fn apply(self, op: Op) -> Result<State> {
         use {Op::*, State::*};
-        let refuse = |what: &str| Err(Error::FailedPrecondition(format!("cannot {what} a {} process", self.name())));
+        let refuse = |what: &str| {
+            Err(Error::FailedPrecondition(format!(
+                "cannot {what} a {} process",
+                self.name()
+            )))
+        };
         match (self, op) {
             (Created, Start) => Ok(Running),
             (_, Start) => refuse("start"),
@@ -117,8 +122,17 @@ mod tests {
     #[test]
     fn refusals_carry_the_codes_containerd_expects() {
         assert!(matches!(Stopped.apply(Kill), Err(Error::NotFound(_))));
-        assert!(matches!(Running.apply(Delete), Err(Error::FailedPrecondition(_))));
-        assert!(matches!(Running.apply(Start), Err(Error::FailedPrecondition(_))));
-        assert!(matches!(Created.apply(Pause), Err(Error::FailedPrecondition(_))));
+        assert!(matches!(
+            Running.apply(Delete),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            Running.apply(Start),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            Created.apply(Pause),
+            Err(Error::FailedPrecondition(_))
+        ));
     }
 }

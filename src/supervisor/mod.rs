@@ -136,10 +136,23 @@ struct Restore {
 impl Restore {
     /// What one `runc restore` consumes; the original stays for a retry.
     fn try_clone(&self) -> Result<Restore> {
-        let dup = |fd: &Option<OwnedFd>| fd.as_ref().map(OwnedFd::try_clone).transpose().map_err(Error::io("duplicate the restore's stdio"));
+        let dup = |fd: &Option<OwnedFd>| {
+            fd.as_ref()
+                .map(OwnedFd::try_clone)
+                .transpose()
+                .map_err(Error::io("duplicate the restore's stdio"))
+        };
         let s = &self.stdio;
-        let stdio = RuncStdio { stdin: dup(&s.stdin)?, stdout: dup(&s.stdout)?, stderr: dup(&s.stderr)?, console_socket: s.console_socket.clone() };
-        Ok(Restore { image: self.image.clone(), stdio })
+        let stdio = RuncStdio {
+            stdin: dup(&s.stdin)?,
+            stdout: dup(&s.stdout)?,
+            stderr: dup(&s.stderr)?,
+            console_socket: s.console_socket.clone(),
+        };
+        Ok(Restore {
+            image: self.image.clone(),
+            stdio,
+        })
     }
 }
 
@@ -164,8 +177,20 @@ struct Proc {
 
 impl Proc {
     fn new(pid: i32, stdio: StdioConfig, io: Option<ProcessIo>) -> Proc {
-        let pidfd = (pid > 0).then(|| crate::sys::pidfd_open(pid).ok()).flatten();
-        Proc { pid, state: State::Created, stdio, starting: false, held_exit: None, exit: watch::channel(None).0, io, spec: Vec::new(), pidfd }
+        let pidfd = (pid > 0)
+            .then(|| crate::sys::pidfd_open(pid).ok())
+            .flatten();
+        Proc {
+            pid,
+            state: State::Created,
+            stdio,
+            starting: false,
+            held_exit: None,
+            exit: watch::channel(None).0,
+            io,
+            spec: Vec::new(),
+            pidfd,
+        }
     }
 
     /// Whether a reaped exit of `pid` can be this process's. The pid alone is not enough: the
@@ -173,7 +198,10 @@ impl Proc {
     /// started) may have been given the same pid. Its pidfd tells the two apart: a process
     /// whose handle says it is still running cannot be the one that was reaped.
     fn owns_exit(&self, pid: i32) -> bool {
-        self.pid == pid && pid != 0 && self.state != State::Stopped && self.pidfd.as_ref().is_none_or(crate::sys::pidfd_exited)
+        self.pid == pid
+            && pid != 0
+            && self.state != State::Stopped
+            && self.pidfd.as_ref().is_none_or(crate::sys::pidfd_exited)
     }
 
     fn alive(&self) -> bool {
@@ -187,7 +215,9 @@ impl Container {
         if exec_id.is_empty() {
             return Ok(&mut self.init);
         }
-        self.execs.get_mut(exec_id).ok_or_else(|| Error::NotFound(format!("exec {exec_id} not found")))
+        self.execs
+            .get_mut(exec_id)
+            .ok_or_else(|| Error::NotFound(format!("exec {exec_id} not found")))
     }
 
     /// Whether the init was reaped (its exit may still be pending behind execs).
@@ -213,7 +243,10 @@ impl Collector {
     /// Must be used instead of dropping whenever the caller holds the table lock.
     fn finish(mut self, table: &mut Table, pid: i32) -> Option<Exit> {
         self.shared = None;
-        table.collectors.remove(&self.key).and_then(|v| v.into_iter().find(|e| e.pid == pid && pid != 0))
+        table
+            .collectors
+            .remove(&self.key)
+            .and_then(|v| v.into_iter().find(|e| e.pid == pid && pid != 0))
     }
 }
 
@@ -235,18 +268,36 @@ impl Shared {
 
 impl Table {
     fn container(&mut self, id: &str) -> Result<&mut Container> {
-        self.containers.get_mut(id).ok_or_else(|| Error::NotFound(format!("container {id} not found")))
+        self.containers
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id} not found")))
     }
 }
 
 fn check_exec_id(exec_id: &str) -> Result<()> {
-    if exec_id.is_empty() { Ok(()) } else { validate_id("exec", exec_id) }
+    if exec_id.is_empty() {
+        Ok(())
+    } else {
+        validate_id("exec", exec_id)
+    }
 }
 
 impl Supervisor {
     /// Builds the supervisor and starts routing the reaper's unclaimed exits into it.
-    pub fn new(reaper: Reaper, exits: mpsc::UnboundedReceiver<Exit>, events: EventSink, namespace: String, runtime_timeout: Duration) -> Supervisor {
-        let shared = Arc::new(Shared { table: Mutex::default(), reaper, events, namespace, runtime_timeout });
+    pub fn new(
+        reaper: Reaper,
+        exits: mpsc::UnboundedReceiver<Exit>,
+        events: EventSink,
+        namespace: String,
+        runtime_timeout: Duration,
+    ) -> Supervisor {
+        let shared = Arc::new(Shared {
+            table: Mutex::default(),
+            reaper,
+            events,
+            namespace,
+            runtime_timeout,
+        });
         let sup = Supervisor { shared };
         let routing = sup.clone();
         tokio::spawn(async move {
@@ -267,15 +318,23 @@ impl Supervisor {
     pub async fn create(&self, req: CreateRequest) -> Result<u32> {
         validate_id("container", &req.id)?;
         if !req.checkpoint.is_empty() && req.stdio.terminal {
-            return Err(Error::Unimplemented("restoring a checkpoint with a terminal is not supported".into()));
+            return Err(Error::Unimplemented(
+                "restoring a checkpoint with a terminal is not supported".into(),
+            ));
         }
         if !req.bundle.is_absolute() {
-            return Err(Error::InvalidArgument(format!("bundle path {:?} must be absolute", req.bundle)));
+            return Err(Error::InvalidArgument(format!(
+                "bundle path {:?} must be absolute",
+                req.bundle
+            )));
         }
         {
             let mut t = self.shared.lock();
             if t.containers.contains_key(&req.id) || !t.reserved.insert(req.id.clone()) {
-                return Err(Error::AlreadyExists(format!("container {} already exists", req.id)));
+                return Err(Error::AlreadyExists(format!(
+                    "container {} already exists",
+                    req.id
+                )));
             }
         }
         let created = self.create_container(&req).await;
@@ -322,7 +381,8 @@ impl Supervisor {
         let mounted_rootfs = !req.rootfs.is_empty();
         let rootfs = bundle.join("rootfs");
         if mounted_rootfs {
-            std::fs::create_dir_all(&rootfs).map_err(Error::io(format!("create {}", rootfs.display())))?;
+            std::fs::create_dir_all(&rootfs)
+                .map_err(Error::io(format!("create {}", rootfs.display())))?;
             mount::mount_all(&req.rootfs, &rootfs)?;
         }
         let undo_mount = || {
@@ -338,7 +398,10 @@ impl Supervisor {
                 return Err(e);
             }
         };
-        let runc = Runc { timeout: self.shared.runtime_timeout, ..Runc::new(options, &self.shared.namespace, bundle) };
+        let runc = Runc {
+            timeout: self.shared.runtime_timeout,
+            ..Runc::new(options, &self.shared.namespace, bundle)
+        };
         let collector = self.collector();
         let new_container = |pid, io, restore| Container {
             bundle: bundle.clone(),
@@ -359,11 +422,16 @@ impl Supervisor {
         };
         if !req.checkpoint.is_empty() {
             // Restore happens at Start, in place of `runc start`; until then nothing runs.
-            let restore = Restore { image: PathBuf::from(&req.checkpoint), stdio: runc_stdio };
+            let restore = Restore {
+                image: PathBuf::from(&req.checkpoint),
+                stdio: runc_stdio,
+            };
             return Ok((new_container(0, io, Some(restore)), collector));
         }
         let pid_file = bundle.join("init.pid");
-        let created = runc.create(&self.shared.reaper, &req.id, bundle, &pid_file, runc_stdio).await;
+        let created = runc
+            .create(&self.shared.reaper, &req.id, bundle, &pid_file, runc_stdio)
+            .await;
         let pid = match created {
             Ok(()) => io.attach_console().await.and_then(|()| read_pid(&pid_file)),
             Err(e) => Err(e),
@@ -438,7 +506,9 @@ impl Supervisor {
         };
         if new {
             tracing::info!(container = %id, "OOM kill");
-            self.shared.events.publish(Event::Oom { container_id: id.to_string() });
+            self.shared.events.publish(Event::Oom {
+                container_id: id.to_string(),
+            });
         }
         new
     }
@@ -449,11 +519,19 @@ impl Supervisor {
             let mut t = self.shared.lock();
             t.container(id)?.cgroup.clone()
         };
-        cg.ok_or_else(|| Error::NotFound(format!("container {id} has no cgroup")))?.metrics()
+        cg.ok_or_else(|| Error::NotFound(format!("container {id} has no cgroup")))?
+            .metrics()
     }
 
     fn io_context<'a>(&'a self, container_id: &'a str, owner: (u32, u32)) -> IoContext<'a> {
-        IoContext { reaper: &self.shared.reaper, logger_env: LoggerEnv { container_id, namespace: &self.shared.namespace }, owner }
+        IoContext {
+            reaper: &self.shared.reaper,
+            logger_env: LoggerEnv {
+                container_id,
+                namespace: &self.shared.namespace,
+            },
+            owner,
+        }
     }
 
     fn collector(&self) -> Collector {
@@ -461,7 +539,10 @@ impl Supervisor {
         let key = t.next_collector;
         t.next_collector += 1;
         t.collectors.insert(key, Vec::new());
-        Collector { shared: Some(self.shared.clone()), key }
+        Collector {
+            shared: Some(self.shared.clone()),
+            key,
+        }
     }
 
     pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
@@ -491,7 +572,10 @@ impl Supervisor {
         c.init.starting = false;
         if started.is_ok() {
             c.init.state = State::Running;
-            self.shared.events.publish(Event::Start { container_id: id.to_string(), pid: pid as u32 });
+            self.shared.events.publish(Event::Start {
+                container_id: id.to_string(),
+                pid: pid as u32,
+            });
         }
         if let Some(exit) = c.init.held_exit.take() {
             self.process_exit(id, c, "", exit);
@@ -501,12 +585,29 @@ impl Supervisor {
 
     /// Start of a container created from a checkpoint: `runc restore`. The init's pid is known
     /// only afterwards, so its exit may come first and is collected meanwhile.
-    async fn restore(&self, id: &str, runc: Runc, bundle: PathBuf, restore: Restore) -> Result<u32> {
+    async fn restore(
+        &self,
+        id: &str,
+        runc: Runc,
+        bundle: PathBuf,
+        restore: Restore,
+    ) -> Result<u32> {
         let collector = self.collector();
         let pid_file = bundle.join("init.pid");
         let work = bundle.join("work").join("criu-restore");
         let restored = match std::fs::create_dir_all(&work) {
-            Ok(()) => runc.restore(&self.shared.reaper, id, &bundle, &restore.image, &work, &pid_file, restore.stdio).await,
+            Ok(()) => {
+                runc.restore(
+                    &self.shared.reaper,
+                    id,
+                    &bundle,
+                    &restore.image,
+                    &work,
+                    &pid_file,
+                    restore.stdio,
+                )
+                .await
+            }
             Err(e) => Err(Error::io(format!("create {}", work.display()))(e)),
         };
         let pid = restored.and_then(|()| read_pid(&pid_file));
@@ -526,9 +627,16 @@ impl Supervisor {
         };
         c.restore = None;
         c.init.pid = pid;
-        c.init.pidfd = if early_exit.is_some() { None } else { crate::sys::pidfd_open(pid).ok() };
+        c.init.pidfd = if early_exit.is_some() {
+            None
+        } else {
+            crate::sys::pidfd_open(pid).ok()
+        };
         c.init.state = State::Running;
-        self.shared.events.publish(Event::Start { container_id: id.to_string(), pid: pid as u32 });
+        self.shared.events.publish(Event::Start {
+            container_id: id.to_string(),
+            pid: pid as u32,
+        });
         if let Some(exit) = early_exit {
             self.process_exit(id, c, "", exit_info(exit));
         } else {
@@ -546,7 +654,9 @@ impl Supervisor {
                 // Execs are signalled directly, as the Go shim does.
                 let p = c.process(exec_id)?;
                 return match p.state {
-                    State::Created => Err(Error::FailedPrecondition(format!("exec {exec_id} is not started"))),
+                    State::Created => Err(Error::FailedPrecondition(format!(
+                        "exec {exec_id} is not started"
+                    ))),
                     State::Stopped => Err(Error::NotFound("process already finished".into())),
                     // A paused exec is frozen with its container; the signal waits for resume.
                     State::Running | State::Paused => match &p.pidfd {
@@ -603,7 +713,11 @@ impl Supervisor {
         if let Ok(next) = c.init.state.apply(op) {
             c.init.state = next;
             let container_id = id.to_string();
-            self.shared.events.publish(if pause { Event::Paused { container_id } } else { Event::Resumed { container_id } });
+            self.shared.events.publish(if pause {
+                Event::Paused { container_id }
+            } else {
+                Event::Resumed { container_id }
+            });
         }
         Ok(())
     }
@@ -618,7 +732,10 @@ impl Supervisor {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
             c.init.state.apply(Op::Modify)?;
-            (c.runc.clone(), c.cgroup.as_ref().map(ContainerCgroup::is_unified))
+            (
+                c.runc.clone(),
+                c.cgroup.as_ref().map(ContainerCgroup::is_unified),
+            )
         };
         if let Some(unified) = unified {
             resources::for_hierarchy(&resources, unified)?;
@@ -635,7 +752,10 @@ impl Supervisor {
             c.init.state.apply(Op::Modify)?;
             // containerd pauses a task before it checkpoints it, so Paused is the usual state.
             if !matches!(c.init.state, State::Running | State::Paused) {
-                return Err(Error::FailedPrecondition(format!("cannot checkpoint a {} container", c.init.state.name())));
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot checkpoint a {} container",
+                    c.init.state.name()
+                )));
             }
             (c.runc.clone(), c.bundle.clone())
         };
@@ -643,7 +763,9 @@ impl Supervisor {
             opts.work_path = bundle.join("work").join("criu-work");
         }
         if opts.image_path.as_os_str().is_empty() {
-            return Err(Error::InvalidArgument("checkpoint needs an image path".into()));
+            return Err(Error::InvalidArgument(
+                "checkpoint needs an image path".into(),
+            ));
         }
         for dir in [&opts.work_path, &opts.image_path] {
             std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
@@ -693,7 +815,10 @@ impl Supervisor {
         }
         drop(io);
         let mut t = self.shared.lock();
-        let c = t.containers.remove(id).ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
+        let c = t
+            .containers
+            .remove(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
         drop(t);
         if let Some(w) = &c.oom_watch {
             w.abort();
@@ -701,14 +826,20 @@ impl Supervisor {
         for (exec_id, p) in &c.execs {
             let _ = std::fs::remove_file(c.bundle.join(format!("{exec_id}.pid")));
             if p.exit.borrow().is_none() {
-                p.exit.send_replace(Some(ExitInfo { status: 128 + libc::SIGKILL as u32, at: SystemTime::now() }));
+                p.exit.send_replace(Some(ExitInfo {
+                    status: 128 + libc::SIGKILL as u32,
+                    at: SystemTime::now(),
+                }));
             }
         }
         if c.mounted_rootfs {
             mount::unmount_all(&c.bundle.join("rootfs"));
         }
         // A created-but-never-started init was killed by `runc delete`.
-        let exit = c.init.exit.borrow().unwrap_or(ExitInfo { status: 128 + libc::SIGKILL as u32, at: SystemTime::now() });
+        let exit = c.init.exit.borrow().unwrap_or(ExitInfo {
+            status: 128 + libc::SIGKILL as u32,
+            at: SystemTime::now(),
+        });
         c.init.exit.send_replace(Some(exit));
         self.shared.events.publish(Event::Delete {
             container_id: id.to_string(),
@@ -717,7 +848,10 @@ impl Supervisor {
             exit_status: exit.status,
             exited_at: Some(exit.at),
         });
-        Ok(Deleted { pid: c.init.pid as u32, exit })
+        Ok(Deleted {
+            pid: c.init.pid as u32,
+            exit,
+        })
     }
 
     pub async fn wait(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
@@ -725,9 +859,16 @@ impl Supervisor {
         let (mut rx, delivered) = {
             let mut t = self.shared.lock();
             let p = t.container(id)?.process(exec_id)?;
-            (p.exit.subscribe(), p.io.as_ref().and_then(ProcessIo::delivered))
+            (
+                p.exit.subscribe(),
+                p.io.as_ref().and_then(ProcessIo::delivered),
+            )
         };
-        let exit = rx.wait_for(Option::is_some).await.map(|e| *e).map_err(|_| Error::NotFound(format!("process {id}/{exec_id} was deleted")))?;
+        let exit = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|e| *e)
+            .map_err(|_| Error::NotFound(format!("process {id}/{exec_id} was deleted")))?;
         let exit = exit.expect("waited for Some");
         // Answer once the process's output has reached its targets (bounded): a client that
         // tears its IO down when Wait returns (ctr does, under load) must not lose the tail.
@@ -750,7 +891,11 @@ impl Supervisor {
             bundle,
             pid: p.pid as u32,
             // An exec is frozen along with its container.
-            state: if container_paused && p.state == State::Running { State::Paused } else { p.state },
+            state: if container_paused && p.state == State::Running {
+                State::Paused
+            } else {
+                p.state
+            },
             stdio: p.stdio.clone(),
             exit: *p.exit.borrow(),
         };
@@ -766,13 +911,25 @@ impl Supervisor {
         let pids = runc.ps(&self.shared.reaper, id).await?;
         let mut t = self.shared.lock();
         let c = t.container(id)?;
-        let exec_of = |pid: i32| c.execs.iter().find(|(_, p)| p.pid == pid && p.pid != 0).map(|(e, _)| e.clone());
-        Ok(pids.into_iter().map(|pid| (pid as u32, exec_of(pid))).collect())
+        let exec_of = |pid: i32| {
+            c.execs
+                .iter()
+                .find(|(_, p)| p.pid == pid && p.pid != 0)
+                .map(|(e, _)| e.clone())
+        };
+        Ok(pids
+            .into_iter()
+            .map(|pid| (pid as u32, exec_of(pid)))
+            .collect())
     }
 
     /// The init pid of `id`, or 0 when unknown (Connect is a liveness probe and never fails).
     pub fn init_pid(&self, id: &str) -> u32 {
-        self.shared.lock().containers.get(id).map_or(0, |c| c.init.pid as u32)
+        self.shared
+            .lock()
+            .containers
+            .get(id)
+            .map_or(0, |c| c.init.pid as u32)
     }
 
     /// `ResizePty`.
@@ -803,7 +960,10 @@ impl Supervisor {
             if c.init.owns_exit(exit.pid) && c.pending_init_exit.is_none() {
                 return Some((cid.clone(), String::new()));
             }
-            c.execs.iter().find(|(_, p)| p.owns_exit(exit.pid)).map(|(eid, _)| (cid.clone(), eid.clone()))
+            c.execs
+                .iter()
+                .find(|(_, p)| p.owns_exit(exit.pid))
+                .map(|(eid, _)| (cid.clone(), eid.clone()))
         });
         let Some((cid, exec_id)) = owner else {
             // Not ours (an orphan), or the pid of a process whose start is in flight.
@@ -831,7 +991,10 @@ impl Supervisor {
                 c.killing_all = true;
                 let (runc, sup, id) = (c.runc.clone(), self.clone(), id.to_string());
                 tokio::spawn(async move {
-                    if let Err(e) = runc.kill(&sup.shared.reaper, &id, libc::SIGKILL as u32, true).await {
+                    if let Err(e) = runc
+                        .kill(&sup.shared.reaper, &id, libc::SIGKILL as u32, true)
+                        .await
+                    {
                         tracing::debug!(container = %id, error = %e, "kill --all after init exit");
                     }
                     let mut t = sup.shared.lock();
@@ -847,8 +1010,12 @@ impl Supervisor {
             self.settle_init_exit(id, c);
             return;
         }
-        let Some(p) = c.execs.get_mut(exec_id) else { return };
-        let Ok(next) = p.state.apply(Op::Exit) else { return };
+        let Some(p) = c.execs.get_mut(exec_id) else {
+            return;
+        };
+        let Ok(next) = p.state.apply(Op::Exit) else {
+            return;
+        };
         p.state = next;
         p.exit.send_replace(Some(exit));
         self.shared.events.publish(Event::Exit {
@@ -875,7 +1042,9 @@ impl Supervisor {
     /// Records the init's exit, releases waiters and queues its `TaskExit`.
     fn finish_init_exit(&self, id: &str, c: &mut Container, exit: ExitInfo) {
         c.pending_init_exit = None;
-        let Ok(next) = c.init.state.apply(Op::Exit) else { return };
+        let Ok(next) = c.init.state.apply(Op::Exit) else {
+            return;
+        };
         // An OOM kill the watcher has not reported yet goes out first: CRI reads `OOMKilled`
         // from the TaskOOM it saw before the exit (containerd#12714).
         self.report_oom_locked(id, c, false);
@@ -893,18 +1062,28 @@ impl Supervisor {
 }
 
 fn exit_info(e: Exit) -> ExitInfo {
-    ExitInfo { status: e.status as u32, at: e.at }
+    ExitInfo {
+        status: e.status as u32,
+        at: e.at,
+    }
 }
 
 fn read_pid(path: &Path) -> Result<i32> {
     let s = std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
-    s.trim().parse().map_err(|_| Error::Runtime { op: "create", msg: format!("bad pid file {}: {s:?}", path.display()) })
+    s.trim().parse().map_err(|_| Error::Runtime {
+        op: "create",
+        msg: format!("bad pid file {}: {s:?}", path.display()),
+    })
 }
 
 /// Writes `options.json` and `runtime` for the `delete` action, which runs without us.
 fn persist_options(bundle: &Path, opts: &RuncOptions) -> Result<()> {
     let json = serde_json::to_vec(opts).expect("options serialize");
-    let binary = if opts.binary_name.is_empty() { "runc" } else { &opts.binary_name };
+    let binary = if opts.binary_name.is_empty() {
+        "runc"
+    } else {
+        &opts.binary_name
+    };
     for (name, data) in [("options.json", &json[..]), ("runtime", binary.as_bytes())] {
         let path = bundle.join(name);
         std::fs::write(&path, data).map_err(Error::io(format!("write {}", path.display())))?;
@@ -926,13 +1105,29 @@ impl SpecFacts {
     fn read(bundle: &Path) -> Result<SpecFacts> {
         let path = bundle.join("config.json");
         let data = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
-        let spec: serde_json::Value = serde_json::from_slice(&data).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
-        let namespaces = spec.pointer("/linux/namespaces").and_then(|n| n.as_array()).map(Vec::as_slice).unwrap_or_default();
+        let spec: serde_json::Value = serde_json::from_slice(&data)
+            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+        let namespaces = spec
+            .pointer("/linux/namespaces")
+            .and_then(|n| n.as_array())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let private_pid_namespace = namespaces.iter().any(|ns| {
-            ns.get("type").and_then(|t| t.as_str()) == Some("pid") && ns.get("path").and_then(|p| p.as_str()).unwrap_or("").is_empty()
+            ns.get("type").and_then(|t| t.as_str()) == Some("pid")
+                && ns
+                    .get("path")
+                    .and_then(|p| p.as_str())
+                    .unwrap_or("")
+                    .is_empty()
         });
-        let cgroups_path = spec.pointer("/linux/cgroupsPath").and_then(|p| p.as_str()).unwrap_or("");
-        Ok(SpecFacts { private_pid_namespace, systemd_cgroups_path: is_systemd_cgroups_path(cgroups_path) })
+        let cgroups_path = spec
+            .pointer("/linux/cgroupsPath")
+            .and_then(|p| p.as_str())
+            .unwrap_or("");
+        Ok(SpecFacts {
+            private_pid_namespace,
+            systemd_cgroups_path: is_systemd_cgroups_path(cgroups_path),
+        })
     }
 }
 
@@ -952,12 +1147,18 @@ mod tests {
     /// has exited: a process given the same pid after the reap cannot take the exit.
     #[test]
     fn an_exit_belongs_only_to_a_process_whose_pidfd_says_it_exited() {
-        let mut child = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
         let pid = child.id() as i32;
         let mut p = Proc::new(pid, StdioConfig::default(), None);
         p.state = State::Running;
         assert!(p.pidfd.is_some());
-        assert!(!p.owns_exit(pid), "a running process claimed an exit reported for its pid");
+        assert!(
+            !p.owns_exit(pid),
+            "a running process claimed an exit reported for its pid"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(p.owns_exit(pid));
@@ -965,16 +1166,33 @@ mod tests {
         p.state = State::Stopped;
         assert!(!p.owns_exit(pid), "an exit is attributed once");
         // Without a handle (pidfd_open unavailable) the pid decides, as before.
-        let q = Proc { pid: 4_000_000, state: State::Running, ..Proc::new(0, StdioConfig::default(), None) };
+        let q = Proc {
+            pid: 4_000_000,
+            state: State::Running,
+            ..Proc::new(0, StdioConfig::default(), None)
+        };
         assert!(q.pidfd.is_none() && q.owns_exit(4_000_000));
     }
 
     #[test]
     fn systemd_cgroups_paths_are_recognised() {
-        for p in ["kubepods-besteffort-pod1234.slice:cri-containerd:abc", "system.slice:docker:x", ":cri-containerd:abc"] {
+        for p in [
+            "kubepods-besteffort-pod1234.slice:cri-containerd:abc",
+            "system.slice:docker:x",
+            ":cri-containerd:abc",
+        ] {
             assert!(is_systemd_cgroups_path(p), "{p}");
         }
-        for p in ["", "/kubepods/besteffort/pod1/abc", "/ns/id", "kubepods/pod1", "a:b:c", "x.slice:prefix:", "/x.slice:p:n", "a.slice:b:c:d"] {
+        for p in [
+            "",
+            "/kubepods/besteffort/pod1/abc",
+            "/ns/id",
+            "kubepods/pod1",
+            "a:b:c",
+            "x.slice:prefix:",
+            "/x.slice:p:n",
+            "a.slice:b:c:d",
+        ] {
             assert!(!is_systemd_cgroups_path(p), "{p}");
         }
     }

@@ -38,7 +38,16 @@ const THROTTLE: Ty = Obj(&[("major", I64), ("minor", I64), ("rate", U64)]);
 
 /// `specs.LinuxResources`.
 const RESOURCES: Ty = Obj(&[
-    ("devices", Arr(&Obj(&[("allow", Bool), ("type", Str), ("major", I64), ("minor", I64), ("access", Str)]))),
+    (
+        "devices",
+        Arr(&Obj(&[
+            ("allow", Bool),
+            ("type", Str),
+            ("major", I64),
+            ("minor", I64),
+            ("access", Str),
+        ])),
+    ),
     (
         "memory",
         Obj(&[
@@ -73,16 +82,36 @@ const RESOURCES: Ty = Obj(&[
         Obj(&[
             ("weight", U16),
             ("leafWeight", U16),
-            ("weightDevice", Arr(&Obj(&[("major", I64), ("minor", I64), ("weight", U16), ("leafWeight", U16)]))),
+            (
+                "weightDevice",
+                Arr(&Obj(&[
+                    ("major", I64),
+                    ("minor", I64),
+                    ("weight", U16),
+                    ("leafWeight", U16),
+                ])),
+            ),
             ("throttleReadBpsDevice", Arr(&THROTTLE)),
             ("throttleWriteBpsDevice", Arr(&THROTTLE)),
             ("throttleReadIOPSDevice", Arr(&THROTTLE)),
             ("throttleWriteIOPSDevice", Arr(&THROTTLE)),
         ]),
     ),
-    ("hugepageLimits", Arr(&Obj(&[("pageSize", Str), ("limit", U64)]))),
-    ("network", Obj(&[("classID", U32), ("priorities", Arr(&Obj(&[("name", Str), ("priority", U32)])))])),
-    ("rdma", Map(&Obj(&[("hcaHandles", U32), ("hcaObjects", U32)]))),
+    (
+        "hugepageLimits",
+        Arr(&Obj(&[("pageSize", Str), ("limit", U64)])),
+    ),
+    (
+        "network",
+        Obj(&[
+            ("classID", U32),
+            ("priorities", Arr(&Obj(&[("name", Str), ("priority", U32)]))),
+        ]),
+    ),
+    (
+        "rdma",
+        Map(&Obj(&[("hcaHandles", U32), ("hcaObjects", U32)])),
+    ),
     ("unified", Map(&Str)),
 ]);
 
@@ -101,12 +130,18 @@ pub(super) fn for_hierarchy(v: &Value, unified: bool) -> Result<()> {
     }
     // cgroup v1 clamps cpu.shares to [2, 262144] and runc fails on the clamp; runc on cgroup2
     // converts to cpu.weight, and newer versions clamp there, so only v1 is certain.
-    if let Some(x) = uint(field(Some(v), "cpu"), "shares").filter(|x| *x != 0 && !(2..=262_144).contains(x)) {
-        return Err(invalid(format!("cpu.shares {x} is outside 2..=262144 (0 leaves it unchanged)")));
+    if let Some(x) =
+        uint(field(Some(v), "cpu"), "shares").filter(|x| *x != 0 && !(2..=262_144).contains(x))
+    {
+        return Err(invalid(format!(
+            "cpu.shares {x} is outside 2..=262144 (0 leaves it unchanged)"
+        )));
     }
     // runc's v1 managers refuse any `unified` map (ErrV1NoUnified).
     if field(Some(v), "unified").is_some() {
-        return Err(invalid("unified (cgroup2 settings) given for a container on cgroup v1".into()));
+        return Err(invalid(
+            "unified (cgroup2 settings) given for a container on cgroup v1".into(),
+        ));
     }
     Ok(())
 }
@@ -127,22 +162,34 @@ fn check_type(v: &Value, ty: &Ty, at: &str) -> std::result::Result<(), String> {
         Bool => v.is_boolean(),
         Str => v.is_string(),
         Obj(fields) => {
-            let Some(o) = v.as_object() else { return Err(format!("{at} must be an object, got {v}")) };
+            let Some(o) = v.as_object() else {
+                return Err(format!("{at} must be an object, got {v}"));
+            };
             for (key, x) in o {
-                if let Some((name, t)) = fields.iter().find(|(name, _)| name.eq_ignore_ascii_case(key)) {
+                if let Some((name, t)) = fields
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(key))
+                {
                     check_type(x, t, &format!("{at}.{name}"))?;
                 }
             }
             true
         }
         Arr(t) => {
-            let Some(a) = v.as_array() else { return Err(format!("{at} must be an array, got {v}")) };
-            a.iter().enumerate().try_for_each(|(i, x)| check_type(x, t, &format!("{at}[{i}]")))?;
+            let Some(a) = v.as_array() else {
+                return Err(format!("{at} must be an array, got {v}"));
+            };
+            a.iter()
+                .enumerate()
+                .try_for_each(|(i, x)| check_type(x, t, &format!("{at}[{i}]")))?;
             true
         }
         Map(t) => {
-            let Some(o) = v.as_object() else { return Err(format!("{at} must be an object, got {v}")) };
-            o.iter().try_for_each(|(k, x)| check_type(x, t, &format!("{at}[{k:?}]")))?;
+            let Some(o) = v.as_object() else {
+                return Err(format!("{at} must be an object, got {v}"));
+            };
+            o.iter()
+                .try_for_each(|(k, x)| check_type(x, t, &format!("{at}[{k:?}]")))?;
             true
         }
     };
@@ -164,7 +211,13 @@ fn check_type(v: &Value, ty: &Ty, at: &str) -> std::result::Result<(), String> {
 /// The member of `o` runc's decoder would take for `name` (exact match preferred).
 fn field<'a>(o: Option<&'a Value>, name: &str) -> Option<&'a Value> {
     let o: &Map<String, Value> = o?.as_object()?;
-    o.get(name).or_else(|| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)).filter(|v| !v.is_null())
+    o.get(name)
+        .or_else(|| {
+            o.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+        .filter(|v| !v.is_null())
 }
 
 /// Types are already checked, so numbers convert.
@@ -182,15 +235,23 @@ fn check_ranges(v: &Value) -> std::result::Result<(), String> {
     // other negatives through.
     for name in ["limit", "reservation", "swap"] {
         if let Some(x) = int(memory, name).filter(|x| *x < -1) {
-            return Err(format!("memory.{name} {x} must be -1 (unlimited), 0 (unchanged) or a byte count"));
+            return Err(format!(
+                "memory.{name} {x} must be -1 (unlimited), 0 (unchanged) or a byte count"
+            ));
         }
     }
     // memory+swap can never be below memory (v1: EINVAL; v2: runc refuses).
     match (int(memory, "limit"), int(memory, "swap")) {
         (Some(limit), Some(swap)) if limit > 0 && swap > 0 && swap < limit => {
-            return Err(format!("memory.swap {swap} (memory+swap) is below memory.limit {limit}"))
+            return Err(format!(
+                "memory.swap {swap} (memory+swap) is below memory.limit {limit}"
+            ))
         }
-        (Some(-1), Some(swap)) if swap > 0 => return Err(format!("memory.swap {swap} is limited while memory.limit is unlimited")),
+        (Some(-1), Some(swap)) if swap > 0 => {
+            return Err(format!(
+                "memory.swap {swap} is limited while memory.limit is unlimited"
+            ))
+        }
         _ => {}
     }
     if let Some(x) = uint(memory, "swappiness").filter(|x| *x > 100) {
@@ -205,7 +266,9 @@ fn check_ranges(v: &Value) -> std::result::Result<(), String> {
     }
     let quota = int(cpu, "quota");
     if let Some(x) = quota.filter(|x| (1..1000).contains(x)) {
-        return Err(format!("cpu.quota {x} µs is below the 1000 µs minimum (-1 is unlimited)"));
+        return Err(format!(
+            "cpu.quota {x} µs is below the 1000 µs minimum (-1 is unlimited)"
+        ));
     }
     if let (Some(q), Some(b)) = (quota.filter(|q| *q > 0), uint(cpu, "burst")) {
         if b > q as u64 {
@@ -218,9 +281,20 @@ fn check_ranges(v: &Value) -> std::result::Result<(), String> {
 
     // runtime-spec `blkioWeight`: 10..=1000; runc treats 0 as unchanged.
     let blkio = field(Some(v), "blockIO");
-    let weights = [(blkio, "weight"), (blkio, "leafWeight")].into_iter().map(|(o, n)| (o, n, "blockIO".to_string()));
-    let devices = field(blkio, "weightDevice").and_then(Value::as_array).into_iter().flatten().enumerate();
-    let devices = devices.flat_map(|(i, d)| [(Some(d), "weight", format!("blockIO.weightDevice[{i}]")), (Some(d), "leafWeight", format!("blockIO.weightDevice[{i}]"))]);
+    let weights = [(blkio, "weight"), (blkio, "leafWeight")]
+        .into_iter()
+        .map(|(o, n)| (o, n, "blockIO".to_string()));
+    let devices = field(blkio, "weightDevice")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate();
+    let devices = devices.flat_map(|(i, d)| {
+        [
+            (Some(d), "weight", format!("blockIO.weightDevice[{i}]")),
+            (Some(d), "leafWeight", format!("blockIO.weightDevice[{i}]")),
+        ]
+    });
     for (o, name, at) in weights.chain(devices) {
         if let Some(x) = uint(o, name).filter(|x| *x != 0 && !(10..=1000).contains(x)) {
             return Err(format!("{at}.{name} {x} is outside 10..=1000"));
@@ -230,7 +304,11 @@ fn check_ranges(v: &Value) -> std::result::Result<(), String> {
     // The kernel's cpu.weight range (on v1 runc refuses `unified` altogether).
     if let Some(u) = field(Some(v), "unified") {
         if let Some(w) = field(Some(u), "cpu.weight").and_then(Value::as_str) {
-            if !w.trim().parse::<u64>().is_ok_and(|w| (1..=10_000).contains(&w)) {
+            if !w
+                .trim()
+                .parse::<u64>()
+                .is_ok_and(|w| (1..=10_000).contains(&w))
+            {
                 return Err(format!("unified cpu.weight {w:?} is outside 1..=10000"));
             }
         }
@@ -243,7 +321,8 @@ mod tests {
     use super::*;
 
     fn ok(json: &str, unified: Option<bool>) -> bool {
-        let checked = validate(json.as_bytes()).and_then(|v| unified.map_or(Ok(()), |u| for_hierarchy(&v, u)));
+        let checked = validate(json.as_bytes())
+            .and_then(|v| unified.map_or(Ok(()), |u| for_hierarchy(&v, u)));
         match checked {
             Ok(()) => true,
             Err(Error::InvalidArgument(_)) => false,
@@ -277,7 +356,10 @@ mod tests {
             assert!(ok(json, Some(true)), "refused on v2: {json}");
             assert!(ok(json, None), "refused on an unknown hierarchy: {json}");
         }
-        assert!(ok(r#"{"unified":{"cpu.weight":"100","memory.high":"max"}}"#, Some(true)));
+        assert!(ok(
+            r#"{"unified":{"cpu.weight":"100","memory.high":"max"}}"#,
+            Some(true)
+        ));
         // Clamped by newer runc on cgroup2, so refused only on v1.
         assert!(ok(r#"{"cpu":{"shares":1}}"#, Some(true)) && ok(r#"{"cpu":{"shares":1}}"#, None));
     }
@@ -346,19 +428,38 @@ mod tests {
             assert!(!ok(&json, Some(false)), "{json} accepted on v1");
             assert!(ok(&json, Some(true)), "{json} refused on v2");
         }
-        assert!(ok(r#"{"cpu":{"shares":2}}"#, Some(false)) && ok(r#"{"cpu":{"shares":262144}}"#, Some(false)));
-        assert!(!ok(r#"{"unified":{"pids.max":"10"}}"#, Some(false)), "runc's v1 managers refuse unified");
+        assert!(
+            ok(r#"{"cpu":{"shares":2}}"#, Some(false))
+                && ok(r#"{"cpu":{"shares":262144}}"#, Some(false))
+        );
+        assert!(
+            !ok(r#"{"unified":{"pids.max":"10"}}"#, Some(false)),
+            "runc's v1 managers refuse unified"
+        );
         assert!(ok(r#"{"unified":{"pids.max":"10"}}"#, Some(true)));
         for w in ["0", "10001", "x"] {
-            assert!(!ok(&format!(r#"{{"unified":{{"cpu.weight":"{w}"}}}}"#), Some(true)), "cpu.weight {w}");
+            assert!(
+                !ok(
+                    &format!(r#"{{"unified":{{"cpu.weight":"{w}"}}}}"#),
+                    Some(true)
+                ),
+                "cpu.weight {w}"
+            );
         }
     }
 
     #[test]
     fn the_message_names_the_field() {
-        let Err(Error::InvalidArgument(m)) = validate(br#"{"cpu":{"shares":-1}}"#) else { panic!() };
-        assert!(m.contains("cpu.shares") && m.contains("non-negative"), "{m}");
-        let Err(Error::InvalidArgument(m)) = validate(br#"{"memory":5}"#) else { panic!() };
+        let Err(Error::InvalidArgument(m)) = validate(br#"{"cpu":{"shares":-1}}"#) else {
+            panic!()
+        };
+        assert!(
+            m.contains("cpu.shares") && m.contains("non-negative"),
+            "{m}"
+        );
+        let Err(Error::InvalidArgument(m)) = validate(br#"{"memory":5}"#) else {
+            panic!()
+        };
         assert!(m.contains("resources.memory must be an object"), "{m}");
     }
 }

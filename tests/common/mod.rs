@@ -362,8 +362,12 @@ impl Background {
     /// Writes `data` to the child's stdin and keeps it open (for input fed in steps).
     pub fn write_stdin(&mut self, data: &[u8]) {
         let stdin = self.stdin.as_mut().expect("stdin already closed");
-        stdin.write_all(data).unwrap_or_else(|e| panic!("write to stdin of {}: {e}", self.what));
-        stdin.flush().unwrap_or_else(|e| panic!("flush stdin of {}: {e}", self.what));
+        stdin
+            .write_all(data)
+            .unwrap_or_else(|e| panic!("write to stdin of {}: {e}", self.what));
+        stdin
+            .flush()
+            .unwrap_or_else(|e| panic!("flush stdin of {}: {e}", self.what));
     }
 
     /// Closes the child's stdin (EOF for the child).
@@ -1246,8 +1250,13 @@ impl Containerd {
         if self.namespace == "k8s.io" {
             return;
         }
-        let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else { return };
-        let mut dirs: Vec<PathBuf> = hierarchies.flatten().map(|h| h.path().join(&self.namespace)).collect();
+        let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        let mut dirs: Vec<PathBuf> = hierarchies
+            .flatten()
+            .map(|h| h.path().join(&self.namespace))
+            .collect();
         dirs.push(Path::new("/sys/fs/cgroup").join(&self.namespace));
         for dir in dirs {
             // rmdir only succeeds on an empty cgroup, which is exactly what is wanted.
@@ -1509,7 +1518,13 @@ impl ShimConn {
         };
         let resp = self
             .rt
-            .block_on(async { tokio::time::timeout(timeout + Duration::from_secs(5), self.client.request(request)).await })
+            .block_on(async {
+                tokio::time::timeout(
+                    timeout + Duration::from_secs(5),
+                    self.client.request(request),
+                )
+                .await
+            })
             .ok()?;
         Some(resp.map(|resp| {
             Resp::parse_from_bytes(&resp.payload)
