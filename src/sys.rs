@@ -113,6 +113,17 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(Into::into)
 }
 
+/// Registers an open file with the tokio reactor for `interest` only (e.g. `PRIORITY`, a
+/// kernfs file's change notification).
+pub fn async_file(
+    file: std::fs::File,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<std::fs::File>> {
+    // SAFETY: the AsyncFd takes ownership of `file`, whose descriptor stays open and unchanged
+    // until the AsyncFd is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(file, interest) }.map_err(Into::into)
+}
+
 /// Sets a terminal's window size (TIOCSWINSZ).
 pub fn set_window_size(tty: &impl AsRawFd, width: u16, height: u16) -> io::Result<()> {
     let ws = libc::winsize {

@@ -504,3 +504,150 @@ async fn real_cgroup2_files_and_removal() {
         write(&root_control, "-hugetlb");
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// The v2 counter watcher on real kernfs (no memory controller is needed: `cgroup.events` has
+// counters too, `populated` and `frozen`, that the test can move at will)
+// ------------------------------------------------------------------------------------------------
+
+/// A new, empty cgroup on the host's cgroup2 hierarchy (mounted on a temp dir for the test).
+/// On drop it is thawed and removed, and the mount lazily unmounted.
+struct Cgroup2Dir {
+    dir: PathBuf,
+    _mnt: Cgroup2Mount,
+}
+
+impl Cgroup2Dir {
+    fn new() -> Cgroup2Dir {
+        require_root();
+        let mnt = Cgroup2Mount(tempfile::tempdir().unwrap());
+        nix::mount::mount(
+            Some("cgroup2"),
+            mnt.0.path(),
+            Some("cgroup2"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount cgroup2");
+        let dir = mnt.0.path().join(scratch_name());
+        fs::create_dir(&dir).unwrap();
+        Cgroup2Dir { dir, _mnt: mnt }
+    }
+
+    fn freeze(&self, on: bool) {
+        write(&self.dir.join("cgroup.freeze"), if on { "1" } else { "0" });
+    }
+
+    fn events(&self) -> String {
+        fs::read_to_string(self.dir.join("cgroup.events")).unwrap_or_default()
+    }
+}
+
+impl Drop for Cgroup2Dir {
+    fn drop(&mut self) {
+        let _ = fs::write(self.dir.join("cgroup.freeze"), "0");
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// Inotify instances this process holds (`anon_inode:inotify` descriptors).
+fn inotify_instances() -> usize {
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.as_os_str() == "anon_inode:inotify")
+        .count()
+}
+
+async fn quiet(watch: &mut tokio::sync::mpsc::UnboundedReceiver<()>, why: &str) {
+    if let Ok(got) = timeout(Duration::from_millis(300), watch.recv()).await {
+        panic!("{why}: got {got:?}");
+    }
+}
+
+/// The watcher hears its key go up through kernfs's poll notification, and only that: other
+/// counters of the file and decreases are not events. It holds no inotify instance, and it
+/// ends promptly once its cgroup, emptied, is removed.
+#[tokio::test]
+async fn v2_watcher_hears_increases_of_its_key_only_and_ends_with_the_cgroup() {
+    let cg = Cgroup2Dir::new();
+    let inotify_before = inotify_instances();
+    let mut watch = watch_counter_file(cg.dir.clone(), "cgroup.events", "frozen").unwrap();
+    assert_eq!(
+        inotify_instances(),
+        inotify_before,
+        "the watch needs no inotify instance"
+    );
+
+    let mut child = Gated::spawn("exec sleep 60");
+    write(&cg.dir.join("cgroup.procs"), &child.pid().to_string());
+    assert!(cg.events().contains("populated 1"), "{}", cg.events());
+    quiet(&mut watch, "populated is another counter").await;
+
+    cg.freeze(true);
+    assert_eq!(
+        timeout(Duration::from_secs(5), watch.recv()).await,
+        Ok(Some(())),
+        "frozen 0 -> 1 not heard; cgroup.events: {}",
+        cg.events()
+    );
+    cg.freeze(false);
+    quiet(&mut watch, "a decrease is not an event").await;
+    cg.freeze(true);
+    quiet(
+        &mut watch,
+        "back to the highest value seen is not an increase",
+    )
+    .await;
+    cg.freeze(false);
+
+    child.release();
+    drop(child);
+    remove_cgroup_dir(&cg.dir);
+    let removed = Instant::now();
+    assert_eq!(
+        timeout(Duration::from_secs(10), watch.recv()).await,
+        Ok(None),
+        "the watch ends when the cgroup is removed"
+    );
+    assert!(
+        removed.elapsed() < Duration::from_secs(2),
+        "the watch ended {:?} after the removal",
+        removed.elapsed()
+    );
+}
+
+/// Counting starts from the value when the watch begins.
+#[tokio::test]
+async fn v2_watcher_counts_from_the_value_at_start() {
+    let cg = Cgroup2Dir::new();
+    cg.freeze(true);
+    assert!(
+        wait_for(|| cg.events().contains("frozen 1")),
+        "{}",
+        cg.events()
+    );
+    let mut watch = watch_counter_file(cg.dir.clone(), "cgroup.events", "frozen").unwrap();
+    quiet(&mut watch, "the value at start is no event").await;
+    cg.freeze(false);
+    cg.freeze(true);
+    quiet(&mut watch, "1 again is no increase over the start").await;
+    cg.freeze(false);
+    remove_cgroup_dir(&cg.dir);
+    assert_eq!(
+        timeout(Duration::from_secs(10), watch.recv()).await,
+        Ok(None),
+        "a cgroup that was never populated: the watch still ends on removal"
+    );
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}

@@ -9,7 +9,7 @@
 //! (and where a panic aborts the shim).
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -76,28 +76,47 @@ pub(super) fn flat_keyed(text: &str) -> impl Iterator<Item = (&str, u64)> {
     })
 }
 
-/// One counter of a small flat-keyed file, read into a stack buffer: the v2 OOM watcher calls
-/// this on every `memory.events` change, which under memory pressure is often. `Ok(None)` when
-/// the key is not there; an error when the file cannot be read (gone, for the watcher).
+/// One counter of a small flat-keyed file (`memory.events`, `memory.oom_control`). `Ok(None)`
+/// when the key is not there; an error when the file cannot be read (gone, for the watcher).
 pub(super) fn read_counter(path: &Path, key: &str) -> io::Result<Option<u64>> {
-    let mut file = fs::File::open(path)?;
+    read_counter_at(&fs::File::open(path)?, key)
+}
+
+/// [`read_counter`] on an open file, from offset 0 (`pread`) into a stack buffer: the v2 OOM
+/// watcher calls this on every `memory.events` change, which under memory pressure is often.
+/// On kernfs, reading also marks the file's current version as seen by this descriptor, which
+/// is what its poll readiness compares against.
+pub(super) fn read_counter_at(file: &fs::File, key: &str) -> io::Result<Option<u64>> {
     let mut buf = [0u8; 512];
+    let len = read_at_from(file, &mut buf, 0)?;
+    if len < buf.len() {
+        return Ok(find_counter(&buf[..len], key));
+    }
+    // Larger than any kernel writes today: read the rest rather than miss the key.
+    let mut all = buf.to_vec();
+    loop {
+        let mut chunk = [0u8; 512];
+        let n = read_at_from(file, &mut chunk, all.len() as u64)?;
+        all.extend_from_slice(&chunk[..n]);
+        if n < chunk.len() {
+            return Ok(find_counter(&all, key));
+        }
+    }
+}
+
+/// Fills `buf` from `offset` as far as the file goes; the number of bytes read.
+fn read_at_from(file: &fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
     let mut len = 0;
     while len < buf.len() {
-        match file.read(&mut buf[len..]) {
+        match file.read_at(&mut buf[len..], offset + len as u64) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
     }
-    if len < buf.len() {
-        return Ok(find_counter(&buf[..len], key));
-    }
-    // Larger than any kernel writes today: read the rest rather than miss the key.
-    let mut all = buf.to_vec();
-    file.read_to_end(&mut all)?;
-    Ok(find_counter(&all, key))
+    Ok(len)
 }
 
 fn find_counter(text: &[u8], key: &str) -> Option<u64> {

@@ -11,7 +11,7 @@
 //!   registered through `cgroup.event_control`.
 //! - **unified** (cgroup2 only): one directory. Stats are `io.containerd.cgroups.v2.Metrics`, the
 //!   type containerd decodes on such hosts (the Rust runc shim sends v1 types there); OOM kills
-//!   are the `oom_kill` counter of `memory.events`, watched with inotify.
+//!   are the `oom_kill` counter of `memory.events`, polled for kernfs change notifications.
 //!
 //! Which fields are filled, and from which file, follows containerd's Go library
 //! (`cgroups/v3`, `cgroup1/*.go` and `cgroup2/manager.go`), so clients see the numbers the Go shim

@@ -1,16 +1,17 @@
-//! OOM watchers: an eventfd on v1, the `memory.events` counter on cgroup2.
+//! OOM watchers: an eventfd on v1, the `memory.events` counter polled through kernfs on cgroup2.
 
-use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tokio::io::Interest;
 use tokio::sync::mpsc;
 
-use super::files::{absent, read_counter};
+use super::files::{absent, read_counter_at};
 use crate::error::{Error, Result};
 
 /// Maps a failure to open a file of cgroup `dir`: the cgroup is gone (NotFound), or the file is
@@ -83,117 +84,111 @@ pub(super) fn watch_eventfd(dir: PathBuf) -> Result<mpsc::UnboundedReceiver<()>>
     Ok(rx)
 }
 
-/// v2: inotify on `dir/file` (`memory.events`), one event per observed increase of its `key`
-/// counter (`oom_kill`).
+/// v2: one event per observed increase of the `key` counter (`oom_kill`) of `dir/file`
+/// (`memory.events`), counted from its value when the watch begins.
 ///
-/// kernfs sends nothing to watches on the files of a removed cgroup, so removal is seen as an
-/// `IN_DELETE` of `dir` on its parent; `IN_IGNORED` / `IN_DELETE_SELF` on the file itself (what
-/// other filesystems send) and a failed read also end the watch.
+/// No inotify (whose instances are limited per user, 128 by default, shared with everything
+/// else running as root): kernfs files signal a change to pollers (`cgroup_file_notify` wakes
+/// them with `POLLPRI | POLLERR`), so the file stays open and registered with the runtime's
+/// epoll for `PRIORITY`, and each wake re-reads the counter through that descriptor, which
+/// also re-arms it. A removed cgroup wakes nobody, so `cgroup.events` is watched the same way:
+/// once it says the cgroup is empty (no process left to be killed) the directory is checked
+/// on a timer backing off from 50 ms to 5 s until it is gone, or until it is populated again.
+/// A failed read also ends the watch. Files that cannot be polled (anything but kernfs) are an
+/// error. Public so the root tests can drive it on files every cgroup2 has.
 pub fn watch_counter_file(
     dir: PathBuf,
     file: &'static str,
     key: &'static str,
 ) -> Result<mpsc::UnboundedReceiver<()>> {
     let path = dir.join(file);
-    let before = read_counter(&path, key)
+    let counter = fs::File::open(&path).map_err(|e| open_error(&dir, file, e))?;
+    // Read before registering: a change after this read makes the registration itself report
+    // the file ready, so nothing between the two is missed.
+    let before = read_counter_at(&counter, key)
         .map_err(|e| open_error(&dir, file, e))?
         .unwrap_or(0);
-    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
-        .map_err(Error::os("inotify_init"))?;
-    let file_watch = inotify
-        .add_watch(
-            &path,
-            AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_DELETE_SELF,
-        )
-        .map_err(Error::os(format!("inotify watch {}", path.display())))?;
-    let name: Option<OsString> = dir.file_name().map(Into::into);
-    // Without it OOM kills are still reported; only the end of the watch waits for the receiver
-    // to be dropped.
-    let parent_watch = match (dir.parent(), &name) {
-        (Some(parent), Some(_)) => {
-            match inotify.add_watch(parent, AddWatchFlags::IN_DELETE | AddWatchFlags::IN_ONLYDIR) {
-                Ok(watch) => Some(watch),
-                Err(e) => {
-                    tracing::warn!(cgroup = %dir.display(), error = %e, "cannot watch for the cgroup's removal");
-                    None
-                }
-            }
+    let counter = poll_priority(counter, &path)?;
+    // Not read before registering: a descriptor that has not read the file yet polls as
+    // changed, so the task's first wake reads `populated` as it is now.
+    let events_path = dir.join("cgroup.events");
+    let events = match fs::File::open(&events_path)
+        .map_err(|e| open_error(&dir, "cgroup.events", e))
+        .and_then(|f| poll_priority(f, &events_path))
+    {
+        Ok(events) => Some(events),
+        Err(e) => {
+            // OOM kills are still reported; only the end of the watch waits for the receiver to
+            // be dropped (the container's delete).
+            tracing::warn!(cgroup = %dir.display(), error = %e, "cannot watch for the cgroup's removal");
+            None
         }
-        _ => None,
     };
-    // Readiness comes through a second descriptor of the same inotify instance; reads go through
-    // `inotify`, which parses the events.
-    let ready_fd = inotify
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(Error::io("dup inotify descriptor"))?;
-    let ready_fd =
-        crate::sys::async_fd(ready_fd).map_err(Error::io("register inotify descriptor"))?;
 
     let (tx, rx) = mpsc::unbounded_channel();
-    // A kill between the first read and add_watch made no inotify event: look again now.
-    let mut last = before;
-    if let Ok(Some(now)) = read_counter(&path, key) {
-        if now > before {
-            last = now;
-            let _ = tx.send(());
-        }
-    }
     tokio::spawn(async move {
+        let mut last = before;
+        // Set while the cgroup is empty: the delay before looking for its removal again.
+        let mut removal_check: Option<Duration> = None;
+        let stopped = |e: &dyn std::fmt::Display| {
+            tracing::warn!(cgroup = %dir.display(), error = %e, "OOM watcher stopped");
+        };
         loop {
-            let ready = tokio::select! {
+            let gone = tokio::select! {
                 _ = tx.closed() => return,
-                ready = ready_fd.readable() => ready,
-            };
-            let mut guard = match ready {
-                Ok(guard) => guard,
-                Err(e) => {
-                    tracing::warn!(cgroup = %dir.display(), error = %e, "OOM watcher stopped");
-                    return;
-                }
-            };
-            let events = match guard.try_io(|_| inotify.read_events().map_err(io::Error::from)) {
-                Ok(Ok(events)) => events,
-                Ok(Err(e)) => {
-                    tracing::warn!(cgroup = %dir.display(), error = %e, "OOM watcher stopped");
-                    return;
-                }
-                Err(_would_block) => continue,
-            };
-            let (mut changed, mut gone) = (false, false);
-            for event in &events {
-                if event.wd == file_watch {
-                    if event
-                        .mask
-                        .intersects(AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_DELETE_SELF)
-                    {
-                        gone = true;
-                    } else {
-                        changed = true;
-                    }
-                } else if Some(event.wd) == parent_watch {
-                    gone |= event.mask.contains(AddWatchFlags::IN_DELETE) && event.name == name;
-                } else if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-                    changed = true;
-                }
-            }
-            if !(changed || gone) {
-                continue;
-            }
-            // Read even when gone: a kill just before removal must not be lost.
-            match read_counter(&path, key) {
-                Ok(now) => {
-                    let now = now.unwrap_or(0);
-                    if now > last {
-                        last = now;
-                        if tx.send(()).is_err() {
-                            return;
+                ready = counter.ready(Interest::PRIORITY) => {
+                    let mut guard = match ready {
+                        Ok(guard) => guard,
+                        Err(e) => return stopped(&e),
+                    };
+                    let now = read_counter_at(counter.get_ref(), key);
+                    guard.clear_ready();
+                    match now {
+                        Ok(now) => {
+                            let now = now.unwrap_or(0);
+                            if now > last {
+                                last = now;
+                                if tx.send(()).is_err() {
+                                    return;
+                                }
+                            }
+                            false
                         }
+                        // ENODEV: the cgroup is gone.
+                        Err(_) => true,
                     }
                 }
-                Err(_) => gone = true,
-            }
+                ready = priority_ready(events.as_ref()) => {
+                    let mut guard = match ready {
+                        Ok(guard) => guard,
+                        Err(e) => return stopped(&e),
+                    };
+                    let populated = read_counter_at(guard.get_inner(), "populated");
+                    guard.clear_ready();
+                    match populated {
+                        Ok(Some(0)) => {
+                            removal_check.get_or_insert(REMOVAL_CHECK_FIRST);
+                            false
+                        }
+                        Ok(_) => {
+                            removal_check = None;
+                            false
+                        }
+                        Err(_) => true,
+                    }
+                }
+                _ = sleep_opt(removal_check) => {
+                    removal_check = removal_check.map(|d| (d * 2).min(REMOVAL_CHECK_MAX));
+                    !dir.is_dir()
+                }
+            };
             if gone {
+                // A kill just before removal must not be lost: one last read, if still possible.
+                if let Ok(Some(now)) = read_counter_at(counter.get_ref(), key) {
+                    if now > last {
+                        let _ = tx.send(());
+                    }
+                }
                 return;
             }
         }
@@ -201,77 +196,49 @@ pub fn watch_counter_file(
     Ok(rx)
 }
 
+const REMOVAL_CHECK_FIRST: Duration = Duration::from_millis(50);
+const REMOVAL_CHECK_MAX: Duration = Duration::from_secs(5);
+
+/// Registers a kernfs file with the runtime's epoll for `POLLPRI`, its change notification.
+fn poll_priority(file: fs::File, path: &Path) -> Result<AsyncFd<fs::File>> {
+    crate::sys::async_file(file, Interest::PRIORITY)
+        .map_err(Error::io(format!("poll {} for changes", path.display())))
+}
+
+/// The next change of `fd`, or never without one.
+async fn priority_ready(
+    fd: Option<&AsyncFd<fs::File>>,
+) -> io::Result<AsyncFdReadyGuard<'_, fs::File>> {
+    match fd {
+        Some(fd) => fd.ready(Interest::PRIORITY).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(delay: Option<Duration>) {
+    match delay {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use tokio::time::timeout;
-
     use super::*;
     use crate::cgroups::testdata::*;
 
-    async fn next_event(
-        rx: &mut mpsc::UnboundedReceiver<()>,
-        within: Duration,
-    ) -> Option<Option<()>> {
-        timeout(within, rx.recv()).await.ok()
-    }
-
+    /// Only kernfs files can be polled for changes (on others epoll refuses the descriptor):
+    /// a `memory.events` anywhere else is a clear error, not a watch that never fires. The
+    /// watcher itself is proved on a real cgroup2 in `tests/root_cgroups.rs`.
     #[tokio::test]
-    async fn v2_watcher_reports_oom_kill_increases_until_the_cgroup_goes() {
+    async fn a_counter_file_that_cannot_be_polled_is_an_error() {
         let (_root, cg) = events_tree();
-        let file = cg.dir("memory").unwrap().join("memory.events");
-        let mut rx = cg.watch_oom().unwrap();
-        // Rewritten in place like the kernel does (a rename would leave the watch on the old inode).
-        write(&file, &events(4, 0));
-        assert_eq!(
-            next_event(&mut rx, Duration::from_millis(300)).await,
-            None,
-            "other counters are not OOM kills"
-        );
-        write(&file, &events(4, 1));
-        assert_eq!(
-            next_event(&mut rx, Duration::from_secs(5)).await,
-            Some(Some(()))
-        );
-        write(&file, &events(9, 3));
-        assert_eq!(
-            next_event(&mut rx, Duration::from_secs(5)).await,
-            Some(Some(()))
-        );
-        assert_eq!(
-            next_event(&mut rx, Duration::from_millis(300)).await,
-            None,
-            "one event per observed increase"
-        );
-        assert_eq!(cg.oom_kill_count(), Some(3));
-        fs::remove_dir_all(cg.dir("memory").unwrap()).unwrap();
-        assert_eq!(
-            next_event(&mut rx, Duration::from_secs(5)).await,
-            Some(None),
-            "the watch ends with the cgroup"
-        );
-    }
-
-    #[tokio::test]
-    async fn v2_watcher_counts_from_the_value_at_start() {
-        let (_root, cg) = events_tree();
-        let file = cg.dir("memory").unwrap().join("memory.events");
-        write(&file, &events(0, 5));
-        let mut rx = cg.watch_oom().unwrap();
-        write(&file, &events(1, 5));
-        assert_eq!(next_event(&mut rx, Duration::from_millis(300)).await, None);
-        write(&file, &events(1, 6));
-        assert_eq!(
-            next_event(&mut rx, Duration::from_secs(5)).await,
-            Some(Some(()))
-        );
-        // Deleting just the file (IN_DELETE_SELF / IN_IGNORED) ends it too.
-        fs::remove_file(&file).unwrap();
-        assert_eq!(
-            next_event(&mut rx, Duration::from_secs(5)).await,
-            Some(None)
-        );
+        match cg.watch_oom() {
+            Err(Error::Io { context, .. }) => {
+                assert!(context.contains("memory.events"), "{context}")
+            }
+            other => panic!("expected an Io error, got {other:?}"),
+        }
     }
 
     #[tokio::test]
