@@ -7,7 +7,9 @@
 //!
 //! - [`cli`]: Go-flag style argument parsing; pure.
 //! - [`shim`]: the three actions: `start` (via [`daemonize`]), `delete` (crash cleanup) and
-//!   `serve` (the daemon's main).
+//!   `serve` (the daemon's process set-up: fds, logging, subreaper, fd 3, signals).
+//! - [`server`]: `run`, the server itself on a given listener and event destination; what a
+//!   test calls in-process.
 //! - [`daemonize`]: socket address, bind, re-exec of the server with the listener on fd 3.
 //! - [`bootstrap`]: `start`'s stdin and stdout formats (legacy address or containerd 2.3's
 //!   `BootstrapParams`/`BootstrapResult`).
@@ -28,23 +30,30 @@
 //! - [`error`]: the one error type.
 #![deny(unsafe_code)]
 
-pub mod bootstrap;
+// The public surface is what the binary, the tests and the benchmark use: the actions
+// (`shim::run`), the in-process server (`server`, `events`), argument and option parsing
+// (`cli`, `service::decode_options`, `io`, `process`, `error`). `cgroups` and `mount` are
+// reachable for the root-only test tiers but are not an API.
+pub(crate) mod bootstrap;
+#[doc(hidden)]
 pub mod cgroups;
 pub mod cli;
-pub mod daemonize;
+pub(crate) mod daemonize;
 pub mod error;
 pub mod events;
 pub mod io;
-pub mod logging;
+pub(crate) mod logging;
+#[doc(hidden)]
 pub mod mount;
 pub mod process;
-pub mod protos;
-pub mod reaper;
-pub mod runtime;
+pub(crate) mod protos;
+pub(crate) mod reaper;
+pub(crate) mod runtime;
+pub mod server;
 pub mod service;
 pub mod shim;
-pub mod supervisor;
-pub mod sys;
+pub(crate) mod supervisor;
+pub(crate) mod sys;
 
 /// Version reported by `-v` and `Connect`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

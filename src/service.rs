@@ -46,7 +46,7 @@ pub fn to_status(e: Error) -> ttrpc::Error {
         Error::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
         // The Go shim reports runtime failures as Unknown; containerd shows the message.
         Error::Runtime { .. } => Code::UNKNOWN,
-        Error::Io { .. } => Code::INTERNAL,
+        Error::Rpc { .. } | Error::Io { .. } => Code::INTERNAL,
     };
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.to_string()))
 }
@@ -479,6 +479,13 @@ mod tests {
             code(Error::Io {
                 context: "x".into(),
                 source: std::io::Error::other("y")
+            }),
+            Code::INTERNAL
+        );
+        assert_eq!(
+            code(Error::Rpc {
+                context: "x".into(),
+                message: "y".into()
             }),
             Code::INTERNAL
         );
