@@ -280,6 +280,8 @@ impl Client {
 
     /// Spawns `sh -c script` as an exec stand-in, with `stdin` as its standard input.
     fn spawn(&mut self, script: &str, stdin: Stdio) -> i32 {
+        // Never waited for here: the server's reaper reaps it (see the module doc).
+        #[allow(clippy::zombie_processes)]
         let child = Command::new("/bin/sh")
             .args(["-c", script])
             .stdin(stdin)
@@ -287,7 +289,6 @@ impl Client {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn an exec stand-in");
-        // Never waited for here: the server's reaper reaps it (see the module doc).
         let pid = child.id() as i32;
         self.spawned.push(pid);
         pid
