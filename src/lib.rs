@@ -17,7 +17,9 @@
 //!   and the only place errors become ttrpc status codes.
 //! - [`supervisor`]: the process table, exit routing and event ordering rules.
 //! - [`process`]: per-process state machine and id validation; pure.
-//! - [`runtime`]: invoking runc (argv, timeouts, `log.json` errors, error classification).
+//! - [`runtime`]: invoking runc: its options and options file (`options`), command lines
+//!   (`argv`), running a call under its deadline with `log.json` errors and their
+//!   classification (`call`).
 //! - [`io`]: container stdio: pipes to runc, spliced (or copied) to containerd's FIFOs.
 //! - [`mount`]: mounting the rootfs a `Create` carries, and unmounting it.
 //! - [`cgroups`]: finding a container's cgroup (v1 or v2), its metrics for `Stats` and its OOM
