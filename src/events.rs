@@ -88,7 +88,7 @@ impl Event {
 
     /// The event as containerd's `Any` (type URL = full message name, as containerd's typeurl
     /// registry expects for its own events).
-    pub fn to_any(&self) -> Any {
+    pub(crate) fn to_any(&self) -> Any {
         fn pack<M: Message>(name: &str, m: M) -> Any {
             Any {
                 type_url: name.to_string(),
@@ -222,7 +222,7 @@ impl Event {
 }
 
 /// protobuf `Timestamp` of a wall-clock time.
-pub fn timestamp(t: SystemTime) -> Timestamp {
+pub(crate) fn timestamp(t: SystemTime) -> Timestamp {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     Timestamp {
         seconds: d.as_secs() as i64,
@@ -241,7 +241,7 @@ enum Msg {
 /// event that is not an exit is dropped: exits are what containerd cannot learn again cheaply
 /// (create/start/exec events it can reconstruct with `State`). A create or start whose exit is
 /// queued goes only when nothing else can, so a consumer rarely sees an exit without its start.
-pub const QUEUE_LIMIT: usize = 10_000;
+pub(crate) const QUEUE_LIMIT: usize = 10_000;
 
 /// The (container, process) an event announces the birth of; exits name theirs the same way.
 fn born(e: &Event) -> Option<(&str, &str)> {
@@ -337,12 +337,12 @@ struct Queue {
 
 /// The sending side; cheap to clone. Publishing never blocks.
 #[derive(Clone)]
-pub struct EventSink {
+pub(crate) struct EventSink {
     queue: Arc<Queue>,
 }
 
 impl EventSink {
-    pub fn publish(&self, event: Event) {
+    pub(crate) fn publish(&self, event: Event) {
         tracing::debug!(topic = event.topic(), ?event, "queue event");
         self.push(Msg::Event(event, SystemTime::now()));
     }
@@ -364,7 +364,7 @@ impl EventSink {
     }
 
     /// Waits (at most `limit`) until everything queued so far has left.
-    pub async fn flush(&self, limit: Duration) {
+    pub(crate) async fn flush(&self, limit: Duration) {
         let (tx, rx) = oneshot::channel();
         self.push(Msg::Flush(tx));
         let _ = tokio::time::timeout(limit, rx).await;
@@ -399,7 +399,7 @@ pub enum Destination {
 }
 
 /// Starts the forwarding task on the current runtime.
-pub fn start(dest: Destination) -> EventSink {
+pub(crate) fn start(dest: Destination) -> EventSink {
     let sink = EventSink {
         queue: Arc::new(Queue {
             items: Mutex::new(Pending::default()),

@@ -32,11 +32,11 @@ use crate::runtime::{CheckpointOptions, RuncOptions};
 use crate::supervisor::{CreateRequest, Supervisor};
 
 /// The service names containerd dials: v2 up to 1.7, v3 from 2.0. The messages are identical.
-pub const TASK_SERVICE_V2: &str = "containerd.task.v2.Task";
-pub const TASK_SERVICE_V3: &str = "containerd.task.v3.Task";
+pub(crate) const TASK_SERVICE_V2: &str = "containerd.task.v2.Task";
+pub(crate) const TASK_SERVICE_V3: &str = "containerd.task.v3.Task";
 
 /// The one mapping from our errors to ttrpc status codes.
-pub fn to_status(e: Error) -> ttrpc::Error {
+pub(crate) fn to_status(e: Error) -> ttrpc::Error {
     let code = match &e {
         Error::InvalidArgument(_) => Code::INVALID_ARGUMENT,
         Error::NotFound(_) => Code::NOT_FOUND,
@@ -52,7 +52,7 @@ pub fn to_status(e: Error) -> ttrpc::Error {
 }
 
 /// The task service.
-pub struct TaskService {
+pub(crate) struct TaskService {
     sup: Supervisor,
     /// Notified when `Shutdown` finds no container left.
     shutdown: Arc<Notify>,
@@ -62,7 +62,7 @@ pub struct TaskService {
 }
 
 impl TaskService {
-    pub fn new(sup: Supervisor, shutdown: Arc<Notify>) -> TaskService {
+    pub(crate) fn new(sup: Supervisor, shutdown: Arc<Notify>) -> TaskService {
         TaskService {
             sup,
             shutdown,
@@ -79,7 +79,7 @@ impl TaskService {
 }
 
 /// The service registered under both task API names.
-pub fn services(svc: Arc<TaskService>) -> HashMap<String, Service> {
+pub(crate) fn services(svc: Arc<TaskService>) -> HashMap<String, Service> {
     let mut all = create_task(svc.clone());
     let v3 = create_task(svc)
         .remove(TASK_SERVICE_V3)
