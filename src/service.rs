@@ -35,6 +35,26 @@ use crate::supervisor::{CreateRequest, Supervisor};
 pub(crate) const TASK_SERVICE_V2: &str = "containerd.task.v2.Task";
 pub(crate) const TASK_SERVICE_V3: &str = "containerd.task.v3.Task";
 
+/// The `delete` action's answer on stdout: a task-API `DeleteResponse`, encoded here so the
+/// task-API types stay in this module.
+pub(crate) fn encode_delete_response(
+    pid: u32,
+    exit_status: u32,
+    exited_at: std::time::SystemTime,
+) -> Result<Vec<u8>, Error> {
+    api::DeleteResponse {
+        pid,
+        exit_status,
+        exited_at: MessageField::some(timestamp(exited_at)),
+        ..Default::default()
+    }
+    .write_to_bytes()
+    .map_err(|e| Error::Rpc {
+        context: "encode DeleteResponse".into(),
+        message: e.to_string(),
+    })
+}
+
 /// The one mapping from our errors to ttrpc status codes.
 pub(crate) fn to_status(e: Error) -> ttrpc::Error {
     let code = match &e {

@@ -4,13 +4,11 @@ use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use containerd_shim_protos::api::DeleteResponse;
-use containerd_shim_protos::protobuf::{Message, MessageField};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{Action, Args};
 use crate::error::{Error, Result};
-use crate::events::{self, Destination};
+use crate::events::Destination;
 use crate::reaper::Reaper;
 use crate::runtime::{Runc, RuncOptions};
 use crate::server::ServerConfig;
@@ -92,16 +90,8 @@ fn delete(args: &Args) -> Result<()> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    let resp = DeleteResponse {
-        pid,
-        exit_status: 128 + libc::SIGKILL as u32,
-        exited_at: MessageField::some(events::timestamp(SystemTime::now())),
-        ..Default::default()
-    };
-    let bytes = resp.write_to_bytes().map_err(|e| Error::Rpc {
-        context: "encode DeleteResponse".into(),
-        message: e.to_string(),
-    })?;
+    let bytes =
+        crate::service::encode_delete_response(pid, 128 + libc::SIGKILL as u32, SystemTime::now())?;
     use std::io::Write;
     std::io::stdout()
         .write_all(&bytes)
