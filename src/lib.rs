@@ -34,8 +34,8 @@
 
 // The public surface is what the binary, the tests and the benchmark use: the actions
 // (`shim::run`), the in-process server (`server`, `events`), argument and option parsing
-// (`cli`, `service::decode_options`, `io`, `process`, `error`). `cgroups` and `mount` are
-// reachable for the root-only test tiers but are not an API.
+// (`cli`, `service::decode_options`, and the validators re-exported below), `error`.
+// `cgroups` and `mount` are reachable for the root-only test tiers but are not an API.
 pub(crate) mod bootstrap;
 #[doc(hidden)]
 pub mod cgroups;
@@ -43,11 +43,11 @@ pub mod cli;
 pub(crate) mod daemonize;
 pub mod error;
 pub mod events;
-pub mod io;
+pub(crate) mod io;
 pub(crate) mod logging;
 #[doc(hidden)]
 pub mod mount;
-pub mod process;
+pub(crate) mod process;
 pub(crate) mod protos;
 pub(crate) mod reaper;
 pub(crate) mod runtime;
@@ -56,6 +56,9 @@ pub mod service;
 pub mod shim;
 pub(crate) mod supervisor;
 pub(crate) mod sys;
+
+pub use io::{parse_target, Target};
+pub use process::{validate_id, MAX_ID_LEN};
 
 /// Version reported by `-v` and `Connect`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
