@@ -30,10 +30,12 @@ pub struct ServerConfig {
 /// Serves the task API on `listener` until `Shutdown` finds no container left or `shutdown`
 /// completes, then delivers the queued events (at most 3 s) and stops.
 ///
-/// Starts the reaper, whose `waitpid(-1)` loop reaps every child of the process: there must be
-/// one `run` per process, and the process should be a child subreaper (`shim::serve` makes it one) so the
-/// containers' processes, once runc has exited, are still its children. Everything else is
-/// owned by this call, so a test can run the server in-process on a socket of its own.
+/// What stays process-wide is the caller's: this starts the reaper, whose `waitpid(-1)` loop
+/// reaps every child of the process, so there must be one `run` per process and nothing else
+/// in it may wait for a child; and the process should be a child subreaper (`shim::serve`
+/// makes it one), so the containers' processes are still its children once runc has exited.
+/// Everything else is owned by this call, so a test can run the server in-process on a socket
+/// of its own (`tests/supervisor.rs`).
 pub async fn run(
     listener: tokio::net::UnixListener,
     destination: Destination,
@@ -102,7 +104,12 @@ impl futures_core::Stream for SameUser {
                     return std::task::Poll::Ready(Some(Ok(stream)))
                 }
                 Ok(c) => {
-                    tracing::warn!(uid = c.uid(), gid = c.gid(), pid = ?c.pid(), "refused a connection from another user")
+                    tracing::warn!(
+                        uid = c.uid(),
+                        gid = c.gid(),
+                        pid = ?c.pid(),
+                        "refused a connection from another user"
+                    )
                 }
                 Err(e) => tracing::warn!(error = %e, "refused a connection whose peer is unknown"),
             }
