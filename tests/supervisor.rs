@@ -63,8 +63,11 @@ fn harness() -> &'static Harness {
         assert!(mode & 0o111 == 0o111, "{FAKE_RUNC} must be executable");
         // As `serve` does: orphans (fake-runc's container inits) come to this process.
         nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");
+        // Kept for the whole run (statics are never dropped); named for this process, so each
+        // run removes what earlier runs left behind.
+        remove_dirs_of_dead_runs();
         let dir = tempfile::Builder::new()
-            .prefix("tether-sup-")
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir()
             .expect("temp dir")
             .keep();
@@ -107,6 +110,29 @@ fn harness() -> &'static Harness {
             events,
         }
     })
+}
+
+/// Temp dirs of this test binary: `<prefix><pid>-<random>`.
+const DIR_PREFIX: &str = "tether-sup-";
+
+/// Removes the temp dirs of earlier runs whose process is gone.
+fn remove_dirs_of_dead_runs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(DIR_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !PathBuf::from(format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A client of the in-process server, and the containers and processes a test made.
