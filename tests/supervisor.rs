@@ -18,7 +18,7 @@
 //! OOM kill: `tests/core.rs` proves it as root.)
 
 use std::fs;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -31,8 +31,6 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::oci::Options as RuncOptions;
 use containerd_shim_protos::shim_async::TaskClient;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use tether::events::{Destination, Event};
 use tether::server::ServerConfig;
 
@@ -138,16 +136,41 @@ fn remove_dirs_of_dead_runs() {
 /// A client of the in-process server, and the containers and processes a test made.
 struct Client {
     task: TaskClient,
-    /// Processes the test spawned (exec stand-ins), killed on drop whatever the outcome.
-    spawned: Vec<i32>,
+    /// Processes the test spawned (exec stand-ins), as pidfds: killed on drop whatever the
+    /// outcome, and a pid recycled after the reaper took one can never be hit.
+    spawned: Vec<OwnedFd>,
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
-        for &pid in &self.spawned {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        for pidfd in &self.spawned {
+            // SAFETY: pidfd_send_signal takes a descriptor we own, a signal number and null
+            // info; it fails harmlessly (ESRCH) for a process that already exited.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            }
         }
     }
+}
+
+/// A pidfd of `pid`, a child of this process that cannot have been reaped yet (the caller
+/// holds it alive: it blocks until the test releases it).
+fn pidfd_open(pid: i32) -> OwnedFd {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(
+        fd >= 0,
+        "pidfd_open({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the kernel just created this descriptor for us; nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
 }
 
 fn unique(prefix: &str) -> String {
@@ -316,7 +339,7 @@ impl Client {
             .spawn()
             .expect("spawn an exec stand-in");
         let pid = child.id() as i32;
-        self.spawned.push(pid);
+        self.spawned.push(pidfd_open(pid));
         pid
     }
 }
