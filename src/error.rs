@@ -20,6 +20,9 @@ pub enum Error {
     DeadlineExceeded(String),
     /// The OCI runtime failed; `msg` is runc's own error from `log.json` when there is one.
     Runtime { op: &'static str, msg: String },
+    /// A message could not be encoded or the ttrpc server failed (not an OS call: the cause is
+    /// a protobuf or ttrpc error, kept as its text).
+    Rpc { context: String, message: String },
     /// An OS call failed.
     Io {
         context: String,
@@ -56,6 +59,7 @@ impl fmt::Display for Error {
             | Error::Unimplemented(m)
             | Error::DeadlineExceeded(m) => f.write_str(m),
             Error::Runtime { op, msg } => write!(f, "OCI runtime {op} failed: {msg}"),
+            Error::Rpc { context, message } => write!(f, "{context}: {message}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }
@@ -66,15 +70,6 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             _ => None,
-        }
-    }
-}
-
-impl From<nix::Error> for Error {
-    fn from(e: nix::Error) -> Self {
-        Error::Io {
-            context: "system call".into(),
-            source: std::io::Error::from(e),
         }
     }
 }

@@ -88,7 +88,7 @@ impl Event {
 
     /// The event as containerd's `Any` (type URL = full message name, as containerd's typeurl
     /// registry expects for its own events).
-    pub fn to_any(&self) -> Any {
+    pub(crate) fn to_any(&self) -> Any {
         fn pack<M: Message>(name: &str, m: M) -> Any {
             Any {
                 type_url: name.to_string(),
@@ -222,7 +222,7 @@ impl Event {
 }
 
 /// protobuf `Timestamp` of a wall-clock time.
-pub fn timestamp(t: SystemTime) -> Timestamp {
+pub(crate) fn timestamp(t: SystemTime) -> Timestamp {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     Timestamp {
         seconds: d.as_secs() as i64,
@@ -241,7 +241,7 @@ enum Msg {
 /// event that is not an exit is dropped: exits are what containerd cannot learn again cheaply
 /// (create/start/exec events it can reconstruct with `State`). A create or start whose exit is
 /// queued goes only when nothing else can, so a consumer rarely sees an exit without its start.
-pub const QUEUE_LIMIT: usize = 10_000;
+pub(crate) const QUEUE_LIMIT: usize = 10_000;
 
 /// The (container, process) an event announces the birth of; exits name theirs the same way.
 fn born(e: &Event) -> Option<(&str, &str)> {
@@ -262,12 +262,32 @@ fn born(e: &Event) -> Option<(&str, &str)> {
     }
 }
 
+/// The queued messages and how many of them are events, kept as they change so publishing
+/// never walks the queue (up to [`QUEUE_LIMIT`] long while containerd is away).
+#[derive(Default)]
+struct Pending {
+    items: VecDeque<Msg>,
+    /// Number of `Msg::Event` in `items`.
+    events: usize,
+}
+
+impl Pending {
+    fn pop_front(&mut self) -> Option<Msg> {
+        let m = self.items.pop_front()?;
+        if matches!(m, Msg::Event(..)) {
+            self.events -= 1;
+        }
+        Some(m)
+    }
+}
+
 /// Appends `msg`, keeping at most `limit` events. Returns the topic of an event dropped to make
 /// room, if any. Flush markers are never dropped and do not count.
-fn push_bounded(items: &mut VecDeque<Msg>, msg: Msg, limit: usize) -> Option<&'static str> {
+fn push_bounded(pending: &mut Pending, msg: Msg, limit: usize) -> Option<&'static str> {
     let mut dropped = None;
-    let events = items.iter().filter(|m| matches!(m, Msg::Event(..))).count();
-    if events >= limit && matches!(msg, Msg::Event(..)) {
+    let is_event = matches!(msg, Msg::Event(..));
+    let items = &mut pending.items;
+    if pending.events >= limit && is_event {
         let exits: std::collections::HashSet<(&str, &str)> = items
             .iter()
             .filter_map(|m| match m {
@@ -291,6 +311,7 @@ fn push_bounded(items: &mut VecDeque<Msg>, msg: Msg, limit: usize) -> Option<&'s
         match victim {
             Some(i) => {
                 if let Some(Msg::Event(e, _)) = items.remove(i) {
+                    pending.events -= 1;
                     dropped = Some(e.topic());
                 }
             }
@@ -303,22 +324,25 @@ fn push_bounded(items: &mut VecDeque<Msg>, msg: Msg, limit: usize) -> Option<&'s
         }
     }
     items.push_back(msg);
+    if is_event {
+        pending.events += 1;
+    }
     dropped
 }
 
 struct Queue {
-    items: Mutex<VecDeque<Msg>>,
+    items: Mutex<Pending>,
     ready: Notify,
 }
 
 /// The sending side; cheap to clone. Publishing never blocks.
 #[derive(Clone)]
-pub struct EventSink {
+pub(crate) struct EventSink {
     queue: Arc<Queue>,
 }
 
 impl EventSink {
-    pub fn publish(&self, event: Event) {
+    pub(crate) fn publish(&self, event: Event) {
         tracing::debug!(topic = event.topic(), ?event, "queue event");
         self.push(Msg::Event(event, SystemTime::now()));
     }
@@ -340,7 +364,7 @@ impl EventSink {
     }
 
     /// Waits (at most `limit`) until everything queued so far has left.
-    pub async fn flush(&self, limit: Duration) {
+    pub(crate) async fn flush(&self, limit: Duration) {
         let (tx, rx) = oneshot::channel();
         self.push(Msg::Flush(tx));
         let _ = tokio::time::timeout(limit, rx).await;
@@ -375,10 +399,10 @@ pub enum Destination {
 }
 
 /// Starts the forwarding task on the current runtime.
-pub fn start(dest: Destination) -> EventSink {
+pub(crate) fn start(dest: Destination) -> EventSink {
     let sink = EventSink {
         queue: Arc::new(Queue {
-            items: Mutex::new(VecDeque::new()),
+            items: Mutex::new(Pending::default()),
             ready: Notify::new(),
         }),
     };
@@ -508,8 +532,9 @@ mod tests {
         )
     }
 
-    fn pids(q: &VecDeque<Msg>) -> Vec<u32> {
-        q.iter()
+    fn pids(q: &Pending) -> Vec<u32> {
+        q.items
+            .iter()
             .filter_map(|m| match m {
                 Msg::Event(Event::Start { pid, .. } | Event::Exit { pid, .. }, _) => Some(*pid),
                 _ => None,
@@ -519,7 +544,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_the_oldest_non_exit_and_keeps_order() {
-        let mut q = VecDeque::new();
+        let mut q = Pending::default();
         assert_eq!(push_bounded(&mut q, exit_event(1), 3), None);
         assert_eq!(push_bounded(&mut q, start_event(2), 3), None);
         assert_eq!(push_bounded(&mut q, exit_event(3), 3), None);
@@ -535,11 +560,15 @@ mod tests {
         // Flush markers neither count nor get dropped.
         let (tx, _rx) = oneshot::channel();
         assert_eq!(push_bounded(&mut q, Msg::Flush(tx), 3), None);
-        assert_eq!(q.len(), 4);
+        assert_eq!((q.items.len(), q.events), (4, 3));
+        // Taking from the front keeps the count.
+        assert!(matches!(q.pop_front(), Some(Msg::Event(..))));
+        assert_eq!(q.events, 2);
     }
 
-    fn topics(q: &VecDeque<Msg>) -> Vec<String> {
-        q.iter()
+    fn topics(q: &Pending) -> Vec<String> {
+        q.items
+            .iter()
             .filter_map(|m| match m {
                 Msg::Event(e @ Event::Exit { id, .. }, _) => Some(format!("{} {id}", e.topic())),
                 Msg::Event(e, _) => born(e).map(|(_, id)| format!("{} {id}", e.topic())),
@@ -573,7 +602,7 @@ mod tests {
                 pid: 1,
             })
         };
-        let mut q = VecDeque::new();
+        let mut q = Pending::default();
         for m in [
             start("a"),
             exec_started("a", "e"),

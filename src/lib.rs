@@ -6,46 +6,64 @@
 //! containerd runs; without an action word the binary is the long-lived server.
 //!
 //! - [`cli`]: Go-flag style argument parsing; pure.
-//! - [`shim`]: the three actions: `start` (via [`daemonize`]), `delete` (crash cleanup) and
-//!   `serve` (the daemon's main).
-//! - [`daemonize`]: socket address, bind, re-exec of the server with the listener on fd 3.
-//! - [`bootstrap`]: `start`'s stdin and stdout formats (legacy address or containerd 2.3's
+//! - [`shim`]: the three actions: `start` (via `daemonize`), `delete` (crash cleanup) and
+//!   `serve` (the daemon's process set-up: fds, logging, subreaper, fd 3, signals).
+//! - [`server`]: `run`, the server itself on a given listener and event destination; what a
+//!   test calls in-process.
+//! - `daemonize`: socket address, bind, re-exec of the server with the listener on fd 3.
+//! - `bootstrap`: `start`'s stdin and stdout formats (legacy address or containerd 2.3's
 //!   `BootstrapParams`/`BootstrapResult`).
 //! - [`service`]: the ttrpc task API edge. The only module that knows task-API protobuf types
 //!   and the only place errors become ttrpc status codes.
-//! - [`supervisor`]: the process table, exit routing and event ordering rules.
-//! - [`process`]: per-process state machine and id validation; pure.
-//! - [`runtime`]: invoking runc (argv, timeouts, `log.json` errors, error classification);
-//!   `runtime::primer` primes the kernel's cgroup attach lock while runc starts.
-//! - [`io`]: container stdio: pipes to runc, spliced (or copied) to containerd's FIFOs.
-//! - [`mount`]: mounting the rootfs a `Create` carries, and unmounting it.
+//! - `supervisor`: the process table, exit routing and event ordering rules.
+//! - `process`: per-process state machine and id validation; pure.
+//! - `runtime`: invoking runc: its options and options file (`options`), command lines
+//!   (`argv`), running a call under its deadline with `log.json` errors and their
+//!   classification (`call`), and priming the kernel's cgroup attach lock while runc starts
+//!   (`primer`).
+//! - `io`: container stdio: pipes to runc, spliced (or copied) to containerd's FIFOs.
+//! - [`mount`]: mounting the rootfs a `Create` carries (idmapped where it asks), and
+//!   unmounting it.
 //! - [`cgroups`]: finding a container's cgroup (v1 or v2), its metrics for `Stats` and its OOM
 //!   kills. It returns containerd's cgroups `Metrics` messages directly: they are a data format
 //!   with hundreds of fields, and a mirror type would only copy them.
-//! - [`reaper`]: the one `waitpid(-1)` loop and spawn-and-wait for every child we fork.
+//! - `reaper`: the one `waitpid(-1)` loop and spawn-and-wait for every child we fork.
 //! - [`events`]: the ordered publisher of task events to containerd.
-//! - [`logging`]: `tracing` output into the bundle's `log` FIFO, never blocking.
-//! - [`sys`]: the few raw OS calls that need `unsafe`.
+//! - `logging`: `tracing` output into the bundle's `log` FIFO, never blocking.
+//! - `sys`: the few raw OS calls that need `unsafe`.
 //! - [`error`]: the one error type.
 #![deny(unsafe_code)]
 
-pub mod bootstrap;
+// The public surface is what the binary, the tests and the benchmark use: the actions
+// (`shim::run`), the in-process server (`server`, `events`), argument and option parsing
+// (`cli`, `service::decode_options`, and the validators re-exported below), `error`.
+// `cgroups`, `mount` and the attach-lock `primer` are reachable for the root-only test tiers
+// but are not an API.
+pub(crate) mod bootstrap;
+#[doc(hidden)]
 pub mod cgroups;
 pub mod cli;
-pub mod daemonize;
+pub(crate) mod daemonize;
 pub mod error;
 pub mod events;
-pub mod io;
-pub mod logging;
+pub(crate) mod io;
+pub(crate) mod logging;
+#[doc(hidden)]
 pub mod mount;
-pub mod process;
-pub mod protos;
-pub mod reaper;
-pub mod runtime;
+pub(crate) mod process;
+pub(crate) mod protos;
+pub(crate) mod reaper;
+pub(crate) mod runtime;
+pub mod server;
 pub mod service;
 pub mod shim;
-pub mod supervisor;
-pub mod sys;
+pub(crate) mod supervisor;
+pub(crate) mod sys;
+
+pub use io::{parse_target, Target};
+pub use process::{validate_id, MAX_ID_LEN};
+#[doc(hidden)]
+pub use runtime::primer;
 
 /// Version reported by `-v` and `Connect`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

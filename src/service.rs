@@ -32,11 +32,31 @@ use crate::runtime::{CheckpointOptions, RuncOptions};
 use crate::supervisor::{CreateRequest, Supervisor};
 
 /// The service names containerd dials: v2 up to 1.7, v3 from 2.0. The messages are identical.
-pub const TASK_SERVICE_V2: &str = "containerd.task.v2.Task";
-pub const TASK_SERVICE_V3: &str = "containerd.task.v3.Task";
+pub(crate) const TASK_SERVICE_V2: &str = "containerd.task.v2.Task";
+pub(crate) const TASK_SERVICE_V3: &str = "containerd.task.v3.Task";
+
+/// The `delete` action's answer on stdout: a task-API `DeleteResponse`, encoded here so the
+/// task-API types stay in this module.
+pub(crate) fn encode_delete_response(
+    pid: u32,
+    exit_status: u32,
+    exited_at: std::time::SystemTime,
+) -> Result<Vec<u8>, Error> {
+    api::DeleteResponse {
+        pid,
+        exit_status,
+        exited_at: MessageField::some(timestamp(exited_at)),
+        ..Default::default()
+    }
+    .write_to_bytes()
+    .map_err(|e| Error::Rpc {
+        context: "encode DeleteResponse".into(),
+        message: e.to_string(),
+    })
+}
 
 /// The one mapping from our errors to ttrpc status codes.
-pub fn to_status(e: Error) -> ttrpc::Error {
+pub(crate) fn to_status(e: Error) -> ttrpc::Error {
     let code = match &e {
         Error::InvalidArgument(_) => Code::INVALID_ARGUMENT,
         Error::NotFound(_) => Code::NOT_FOUND,
@@ -46,13 +66,13 @@ pub fn to_status(e: Error) -> ttrpc::Error {
         Error::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
         // The Go shim reports runtime failures as Unknown; containerd shows the message.
         Error::Runtime { .. } => Code::UNKNOWN,
-        Error::Io { .. } => Code::INTERNAL,
+        Error::Rpc { .. } | Error::Io { .. } => Code::INTERNAL,
     };
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.to_string()))
 }
 
 /// The task service.
-pub struct TaskService {
+pub(crate) struct TaskService {
     sup: Supervisor,
     /// Notified when `Shutdown` finds no container left.
     shutdown: Arc<Notify>,
@@ -62,7 +82,7 @@ pub struct TaskService {
 }
 
 impl TaskService {
-    pub fn new(sup: Supervisor, shutdown: Arc<Notify>) -> TaskService {
+    pub(crate) fn new(sup: Supervisor, shutdown: Arc<Notify>) -> TaskService {
         TaskService {
             sup,
             shutdown,
@@ -79,7 +99,7 @@ impl TaskService {
 }
 
 /// The service registered under both task API names.
-pub fn services(svc: Arc<TaskService>) -> HashMap<String, Service> {
+pub(crate) fn services(svc: Arc<TaskService>) -> HashMap<String, Service> {
     let mut all = create_task(svc.clone());
     let v3 = create_task(svc)
         .remove(TASK_SERVICE_V3)
@@ -90,8 +110,17 @@ pub fn services(svc: Arc<TaskService>) -> HashMap<String, Service> {
 
 type Res<T> = ttrpc::Result<T>;
 
-fn span(rpc: &'static str, id: &str, exec_id: &str) -> tracing::Span {
-    tracing::info_span!("task", rpc, id = %id, exec_id = %exec_id)
+/// Runs one handler in its span, which names the method, the container and the exec (empty
+/// for the init and for container-wide methods): the one way every method is instrumented.
+async fn traced<T>(
+    rpc: &'static str,
+    id: &str,
+    exec_id: &str,
+    handler: impl std::future::Future<Output = Res<T>>,
+) -> Res<T> {
+    handler
+        .instrument(tracing::info_span!("task", rpc, id = %id, exec_id = %exec_id))
+        .await
 }
 
 /// Decodes the runtime options of a `Create`:
@@ -102,9 +131,7 @@ fn span(rpc: &'static str, id: &str, exec_id: &str) -> tracing::Span {
 ///   the systemd cgroup driver or another runc binary.
 ///
 /// Anything else (or nothing) means defaults.
-pub fn decode_options(
-    any: &MessageField<containerd_shim_protos::protobuf::well_known_types::any::Any>,
-) -> Result<RuncOptions, Error> {
+pub fn decode_options(any: &MessageField<Any>) -> Result<RuncOptions, Error> {
     let Some(any) = any.as_ref() else {
         return Ok(RuncOptions::default());
     };
@@ -198,7 +225,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> Res<api::CreateTaskResponse> {
-        async {
+        traced("create", &req.id, "", async {
             let options = decode_options(&req.options).map_err(to_status)?;
             let create = CreateRequest {
                 id: req.id.clone(),
@@ -229,63 +256,71 @@ impl Task for TaskService {
                 pid,
                 ..Default::default()
             })
-        }
-        .instrument(span("create", &req.id, ""))
+        })
         .await
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> Res<api::StartResponse> {
-        let pid = self
-            .sup
-            .start(&req.id, &req.exec_id)
-            .instrument(span("start", &req.id, &req.exec_id))
-            .await
-            .map_err(to_status)?;
-        Ok(api::StartResponse {
-            pid,
-            ..Default::default()
+        traced("start", &req.id, &req.exec_id, async {
+            let pid = self
+                .sup
+                .start(&req.id, &req.exec_id)
+                .await
+                .map_err(to_status)?;
+            Ok(api::StartResponse {
+                pid,
+                ..Default::default()
+            })
         })
+        .await
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> Res<api::StateResponse> {
-        let s = self.sup.state(&req.id, &req.exec_id).map_err(to_status)?;
-        Ok(api::StateResponse {
-            id: s.id,
-            exec_id: s.exec_id,
-            bundle: s.bundle.display().to_string(),
-            pid: s.pid,
-            status: status_of(s.state).into(),
-            stdin: s.stdio.stdin,
-            stdout: s.stdio.stdout,
-            stderr: s.stdio.stderr,
-            terminal: s.stdio.terminal,
-            exit_status: s.exit.map_or(0, |e| e.status),
-            exited_at: exited_at(s.exit),
-            ..Default::default()
+        traced("state", &req.id, &req.exec_id, async {
+            let s = self.sup.state(&req.id, &req.exec_id).map_err(to_status)?;
+            Ok(api::StateResponse {
+                id: s.id,
+                exec_id: s.exec_id,
+                bundle: s.bundle.display().to_string(),
+                pid: s.pid,
+                status: status_of(s.state).into(),
+                stdin: s.stdio.stdin,
+                stdout: s.stdio.stdout,
+                stderr: s.stdio.stderr,
+                terminal: s.stdio.terminal,
+                exit_status: s.exit.map_or(0, |e| e.status),
+                exited_at: exited_at(s.exit),
+                ..Default::default()
+            })
         })
+        .await
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> Res<api::WaitResponse> {
-        let e = self
-            .sup
-            .wait(&req.id, &req.exec_id)
-            .instrument(span("wait", &req.id, &req.exec_id))
-            .await
-            .map_err(to_status)?;
-        Ok(api::WaitResponse {
-            exit_status: e.status,
-            exited_at: exited_at(Some(e)),
-            ..Default::default()
+        traced("wait", &req.id, &req.exec_id, async {
+            let e = self
+                .sup
+                .wait(&req.id, &req.exec_id)
+                .await
+                .map_err(to_status)?;
+            Ok(api::WaitResponse {
+                exit_status: e.status,
+                exited_at: exited_at(Some(e)),
+                ..Default::default()
+            })
         })
+        .await
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> Res<Empty> {
-        self.sup
-            .kill(&req.id, &req.exec_id, req.signal, req.all)
-            .instrument(span("kill", &req.id, &req.exec_id))
-            .await
-            .map_err(to_status)?;
-        Ok(Empty::new())
+        traced("kill", &req.id, &req.exec_id, async {
+            self.sup
+                .kill(&req.id, &req.exec_id, req.signal, req.all)
+                .await
+                .map_err(to_status)?;
+            Ok(Empty::new())
+        })
+        .await
     }
 
     async fn delete(
@@ -293,58 +328,61 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> Res<api::DeleteResponse> {
-        let d = self
-            .sup
-            .delete(&req.id, &req.exec_id)
-            .instrument(span("delete", &req.id, &req.exec_id))
-            .await
-            .map_err(to_status)?;
-        Ok(api::DeleteResponse {
-            pid: d.pid,
-            exit_status: d.exit.status,
-            exited_at: exited_at(Some(d.exit)),
-            ..Default::default()
+        traced("delete", &req.id, &req.exec_id, async {
+            let d = self
+                .sup
+                .delete(&req.id, &req.exec_id)
+                .await
+                .map_err(to_status)?;
+            Ok(api::DeleteResponse {
+                pid: d.pid,
+                exit_status: d.exit.status,
+                exited_at: exited_at(Some(d.exit)),
+                ..Default::default()
+            })
         })
+        .await
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> Res<api::PidsResponse> {
-        let pids = self
-            .sup
-            .pids(&req.id)
-            .instrument(span("pids", &req.id, ""))
-            .await
-            .map_err(to_status)?;
-        let processes = pids
-            .into_iter()
-            .map(|(pid, exec_id)| api::ProcessInfo {
-                pid,
-                // containerd reads `containerd.runc.v1.ProcessDetails` to tell execs apart.
-                info: exec_id
-                    .map(|exec_id| Any {
-                        type_url: "containerd.runc.v1.ProcessDetails".into(),
-                        value: ProcessDetails {
-                            exec_id,
+        traced("pids", &req.id, "", async {
+            let pids = self.sup.pids(&req.id).await.map_err(to_status)?;
+            let processes = pids
+                .into_iter()
+                .map(|(pid, exec_id)| api::ProcessInfo {
+                    pid,
+                    // containerd reads `containerd.runc.v1.ProcessDetails` to tell execs apart.
+                    info: exec_id
+                        .map(|exec_id| Any {
+                            type_url: "containerd.runc.v1.ProcessDetails".into(),
+                            value: ProcessDetails {
+                                exec_id,
+                                ..Default::default()
+                            }
+                            .write_to_bytes()
+                            .unwrap_or_default(),
                             ..Default::default()
-                        }
-                        .write_to_bytes()
-                        .unwrap_or_default(),
-                        ..Default::default()
-                    })
-                    .into(),
+                        })
+                        .into(),
+                    ..Default::default()
+                })
+                .collect();
+            Ok(api::PidsResponse {
+                processes,
                 ..Default::default()
             })
-            .collect();
-        Ok(api::PidsResponse {
-            processes,
-            ..Default::default()
         })
+        .await
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> Res<Empty> {
-        self.sup
-            .close_io(&req.id, &req.exec_id, req.stdin)
-            .map_err(to_status)?;
-        Ok(Empty::new())
+        traced("close_io", &req.id, &req.exec_id, async {
+            self.sup
+                .close_io(&req.id, &req.exec_id, req.stdin)
+                .map_err(to_status)?;
+            Ok(Empty::new())
+        })
+        .await
     }
 
     async fn connect(
@@ -352,94 +390,110 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::ConnectRequest,
     ) -> Res<api::ConnectResponse> {
-        Ok(api::ConnectResponse {
-            shim_pid: std::process::id(),
-            task_pid: self.sup.init_pid(&req.id),
-            version: crate::VERSION.to_string(),
-            ..Default::default()
+        traced("connect", &req.id, "", async {
+            Ok(api::ConnectResponse {
+                shim_pid: std::process::id(),
+                task_pid: self.sup.init_pid(&req.id),
+                version: crate::VERSION.to_string(),
+                ..Default::default()
+            })
         })
+        .await
     }
 
-    async fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> Res<Empty> {
-        self.shutdown_requested.store(true, Ordering::SeqCst);
-        self.shutdown_if_idle();
-        Ok(Empty::new())
+    async fn shutdown(&self, _ctx: &TtrpcContext, req: api::ShutdownRequest) -> Res<Empty> {
+        traced("shutdown", &req.id, "", async {
+            self.shutdown_requested.store(true, Ordering::SeqCst);
+            self.shutdown_if_idle();
+            Ok(Empty::new())
+        })
+        .await
     }
 
     async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> Res<Empty> {
-        let _span = span("exec", &req.id, &req.exec_id).entered();
-        let stdio = StdioConfig {
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            terminal: req.terminal,
-        };
-        let spec = req
-            .spec
-            .as_ref()
-            .map(|a| a.value.as_slice())
-            .unwrap_or_default();
-        self.sup
-            .exec(&req.id, &req.exec_id, stdio, spec)
-            .map_err(to_status)?;
-        Ok(Empty::new())
+        traced("exec", &req.id, &req.exec_id, async {
+            let stdio = StdioConfig {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+            };
+            let spec = req
+                .spec
+                .as_ref()
+                .map(|a| a.value.as_slice())
+                .unwrap_or_default();
+            self.sup
+                .exec(&req.id, &req.exec_id, stdio, spec)
+                .map_err(to_status)?;
+            Ok(Empty::new())
+        })
+        .await
     }
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> Res<Empty> {
-        self.sup
-            .resize_pty(&req.id, &req.exec_id, req.width, req.height)
-            .map_err(to_status)?;
-        Ok(Empty::new())
+        traced("resize_pty", &req.id, &req.exec_id, async {
+            self.sup
+                .resize_pty(&req.id, &req.exec_id, req.width, req.height)
+                .map_err(to_status)?;
+            Ok(Empty::new())
+        })
+        .await
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> Res<Empty> {
-        self.sup
-            .pause(&req.id, true)
-            .instrument(span("pause", &req.id, ""))
-            .await
-            .map_err(to_status)?;
-        Ok(Empty::new())
+        traced("pause", &req.id, "", async {
+            self.sup.pause(&req.id, true).await.map_err(to_status)?;
+            Ok(Empty::new())
+        })
+        .await
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> Res<Empty> {
-        self.sup
-            .pause(&req.id, false)
-            .instrument(span("resume", &req.id, ""))
-            .await
-            .map_err(to_status)?;
-        Ok(Empty::new())
+        traced("resume", &req.id, "", async {
+            self.sup.pause(&req.id, false).await.map_err(to_status)?;
+            Ok(Empty::new())
+        })
+        .await
     }
 
     async fn checkpoint(&self, _ctx: &TtrpcContext, req: api::CheckpointTaskRequest) -> Res<Empty> {
-        let opts = decode_checkpoint_options(&req).map_err(to_status)?;
-        self.sup
-            .checkpoint(&req.id, opts)
-            .instrument(span("checkpoint", &req.id, ""))
-            .await
-            .map_err(to_status)?;
-        Ok(Empty::new())
+        traced("checkpoint", &req.id, "", async {
+            let opts = decode_checkpoint_options(&req).map_err(to_status)?;
+            self.sup
+                .checkpoint(&req.id, opts)
+                .await
+                .map_err(to_status)?;
+            Ok(Empty::new())
+        })
+        .await
     }
 
     async fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> Res<Empty> {
-        let Some(resources) = req.resources.as_ref() else {
-            return Err(to_status(Error::InvalidArgument(
-                "update carries no resources".into(),
-            )));
-        };
-        self.sup
-            .update(&req.id, &resources.value)
-            .instrument(span("update", &req.id, ""))
-            .await
-            .map_err(to_status)?;
-        Ok(Empty::new())
+        traced("update", &req.id, "", async {
+            let Some(resources) = req.resources.as_ref() else {
+                return Err(to_status(Error::InvalidArgument(
+                    "update carries no resources".into(),
+                )));
+            };
+            self.sup
+                .update(&req.id, &resources.value)
+                .await
+                .map_err(to_status)?;
+            Ok(Empty::new())
+        })
+        .await
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> Res<api::StatsResponse> {
-        let metrics = self.sup.stats(&req.id).map_err(to_status)?;
-        Ok(api::StatsResponse {
-            stats: MessageField::some(metrics.to_any()),
-            ..Default::default()
+        traced("stats", &req.id, "", async {
+            let metrics = self.sup.stats(&req.id).map_err(to_status)?;
+            Ok(api::StatsResponse {
+                stats: MessageField::some(metrics.to_any()),
+                ..Default::default()
+            })
         })
+        .await
     }
 }
 
@@ -479,6 +533,13 @@ mod tests {
             code(Error::Io {
                 context: "x".into(),
                 source: std::io::Error::other("y")
+            }),
+            Code::INTERNAL
+        );
+        assert_eq!(
+            code(Error::Rpc {
+                context: "x".into(),
+                message: "y".into()
             }),
             Code::INTERNAL
         );

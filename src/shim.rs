@@ -2,21 +2,16 @@
 
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use containerd_shim_protos::api::DeleteResponse;
-use containerd_shim_protos::protobuf::{Message, MessageField};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::Notify;
 
 use crate::cli::{Action, Args};
 use crate::error::{Error, Result};
-use crate::events::{self, Destination};
+use crate::events::Destination;
 use crate::reaper::Reaper;
 use crate::runtime::{Runc, RuncOptions};
-use crate::service::{services, TaskService};
-use crate::supervisor::Supervisor;
+use crate::server::ServerConfig;
 
 /// Runs the action and returns the process exit code.
 pub fn run(args: Args) -> i32 {
@@ -95,16 +90,8 @@ fn delete(args: &Args) -> Result<()> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    let resp = DeleteResponse {
-        pid,
-        exit_status: 128 + libc::SIGKILL as u32,
-        exited_at: MessageField::some(events::timestamp(SystemTime::now())),
-        ..Default::default()
-    };
-    let bytes = resp.write_to_bytes().map_err(|e| Error::Io {
-        context: "encode DeleteResponse".into(),
-        source: std::io::Error::other(e),
-    })?;
+    let bytes =
+        crate::service::encode_delete_response(pid, 128 + libc::SIGKILL as u32, SystemTime::now())?;
     use std::io::Write;
     std::io::stdout()
         .write_all(&bytes)
@@ -136,49 +123,23 @@ fn runtime_timeout() -> Duration {
         .map_or(crate::runtime::DEFAULT_TIMEOUT, Duration::from_millis)
 }
 
-/// The server's listener: accepts only peers running as the server's own uid and gid
-/// (SO_PEERCRED), as the Go shim's `UnixSocketRequireSameUser` does. The socket's 0600 mode in
-/// a 0700 directory already keeps other users out; this still holds if those modes change.
-struct SameUser(tokio::net::UnixListener);
-
-impl futures_core::Stream for SameUser {
-    type Item = std::io::Result<tokio::net::UnixStream>;
-
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        let (uid, gid) = (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        );
-        loop {
-            let (stream, _) = match std::task::ready!(self.0.poll_accept(cx)) {
-                Ok(accepted) => accepted,
-                Err(e) => return std::task::Poll::Ready(Some(Err(e))),
-            };
-            match stream.peer_cred() {
-                Ok(c) if (c.uid(), c.gid()) == (uid, gid) => {
-                    return std::task::Poll::Ready(Some(Ok(stream)))
-                }
-                Ok(c) => {
-                    tracing::warn!(uid = c.uid(), gid = c.gid(), pid = ?c.pid(), "refused a connection from another user")
-                }
-                Err(e) => tracing::warn!(error = %e, "refused a connection whose peer is unknown"),
-            }
-        }
-    }
-}
-
-/// The long-lived server.
+/// The long-lived server's process: everything that is global to the process (inherited
+/// descriptors, malloc arenas, logging, the child subreaper bit, fd 3, signals, the
+/// environment), then [`crate::server::run`].
 fn serve(args: &Args) -> Result<()> {
-    crate::sys::close_fds_from(4);
+    // SAFETY: nothing owns a descriptor yet: this is the server's first act after exec, and
+    // fd 3 is the listener `start` passed on, taken once.
+    #[allow(unsafe_code)]
+    let listener = unsafe {
+        crate::sys::close_fds_from(4);
+        crate::sys::take_inherited_fd(3)
+    };
     crate::sys::single_malloc_arena();
     let bundle = cwd()?;
     crate::logging::init(&bundle, args.debug);
     // Before anything forks, so every descendant that is orphaned comes to us.
     crate::sys::set_child_subreaper().map_err(Error::io("set child subreaper"))?;
-    let listener = crate::sys::take_inherited_fd(3).map_err(Error::io(
+    let listener = listener.map_err(Error::io(
         "listener on fd 3 (the server is started by `start`)",
     ))?;
     let listener = StdUnixListener::from(listener);
@@ -188,53 +149,30 @@ fn serve(args: &Args) -> Result<()> {
     let span = tracing::info_span!("shim", namespace = %args.namespace, id = %args.id);
     let _enter = span.enter();
     tracing::info!(pid = std::process::id(), "serving");
+    let destination = match std::env::var("TTRPC_ADDRESS") {
+        Ok(address) if !address.is_empty() => Destination::Containerd {
+            address,
+            namespace: args.namespace.clone(),
+        },
+        _ => Destination::Discard,
+    };
+    let config = ServerConfig {
+        namespace: args.namespace.clone(),
+        runtime_timeout: runtime_timeout(),
+        socket: PathBuf::from(&args.socket),
+    };
     let rt = current_thread_runtime()?;
     rt.block_on(async {
-        let (reaper, exits) = Reaper::start().map_err(Error::io("install SIGCHLD handler"))?;
-        let dest = match std::env::var("TTRPC_ADDRESS") {
-            Ok(address) if !address.is_empty() => Destination::Containerd {
-                address,
-                namespace: args.namespace.clone(),
-            },
-            _ => Destination::Discard,
-        };
-        let events = events::start(dest);
-        let sup = Supervisor::new(
-            reaper.clone(),
-            exits,
-            events.clone(),
-            args.namespace.clone(),
-            runtime_timeout(),
-        );
-        let shutdown = Arc::new(Notify::new());
-        let svc = Arc::new(TaskService::new(sup, shutdown.clone()));
         let listener =
             tokio::net::UnixListener::from_std(listener).map_err(Error::io("listener"))?;
-        let mut server = ttrpc::asynchronous::Server::new()
-            .add_listener(ttrpc::asynchronous::transport::Listener::new(SameUser(
-                listener,
-            )))
-            .register_service(services(svc));
-        server.start().await.map_err(|e| Error::Io {
-            context: "start ttrpc server".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
         let mut term = signal(SignalKind::terminate()).map_err(Error::io("signal"))?;
         let mut int = signal(SignalKind::interrupt()).map_err(Error::io("signal"))?;
-        tokio::select! {
-            _ = shutdown.notified() => {}
-            _ = term.recv() => tracing::info!("SIGTERM"),
-            _ = int.recv() => tracing::info!("SIGINT"),
-        }
-        // Stop being reachable first, then deliver what is queued, then go.
-        if !args.socket.is_empty() {
-            let _ = std::fs::remove_file(&args.socket);
-        }
-        events.flush(Duration::from_secs(3)).await;
-        let _ = tokio::time::timeout(Duration::from_millis(500), server.shutdown()).await;
-        // A logger being stopped would outlive us (and never get its SIGKILL) otherwise.
-        reaper.settle(Duration::from_secs(10)).await;
-        tracing::info!("exiting");
-        Ok(())
+        let signalled = async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = int.recv() => tracing::info!("SIGINT"),
+            }
+        };
+        crate::server::run(listener, destination, config, signalled).await
     })
 }

@@ -31,9 +31,13 @@ pub fn single_malloc_arena() {
 
 /// Closes every descriptor from `first` up, so the server holds nothing it inherited by
 /// accident (containerd's environment can leak descriptors into `start`).
-pub fn close_fds_from(first: RawFd) {
-    // SAFETY: called at server startup, before any descriptor at or above `first` is owned by
-    // Rust code in this process (the listener is fd 3, below `first`).
+///
+/// # Safety
+///
+/// No descriptor at or above `first` may be owned by anything in this process (an `OwnedFd`,
+/// a `File`, the runtime's epoll): call it first thing at startup, before any of those exist.
+pub(crate) unsafe fn close_fds_from(first: RawFd) {
+    // SAFETY: the caller guarantees nothing owns a descriptor at or above `first`.
     unsafe {
         if libc::syscall(
             libc::SYS_close_range,
@@ -55,13 +59,18 @@ pub fn close_fds_from(first: RawFd) {
 /// Fails unless `fd` is open, so a server started by hand without it gets a clear error.
 /// Marks it close-on-exec: it was inheritable only to cross our own exec, and a runc or logger
 /// holding the listener would keep a dead server's socket connectable.
-pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+///
+/// # Safety
+///
+/// `fd` must not be owned by anything else in this process, and must be taken only once: it
+/// was inherited across exec for exactly this purpose.
+pub(crate) unsafe fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: fcntl(F_SETFD) only changes the descriptor's flags.
     if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the descriptor is open and nothing else in this process owns it: it was inherited
-    // across exec for exactly this purpose and is taken once, at startup.
+    // SAFETY: the descriptor is open (fcntl succeeded) and the caller guarantees nothing else
+    // owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -99,8 +108,32 @@ fn signal_result(rc: libc::c_long, context: impl FnOnce() -> String) -> crate::e
     }
 }
 
-/// Owns a descriptor the kernel just handed us (SCM_RIGHTS).
-pub fn own_fd(fd: RawFd) -> OwnedFd {
+/// Receives one descriptor sent with SCM_RIGHTS on `sock` (runc's console socket sends the
+/// pty master), close-on-exec. Any further descriptors in the message are closed.
+pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    let mut data = [0u8; 4096];
+    let mut iov = [io::IoSliceMut::new(&mut data)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<UnixAddr>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                for &extra in &fds[1..] {
+                    drop(own_fd(extra));
+                }
+                return Ok(own_fd(fd));
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no descriptor in the console socket message",
+    ))
+}
+
+/// Owns a descriptor the kernel just handed us in an SCM_RIGHTS message.
+fn own_fd(fd: RawFd) -> OwnedFd {
     // SAFETY: the descriptor was just created in this process by recvmsg and nothing else
     // refers to it.
     unsafe { OwnedFd::from_raw_fd(fd) }

@@ -83,15 +83,6 @@ fn remove_container(cd: &Containerd, id: &str) {
     cd.ctr_ok(&["containers", "delete", id]);
 }
 
-/// Pids listed by `ctr tasks ps <id>`.
-fn task_pids(cd: &Containerd, id: &str) -> Vec<i32> {
-    cd.ctr_ok(&["tasks", "ps", id])
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect()
-}
-
 /// A command running on a fresh pseudo-terminal as its controlling terminal (session leader,
 /// stdin/stdout/stderr = the pty slave). The test holds the master: it reads everything the
 /// command writes and can change the window size (the kernel then sends SIGWINCH).
@@ -266,50 +257,6 @@ impl Drop for PtyChild {
 /// different from `$prev`, then stores it in `$s`.
 const WAIT_SIZE: &str = r#"i=0; s=; while [ $i -lt 100 ]; do s=$(stty size 2>/dev/null) || s=; case "$s" in ""|"0 0"|"$prev") ;; *) break ;; esac; i=$((i+1)); sleep 0.05; done"#;
 
-/// One `ctr events` line split into topic and parsed JSON payload.
-#[derive(Debug, Clone)]
-struct Event {
-    topic: String,
-    payload: serde_json::Value,
-    line: String,
-}
-
-/// Parses the `/tasks/*` lines of `ctr events` output:
-/// `<date> <time> <tz> UTC <namespace> <topic> <json>`.
-fn task_events(stream: &EventStream) -> Vec<Event> {
-    stream
-        .lines()
-        .into_iter()
-        .filter_map(|line| {
-            let topic = line
-                .split_whitespace()
-                .find(|w| w.starts_with("/tasks/"))?
-                .to_string();
-            let payload = serde_json::from_str(&line[line.find('{')?..]).ok()?;
-            Some(Event {
-                topic,
-                payload,
-                line,
-            })
-        })
-        .collect()
-}
-
-fn field<'a>(e: &'a Event, key: &str) -> Option<&'a str> {
-    e.payload.get(key).and_then(|v| v.as_str())
-}
-
-/// Index in `events` of the first `topic` event of container `cid` whose `key` is `value`.
-fn position(events: &[Event], topic: &str, cid: &str, key: &str, value: &str) -> Option<usize> {
-    events.iter().position(|e| {
-        e.topic == topic && field(e, "container_id") == Some(cid) && field(e, key) == Some(value)
-    })
-}
-
-fn show(events: &EventStream) -> String {
-    events.lines().join("\n")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Exec
 // ---------------------------------------------------------------------------------------------
@@ -406,7 +353,7 @@ fn two_hundred_concurrent_execs_report_their_own_status() {
     let (init, status) = cd.task(&id).expect("task still listed");
     assert_eq!(status, "RUNNING");
     assert_eq!(
-        task_pids(&cd, &id),
+        cd.task_pids(&id),
         [init],
         "exec processes left in the container"
     );
@@ -495,17 +442,17 @@ fn exec_events_added_started_exit_in_order() {
     );
     assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
     let got = wait_until(Duration::from_secs(10), || {
-        position(&task_events(&events), "/tasks/exit", &id, "id", "x").is_some()
+        position(&events.task_events(), "/tasks/exit", &id, "id", "x").is_some()
     });
-    assert!(got, "no /tasks/exit for exec x; events:\n{}", show(&events));
-    let ev = task_events(&events);
+    assert!(got, "no /tasks/exit for exec x; events:\n{}", events.show());
+    let ev = events.task_events();
     let added = position(&ev, "/tasks/exec-added", &id, "exec_id", "x");
     let started = position(&ev, "/tasks/exec-started", &id, "exec_id", "x");
     let exit = position(&ev, "/tasks/exit", &id, "id", "x");
     assert!(
         matches!((added, started, exit), (Some(a), Some(s), Some(e)) if a < s && s < e),
         "want exec-added < exec-started < exit for exec x, got {added:?} {started:?} {exit:?}; events:\n{}",
-        show(&events)
+        events.show()
     );
     let started = &ev[started.unwrap()];
     let exit = &ev[exit.unwrap()];
@@ -544,7 +491,7 @@ fn exec_exit_precedes_init_exit(host_pid_ns: bool, order_checked: bool) {
     cd.ctr_ok(&exec_args(&cd, &["-d"], "long", &id, &["sleep", "1000"]));
     let started = wait_until(Duration::from_secs(10), || {
         position(
-            &task_events(&events),
+            &events.task_events(),
             "/tasks/exec-started",
             &id,
             "exec_id",
@@ -555,16 +502,17 @@ fn exec_exit_precedes_init_exit(host_pid_ns: bool, order_checked: bool) {
     assert!(
         started,
         "no exec-started for `long`; events:\n{}",
-        show(&events)
+        events.show()
     );
-    let exec_pid = task_pids(&cd, &id)
+    let exec_pid = cd
+        .task_pids(&id)
         .into_iter()
         .find(|&p| p != init)
         .expect("exec process listed by tasks ps");
 
     cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &id]);
     let both = wait_until(Duration::from_secs(10), || {
-        let ev = task_events(&events);
+        let ev = events.task_events();
         position(&ev, "/tasks/exit", &id, "id", &id).is_some()
             && position(&ev, "/tasks/exit", &id, "id", "long").is_some()
     });
@@ -572,9 +520,9 @@ fn exec_exit_precedes_init_exit(host_pid_ns: bool, order_checked: bool) {
         both,
         "missing /tasks/exit for the init or the exec (exec pid {exec_pid} alive: {}); events:\n{}",
         alive(exec_pid),
-        show(&events)
+        events.show()
     );
-    let ev = task_events(&events);
+    let ev = events.task_events();
     let init_exit = position(&ev, "/tasks/exit", &id, "id", &id).unwrap();
     let exec_exit = position(&ev, "/tasks/exit", &id, "id", "long").unwrap();
     for (what, i) in [("init", init_exit), ("exec", exec_exit)] {
@@ -589,7 +537,7 @@ fn exec_exit_precedes_init_exit(host_pid_ns: bool, order_checked: bool) {
         assert!(
             exec_exit < init_exit,
             "the init's /tasks/exit came before the exec's; events:\n{}",
-            show(&events)
+            events.show()
         );
     } else {
         eprintln!(
@@ -822,7 +770,7 @@ fn stdin_eof_reaches_exec_via_close_io() {
     let ctr = Background::spawn(cd.ctr_cmd(&exec_args(&cd, &[], "cat1", &id, &["cat"])));
     let mut pids = Vec::new();
     let running = wait_until(Duration::from_secs(10), || {
-        pids = task_pids(&cd, &id);
+        pids = cd.task_pids(&id);
         pids.iter().any(|&p| p != init)
     });
     assert!(running, "exec never showed up in tasks ps: {pids:?}");

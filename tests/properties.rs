@@ -6,8 +6,7 @@
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
-use tether::io::{parse_target, Target};
-use tether::process::{validate_id, MAX_ID_LEN};
+use tether::{parse_target, validate_id, Target, MAX_ID_LEN};
 
 const CASES: usize = 50_000;
 

@@ -175,18 +175,6 @@ fn read_trim(path: &Path) -> String {
         .to_string()
 }
 
-/// `ctr tasks ps ID` pids (the `PID INFO` table).
-fn task_pids(cd: &Containerd, id: &str) -> Vec<u32> {
-    let out = cd.ctr_ok(&["tasks", "ps", id]);
-    let mut pids: Vec<u32> = out
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
-    pids
-}
-
 /// `ctr tasks metrics ID` (table format) as `(metric, value)` rows of its METRIC section.
 fn task_metrics(cd: &Containerd, id: &str) -> Vec<(String, String)> {
     let out = cd.ctr_ok(&["tasks", "metrics", id]);
@@ -537,12 +525,12 @@ fn metrics_report_memory_pids_and_cpu() {
     let mut ps = Vec::new();
     assert!(
         wait_until(Duration::from_secs(10), || {
-            ps = task_pids(&cd, &id);
+            ps = cd.task_pids(&id);
             ps.len() == 3
         }),
         "want the shell and two sleeps in `ctr tasks ps`, got {ps:?}"
     );
-    assert!(ps.contains(&(pid as u32)), "init {pid} not in ps {ps:?}");
+    assert!(ps.contains(&pid), "init {pid} not in ps {ps:?}");
     let pids_dir = cgroup_dir(&cd, "pids", &id, pid);
     assert_eq!(read_trim(&pids_dir.join("pids.current")), "3");
 

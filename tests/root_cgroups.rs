@@ -51,7 +51,7 @@ fn huge_page_sizes() -> Vec<String> {
 fn priming_moves_nothing() {
     require_root();
     let before = fs::read_to_string("/proc/self/cgroup").unwrap();
-    tether::runtime::primer::move_self_to_own_cgroup().expect("write 0 into our own cgroup.procs");
+    tether::primer::move_self_to_own_cgroup().expect("write 0 into our own cgroup.procs");
     assert_eq!(fs::read_to_string("/proc/self/cgroup").unwrap(), before);
 }
 

@@ -19,7 +19,6 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +34,12 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 use ttrpc::asynchronous::Client;
 use ttrpc::Code;
+
+mod common;
+// Ids and namespaces are unique in this test process (`unique_id`); each test's shim socket
+// is unique on the machine too, as it is derived from the `-address`, a path in the test's
+// own temp dir.
+use common::{describe, proc_stat, unique_id, wait_until_async};
 
 /// The shim binary under test, built by cargo for integration tests.
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-tether-v2");
@@ -80,17 +85,6 @@ fn require_root_and_fixture() {
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------------------------
-
-/// A name unique in this machine for this run: test processes run in parallel, and so do the
-/// tests in one process.
-fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// The Go shim's socket derivation, computed independently of the shim's code.
 fn expected_socket(address: &str, namespace: &str, group: &str) -> PathBuf {
@@ -180,44 +174,18 @@ fn run(mut cmd: Command) -> Output {
     }
 }
 
-fn describe(out: &Output) -> String {
-    format!(
-        "{}\nstdout: {:?}\nstderr: {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 // ---------------------------------------------------------------------------------------------
 // /proc inspection
 // ---------------------------------------------------------------------------------------------
 
-/// Fields of /proc/PID/stat from field 3 (state) on; `None` if there is no such process.
-fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &s[s.rfind(')')? + 2..];
-    Some(after.split_whitespace().map(str::to_string).collect())
+/// Polls until `pid` exited, at most `limit`.
+async fn wait_exited(pid: i32, limit: Duration) -> bool {
+    wait_until_async(limit, || exited(pid)).await
 }
 
 /// The process is gone or a zombie (it exited; whoever is its parent has not reaped it yet).
 fn exited(pid: i32) -> bool {
-    match stat_fields(pid) {
-        None => true,
-        Some(f) => f[0] == "Z" || f[0] == "X",
-    }
-}
-
-/// Polls until `pid` exited, at most `limit`.
-async fn wait_exited(pid: i32, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if exited(pid) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    exited(pid)
+    !common::alive(pid)
 }
 
 /// Live processes whose command line has `-socket <socket>`: servers of that socket.
@@ -331,10 +299,7 @@ fn kill_fake_inits(dir: &Path, depth: usize) {
     let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
     if let Ok(pid) = read("pid").trim().parse::<i32>() {
         let starttime = read("starttime");
-        if pid > 1
-            && stat_fields(pid)
-                .is_some_and(|f| f.get(19).map(String::as_str) == Some(starttime.trim()))
-        {
+        if pid > 1 && proc_stat(pid).is_some_and(|f| f.starttime.to_string() == starttime.trim()) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
@@ -372,9 +337,9 @@ impl Shim {
             .prefix("tether-svc-")
             .tempdir()
             .unwrap();
-        let namespace = unique("ns");
+        let namespace = unique_id("ns");
         let address = dir.path().join("containerd.sock").display().to_string();
-        let id = unique(tag);
+        let id = unique_id(tag);
         let socket = expected_socket(&address, &namespace, &id);
         // The guard exists before anything that can fail once a server may be running.
         let g = Guard {
@@ -431,14 +396,14 @@ impl Shim {
         assert_eq!(dir_mode, 0o700, "socket directory mode");
         // Detached from whoever ran `start` (containerd): its own session and process group,
         // and re-parented away, so containerd's death or its process group's signals miss it.
-        let f = stat_fields(pid).expect("server stat");
+        let f = proc_stat(pid).expect("server stat");
         assert_eq!(
-            (f[2].parse::<i32>().unwrap(), f[3].parse::<i32>().unwrap()),
+            (f.pgrp, f.session),
             (pid, pid),
             "server pgrp and session: {f:?}"
         );
         assert_ne!(
-            f[1].parse::<u32>().unwrap(),
+            f.ppid as u32,
             std::process::id(),
             "the server's parent is the test, not re-parented"
         );
@@ -791,7 +756,7 @@ fn version_flag_prints_name_and_version() {
 #[tokio::test]
 async fn connect_answers_on_v2_and_v3() {
     let shim = Shim::launch("connect").await;
-    let unknown = unique("nosuch");
+    let unknown = unique_id("nosuch");
 
     let v3 = ok("v3 Connect", shim.connect(&unknown).await);
     assert_eq!(
@@ -842,7 +807,7 @@ async fn connect_answers_on_v2_and_v3() {
     expect_code("v2 Pids of an unknown container", r, Code::NOT_FOUND);
 
     // Once a container exists, Connect reports its init pid under both names.
-    let id = unique("c");
+    let id = unique_id("c");
     let pid = shim.create_ok(&id).await;
     assert_eq!(ok("v3 Connect", shim.connect(&id).await).task_pid, pid);
     let v2: api::ConnectResponse = ok(
@@ -897,7 +862,7 @@ async fn invalid_ids_are_refused_and_leave_no_trace() {
         "a refused Create wrote into the bundle"
     );
     // A relative bundle path is refused too.
-    let mut req = shim.create_request(&unique("c"));
+    let mut req = shim.create_request(&unique_id("c"));
     req.bundle = "relative/bundle".into();
     expect_code(
         "Create with a relative bundle",
@@ -916,7 +881,7 @@ async fn invalid_ids_are_refused_and_leave_no_trace() {
 #[tokio::test]
 async fn unknown_container_is_not_found() {
     let shim = Shim::launch("unknown").await;
-    let id = unique("nosuch");
+    let id = unique_id("nosuch");
     expect_code("State", shim.state(&id).await, Code::NOT_FOUND);
     expect_code("Wait", shim.wait(&id).await, Code::NOT_FOUND);
     expect_code(
@@ -945,7 +910,7 @@ async fn unknown_container_is_not_found() {
         Code::NOT_FOUND,
     );
     // An exec id of a known container that has no such exec is NOT_FOUND too.
-    let c = unique("c");
+    let c = unique_id("c");
     shim.create_ok(&c).await;
     let r = bounded(
         "State exec",
@@ -967,7 +932,7 @@ async fn unknown_container_is_not_found() {
 #[tokio::test]
 async fn duplicate_create_is_already_exists() {
     let shim = Shim::launch("dup").await;
-    let id = unique("c");
+    let id = unique_id("c");
     let pid = shim.create_ok(&id).await;
     expect_code(
         "second Create",
@@ -982,7 +947,7 @@ async fn duplicate_create_is_already_exists() {
     );
 
     // Two concurrent Creates of a new id: exactly one wins.
-    let id2 = unique("c");
+    let id2 = unique_id("c");
     let (a, b) = tokio::join!(shim.create(&id2), shim.create(&id2));
     let (winner, loser) = match (a, b) {
         (Ok(w), l @ Err(_)) | (l @ Err(_), Ok(w)) => (w, l),
@@ -998,7 +963,7 @@ async fn duplicate_create_is_already_exists() {
 #[tokio::test]
 async fn lifecycle_create_start_kill_wait_delete() {
     let shim = Shim::launch("life").await;
-    let id = unique("c");
+    let id = unique_id("c");
     let pid = shim.create_ok(&id).await;
 
     let s = ok("State created", shim.state(&id).await);
@@ -1084,7 +1049,7 @@ async fn lifecycle_create_start_kill_wait_delete() {
 #[tokio::test]
 async fn delete_of_a_created_container_reports_killed() {
     let shim = Shim::launch("created").await;
-    let id = unique("c");
+    let id = unique_id("c");
     let pid = shim.create_ok(&id).await;
     let waiter = {
         let task = shim.task.clone();
@@ -1124,7 +1089,7 @@ async fn delete_of_a_created_container_reports_killed() {
 #[tokio::test]
 async fn exit_status_reaches_every_waiter() {
     let shim = Shim::launch("waiters").await;
-    let id = unique("c");
+    let id = unique_id("c");
     let bundle = shim.bundle(&id);
     let go = shim.g.dir.path().join("exit-now");
     fs::write(
@@ -1185,7 +1150,7 @@ async fn exit_status_reaches_every_waiter() {
 #[tokio::test]
 async fn exit_during_start_and_kill_of_a_stopped_process() {
     let shim = Shim::launch("quick").await;
-    let id = unique("c");
+    let id = unique_id("c");
     fs::write(shim.bundle(&id).join("fake-cmd"), "exit 3").unwrap();
     fs::write(shim.bundle(&id).join("fake-start-waits-for-reap"), "").unwrap();
     let pid = shim.create_ok(&id).await;
@@ -1243,7 +1208,7 @@ async fn exit_during_start_and_kill_of_a_stopped_process() {
 #[tokio::test]
 async fn delete_retried_after_a_runtime_failure() {
     let shim = Shim::launch("delretry").await;
-    let id = unique("c");
+    let id = unique_id("c");
     let bundle = shim.bundle(&id);
     let log = bundle.join("logs/out.log");
     fs::write(bundle.join("fake-cmd"), "echo hello; exit 3").unwrap();
@@ -1282,7 +1247,7 @@ async fn delete_retried_after_a_runtime_failure() {
 #[tokio::test]
 async fn runtime_error_message_reaches_the_caller() {
     let shim = Shim::launch("fail").await;
-    let id = unique("c");
+    let id = unique_id("c");
     let marker = shim.bundle(&id).join("fake-fail-create");
     let text = format!("fake: cannot frobnicate the {id} widget");
     fs::write(&marker, &text).unwrap();
@@ -1314,7 +1279,7 @@ async fn runtime_error_message_reaches_the_caller() {
 #[tokio::test]
 async fn unsupported_methods_and_malformed_options() {
     let shim = Shim::launch("unimpl").await;
-    let id = unique("c");
+    let id = unique_id("c");
     shim.create_ok(&id).await;
     let t = &shim.task;
     let resources = |json: &str| {
@@ -1324,7 +1289,7 @@ async fn unsupported_methods_and_malformed_options() {
             ..Default::default()
         })
     };
-    for (target, exists) in [(id.clone(), true), (unique("nosuch"), false)] {
+    for (target, exists) in [(id.clone(), true), (unique_id("nosuch"), false)] {
         let i = || target.clone();
         let state_code = if exists {
             Code::FAILED_PRECONDITION
@@ -1450,7 +1415,11 @@ async fn unsupported_methods_and_malformed_options() {
     );
     expect_code(
         "ResizePty of an unknown container",
-        bounded("ResizePty", t.resize_pty(ctx(), &resize(unique("nosuch")))).await,
+        bounded(
+            "ResizePty",
+            t.resize_pty(ctx(), &resize(unique_id("nosuch"))),
+        )
+        .await,
         Code::NOT_FOUND,
     );
     // Exec with a spec that is not JSON is refused before anything runs.
@@ -1482,7 +1451,7 @@ async fn unsupported_methods_and_malformed_options() {
     expect_code("Exec with a bad exec id", exec, Code::INVALID_ARGUMENT);
 
     // Create variants not provided yet: refused as UNIMPLEMENTED, and the id stays free.
-    let c = unique("c");
+    let c = unique_id("c");
     let mut req = shim.create_request(&c);
     req.checkpoint = "/tmp/some-checkpoint".into();
     req.terminal = true;
@@ -1502,7 +1471,7 @@ async fn unsupported_methods_and_malformed_options() {
     );
 
     // Malformed containerd.runc.v1.Options: refused before anything is written or reserved.
-    let bad = unique("c");
+    let bad = unique_id("c");
     let before = shim.bundle_listing(&bad);
     let mut req = shim.create_request(&bad);
     req.options = MessageField::some(Any {
@@ -1529,7 +1498,7 @@ async fn unsupported_methods_and_malformed_options() {
 #[tokio::test]
 async fn shutdown_waits_for_the_last_container() {
     let shim = Shim::launch("shutdown").await;
-    let id = unique("c");
+    let id = unique_id("c");
     shim.create_ok(&id).await;
     ok("Start", shim.start(&id).await);
 
@@ -1693,7 +1662,7 @@ async fn start_replaces_a_dead_servers_socket() {
 #[tokio::test]
 async fn kill_of_a_created_container() {
     let shim = Shim::launch("killcreated").await;
-    let id = unique("c");
+    let id = unique_id("c");
     let pid = shim.create_ok(&id).await;
     ok("Kill SIGKILL", shim.kill(&id, SIGKILL, false).await);
     assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
@@ -1718,7 +1687,7 @@ async fn kill_of_a_created_container() {
 #[tokio::test]
 async fn runtime_kill_errors_are_classified() {
     let shim = Shim::launch("killerr").await;
-    let id = unique("c");
+    let id = unique_id("c");
     let pid = shim.create_ok(&id).await;
     ok("Start", shim.start(&id).await);
     let knob = shim.bundle(&id).join("fake-fail-kill");
@@ -1758,7 +1727,7 @@ async fn start_refuses_an_invalid_id() {
         .prefix("tether-svc-")
         .tempdir()
         .unwrap();
-    let namespace = unique("ns");
+    let namespace = unique_id("ns");
     let address = dir.path().join("containerd.sock").display().to_string();
     let id = "../escape";
     let socket = expected_socket(&address, &namespace, id);
@@ -1810,7 +1779,7 @@ async fn start_refuses_an_invalid_id() {
 async fn checkpoint_passes_options_and_survives_failure() {
     use containerd_shim_protos::shim::oci::CheckpointOptions;
     let shim = Shim::launch("checkpoint").await;
-    let id = unique("c");
+    let id = unique_id("c");
     let pid = shim.create_ok(&id).await;
     ok("Start", shim.start(&id).await);
     let image = shim.bundle(&id).join("image");
@@ -1902,7 +1871,7 @@ async fn checkpoint_passes_options_and_survives_failure() {
 async fn checkpoint_maps_every_option_to_its_flag() {
     use containerd_shim_protos::shim::oci::CheckpointOptions;
     let shim = Shim::launch("ckptopts").await;
-    let id = unique("c");
+    let id = unique_id("c");
     shim.create_ok(&id).await;
     ok("Start", shim.start(&id).await);
     let b = shim.bundle(&id);
@@ -2049,7 +2018,7 @@ async fn checkpoint_maps_every_option_to_its_flag() {
 #[tokio::test]
 async fn stats_makes_no_runtime_call() {
     let shim = Shim::launch("stats").await;
-    let id = unique("c");
+    let id = unique_id("c");
     shim.create_ok(&id).await;
     ok("Start", shim.start(&id).await);
     let calls = shim
@@ -2111,7 +2080,7 @@ async fn stats_makes_no_runtime_call() {
 #[tokio::test]
 async fn create_from_checkpoint_restores_at_start() {
     let shim = Shim::launch("restore").await;
-    let id = unique("c");
+    let id = unique_id("c");
     let image = shim.bundle(&id).join("image");
     fs::create_dir_all(&image).unwrap();
     let mut req = shim.create_request(&id);
@@ -2180,7 +2149,7 @@ async fn failed_restore_can_be_retried_or_deleted() {
         req
     };
 
-    let id = unique("c");
+    let id = unique_id("c");
     let bundle = shim.bundle(&id);
     let log = bundle.join("logs/out.log");
     let attempts = bundle.join("attempts");
@@ -2246,7 +2215,7 @@ async fn failed_restore_can_be_retried_or_deleted() {
     ok("Delete", shim.delete(&id).await);
 
     // Failed, then deleted instead of retried.
-    let id = unique("c");
+    let id = unique_id("c");
     ok(
         "Create from a checkpoint",
         shim.create_with(from_checkpoint(&id, None)).await,
@@ -2278,7 +2247,7 @@ async fn hostile_peers_and_fields_do_not_hurt_the_server() {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
     let shim = Shim::launch("hostile").await;
-    let id = unique("c");
+    let id = unique_id("c");
     shim.create_ok(&id).await;
 
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -2321,7 +2290,7 @@ async fn hostile_peers_and_fields_do_not_hurt_the_server() {
 
     // Huge and empty fields.
     let huge = "a".repeat(1 << 20);
-    let req = shim.create_request_in(&huge, &shim.bundle(&unique("c")));
+    let req = shim.create_request_in(&huge, &shim.bundle(&unique_id("c")));
     expect_code(
         "Create with a 1 MiB id",
         shim.create_with(req).await,
@@ -2332,14 +2301,14 @@ async fn hostile_peers_and_fields_do_not_hurt_the_server() {
         shim.state(&huge).await,
         Code::NOT_FOUND,
     );
-    let mut req = shim.create_request(&unique("c"));
+    let mut req = shim.create_request(&unique_id("c"));
     req.bundle = String::new();
     expect_code(
         "Create without a bundle",
         shim.create_with(req).await,
         Code::INVALID_ARGUMENT,
     );
-    let mut req = shim.create_request(&unique("c"));
+    let mut req = shim.create_request(&unique_id("c"));
     req.stdout = "ftp://nowhere".into();
     expect_code(
         "Create with an unknown stdio scheme",
@@ -2382,7 +2351,7 @@ async fn a_hung_runtime_call_times_out_and_blocks_nothing() {
         vec![("TETHER_RUNTIME_TIMEOUT_MS".into(), "1500".into())],
     )
     .await;
-    let (a, b) = (unique("a"), unique("b"));
+    let (a, b) = (unique_id("a"), unique_id("b"));
     let pid_a = shim.create_ok(&a).await;
     shim.create_ok(&b).await;
     ok("Start a", shim.start(&a).await);
@@ -2483,7 +2452,7 @@ async fn a_hung_runtime_call_times_out_and_blocks_nothing() {
 #[tokio::test]
 async fn init_exit_waits_for_kill_all_in_a_shared_pid_namespace() {
     let shim = Shim::launch("killall").await;
-    let id = unique("c");
+    let id = unique_id("c");
     let bundle = shim.bundle(&id);
     fs::write(bundle.join("config.json"), r#"{"ociVersion":"1.0.2","process":{"args":["sh"]},"root":{"path":"rootfs"},"linux":{"namespaces":[{"type":"mount"}]}}"#).unwrap();
     fs::write(bundle.join("fake-cmd"), "exit 3").unwrap();
@@ -2540,17 +2509,6 @@ fn bundle_has_new_hung_pid(bundle: &Path, old: i32) -> bool {
     fs::read_to_string(bundle.join("fake-hung-pid")).is_ok_and(|s| s.trim() != old.to_string())
 }
 
-async fn wait_until_async(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    cond()
-}
-
 /// containerd 2.3 sends `BootstrapParams` on `start`'s stdin and reads a `BootstrapResult`: the
 /// shim answers in kind, listens in the `socket_dir` it was given (linked from the bundle as
 /// `s`), and serves the task API under both names there. Legacy stdin (the options `Any`) still
@@ -2564,7 +2522,7 @@ async fn start_speaks_the_bootstrap_protocol_when_asked() {
         .prefix("tether-boot-")
         .tempdir()
         .unwrap();
-    let (namespace, id) = (unique("ns"), unique("boot"));
+    let (namespace, id) = (unique_id("ns"), unique_id("boot"));
     let address = dir.path().join("containerd.sock").display().to_string();
     let socket_dir = dir.path().join("s");
     let bundle = dir.path().join(&id);
@@ -2680,7 +2638,7 @@ async fn start_speaks_the_bootstrap_protocol_when_asked() {
             TaskClient::new(raw).pids(
                 ctx(),
                 &api::PidsRequest {
-                    id: unique("nosuch"),
+                    id: unique_id("nosuch"),
                     ..Default::default()
                 },
             ),
@@ -2700,7 +2658,7 @@ fn delete_action_without_runtime_state_runs_no_runtime() {
         .prefix("tether-del-")
         .tempdir()
         .unwrap();
-    let id = unique("gone");
+    let id = unique_id("gone");
     let bundle = dir.path().join(&id);
     fs::create_dir_all(bundle.join("rootfs")).unwrap();
     let root = dir.path().join("runc-root");
@@ -2766,7 +2724,7 @@ fn spawn_with_pid(want: i32) -> std::process::Child {
 #[tokio::test]
 async fn a_recycled_pid_never_receives_an_exec_signal() {
     let shim = Shim::launch("pidreuse").await;
-    let id = unique("c");
+    let id = unique_id("c");
     shim.create_ok(&id).await;
     ok("Start", shim.start(&id).await);
 
@@ -2877,7 +2835,7 @@ fn exec_request(id: &str, exec_id: &str) -> api::ExecProcessRequest {
 #[tokio::test]
 async fn exec_ids_duplicate_unknown_and_pids() {
     let shim = Shim::launch("execcodes").await;
-    let id = unique("c");
+    let id = unique_id("c");
     let init = shim.create_ok(&id).await;
     ok("Start", shim.start(&id).await);
     let exec = TestExec::spawn(&shim, &id);
@@ -3011,7 +2969,7 @@ async fn exec_ids_duplicate_unknown_and_pids() {
 #[tokio::test]
 async fn exec_after_the_init_exited_is_failed_precondition() {
     let shim = Shim::launch("execdead").await;
-    let id = unique("c");
+    let id = unique_id("c");
     fs::write(shim.bundle(&id).join("fake-cmd"), "exit 3").unwrap();
     shim.create_ok(&id).await;
     ok("Start", shim.start(&id).await);

@@ -2,7 +2,7 @@
 //! unix socket (`--console-socket`) with SCM_RIGHTS. We copy the client's stdin into the master
 //! and the master's output to the client's stdout target, and apply `ResizePty` to it.
 
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -10,7 +10,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::UnixListener;
@@ -60,7 +59,9 @@ impl ConsoleSocket {
             let (stream, _) = self.listener.accept().await?;
             loop {
                 stream.readable().await?;
-                match stream.try_io(Interest::READABLE, || recv_fd(stream.as_raw_fd())) {
+                match stream.try_io(Interest::READABLE, || {
+                    crate::sys::recv_fd(stream.as_raw_fd())
+                }) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     other => return other,
                 }
@@ -79,27 +80,6 @@ impl Drop for ConsoleSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn recv_fd(sock: i32) -> io::Result<OwnedFd> {
-    let mut data = [0u8; 4096];
-    let mut iov = [IoSliceMut::new(&mut data)];
-    let mut cmsg = nix::cmsg_space!([i32; 1]);
-    let msg = recvmsg::<UnixAddr>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
-                for &extra in &fds[1..] {
-                    drop(crate::sys::own_fd(extra));
-                }
-                return Ok(crate::sys::own_fd(fd));
-            }
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "no descriptor in the console socket message",
-    ))
 }
 
 /// How much output a hung-up console still hands to the output copy: what the pty buffered

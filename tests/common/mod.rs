@@ -234,6 +234,20 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// [`wait_until`] for async tests: sleeps on the tokio timer, so the test's other tasks run.
+pub async fn wait_until_async(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return cond();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Last `n` lines of a text file, for failure messages.
 pub fn tail(path: &Path, n: usize) -> String {
     let text = match fs::read(path) {
@@ -462,6 +476,10 @@ pub struct ProcStat {
     pub comm: String,
     pub state: char,
     pub ppid: i32,
+    pub pgrp: i32,
+    pub session: i32,
+    /// Clock ticks after boot at which it started: with the pid, names one process for good.
+    pub starttime: u64,
 }
 
 /// Parses `/proc/<pid>/stat`; `None` if the process does not exist (any more).
@@ -474,11 +492,18 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     let mut rest = text[close + 1..].split_whitespace();
     let state = rest.next()?.chars().next()?;
     let ppid = rest.next()?.parse().ok()?;
+    let pgrp = rest.next()?.parse().ok()?;
+    let session = rest.next()?.parse().ok()?;
+    // Field 22; `rest` is at field 7 (tty_nr).
+    let starttime = rest.nth(15)?.parse().ok()?;
     Some(ProcStat {
         pid,
         comm,
         state,
         ppid,
+        pgrp,
+        session,
+        starttime,
     })
 }
 
@@ -989,6 +1014,15 @@ impl Containerd {
     }
 
     /// `(pid, status)` of task `id` from `ctr tasks ls`, `None` if not listed.
+    /// Pids listed by `ctr tasks ps <id>` (the `PID INFO` table), in its order.
+    pub fn task_pids(&self, id: &str) -> Vec<i32> {
+        self.ctr_ok(&["tasks", "ps", id])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
     pub fn task(&self, id: &str) -> Option<(i32, String)> {
         self.tasks()
             .into_iter()
@@ -1421,6 +1455,31 @@ impl EventStream {
         self.lines.lock().unwrap().clone()
     }
 
+    /// The `/tasks/*` events received so far, parsed. `ctr events` prints each as
+    /// `<date> <time> <tz> UTC <namespace> <topic> <json>`.
+    pub fn task_events(&self) -> Vec<TaskEvent> {
+        self.lines()
+            .into_iter()
+            .filter_map(|line| {
+                let topic = line
+                    .split_whitespace()
+                    .find(|w| w.starts_with("/tasks/"))?
+                    .to_string();
+                let payload = serde_json::from_str(&line[line.find('{')?..]).ok()?;
+                Some(TaskEvent {
+                    topic,
+                    payload,
+                    line,
+                })
+            })
+            .collect()
+    }
+
+    /// Everything received so far, one event a line, for failure messages.
+    pub fn show(&self) -> String {
+        self.lines().join("\n")
+    }
+
     /// Topics (`/tasks/create`, ...) of the `/tasks/*` events whose `container_id` is `id`,
     /// in arrival order.
     pub fn task_topics(&self, id: &str) -> Vec<String> {
@@ -1443,6 +1502,34 @@ impl EventStream {
             .into_iter()
             .find(|l| l.contains(&needle) && l.split_whitespace().any(|w| w == topic))
     }
+}
+
+/// One `/tasks/*` event as `ctr events` printed it.
+#[derive(Debug, Clone)]
+pub struct TaskEvent {
+    pub topic: String,
+    pub payload: serde_json::Value,
+    pub line: String,
+}
+
+impl TaskEvent {
+    /// A string field of the event's payload (`container_id`, `id`, `exec_id`, ...).
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.payload.get(key).and_then(|v| v.as_str())
+    }
+}
+
+/// Index in `events` of the first `topic` event of container `cid` whose `key` is `value`.
+pub fn position(
+    events: &[TaskEvent],
+    topic: &str,
+    cid: &str,
+    key: &str,
+    value: &str,
+) -> Option<usize> {
+    events.iter().position(|e| {
+        e.topic == topic && e.field("container_id") == Some(cid) && e.field(key) == Some(value)
+    })
 }
 
 impl Drop for EventStream {
