@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::events::timestamp;
 use crate::io::StdioConfig;
 use crate::mount::Mount;
-use crate::process::{ExitInfo, State};
+use crate::process::{ExitInfo, ProcessId, State};
 use crate::protos::runtimeoptions::Options as CriRuntimeOptions;
 use crate::runtime::{CheckpointOptions, RuncOptions};
 use crate::supervisor::{CreateRequest, Supervisor};
@@ -235,9 +235,10 @@ impl Task for TaskService {
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> Res<api::StartResponse> {
+        let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
         let pid = self
             .sup
-            .start(&req.id, &req.exec_id)
+            .start(&req.id, &process)
             .instrument(span("start", &req.id, &req.exec_id))
             .await
             .map_err(to_status)?;
@@ -248,7 +249,8 @@ impl Task for TaskService {
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> Res<api::StateResponse> {
-        let s = self.sup.state(&req.id, &req.exec_id).map_err(to_status)?;
+        let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
+        let s = self.sup.state(&req.id, &process).map_err(to_status)?;
         Ok(api::StateResponse {
             id: s.id,
             exec_id: s.exec_id,
@@ -266,9 +268,10 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> Res<api::WaitResponse> {
+        let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
         let e = self
             .sup
-            .wait(&req.id, &req.exec_id)
+            .wait(&req.id, &process)
             .instrument(span("wait", &req.id, &req.exec_id))
             .await
             .map_err(to_status)?;
@@ -280,8 +283,9 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> Res<Empty> {
+        let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
         self.sup
-            .kill(&req.id, &req.exec_id, req.signal, req.all)
+            .kill(&req.id, &process, req.signal, req.all)
             .instrument(span("kill", &req.id, &req.exec_id))
             .await
             .map_err(to_status)?;
@@ -293,9 +297,10 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> Res<api::DeleteResponse> {
+        let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
         let d = self
             .sup
-            .delete(&req.id, &req.exec_id)
+            .delete(&req.id, &process)
             .instrument(span("delete", &req.id, &req.exec_id))
             .await
             .map_err(to_status)?;
@@ -341,8 +346,9 @@ impl Task for TaskService {
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> Res<Empty> {
+        let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
         self.sup
-            .close_io(&req.id, &req.exec_id, req.stdin)
+            .close_io(&req.id, &process, req.stdin)
             .map_err(to_status)?;
         Ok(Empty::new())
     }
@@ -386,15 +392,16 @@ impl Task for TaskService {
     }
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> Res<Empty> {
+        let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
         self.sup
-            .resize_pty(&req.id, &req.exec_id, req.width, req.height)
+            .resize_pty(&req.id, &process, req.width, req.height)
             .map_err(to_status)?;
         Ok(Empty::new())
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> Res<Empty> {
         self.sup
-            .pause(&req.id, true)
+            .pause(&req.id)
             .instrument(span("pause", &req.id, ""))
             .await
             .map_err(to_status)?;
@@ -403,7 +410,7 @@ impl Task for TaskService {
 
     async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> Res<Empty> {
         self.sup
-            .pause(&req.id, false)
+            .resume(&req.id)
             .instrument(span("resume", &req.id, ""))
             .await
             .map_err(to_status)?;
