@@ -13,8 +13,11 @@
 //!   `BootstrapParams`/`BootstrapResult`).
 //! - [`service`]: the ttrpc task API edge. The only module that knows task-API protobuf types
 //!   and the only place errors become ttrpc status codes.
-//! - [`supervisor`]: the process table, exit routing and event ordering rules.
-//! - [`process`]: per-process state machine and id validation; pure.
+//! - [`supervisor`]: the process table, exit routing and event ordering rules; inside it,
+//!   `init` (a container's create/start/restore/delete), `exec`, `exits` (exit routing, the
+//!   init's exit last), `oom` and `spec` (what Create reads from the bundle).
+//! - [`process`]: process ids (`ProcessId`, `Pid`), the per-process state machine and id
+//!   validation; pure.
 //! - [`runtime`]: invoking runc (argv, timeouts, `log.json` errors, error classification).
 //! - [`io`]: container stdio: pipes to runc, spliced (or copied) to containerd's FIFOs.
 //! - [`mount`]: mounting the rootfs a `Create` carries, and unmounting it.
