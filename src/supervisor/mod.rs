@@ -333,18 +333,32 @@ impl Table {
 
 /// Runs blocking work (a mount, bundle file I/O) on a short-lived thread of its own and awaits
 /// it, so the runtime's only thread keeps answering meanwhile. Not tokio's blocking pool: that
-/// would keep an idle thread, and its memory, for seconds after every create.
+/// would keep an idle thread, and its memory, for seconds after every create. If no thread can
+/// be made (the task's thread limit), the work runs here rather than not at all: an unmount
+/// skipped would leave the rootfs mounted.
 async fn off_thread<T: Send + 'static>(
     what: &'static str,
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
+    let work = Arc::new(Mutex::new(Some(work)));
+    let theirs = work.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name(what.into())
         .spawn(move || {
-            let _ = tx.send(work());
-        })
-        .map_err(Error::io(format!("start a thread to {what}")))?;
+            let work = theirs.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(work) = work {
+                let _ = tx.send(work());
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no thread to {what}; doing it on the server thread");
+        let work = work.lock().unwrap_or_else(|p| p.into_inner()).take();
+        return match work {
+            Some(work) => work(),
+            None => Err(Error::io(format!("start a thread to {what}"))(e)),
+        };
+    }
     rx.await.unwrap_or_else(|_| {
         Err(Error::io(what)(std::io::Error::other(
             "its thread ended without an answer",
@@ -707,6 +721,18 @@ mod tests {
         // A process that has not started owns no exit.
         let r = Proc::new(Kind::Exec, None, StdioConfig::default(), None);
         assert!(!r.owns_exit(far));
+    }
+
+    #[tokio::test]
+    async fn blocking_work_runs_on_another_thread_and_keeps_its_error() {
+        let here = std::thread::current().id();
+        let there = off_thread("test", || Ok(std::thread::current().id()))
+            .await
+            .unwrap();
+        assert_ne!(here, there);
+        let failed: Result<()> =
+            off_thread("test", || Err(Error::InvalidArgument("no".into()))).await;
+        assert!(matches!(failed, Err(Error::InvalidArgument(m)) if m == "no"));
     }
 
     #[test]
