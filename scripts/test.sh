@@ -17,6 +17,12 @@ cd "$(dirname "$0")/.."
 # Installs containerd, runc and busybox-static if missing (quiet when all are there).
 scripts/setup.sh
 
+# Format and lint gates: one style for src/, tests/ and examples/, and no clippy warning.
+echo "+ cargo fmt --check"
+cargo fmt --check
+echo "+ cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
 echo "+ cargo build --all-targets"
 cargo build --all-targets
 

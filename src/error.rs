@@ -35,6 +35,15 @@ impl Error {
         let context = context.into();
         move |source| Error::Io { context, source }
     }
+
+    /// The same for a failed `nix` call: `.map_err(Error::os("eventfd"))`.
+    pub fn os(context: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
+        let context = context.into();
+        move |e| Error::Io {
+            context,
+            source: e.into(),
+        }
+    }
 }
 
 impl fmt::Display for Error {

@@ -18,12 +18,13 @@
 //!   init's exit last), `oom` and `spec` (what Create reads from the bundle).
 //! - [`process`]: process ids (`ProcessId`, `Pid`), the per-process state machine and id
 //!   validation; pure.
-//! - [`runtime`]: invoking runc (argv, timeouts, `log.json` errors, error classification).
+//! - [`runtime`]: invoking runc (argv, timeouts, `log.json` errors, error classification);
+//!   `runtime::primer` primes the kernel's cgroup attach lock while runc starts.
 //! - [`io`]: container stdio: pipes to runc, spliced (or copied) to containerd's FIFOs.
 //! - [`mount`]: mounting the rootfs a `Create` carries, and unmounting it.
 //! - [`cgroups`]: finding a container's cgroup (v1 or v2), its metrics for `Stats` and its OOM
-//!   kills; priming the kernel's cgroup attach lock while runc starts. It returns containerd's cgroups `Metrics` messages directly: they are a data
-//!   format with hundreds of fields, and a mirror type would only copy them.
+//!   kills. It returns containerd's cgroups `Metrics` messages directly: they are a data format
+//!   with hundreds of fields, and a mirror type would only copy them.
 //! - [`reaper`]: the one `waitpid(-1)` loop and spawn-and-wait for every child we fork.
 //! - [`events`]: the ordered publisher of task events to containerd.
 //! - [`logging`]: `tracing` output into the bundle's `log` FIFO, never blocking.

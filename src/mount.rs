@@ -1,5 +1,13 @@
 //! Mounting the rootfs mounts of a `Create` onto `<bundle>/rootfs`, and taking them down.
+//!
+//! Idmapped mounts (containerd 2.x, user-namespaced pods): a mount carrying `uidmap=` and
+//! `gidmap=` options is made as containerd's own mount code does (`core/mount`, v2.1): a bind
+//! (or any non-overlay) mount is made, then an idmapped copy of it is stacked on it; an overlay
+//! gets the common parent of its lowerdirs idmapped (read-only) on a temporary directory and
+//! its lowerdirs rewritten through it, the upperdir left as it is. The options never reach the
+//! kernel as mount data.
 
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -71,6 +79,8 @@ pub fn parse_options(options: &[String]) -> ParsedOptions {
             // containerd 2.x's mount manager consumes `X-containerd.mkdir.path` (for mount types
             // with a `mkdir/` prefix) before a mount reaches a shim; the Go shim never sees it.
             x if x.starts_with("X-containerd.") => continue,
+            // Consumed by the idmapping (see [`IdMapping`]); the kernel would refuse them.
+            x if x.starts_with("uidmap=") || x.starts_with("gidmap=") => continue,
             other => {
                 data.push(other.to_string());
                 continue;
@@ -87,9 +97,19 @@ pub fn parse_options(options: &[String]) -> ParsedOptions {
 }
 
 /// Mounts each mount, in order, onto `target`. On failure the ones already mounted are undone.
+/// Every mount's id mapping is checked before anything is mounted: a malformed one is
+/// `InvalidArgument` and nothing is mounted.
 pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
-    for (i, m) in mounts.iter().enumerate() {
-        if let Err(e) = mount_one(m, target) {
+    let idmaps = mounts
+        .iter()
+        .map(|m| IdMapping::from_options(&m.options))
+        .collect::<Result<Vec<_>>>()?;
+    for (i, (m, idmap)) in mounts.iter().zip(&idmaps).enumerate() {
+        let mounted = match idmap {
+            None => mount_one(m, &m.options, target),
+            Some(idmap) => mount_idmapped(m, idmap, target),
+        };
+        if let Err(e) = mounted {
             if i > 0 {
                 unmount_all(target);
             }
@@ -99,8 +119,239 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
     Ok(())
 }
 
-fn mount_one(m: &Mount, target: &Path) -> Result<()> {
-    let mut o = parse_options(&m.options);
+/// [`mount_one`] through a user namespace with `idmap`'s mappings.
+fn mount_idmapped(m: &Mount, idmap: &IdMapping, target: &Path) -> Result<()> {
+    let userns = crate::sys::new_userns(&idmap.uid_map(), &idmap.gid_map())
+        .map_err(Error::io("create a user namespace for an idmapped mount"))?;
+    if m.kind != "overlay" {
+        mount_one(m, &m.options, target)?;
+        if let Err(e) = crate::sys::idmapped_mount(target, target, userns.as_fd(), 0) {
+            unmount_all(target);
+            return Err(Error::Io {
+                context: format!("idmap the mount of {} on {}", m.source, target.display()),
+                source: e,
+            });
+        }
+        return Ok(());
+    }
+    let lower_idx = m.options.iter().position(|o| o.starts_with(LOWERDIR));
+    let lowers: Vec<&str> = match lower_idx {
+        Some(i) => m.options[i][LOWERDIR.len()..].split(':').collect(),
+        None => Vec::new(),
+    };
+    let common = common_parent(&lowers).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "idmapped overlay on {}: its lowerdirs have no common parent directory below /",
+            target.display()
+        ))
+    })?;
+    let layers = IdmappedLayers::mount(common, target, userns.as_fd())?;
+    let mut options = m.options.clone();
+    if let Some(i) = lower_idx {
+        let through: Vec<String> = lowers
+            .iter()
+            .map(|l| {
+                let rel = l[common.len()..].trim_start_matches('/');
+                layers.dir.join(rel).to_string_lossy().into_owned()
+            })
+            .collect();
+        options[i] = format!("{LOWERDIR}{}", through.join(":"));
+    }
+    // The overlay holds its own references to its layers: the idmapped copy can go right after.
+    let mounted = mount_one(m, &options, target);
+    drop(layers);
+    mounted
+}
+
+const LOWERDIR: &str = "lowerdir=";
+
+/// The directory the lowerdirs are idmapped through, as containerd's `getCommonDirectory`:
+/// the parent of their longest common prefix; None if that is `/` or they are not absolute.
+fn common_parent<'a>(lowers: &[&'a str]) -> Option<&'a str> {
+    let first = *lowers.first()?;
+    if lowers.iter().any(|l| !l.starts_with('/')) {
+        return None;
+    }
+    let prefix = lowers[1..].iter().fold(first.len(), |n, l| {
+        first
+            .bytes()
+            .zip(l.bytes())
+            .take(n)
+            .take_while(|(a, b)| a == b)
+            .count()
+    });
+    // Like Go's path.Dir: up to the last slash of the prefix (which may end inside a name).
+    let prefix = &first[..prefix];
+    let parent = &prefix[..prefix.rfind('/')?];
+    (!parent.is_empty()).then_some(parent)
+}
+
+/// The common parent of an overlay's lowerdirs, idmapped read-only on a fresh directory next
+/// to the target; unmounted and removed on drop.
+struct IdmappedLayers {
+    dir: std::path::PathBuf,
+}
+
+impl IdmappedLayers {
+    fn mount(
+        common: &str,
+        target: &Path,
+        userns: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<IdmappedLayers> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let parent = target.parent().ok_or_else(|| {
+            Error::InvalidArgument(format!("mount target {} has no parent", target.display()))
+        })?;
+        let name = format!(
+            ".idmapped-layers-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = parent.join(name);
+        std::fs::create_dir(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        let layers = IdmappedLayers { dir };
+        crate::sys::idmapped_mount(
+            Path::new(common),
+            &layers.dir,
+            userns,
+            crate::sys::MOUNT_ATTR_RDONLY,
+        )
+        .map_err(|e| Error::Io {
+            context: format!("idmap overlay layers {common} on {}", layers.dir.display()),
+            source: e,
+        })?;
+        Ok(layers)
+    }
+}
+
+impl Drop for IdmappedLayers {
+    fn drop(&mut self) {
+        unmount_all(&self.dir);
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove idmapped layers directory");
+        }
+    }
+}
+
+/// The uid and gid mappings of an idmapped mount, from its `uidmap=` and `gidmap=` options:
+/// `<container id>:<host id>:<size>` entries separated by commas, as containerd writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMapping {
+    pub uid: Vec<IdRange>,
+    pub gid: Vec<IdRange>,
+}
+
+/// One entry of a mapping: `size` ids from `container` inside map to `host` outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub container: u32,
+    pub host: u32,
+    pub size: u32,
+}
+
+/// The most entries a user namespace map takes (since Linux 4.15).
+const MAX_ID_RANGES: usize = 340;
+
+impl IdMapping {
+    /// The mapping a mount's options ask for: None without `uidmap=` and `gidmap=`;
+    /// `InvalidArgument` when only one is given (containerd then silently mounts without any
+    /// mapping, which would hand the pod files it cannot use) or either is malformed. The last
+    /// of repeated options counts, as in containerd.
+    pub fn from_options(options: &[String]) -> Result<Option<IdMapping>> {
+        let last = |prefix: &str| options.iter().rev().find_map(|o| o.strip_prefix(prefix));
+        let parse = |name: &str, list: &str| {
+            parse_id_ranges(list)
+                .map_err(|why| Error::InvalidArgument(format!("mount option {name}={list}: {why}")))
+        };
+        match (last("uidmap="), last("gidmap=")) {
+            (None, None) => Ok(None),
+            (Some(uid), Some(gid)) => Ok(Some(IdMapping {
+                uid: parse("uidmap", uid)?,
+                gid: parse("gidmap", gid)?,
+            })),
+            (Some(_), None) | (None, Some(_)) => Err(Error::InvalidArgument(
+                "an idmapped mount needs both uidmap= and gidmap=".into(),
+            )),
+        }
+    }
+
+    /// The text of `/proc/<pid>/uid_map`.
+    pub fn uid_map(&self) -> String {
+        map_file(&self.uid)
+    }
+
+    /// The text of `/proc/<pid>/gid_map`.
+    pub fn gid_map(&self) -> String {
+        map_file(&self.gid)
+    }
+}
+
+fn map_file(ranges: &[IdRange]) -> String {
+    ranges
+        .iter()
+        .map(|r| format!("{} {} {}\n", r.container, r.host, r.size))
+        .collect()
+}
+
+/// Parses `c:h:s[,c:h:s...]`, refusing what the kernel would refuse when the map is written:
+/// ids that are not 32-bit numbers, an empty range, a range past the last id, more than 340
+/// entries, ranges overlapping on either side.
+pub fn parse_id_ranges(list: &str) -> std::result::Result<Vec<IdRange>, String> {
+    let number = |field: &str, what: &str| -> std::result::Result<u32, String> {
+        if field.is_empty() || !field.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{what} {field:?} is not a non-negative number"));
+        }
+        field
+            .parse()
+            .map_err(|_| format!("{what} {field} is more than 32 bits"))
+    };
+    let mut ranges = Vec::new();
+    for entry in list.split(',') {
+        let fields: Vec<&str> = entry.split(':').collect();
+        let [c, h, s] = fields[..] else {
+            return Err(format!("{entry:?} is not container-id:host-id:size"));
+        };
+        let r = IdRange {
+            container: number(c, "container id")?,
+            host: number(h, "host id")?,
+            size: number(s, "size")?,
+        };
+        if r.size == 0 {
+            return Err(format!("{entry}: an empty range"));
+        }
+        let end = |start: u32| u64::from(start) + u64::from(r.size);
+        if end(r.container) > 1 << 32 || end(r.host) > 1 << 32 {
+            return Err(format!("{entry}: the range ends past the last 32-bit id"));
+        }
+        ranges.push(r);
+    }
+    if ranges.len() > MAX_ID_RANGES {
+        return Err(format!(
+            "{} entries, more than the kernel's {MAX_ID_RANGES}",
+            ranges.len()
+        ));
+    }
+    let overlap = |a: u32, b: u32, size_a: u32, size_b: u32| {
+        u64::from(a) < u64::from(b) + u64::from(size_b)
+            && u64::from(b) < u64::from(a) + u64::from(size_a)
+    };
+    for (i, a) in ranges.iter().enumerate() {
+        for b in &ranges[i + 1..] {
+            if overlap(a.container, b.container, a.size, b.size) {
+                return Err(format!("container ids of {a:?} and {b:?} overlap"));
+            }
+            if overlap(a.host, b.host, a.size, b.size) {
+                return Err(format!("host ids of {a:?} and {b:?} overlap"));
+            }
+        }
+    }
+    Ok(ranges)
+}
+
+/// Mounts `m` with `options` (its own, or with rewritten lowerdirs) on `target`.
+fn mount_one(m: &Mount, options: &[String], target: &Path) -> Result<()> {
+    let mut o = parse_options(options);
     let fail = |e: Errno| Error::Io {
         context: format!("mount {} ({}) on {}", m.source, m.kind, target.display()),
         source: e.into(),
@@ -109,7 +360,7 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
     let page = page_size();
     let mut from_dir = None;
     if m.kind == "overlay" && o.data.len() >= page {
-        if let Some((dir, options)) = compact_lowerdirs(&m.options) {
+        if let Some((dir, options)) = compact_lowerdirs(options) {
             o = parse_options(&options);
             from_dir = Some(dir);
         }
@@ -310,103 +561,83 @@ mod tests {
         assert_eq!(o.data, "");
         assert_eq!(opts(&["ro", "rw"]).flags, MsFlags::empty());
     }
-}
 
-#[cfg(test)]
-mod real_mounts {
-    use super::*;
-    use std::fs;
-
-    /// Lazily unmounts `path` when dropped, so a failed assertion leaves no mount behind.
-    struct Unmount(std::path::PathBuf);
-
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+    #[test]
+    fn id_mappings_parse_like_containerd_writes_them() {
+        let r = |container, host, size| IdRange {
+            container,
+            host,
+            size,
+        };
+        assert_eq!(
+            parse_id_ranges("0:100000:65536"),
+            Ok(vec![r(0, 100000, 65536)])
+        );
+        assert_eq!(
+            parse_id_ranges("0:1000:1,1:100000:65535"),
+            Ok(vec![r(0, 1000, 1), r(1, 100000, 65535)])
+        );
+        assert_eq!(
+            parse_id_ranges("0:0:4294967295"),
+            Ok(vec![r(0, 0, u32::MAX)]),
+            "the whole id space"
+        );
+        let many: Vec<String> = (0..341).map(|i| format!("{i}:{}:1", 1000 + i)).collect();
+        for bad in [
+            "",
+            "0:100000",
+            "0:100000:65536:1",
+            "a:1:1",
+            "-1:0:1",
+            "+1:0:1",
+            " 0:1:1",
+            "0:1:0",
+            "0:4294967295:2",
+            "4294967296:0:1",
+            "0:100:10,5:200:10",
+            "0:100:10,20:105:10",
+            "0:1:1,",
+            &many.join(","),
+        ] {
+            assert!(parse_id_ranges(bad).is_err(), "{bad:?} accepted");
         }
     }
 
-    /// An image with many layers: 120 lowerdirs under a long path make a `lowerdir=` option of
-    /// ~12 kB, three times what mount(2) takes. `mount_all` (what Create calls) must still
-    /// mount every layer, top to bottom.
     #[test]
-    fn overlay_with_options_longer_than_a_page() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "this test mounts overlay and needs root: run `sudo -E cargo test --lib mount`"
-        );
-        let tmp = tempfile::tempdir().unwrap();
-        // tmpfs, so upperdir is on a filesystem overlay accepts whatever backs /tmp.
-        mount(
-            Some("tmpfs"),
-            tmp.path(),
-            Some("tmpfs"),
-            MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap();
-        let _tmpfs = Unmount(tmp.path().to_owned());
-        let root = tmp
-            .path()
-            .join("io.containerd.snapshotter.v1.overlayfs-with-a-deliberately-long-directory-name");
-        let snapshots = root.join("snapshots");
-        let layers: Vec<_> = (100..220)
-            .map(|n| snapshots.join(n.to_string()).join("fs"))
-            .collect();
-        for (i, l) in layers.iter().enumerate() {
-            fs::create_dir_all(l).unwrap();
-            fs::write(l.join("who"), format!("layer {i}")).unwrap();
+    fn idmap_options_are_consumed_never_mount_data() {
+        let v = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let options = v(&["rbind", "uidmap=0:100000:65536", "gidmap=0:200000:65536"]);
+        assert_eq!(parse_options(&options).data, "");
+        let map = IdMapping::from_options(&options).unwrap().unwrap();
+        assert_eq!(map.uid_map(), "0 100000 65536\n");
+        assert_eq!(map.gid_map(), "0 200000 65536\n");
+        assert_eq!(IdMapping::from_options(&v(&["rbind", "ro"])).unwrap(), None);
+        for one_sided in [v(&["uidmap=0:1:1"]), v(&["gidmap=0:1:1"])] {
+            assert!(matches!(
+                IdMapping::from_options(&one_sided),
+                Err(Error::InvalidArgument(_))
+            ));
         }
-        fs::write(layers[0].join("top"), "top").unwrap();
-        fs::write(layers[layers.len() - 1].join("bottom"), "bottom").unwrap();
-        let (upper, work, target) = (root.join("upper"), root.join("work"), root.join("rootfs"));
-        for d in [&upper, &work, &target] {
-            fs::create_dir_all(d).unwrap();
+        match IdMapping::from_options(&v(&["uidmap=0:1:1", "gidmap=0:x:1"])) {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains("gidmap=0:x:1"), "{m}"),
+            other => panic!("{other:?}"),
         }
-        let lowerdir = layers
-            .iter()
-            .map(|l| l.to_str().unwrap())
-            .collect::<Vec<_>>()
-            .join(":");
-        let options = vec![
-            "index=off".to_string(),
-            format!("workdir={}", work.display()),
-            format!("upperdir={}", upper.display()),
-            format!("lowerdir={lowerdir}"),
-        ];
-        assert!(
-            options.join(",").len() > 3 * 4096,
-            "the test must exceed a page"
-        );
-        let m = Mount {
-            kind: "overlay".into(),
-            source: "overlay".into(),
-            options,
-        };
-        let cwd = std::env::current_dir().unwrap();
+    }
 
-        mount_all(&[m], &target).expect("mount overlay with a long lowerdir list");
-        let mounted = Unmount(target.clone());
-        assert_eq!(fs::read_to_string(target.join("top")).unwrap(), "top");
-        assert_eq!(fs::read_to_string(target.join("bottom")).unwrap(), "bottom");
+    #[test]
+    fn overlay_layers_are_idmapped_through_their_common_parent() {
         assert_eq!(
-            fs::read_to_string(target.join("who")).unwrap(),
-            "layer 0",
-            "the first lowerdir is the top layer"
-        );
-        fs::write(target.join("written"), "x").unwrap();
-        assert!(
-            upper.join("written").exists(),
-            "writes go to the (absolute) upperdir"
+            common_parent(&["/s/snapshots/10/fs", "/s/snapshots/11/fs"]),
+            Some("/s/snapshots")
         );
         assert_eq!(
-            std::env::current_dir().unwrap(),
-            cwd,
-            "the process's cwd is untouched"
+            common_parent(&["/s/snapshots/1/fs"]),
+            Some("/s/snapshots/1")
         );
-
-        unmount_all(&target);
-        std::mem::forget(mounted);
-        assert!(!target.join("top").exists(), "unmounted");
+        assert_eq!(common_parent(&["/s/a", "/s/a/b"]), Some("/s"));
+        assert_eq!(common_parent(&["/s/l/a", "/s/l/b"]), Some("/s/l"));
+        assert_eq!(common_parent(&["/a/x", "/b/y"]), None, "only / in common");
+        assert_eq!(common_parent(&["a/x", "a/y"]), None, "relative");
+        assert_eq!(common_parent(&[]), None);
     }
 }

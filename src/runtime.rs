@@ -19,6 +19,8 @@ use tokio::net::unix::pipe;
 use crate::error::{Error, Result};
 use crate::reaper::Reaper;
 
+pub mod primer;
+
 /// Default base of runc state dirs; the namespace is appended, as the Go shim does.
 pub const DEFAULT_ROOT: &str = "/run/containerd/runc";
 /// How long one runtime call may take before it is killed.
@@ -276,7 +278,7 @@ impl Runc {
         stdio: RuncStdio,
     ) -> Result<()> {
         let args = self.create_args(id, bundle, pid_file, stdio.console_socket.as_deref());
-        crate::cgroups::prime_attach_lock();
+        primer::prime_attach_lock();
         self.call(reaper, "create", &args, Some(stdio))
             .await
             .map(drop)
@@ -314,7 +316,7 @@ impl Runc {
         stdio: RuncStdio,
     ) -> Result<()> {
         let args = self.exec_args(id, process, pid_file, stdio.console_socket.as_deref());
-        crate::cgroups::prime_attach_lock();
+        primer::prime_attach_lock();
         self.call(reaper, "exec", &args, Some(stdio))
             .await
             .map(drop)

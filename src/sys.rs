@@ -113,6 +113,17 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(Into::into)
 }
 
+/// Registers an open file with the tokio reactor for `interest` only (e.g. `PRIORITY`, a
+/// kernfs file's change notification).
+pub fn async_file(
+    file: std::fs::File,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<std::fs::File>> {
+    // SAFETY: the AsyncFd takes ownership of `file`, whose descriptor stays open and unchanged
+    // until the AsyncFd is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(file, interest) }.map_err(Into::into)
+}
+
 /// Sets a terminal's window size (TIOCSWINSZ).
 pub fn set_window_size(tty: &impl AsRawFd, width: u16, height: u16) -> io::Result<()> {
     let ws = libc::winsize {
@@ -322,6 +333,153 @@ pub fn unshare_fs() -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// A new user namespace whose `uid_map` and `gid_map` are the given texts (lines of
+/// `<inside> <outside> <count>`), as a descriptor of it: what `mount_setattr` needs to idmap a
+/// mount. Done as containerd does: a child is cloned into a new user namespace, the maps are
+/// written from here, and `/proc/<child>/ns/user` is opened; the descriptor keeps the namespace
+/// alive after the child is gone.
+///
+/// The child is a `clone` with no exit signal, so the reaper's `waitpid(-1)` (without
+/// `__WALL`) never sees it: it is reaped here through its pidfd, and being unreaped until then
+/// its pid cannot be recycled while `/proc/<pid>` is used. It only blocks reading a pipe whose
+/// write end this function drops when done (or that dies with this process), then exits.
+pub fn new_userns(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let mut pidfd: libc::c_int = -1;
+    let flags = (libc::CLONE_NEWUSER | libc::CLONE_PIDFD) as libc::c_ulong;
+    // SAFETY: without CLONE_VM and with a null stack, clone is fork: the child runs on a
+    // copy-on-write copy of this thread's stack and memory. The child calls only close, read
+    // and _exit (raw, async-signal-safe) and never returns from this block. In the parent the
+    // kernel writes the pidfd into `pidfd`, a live local.
+    let pid = unsafe {
+        let pid = libc::syscall(
+            libc::SYS_clone,
+            flags,
+            0usize,
+            &mut pidfd as *mut libc::c_int,
+            0usize,
+            0usize,
+        );
+        if pid == 0 {
+            libc::close(w.as_raw_fd());
+            let mut byte = 0u8;
+            libc::read(r.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+        pid
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: CLONE_PIDFD made the kernel create this descriptor for us; nothing else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    drop(r);
+    let ns = (|| {
+        std::fs::write(format!("/proc/{pid}/uid_map"), uid_map)?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), gid_map)?;
+        std::fs::File::open(format!("/proc/{pid}/ns/user")).map(OwnedFd::from)
+    })();
+    // The child reads end-of-file and exits.
+    drop(w);
+    loop {
+        // SAFETY: siginfo_t is plain data the kernel fills; zeroed is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child through its pidfd; `info` outlives the call.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::__WALL,
+            )
+        };
+        if rc == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    ns
+}
+
+/// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0) of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+/// `MOUNT_ATTR_RDONLY`, for [`idmapped_mount`]'s `extra`.
+pub const MOUNT_ATTR_RDONLY: u64 = 1;
+
+/// Mounts a copy of the mount at `source` on `target`, its files' owners mapped through the
+/// user namespace `userns` (and `extra` mount attributes set): `open_tree(OPEN_TREE_CLONE)`,
+/// `mount_setattr(MOUNT_ATTR_IDMAP)`, `move_mount`. Only the mount at `source` is copied, not
+/// the mounts below it, as containerd does. Source and target may be the same path: the
+/// idmapped copy then stacks on the original.
+pub fn idmapped_mount(
+    source: &std::path::Path,
+    target: &std::path::Path,
+    userns: std::os::fd::BorrowedFd<'_>,
+    extra: u64,
+) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path with a NUL byte"))
+    };
+    let (source, target) = (path(source)?, path(target)?);
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    // SAFETY: `source` is a NUL-terminated path that outlives the call; open_tree returns a
+    // new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, source.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree just created this descriptor for us; nothing else owns it.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | extra,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: `attr` is a valid mount_attr of the size passed, the empty path is a static
+    // NUL-terminated string, and both outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the paths are NUL-terminated and outlive the call; `tree` is a detached mount
+    // we own.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

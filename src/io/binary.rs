@@ -47,8 +47,8 @@ impl Logger {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<Logger> {
-        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Error::io("pipe")(e.into()))?;
+        let (ready_r, ready_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::os("pipe"))?;
         let mut cmd = Command::new(path);
         for (k, v) in args {
             cmd.arg(k).arg(v);

@@ -133,13 +133,12 @@ impl WeakConsole {
 
 impl Console {
     pub fn new(master: OwnedFd) -> Result<Console> {
-        let flags = fcntl(master.as_raw_fd(), FcntlArg::F_GETFL)
-            .map_err(|e| Error::io("pty flags")(e.into()))?;
+        let flags = fcntl(master.as_raw_fd(), FcntlArg::F_GETFL).map_err(Error::os("pty flags"))?;
         fcntl(
             master.as_raw_fd(),
             FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
         )
-        .map_err(|e| Error::io("pty flags")(e.into()))?;
+        .map_err(Error::os("pty flags"))?;
         let master = crate::sys::async_fd(master).map_err(Error::io("register pty"))?;
         let shared = Shared {
             master,

@@ -358,11 +358,11 @@ fn open_sink(target: &Target) -> Result<Sink> {
 }
 
 fn make_pipe(owner: Option<(Uid, Gid)>) -> Result<(OwnedFd, OwnedFd)> {
-    let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe")(e.into()))?;
+    let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(Error::os("pipe"))?;
     if let Some((uid, gid)) = owner {
         for fd in [&r, &w] {
             fchown(std::os::fd::AsRawFd::as_raw_fd(fd), Some(uid), Some(gid))
-                .map_err(|e| Error::io("chown stdio pipe")(e.into()))?;
+                .map_err(Error::os("chown stdio pipe"))?;
         }
     }
     Ok((r, w))

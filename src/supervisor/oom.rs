@@ -52,7 +52,8 @@ impl Supervisor {
                     }
                 }));
             }
-            Err(e) => tracing::debug!(container = %id, error = %e, "no OOM watch"),
+            // The container runs anyway; its OOM kills just go unreported, which is worth a warning.
+            Err(e) => tracing::warn!(container = %id, error = %e, "cannot watch for OOM kills"),
         }
         c.cgroup = Some(cg);
     }
