@@ -15,8 +15,11 @@
 //!   `BootstrapParams`/`BootstrapResult`).
 //! - [`service`]: the ttrpc task API edge. The only module that knows task-API protobuf types
 //!   and the only place errors become ttrpc status codes.
-//! - `supervisor`: the process table, exit routing and event ordering rules.
-//! - `process`: per-process state machine and id validation; pure.
+//! - `supervisor`: the process table, exit routing and event ordering rules; inside it,
+//!   `init` (a container's create/start/restore/delete), `exec`, `exits` (exit routing, the
+//!   init's exit last), `oom` and `spec` (what Create reads from the bundle).
+//! - `process`: process ids (`ProcessId`, `Pid`), the per-process state machine and id
+//!   validation; pure.
 //! - `runtime`: invoking runc: its options and options file (`options`), command lines
 //!   (`argv`), running a call under its deadline with `log.json` errors and their
 //!   classification (`call`), and priming the kernel's cgroup attach lock while runc starts

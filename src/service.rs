@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::events::timestamp;
 use crate::io::StdioConfig;
 use crate::mount::Mount;
-use crate::process::{ExitInfo, State};
+use crate::process::{ExitInfo, ProcessId, State};
 use crate::protos::runtimeoptions::Options as CriRuntimeOptions;
 use crate::runtime::{CheckpointOptions, RuncOptions};
 use crate::supervisor::{CreateRequest, Supervisor};
@@ -262,11 +262,8 @@ impl Task for TaskService {
 
     async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> Res<api::StartResponse> {
         traced("start", &req.id, &req.exec_id, async {
-            let pid = self
-                .sup
-                .start(&req.id, &req.exec_id)
-                .await
-                .map_err(to_status)?;
+            let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
+            let pid = self.sup.start(&req.id, &process).await.map_err(to_status)?;
             Ok(api::StartResponse {
                 pid,
                 ..Default::default()
@@ -277,7 +274,8 @@ impl Task for TaskService {
 
     async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> Res<api::StateResponse> {
         traced("state", &req.id, &req.exec_id, async {
-            let s = self.sup.state(&req.id, &req.exec_id).map_err(to_status)?;
+            let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
+            let s = self.sup.state(&req.id, &process).map_err(to_status)?;
             Ok(api::StateResponse {
                 id: s.id,
                 exec_id: s.exec_id,
@@ -298,11 +296,8 @@ impl Task for TaskService {
 
     async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> Res<api::WaitResponse> {
         traced("wait", &req.id, &req.exec_id, async {
-            let e = self
-                .sup
-                .wait(&req.id, &req.exec_id)
-                .await
-                .map_err(to_status)?;
+            let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
+            let e = self.sup.wait(&req.id, &process).await.map_err(to_status)?;
             Ok(api::WaitResponse {
                 exit_status: e.status,
                 exited_at: exited_at(Some(e)),
@@ -314,8 +309,9 @@ impl Task for TaskService {
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> Res<Empty> {
         traced("kill", &req.id, &req.exec_id, async {
+            let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
             self.sup
-                .kill(&req.id, &req.exec_id, req.signal, req.all)
+                .kill(&req.id, &process, req.signal, req.all)
                 .await
                 .map_err(to_status)?;
             Ok(Empty::new())
@@ -329,9 +325,10 @@ impl Task for TaskService {
         req: api::DeleteRequest,
     ) -> Res<api::DeleteResponse> {
         traced("delete", &req.id, &req.exec_id, async {
+            let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
             let d = self
                 .sup
-                .delete(&req.id, &req.exec_id)
+                .delete(&req.id, &process)
                 .await
                 .map_err(to_status)?;
             Ok(api::DeleteResponse {
@@ -377,8 +374,9 @@ impl Task for TaskService {
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> Res<Empty> {
         traced("close_io", &req.id, &req.exec_id, async {
+            let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
             self.sup
-                .close_io(&req.id, &req.exec_id, req.stdin)
+                .close_io(&req.id, &process, req.stdin)
                 .map_err(to_status)?;
             Ok(Empty::new())
         })
@@ -433,8 +431,9 @@ impl Task for TaskService {
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> Res<Empty> {
         traced("resize_pty", &req.id, &req.exec_id, async {
+            let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
             self.sup
-                .resize_pty(&req.id, &req.exec_id, req.width, req.height)
+                .resize_pty(&req.id, &process, req.width, req.height)
                 .map_err(to_status)?;
             Ok(Empty::new())
         })
@@ -443,7 +442,7 @@ impl Task for TaskService {
 
     async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> Res<Empty> {
         traced("pause", &req.id, "", async {
-            self.sup.pause(&req.id, true).await.map_err(to_status)?;
+            self.sup.pause(&req.id).await.map_err(to_status)?;
             Ok(Empty::new())
         })
         .await
@@ -451,7 +450,7 @@ impl Task for TaskService {
 
     async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> Res<Empty> {
         traced("resume", &req.id, "", async {
-            self.sup.pause(&req.id, false).await.map_err(to_status)?;
+            self.sup.resume(&req.id).await.map_err(to_status)?;
             Ok(Empty::new())
         })
         .await

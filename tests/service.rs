@@ -2995,3 +2995,132 @@ async fn exec_after_the_init_exited_is_failed_precondition() {
     .await;
     expect_code("State of the refused exec", state, Code::NOT_FOUND);
 }
+
+/// Detaches the mount on `0` when dropped, whatever the test's outcome: the shim is SIGKILLed by
+/// the [`Guard`] and never takes down a rootfs it mounted.
+struct DetachOnDrop(PathBuf);
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// How promptly a request answers while another container's rootfs is being mounted: within
+/// [`PROMPT`] in one of three tries, and never later than [`SLOW`]. The retries absorb a
+/// scheduling hiccup of a loaded test host; a server thread blocked by the mount answers none of
+/// the tries before the mount ends (4 s later), so they cannot hide that.
+async fn promptly<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ttrpc::Result<T>>,
+{
+    let mut tries = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let answer = ok(what, call().await);
+        let took = t0.elapsed();
+        assert!(
+            took < SLOW,
+            "{what} took {took:?} while another container's rootfs was being mounted"
+        );
+        if took < PROMPT {
+            return answer;
+        }
+        tries.push(took);
+    }
+    panic!("{what} never answered within {PROMPT:?} while another container's rootfs was being mounted: {tries:?}");
+}
+
+const PROMPT: Duration = Duration::from_millis(100);
+const SLOW: Duration = Duration::from_millis(1000);
+
+/// One Create's rootfs mount is slow (the test knob `TETHER_TEST_MOUNT_DELAY_MS` makes the
+/// mounting thread sleep before a real bind mount) while another container of the same shim is
+/// asked State, Connect, Kill and Wait: each answers within 100 ms, before the slow Create
+/// returns. The mount runs off the server's only thread; on it, every request would wait for
+/// the mount.
+#[tokio::test]
+async fn a_slow_rootfs_mount_holds_up_no_other_container() {
+    const DELAY: Duration = Duration::from_millis(4000);
+    let shim = Shim::launch_with_env(
+        "slowmount",
+        vec![(
+            "TETHER_TEST_MOUNT_DELAY_MS".into(),
+            DELAY.as_millis().to_string(),
+        )],
+    )
+    .await;
+    let (a, b) = (unique_id("a"), unique_id("b"));
+    // b has no rootfs mounts, so its Create is not slowed down.
+    shim.create_ok(&b).await;
+    ok("Start b", shim.start(&b).await);
+    let parked_wait = {
+        let task = shim.task.clone();
+        let req = api::WaitRequest {
+            id: b.clone(),
+            ..Default::default()
+        };
+        tokio::spawn(async move { task.wait(ctx(), &req).await })
+    };
+
+    let source = tempfile::tempdir().unwrap();
+    fs::write(source.path().join("marker"), "rootfs of a").unwrap();
+    let rootfs = shim.bundle(&a).join("rootfs");
+    let _detach = DetachOnDrop(rootfs.clone());
+    let mut req = shim.create_request(&a);
+    req.rootfs = vec![containerd_shim_protos::types::mount::Mount {
+        type_: "bind".into(),
+        source: source.path().display().to_string(),
+        options: vec!["rbind".into(), "ro".into()],
+        ..Default::default()
+    }];
+    let slow_create = {
+        let task = shim.task.clone();
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            (task.create(ctx(), &req).await, t0.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    for _ in 0..5 {
+        let s = promptly("State b", || shim.state(&b)).await;
+        assert_eq!(status(&s), Status::RUNNING);
+        promptly("Connect", || shim.connect(&b)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Kill is not repeatable: once, within the outer bound.
+    let t0 = Instant::now();
+    ok("Kill b", shim.kill(&b, SIGKILL, false).await);
+    assert!(t0.elapsed() < SLOW, "Kill b took {:?}", t0.elapsed());
+    let parked = tokio::time::timeout(SLOW, parked_wait)
+        .await
+        .expect("the parked Wait of b did not answer after its Kill")
+        .unwrap();
+    assert_eq!(ok("parked Wait b", parked).exit_status, 137);
+    let w = promptly("Wait b", || shim.wait(&b)).await;
+    assert_eq!(w.exit_status, 137);
+    assert!(
+        !slow_create.is_finished(),
+        "the slow Create returned before the other requests were made: the test proved nothing"
+    );
+
+    let (created, took) = tokio::time::timeout(DELAY * 3, slow_create)
+        .await
+        .expect("the slow Create never returned")
+        .unwrap();
+    ok("slow Create a", created);
+    assert!(took >= DELAY, "the mount was not slowed down: {took:?}");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("marker")).unwrap(),
+        "rootfs of a",
+        "a's rootfs is the bind mount"
+    );
+    ok("Delete a", shim.delete(&a).await);
+    assert!(
+        !rootfs.join("marker").exists(),
+        "Delete left a's rootfs mounted"
+    );
+    ok("Delete b", shim.delete(&b).await);
+}

@@ -103,14 +103,15 @@ impl ProcessIo {
             let socket = ConsoleSocket::new()?;
             runc.console_socket = Some(socket.path());
             // Output with nowhere to go is still read, so the pty never fills up.
-            let sink = sink.unwrap_or_else(|| {
-                Sink::File(
+            let sink = match sink {
+                Some(sink) => sink,
+                None => Sink::File(
                     std::fs::File::options()
                         .write(true)
                         .open("/dev/null")
-                        .expect("/dev/null"),
-                )
-            });
+                        .map_err(Error::io("open /dev/null for a terminal's unread output"))?,
+                ),
+            };
             io.pending_console = Some((socket, stdin_fifo, sink));
             return Ok((io, runc));
         }

@@ -3,10 +3,79 @@
 
 mod state;
 
-pub use state::{Op, State};
+pub use state::{Kind, Op, State};
 
 use crate::error::{Error, Result};
+use std::fmt;
 use std::time::SystemTime;
+
+/// Which process of a container a request is about. The task API spells the init as an empty
+/// `exec_id`; inside the shim that convention never travels further than [`ProcessId::from_api`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ProcessId {
+    Init,
+    Exec(String),
+}
+
+impl ProcessId {
+    /// From the task API's `exec_id` (empty = the init). An exec id is validated here.
+    pub fn from_api(exec_id: &str) -> Result<ProcessId> {
+        if exec_id.is_empty() {
+            return Ok(ProcessId::Init);
+        }
+        validate_id("exec", exec_id)?;
+        Ok(ProcessId::Exec(exec_id.to_string()))
+    }
+
+    /// Back to the task API's spelling.
+    pub fn exec_id(&self) -> &str {
+        match self {
+            ProcessId::Init => "",
+            ProcessId::Exec(e) => e,
+        }
+    }
+}
+
+impl fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProcessId::Init => f.write_str("init"),
+            ProcessId::Exec(e) => write!(f, "exec {e}"),
+        }
+    }
+}
+
+/// The pid of a process that exists (or existed): always positive. "Not started yet" is
+/// `Option::<Pid>::None`, never 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pid(i32);
+
+impl Pid {
+    /// `None` for 0 and negative numbers, which name no single process.
+    pub fn new(raw: i32) -> Option<Pid> {
+        (raw > 0).then_some(Pid(raw))
+    }
+
+    pub fn raw(self) -> i32 {
+        self.0
+    }
+
+    /// The task API's unsigned form.
+    pub fn as_u32(self) -> u32 {
+        self.0.unsigned_abs()
+    }
+
+    /// The task API's pid field: 0 when there is no process yet.
+    pub fn or_zero(pid: Option<Pid>) -> u32 {
+        pid.map_or(0, Pid::as_u32)
+    }
+}
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +125,28 @@ pub fn validate_id(kind: &str, id: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_ids_from_the_api() {
+        assert_eq!(ProcessId::from_api("").unwrap(), ProcessId::Init);
+        let e = ProcessId::from_api("e1").unwrap();
+        assert_eq!(e, ProcessId::Exec("e1".into()));
+        assert_eq!(e.exec_id(), "e1");
+        assert_eq!(ProcessId::Init.exec_id(), "");
+        assert!(matches!(
+            ProcessId::from_api("../x"),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn pids_are_positive() {
+        assert_eq!(Pid::new(0), None);
+        assert_eq!(Pid::new(-1), None);
+        assert_eq!(Pid::new(42).map(Pid::raw), Some(42));
+        assert_eq!(Pid::or_zero(None), 0);
+        assert_eq!(Pid::or_zero(Pid::new(7)), 7);
+    }
 
     #[test]
     fn accepts_containerd_style_ids() {

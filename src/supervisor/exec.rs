@@ -2,15 +2,27 @@
 //! delete. Kill, Wait, State and CloseIO are shared with the init in the parent module.
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
-use super::{exit_info, read_pid, Deleted, Proc, Supervisor, DRAIN_LIMIT};
+use super::exits::exit_info;
+use super::{read_pid, Deleted, Phase, Proc, Supervisor, DRAIN_LIMIT};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::io::{ProcessIo, StdioConfig};
-use crate::process::{validate_id, ExitInfo, Op, State};
+use crate::process::{validate_id, ExitInfo, Kind, Op, Pid, ProcessId, State};
 use crate::runtime::Runc;
+
+/// What the slow part of an exec start needs, taken from the table under the lock.
+struct LaunchExec {
+    runc: Runc,
+    bundle: PathBuf,
+    stdio: StdioConfig,
+    /// The OCI process spec (JSON); given back to the table if the start fails.
+    spec: Vec<u8>,
+    /// uid/gid owning the stdio pipes.
+    io_owner: (u32, u32),
+}
 
 impl Supervisor {
     /// `Exec`: registers the process; it runs at `Start`.
@@ -38,7 +50,7 @@ impl Supervisor {
                 "exec {exec_id} already exists"
             )));
         }
-        let mut p = Proc::new(0, stdio, None);
+        let mut p = Proc::new(Kind::Exec, None, stdio, None);
         p.spec = serde_json::to_vec(&spec).expect("serialize JSON value");
         c.execs.insert(exec_id.to_string(), p);
         self.shared.events.publish(Event::ExecAdded {
@@ -49,7 +61,8 @@ impl Supervisor {
     }
 
     pub(super) async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32> {
-        let (runc, bundle, stdio, spec, uid, gid) = {
+        let process = ProcessId::Exec(exec_id.to_string());
+        let launch = {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
             if c.init_exited() {
@@ -57,56 +70,52 @@ impl Supervisor {
                     "container {id} is not running"
                 )));
             }
-            let (runc, bundle) = (c.runc.clone(), c.bundle.clone());
-            let io_owner = c.io_owner;
-            let p = c.process(exec_id)?;
-            if p.starting {
+            let (runc, bundle, io_owner) = (c.runc.clone(), c.bundle.clone(), c.io_owner);
+            let p = c.process(&process)?;
+            if p.starting() {
                 return Err(Error::FailedPrecondition(format!(
                     "exec {exec_id} is already starting"
                 )));
             }
-            p.state.apply(Op::Start)?;
-            p.starting = true;
-            (
+            p.check(Op::Start)?;
+            p.phase = Phase::Starting { held_exit: None };
+            LaunchExec {
                 runc,
                 bundle,
-                p.stdio.clone(),
-                std::mem::take(&mut p.spec),
-                io_owner.0,
-                io_owner.1,
-            )
+                stdio: p.stdio.clone(),
+                spec: std::mem::take(&mut p.spec),
+                io_owner,
+            }
         };
         let collector = self.collector();
-        let launched = self
-            .launch_exec(&runc, id, exec_id, &bundle, &stdio, &spec, uid, gid)
-            .await;
+        let launched = self.launch_exec(id, exec_id, &launch).await;
         let mut t = self.shared.lock();
-        // Finish under this lock on every path: dropping the collector here would re-lock.
-        let early_exit = collector.finish(&mut t, launched.as_ref().map_or(0, |(pid, _, _)| *pid));
+        let early_exit = collector.finish(&t, launched.as_ref().ok().map(|(pid, _, _)| *pid));
         let c = t.container(id)?;
+        let p = c.process(&process)?;
+        // Without a pid the exec owned no exit meanwhile: they went to the collector.
+        p.end_start();
         let result = match launched {
             Ok((pid, io, pidfd)) => {
-                let p = c.process(exec_id)?;
-                p.starting = false;
-                p.pid = pid;
-                p.state = State::Running;
+                p.pid = Some(pid);
                 p.io = Some(io);
                 // If it already exited the pid may be anyone's: keep no handle on it.
                 p.pidfd = if early_exit.is_some() { None } else { pidfd };
-                self.shared.events.publish(Event::ExecStarted {
-                    container_id: id.to_string(),
-                    exec_id: exec_id.to_string(),
-                    pid: pid as u32,
-                });
-                if let Some(exit) = early_exit {
-                    self.process_exit(id, c, exec_id, exit_info(exit));
+                let started = p.apply(Op::Start);
+                if started.is_ok() {
+                    self.shared.events.publish(Event::ExecStarted {
+                        container_id: id.to_string(),
+                        exec_id: exec_id.to_string(),
+                        pid: pid.as_u32(),
+                    });
                 }
-                Ok(pid as u32)
+                if let Some(exit) = early_exit {
+                    self.process_exit(id, c, &process, exit_info(exit));
+                }
+                started.map(|()| pid.as_u32())
             }
             Err(e) => {
-                let p = c.process(exec_id)?;
-                p.starting = false;
-                p.spec = spec;
+                p.spec = launch.spec;
                 Err(e)
             }
         };
@@ -116,24 +125,22 @@ impl Supervisor {
     }
 
     /// The slow part of an exec start: stdio, process spec file, `runc exec`, pid.
-    #[allow(clippy::too_many_arguments)]
     async fn launch_exec(
         &self,
-        runc: &Runc,
         id: &str,
         exec_id: &str,
-        bundle: &Path,
-        stdio: &StdioConfig,
-        spec: &[u8],
-        uid: u32,
-        gid: u32,
-    ) -> Result<(i32, ProcessIo, Option<OwnedFd>)> {
-        let (mut io, runc_stdio) = ProcessIo::open(stdio, &self.io_context(id, (uid, gid))).await?;
-        let spec_file = bundle.join(format!("{exec_id}.process.json"));
-        let pid_file = bundle.join(format!("{exec_id}.pid"));
-        std::fs::write(&spec_file, spec)
-            .map_err(Error::io(format!("write {}", spec_file.display())))?;
-        let ran = runc
+        launch: &LaunchExec,
+    ) -> Result<(Pid, ProcessIo, Option<OwnedFd>)> {
+        let (mut io, runc_stdio) =
+            ProcessIo::open(&launch.stdio, &self.io_context(id, launch.io_owner)).await?;
+        let spec_file = launch.bundle.join(format!("{exec_id}.process.json"));
+        let pid_file = launch.bundle.join(format!("{exec_id}.pid"));
+        if let Err(e) = std::fs::write(&spec_file, &launch.spec) {
+            io.close();
+            return Err(Error::io(format!("write {}", spec_file.display()))(e));
+        }
+        let ran = launch
+            .runc
             .exec(&self.shared.reaper, id, &spec_file, &pid_file, runc_stdio)
             .await;
         let _ = std::fs::remove_file(&spec_file);
@@ -142,7 +149,7 @@ impl Supervisor {
             Err(e) => Err(e),
         };
         match ran.and_then(|()| read_pid(&pid_file)) {
-            Ok(pid) => Ok((pid, io, crate::sys::pidfd_open(pid).ok())),
+            Ok(pid) => Ok((pid, io, crate::sys::pidfd_open(pid.raw()).ok())),
             Err(e) => {
                 io.close();
                 Err(e)
@@ -151,15 +158,17 @@ impl Supervisor {
     }
 
     pub(super) async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<Deleted> {
+        let process = ProcessId::Exec(exec_id.to_string());
         let (mut io, state) = {
             let mut t = self.shared.lock();
-            let p = t.container(id)?.process(exec_id)?;
-            if p.starting {
+            let p = t.container(id)?.process(&process)?;
+            if p.starting() {
                 return Err(Error::FailedPrecondition(format!(
                     "exec {exec_id} is starting"
                 )));
             }
-            p.state.apply(Op::Delete)?;
+            // No transition to record: a deleted process leaves the table.
+            p.check(Op::Delete)?;
             (p.io.take(), p.state)
         };
         if state == State::Stopped {
@@ -182,7 +191,7 @@ impl Supervisor {
         });
         p.exit.send_replace(Some(exit));
         Ok(Deleted {
-            pid: p.pid as u32,
+            pid: Pid::or_zero(p.pid),
             exit,
         })
     }

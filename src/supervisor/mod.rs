@@ -2,34 +2,49 @@
 //! exit belongs, and the order events leave in.
 //!
 //! # Rules kept here
-//! - The table lock (`std::sync::Mutex`) is held only for short sections with no `.await` and
-//!   no runtime call; runc runs outside it, so `State`, `Wait` and `Connect` always answer.
+//! - The table lock (`std::sync::Mutex`) is held only for short sections with no `.await`, no
+//!   runtime call and no blocking system call: runc runs outside it, and mounts and bundle file
+//!   I/O run on a thread of their own ([`off_thread`]), so `State`, `Wait` and `Connect` always
+//!   answer.
 //! - Events are queued while the lock is held, at the moment the decision is made, so their
 //!   order is the order of the decisions.
-//! - `TaskExit` never precedes `TaskStart`: while a start is in flight the process is marked
-//!   `starting` and an exit for it is held back, then handled right after the start event is
-//!   queued. While a create is in flight its init pid is not yet known, so every exit of an
-//!   unknown pid is also collected for it (Go's `preStart`/`handleStarted`).
+//! - `TaskExit` never precedes `TaskStart`: while a start is in flight the process is in
+//!   [`Phase::Starting`] and an exit for it is held there, then handled right after the start
+//!   event is queued. While a create is in flight its init pid is not yet known, so every exit
+//!   of an unknown pid is also collected for it (Go's `preStart`/`handleStarted`; `exits.rs`).
 //! - Exit status is kept until `Delete`; `Wait` is a `watch` on it, so every waiter, early or
 //!   late, gets the same status exactly once.
+//!
+//! # Files
+//! - `mod.rs`: the table and the requests that are one short look at it.
+//! - `init.rs`: a container's create, start, restore and delete.
+//! - `exec.rs`: an exec's registration, start and delete.
+//! - `exits.rs`: routing reaped exits, the init-exit-last rule, collectors.
+//! - `oom.rs`: the cgroup's OOM kills as `TaskOOM`.
+//! - `spec.rs`: what `Create` reads from the bundle and leaves in it.
+//! - `resources.rs`: checks of `Update`'s resources.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
 mod exec;
+mod exits;
+mod init;
+mod oom;
 mod resources;
+mod spec;
 
 use crate::cgroups::{ContainerCgroup, Metrics};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventSink};
 use crate::io::{IoContext, LoggerEnv, ProcessIo, StdioConfig};
-use crate::mount::{self, Mount};
-use crate::process::{validate_id, ExitInfo, Op, State};
+use crate::mount::Mount;
+use crate::process::{ExitInfo, Kind, Op, Pid, ProcessId, State};
 use crate::reaper::{Exit, Reaper};
 use crate::runtime::{CheckpointOptions, Runc, RuncOptions, RuncStdio};
 
@@ -38,6 +53,10 @@ pub const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 /// How long `Delete` waits for a process's output to drain before closing it.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Test-only knob, read once at start: every rootfs mount first sleeps this many milliseconds
+/// on its thread, so a test can prove that a slow mount holds up no other request.
+const MOUNT_DELAY_ENV: &str = "TETHER_TEST_MOUNT_DELAY_MS";
 
 /// A `Create` in domain terms.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +75,7 @@ pub struct ProcessState {
     pub id: String,
     pub exec_id: String,
     pub bundle: PathBuf,
+    /// 0 while the process has not started (the task API's convention).
     pub pid: u32,
     pub state: State,
     pub stdio: StdioConfig,
@@ -65,6 +85,7 @@ pub struct ProcessState {
 /// What `Delete` reports.
 #[derive(Debug, Clone, Copy)]
 pub struct Deleted {
+    /// 0 if the process never started.
     pub pid: u32,
     pub exit: ExitInfo,
 }
@@ -77,21 +98,25 @@ pub struct Supervisor {
 
 struct Shared {
     table: Mutex<Table>,
+    /// In-flight creates and starts collecting exits of pids not known yet. A lock of its own,
+    /// taken alone or inside the table lock, never around it: a `Collector` dropped anywhere
+    /// (even under the table lock) only needs this one.
+    collectors: Mutex<exits::Collectors>,
     reaper: Reaper,
     events: EventSink,
     namespace: String,
     /// Deadline of each runtime call (CRIU calls get more; see `runtime`).
     runtime_timeout: Duration,
+    /// See [`MOUNT_DELAY_ENV`]; `None` outside tests.
+    mount_delay: Option<Duration>,
 }
 
 #[derive(Default)]
 struct Table {
     containers: HashMap<String, Container>,
-    /// Ids whose `Create` is in flight: taken, but not visible yet.
+    /// Ids whose `Create` is in flight, or whose `Delete` is still cleaning up: taken, but not
+    /// visible.
     reserved: HashSet<String>,
-    /// In-flight creates collecting exits of pids not known yet, by key.
-    collectors: HashMap<u64, Vec<Exit>>,
-    next_collector: u64,
 }
 
 struct Container {
@@ -99,15 +124,11 @@ struct Container {
     runc: Runc,
     init: Proc,
     execs: HashMap<String, Proc>,
-    /// The init was reaped while execs were still running; its exit is published once the
-    /// last of them is, so the init's `TaskExit` is always the container's last.
-    pending_init_exit: Option<ExitInfo>,
+    /// The init was reaped but its `TaskExit` is held back (see [`InitExit`]).
+    init_exit: Option<InitExit>,
     /// The container has no pid namespace of its own, so its processes outlive its init
     /// unless we kill them (the kernel does it for a private namespace).
     kill_all_on_exit: bool,
-    /// That `runc kill --all` is running. The init's exit waits for it, as with the Go shim:
-    /// a client that deletes on Wait must not race `runc delete` against it.
-    killing_all: bool,
     /// uid/gid owning the stdio pipes (user-namespaced containers).
     io_owner: (u32, u32),
     /// The container's cgroup, found from its init at create (None if it was already gone):
@@ -124,7 +145,27 @@ struct Container {
     restore: Option<Restore>,
     /// We mounted `rootfs` mounts and must take them down at delete.
     mounted_rootfs: bool,
-    deleting: bool,
+}
+
+/// A reaped init whose `TaskExit` waits, so that it is the container's last event: for the
+/// execs still running, and for `runc kill --all` when the container shares a pid namespace
+/// (as with the Go shim: a client that deletes on Wait must not race `runc delete` against it).
+struct InitExit {
+    exit: ExitInfo,
+    /// `runc kill --all` is running.
+    killing_all: bool,
+}
+
+/// A transition of one process that runs outside the table lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing in flight.
+    Settled,
+    /// A start (or restore) is in flight. An exit reaped meanwhile waits here until the start
+    /// event is queued.
+    Starting { held_exit: Option<ExitInfo> },
+    /// The container's `Delete` is draining output and running `runc delete` (the init only).
+    Deleting,
 }
 
 /// A checkpoint to restore at Start, with the stdio prepared at Create.
@@ -158,14 +199,14 @@ impl Restore {
 
 /// One process (the init or an exec) as the table tracks it.
 struct Proc {
-    /// 0 for an exec that has not started.
-    pid: i32,
+    kind: Kind,
+    /// `None` until the process exists (an exec before its start, an init before a restore).
+    pid: Option<Pid>,
+    /// Changed only through [`Proc::apply`], so every transition obeys `process::State`.
     state: State,
-    stdio: StdioConfig,
-    /// A start is in flight; exits are held in `held_exit` until its event is queued.
-    starting: bool,
-    held_exit: Option<ExitInfo>,
+    phase: Phase,
     exit: watch::Sender<Option<ExitInfo>>,
+    stdio: StdioConfig,
     /// Taken out while `Delete` drains it.
     io: Option<ProcessIo>,
     /// An exec's OCI process spec (JSON), kept from `Exec` to its `Start`.
@@ -176,85 +217,101 @@ struct Proc {
 }
 
 impl Proc {
-    fn new(pid: i32, stdio: StdioConfig, io: Option<ProcessIo>) -> Proc {
-        let pidfd = (pid > 0)
-            .then(|| crate::sys::pidfd_open(pid).ok())
-            .flatten();
+    fn new(kind: Kind, pid: Option<Pid>, stdio: StdioConfig, io: Option<ProcessIo>) -> Proc {
         Proc {
+            kind,
             pid,
             state: State::Created,
-            stdio,
-            starting: false,
-            held_exit: None,
+            phase: Phase::Settled,
             exit: watch::channel(None).0,
+            stdio,
             io,
             spec: Vec::new(),
-            pidfd,
+            pidfd: pid.and_then(|p| crate::sys::pidfd_open(p.raw()).ok()),
         }
+    }
+
+    /// The state `op` would lead to, or why it is refused; changes nothing.
+    fn check(&self, op: Op) -> Result<State> {
+        self.state.apply(op, self.kind)
+    }
+
+    /// Makes the transition `op`, or refuses it and changes nothing.
+    fn apply(&mut self, op: Op) -> Result<()> {
+        self.state = self.check(op)?;
+        Ok(())
+    }
+
+    /// The process now runs as `pid`. With `keep_handle` false (it was already seen to exit,
+    /// so the pid may be anyone's by now) no pidfd is kept.
+    fn started_as(&mut self, pid: Pid, keep_handle: bool) {
+        self.pid = Some(pid);
+        self.pidfd = keep_handle
+            .then(|| crate::sys::pidfd_open(pid.raw()).ok())
+            .flatten();
+    }
+
+    /// Ends a start: back to [`Phase::Settled`], returning the exit held meanwhile.
+    fn end_start(&mut self) -> Option<ExitInfo> {
+        match std::mem::replace(&mut self.phase, Phase::Settled) {
+            Phase::Starting { held_exit } => held_exit,
+            other => {
+                self.phase = other;
+                None
+            }
+        }
+    }
+
+    fn starting(&self) -> bool {
+        matches!(self.phase, Phase::Starting { .. })
     }
 
     /// Whether a reaped exit of `pid` can be this process's. The pid alone is not enough: the
     /// reaper's report is routed after the fact, and by then a new process (say an exec just
     /// started) may have been given the same pid. Its pidfd tells the two apart: a process
     /// whose handle says it is still running cannot be the one that was reaped.
-    fn owns_exit(&self, pid: i32) -> bool {
-        self.pid == pid
-            && pid != 0
+    fn owns_exit(&self, pid: Pid) -> bool {
+        self.pid == Some(pid)
             && self.state != State::Stopped
             && self.pidfd.as_ref().is_none_or(crate::sys::pidfd_exited)
     }
 
     fn alive(&self) -> bool {
-        self.starting || self.state == State::Running
+        self.starting() || self.state == State::Running
     }
 }
 
 impl Container {
-    /// The init (`exec_id` empty) or the named exec.
-    fn process(&mut self, exec_id: &str) -> Result<&mut Proc> {
-        if exec_id.is_empty() {
-            return Ok(&mut self.init);
+    fn process(&mut self, process: &ProcessId) -> Result<&mut Proc> {
+        match process {
+            ProcessId::Init => Ok(&mut self.init),
+            ProcessId::Exec(exec_id) => self
+                .execs
+                .get_mut(exec_id)
+                .ok_or_else(|| Error::NotFound(format!("exec {exec_id} not found"))),
         }
-        self.execs
-            .get_mut(exec_id)
-            .ok_or_else(|| Error::NotFound(format!("exec {exec_id} not found")))
     }
 
-    /// Whether the init was reaped (its exit may still be pending behind execs).
+    /// The one answer to "is a start or delete of this container in flight?": then another
+    /// start, delete, pause or resume is refused.
+    fn busy(&self) -> bool {
+        self.init.phase != Phase::Settled
+    }
+
+    fn refuse_if_busy(&self, id: &str) -> Result<()> {
+        if self.busy() {
+            return Err(Error::FailedPrecondition(format!("container {id} is busy")));
+        }
+        Ok(())
+    }
+
+    /// Whether the init was reaped (its exit may still be held behind execs).
     fn init_exited(&self) -> bool {
-        self.pending_init_exit.is_some() || self.init.state == State::Stopped
+        self.init_exit.is_some() || self.init.state == State::Stopped
     }
 
     fn execs_alive(&self) -> bool {
         self.execs.values().any(Proc::alive)
-    }
-}
-
-/// Registration of an in-flight create or exec start in `Table::collectors`; removed on drop,
-/// so a failed or cancelled one never leaves a collector behind.
-struct Collector {
-    /// `None` once `finish` removed the registration under the caller's lock.
-    shared: Option<Arc<Shared>>,
-    key: u64,
-}
-
-impl Collector {
-    /// Stops collecting (the caller holds the lock) and returns the exit of `pid` if it was seen.
-    /// Must be used instead of dropping whenever the caller holds the table lock.
-    fn finish(mut self, table: &mut Table, pid: i32) -> Option<Exit> {
-        self.shared = None;
-        table
-            .collectors
-            .remove(&self.key)
-            .and_then(|v| v.into_iter().find(|e| e.pid == pid && pid != 0))
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        if let Some(shared) = self.shared.take() {
-            shared.lock().collectors.remove(&self.key);
-        }
     }
 }
 
@@ -274,12 +331,51 @@ impl Table {
     }
 }
 
-fn check_exec_id(exec_id: &str) -> Result<()> {
-    if exec_id.is_empty() {
-        Ok(())
-    } else {
-        validate_id("exec", exec_id)
+/// Runs blocking work (a mount, bundle file I/O) on a short-lived thread of its own and awaits
+/// it, so the runtime's only thread keeps answering meanwhile. Not tokio's blocking pool: that
+/// would keep an idle thread, and its memory, for seconds after every create. If no thread can
+/// be made (the task's thread limit), the work runs here rather than not at all: an unmount
+/// skipped would leave the rootfs mounted.
+async fn off_thread<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let work = Arc::new(Mutex::new(Some(work)));
+    let theirs = work.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(what.into())
+        .spawn(move || {
+            let work = theirs.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(work) = work {
+                let _ = tx.send(work());
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no thread to {what}; doing it on the server thread");
+        let work = work.lock().unwrap_or_else(|p| p.into_inner()).take();
+        return match work {
+            Some(work) => work(),
+            None => Err(Error::io(format!("start a thread to {what}"))(e)),
+        };
     }
+    rx.await.unwrap_or_else(|_| {
+        Err(Error::io(what)(std::io::Error::other(
+            "its thread ended without an answer",
+        )))
+    })
+}
+
+fn read_pid(path: &Path) -> Result<Pid> {
+    let s = std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
+    s.trim()
+        .parse()
+        .ok()
+        .and_then(Pid::new)
+        .ok_or_else(|| Error::Runtime {
+            op: "create",
+            msg: format!("bad pid file {}: {s:?}", path.display()),
+        })
 }
 
 impl Supervisor {
@@ -291,12 +387,18 @@ impl Supervisor {
         namespace: String,
         runtime_timeout: Duration,
     ) -> Supervisor {
+        let mount_delay = std::env::var(MOUNT_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis);
         let shared = Arc::new(Shared {
             table: Mutex::default(),
+            collectors: Mutex::default(),
             reaper,
             events,
             namespace,
             runtime_timeout,
+            mount_delay,
         });
         let sup = Supervisor { shared };
         let routing = sup.clone();
@@ -315,358 +417,38 @@ impl Supervisor {
         t.containers.is_empty() && t.reserved.is_empty()
     }
 
-    pub async fn create(&self, req: CreateRequest) -> Result<u32> {
-        validate_id("container", &req.id)?;
-        if !req.checkpoint.is_empty() && req.stdio.terminal {
-            return Err(Error::Unimplemented(
-                "restoring a checkpoint with a terminal is not supported".into(),
-            ));
-        }
-        if !req.bundle.is_absolute() {
-            return Err(Error::InvalidArgument(format!(
-                "bundle path {:?} must be absolute",
-                req.bundle
-            )));
-        }
-        {
-            let mut t = self.shared.lock();
-            if t.containers.contains_key(&req.id) || !t.reserved.insert(req.id.clone()) {
-                return Err(Error::AlreadyExists(format!(
-                    "container {} already exists",
-                    req.id
-                )));
-            }
-        }
-        let created = self.create_container(&req).await;
-        let mut t = self.shared.lock();
-        t.reserved.remove(&req.id);
-        let (container, collector) = created?;
-        let pid = container.init.pid;
-        let early_exit = collector.finish(&mut t, pid);
-        self.shared.events.publish(Event::Create {
-            container_id: req.id.clone(),
-            bundle: req.bundle.display().to_string(),
-            rootfs: req.rootfs.clone(),
-            io: req.stdio.clone(),
-            checkpoint: req.checkpoint.clone(),
-            pid: pid as u32,
-        });
-        let c = t.containers.entry(req.id.clone()).or_insert(container);
-        if let Some(exit) = early_exit {
-            // The pid may be anyone's by now: keep no handle on it.
-            c.init.pidfd = None;
-            self.process_exit(&req.id, c, "", exit_info(exit));
-        } else if pid > 0 {
-            // The cgroup exists from `runc create` on (the init waits in it), so OOM kills are
-            // watched from the start, as the Go shim does.
-            self.watch_cgroup(&req.id, c);
-        }
-        Ok(pid as u32)
-    }
-
-    /// The slow part of create, outside the lock. Undoes what it did on failure.
-    async fn create_container(&self, req: &CreateRequest) -> Result<(Container, Collector)> {
-        let bundle = &req.bundle;
-        let spec = SpecFacts::read(bundle)?;
-        let kill_all_on_exit = !spec.private_pid_namespace;
-        let mut options = req.options.clone();
-        if spec.systemd_cgroups_path && !options.systemd_cgroup {
-            // Only runc's systemd driver understands this path: a kubelet on the systemd
-            // cgroup driver sends it whatever the runtime options say.
-            tracing::info!(container = %req.id, "cgroupsPath is slice:prefix:name; using the systemd cgroup driver");
-            options.systemd_cgroup = true;
-        }
-        let options = &options;
-        persist_options(bundle, options)?;
-        let mounted_rootfs = !req.rootfs.is_empty();
-        let rootfs = bundle.join("rootfs");
-        if mounted_rootfs {
-            std::fs::create_dir_all(&rootfs)
-                .map_err(Error::io(format!("create {}", rootfs.display())))?;
-            mount::mount_all(&req.rootfs, &rootfs)?;
-        }
-        let undo_mount = || {
-            if mounted_rootfs {
-                mount::unmount_all(&rootfs);
-            }
-        };
-        let ctx = self.io_context(&req.id, (options.io_uid, options.io_gid));
-        let (mut io, runc_stdio) = match ProcessIo::open(&req.stdio, &ctx).await {
-            Ok(x) => x,
-            Err(e) => {
-                undo_mount();
-                return Err(e);
-            }
-        };
-        let runc = Runc {
-            timeout: self.shared.runtime_timeout,
-            ..Runc::new(options, &self.shared.namespace, bundle)
-        };
-        let collector = self.collector();
-        let new_container = |pid, io, restore| Container {
-            bundle: bundle.clone(),
-            runc: runc.clone(),
-            init: Proc::new(pid, req.stdio.clone(), Some(io)),
-            execs: HashMap::new(),
-            pending_init_exit: None,
-            io_owner: (options.io_uid, options.io_gid),
-            kill_all_on_exit,
-            killing_all: false,
-            mounted_rootfs,
-            deleting: false,
-            cgroup: None,
-            oom_reported: 0,
-            oom_counted: false,
-            oom_watch: None,
-            restore,
-        };
-        if !req.checkpoint.is_empty() {
-            // Restore happens at Start, in place of `runc start`; until then nothing runs.
-            let restore = Restore {
-                image: PathBuf::from(&req.checkpoint),
-                stdio: runc_stdio,
-            };
-            return Ok((new_container(0, io, Some(restore)), collector));
-        }
-        let pid_file = bundle.join("init.pid");
-        let created = runc
-            .create(&self.shared.reaper, &req.id, bundle, &pid_file, runc_stdio)
-            .await;
-        let pid = match created {
-            Ok(()) => io.attach_console().await.and_then(|()| read_pid(&pid_file)),
-            Err(e) => Err(e),
-        };
-        match pid {
-            Ok(pid) => Ok((new_container(pid, io, None), collector)),
-            Err(e) => {
-                io.close();
-                // runc may have left a half-made container behind.
-                let _ = runc.delete(&self.shared.reaper, &req.id, true).await;
-                undo_mount();
-                Err(e)
-            }
+    pub async fn start(&self, id: &str, process: &ProcessId) -> Result<u32> {
+        match process {
+            ProcessId::Init => self.start_init(id).await,
+            ProcessId::Exec(exec_id) => self.start_exec(id, exec_id).await,
         }
     }
 
-    /// Finds the container's cgroup from its init and starts forwarding OOM kills as
-    /// `TaskOOM`. Called under the lock; both steps are best effort (a container may have no
-    /// memory controller, or be gone already).
-    fn watch_cgroup(&self, id: &str, c: &mut Container) {
-        let cg = match ContainerCgroup::for_pid(c.init.pid) {
-            Ok(cg) => cg,
-            Err(e) => {
-                tracing::debug!(container = %id, error = %e, "no cgroup found");
-                return;
-            }
-        };
-        let count = cg.oom_kill_count();
-        c.oom_counted = count.is_some();
-        c.oom_reported = count.unwrap_or(0);
-        match cg.watch_oom() {
-            Ok(mut events) => {
-                let (sup, id) = (self.clone(), id.to_string());
-                c.oom_watch = Some(tokio::spawn(async move {
-                    while events.recv().await.is_some() {
-                        // cgroup v1 notifies before the kill, when `oom_kill` often has not
-                        // moved yet: look again for a short while before giving up on it.
-                        for _ in 0..20 {
-                            match sup.report_oom(&id, true) {
-                                Some(false) => tokio::time::sleep(Duration::from_millis(25)).await,
-                                _ => break,
-                            }
-                        }
-                    }
-                }));
-            }
-            // The container runs anyway; its OOM kills just go unreported, which is worth a warning.
-            Err(e) => tracing::warn!(container = %id, error = %e, "cannot watch for OOM kills"),
-        }
-        c.cgroup = Some(cg);
-    }
-
-    /// Publishes `TaskOOM` for OOM kills not reported yet. `notified` is true when the cgroup
-    /// said an OOM happened (a kernel without an `oom_kill` counter cannot say how many).
-    /// Returns whether a `TaskOOM` went out, or `None` when the container is gone.
-    fn report_oom(&self, id: &str, notified: bool) -> Option<bool> {
-        let mut t = self.shared.lock();
-        let c = t.containers.get_mut(id)?;
-        Some(self.report_oom_locked(id, c, notified))
-    }
-
-    fn report_oom_locked(&self, id: &str, c: &mut Container, notified: bool) -> bool {
-        let Some(cg) = &c.cgroup else { return false };
-        let new = match cg.oom_kill_count() {
-            Some(n) if n > c.oom_reported => {
-                c.oom_reported = n;
-                true
-            }
-            Some(_) => false,
-            // v1 also notifies when the cgroup is removed; with a counter that read failing
-            // means exactly that.
-            None => notified && !c.oom_counted,
-        };
-        if new {
-            tracing::info!(container = %id, "OOM kill");
-            self.shared.events.publish(Event::Oom {
-                container_id: id.to_string(),
-            });
-        }
-        new
-    }
-
-    /// `Stats`: the container's cgroup metrics, read from the cgroup files.
-    pub fn stats(&self, id: &str) -> Result<Metrics> {
-        let cg = {
-            let mut t = self.shared.lock();
-            t.container(id)?.cgroup.clone()
-        };
-        cg.ok_or_else(|| Error::NotFound(format!("container {id} has no cgroup")))?
-            .metrics()
-    }
-
-    fn io_context<'a>(&'a self, container_id: &'a str, owner: (u32, u32)) -> IoContext<'a> {
-        IoContext {
-            reaper: &self.shared.reaper,
-            logger_env: LoggerEnv {
-                container_id,
-                namespace: &self.shared.namespace,
-            },
-            owner,
+    pub async fn delete(&self, id: &str, process: &ProcessId) -> Result<Deleted> {
+        match process {
+            ProcessId::Init => self.delete_init(id).await,
+            ProcessId::Exec(exec_id) => self.delete_exec(id, exec_id).await,
         }
     }
 
-    fn collector(&self) -> Collector {
-        let mut t = self.shared.lock();
-        let key = t.next_collector;
-        t.next_collector += 1;
-        t.collectors.insert(key, Vec::new());
-        Collector {
-            shared: Some(self.shared.clone()),
-            key,
-        }
-    }
-
-    pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
-        check_exec_id(exec_id)?;
-        if !exec_id.is_empty() {
-            return self.start_exec(id, exec_id).await;
-        }
-        let (runc, pid, restore, bundle) = {
-            let mut t = self.shared.lock();
-            let c = t.container(id)?;
-            if c.init.starting || c.deleting {
-                return Err(Error::FailedPrecondition(format!("container {id} is busy")));
-            }
-            c.init.state.apply(Op::Start)?;
-            // A failed restore leaves the container created with its checkpoint, so Start can
-            // be retried, as with the Go shim (createdCheckpointState); `restore` clears it.
-            let restore = c.restore.as_ref().map(Restore::try_clone).transpose()?;
-            c.init.starting = true;
-            (c.runc.clone(), c.init.pid, restore, c.bundle.clone())
-        };
-        if let Some(restore) = restore {
-            return self.restore(id, runc, bundle, restore).await;
-        }
-        let started = runc.start(&self.shared.reaper, id).await;
-        let mut t = self.shared.lock();
-        let c = t.container(id)?;
-        c.init.starting = false;
-        if started.is_ok() {
-            c.init.state = State::Running;
-            self.shared.events.publish(Event::Start {
-                container_id: id.to_string(),
-                pid: pid as u32,
-            });
-        }
-        if let Some(exit) = c.init.held_exit.take() {
-            self.process_exit(id, c, "", exit);
-        }
-        started.map(|()| pid as u32)
-    }
-
-    /// Start of a container created from a checkpoint: `runc restore`. The init's pid is known
-    /// only afterwards, so its exit may come first and is collected meanwhile.
-    async fn restore(
-        &self,
-        id: &str,
-        runc: Runc,
-        bundle: PathBuf,
-        restore: Restore,
-    ) -> Result<u32> {
-        let collector = self.collector();
-        let pid_file = bundle.join("init.pid");
-        let work = bundle.join("work").join("criu-restore");
-        let restored = match std::fs::create_dir_all(&work) {
-            Ok(()) => {
-                runc.restore(
-                    &self.shared.reaper,
-                    id,
-                    &bundle,
-                    &restore.image,
-                    &work,
-                    &pid_file,
-                    restore.stdio,
-                )
-                .await
-            }
-            Err(e) => Err(Error::io(format!("create {}", work.display()))(e)),
-        };
-        let pid = restored.and_then(|()| read_pid(&pid_file));
-        if pid.is_err() {
-            // runc may have left a half-restored container behind; a retry needs the id free.
-            let _ = runc.delete(&self.shared.reaper, id, true).await;
-            let _ = std::fs::remove_file(&pid_file);
-        }
-        let mut t = self.shared.lock();
-        let early_exit = collector.finish(&mut t, *pid.as_ref().unwrap_or(&0));
-        let c = t.container(id)?;
-        c.init.starting = false;
-        let pid = match pid {
-            // Nothing runs; the container stays created with its checkpoint and stdio.
-            Err(e) => return Err(e),
-            Ok(pid) => pid,
-        };
-        c.restore = None;
-        c.init.pid = pid;
-        c.init.pidfd = if early_exit.is_some() {
-            None
-        } else {
-            crate::sys::pidfd_open(pid).ok()
-        };
-        c.init.state = State::Running;
-        self.shared.events.publish(Event::Start {
-            container_id: id.to_string(),
-            pid: pid as u32,
-        });
-        if let Some(exit) = early_exit {
-            self.process_exit(id, c, "", exit_info(exit));
-        } else {
-            self.watch_cgroup(id, c);
-        }
-        Ok(pid as u32)
-    }
-
-    pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
-        check_exec_id(exec_id)?;
+    pub async fn kill(&self, id: &str, process: &ProcessId, signal: u32, all: bool) -> Result<()> {
         let (runc, state, signalled) = {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
-            if !exec_id.is_empty() {
-                // Execs are signalled directly, as the Go shim does.
-                let p = c.process(exec_id)?;
-                return match p.state {
-                    State::Created => Err(Error::FailedPrecondition(format!(
-                        "exec {exec_id} is not started"
+            if let ProcessId::Exec(_) = process {
+                // Execs are signalled directly, as the Go shim does. A paused exec is frozen
+                // with its container; the signal waits for resume.
+                let p = c.process(process)?;
+                p.check(Op::Kill)?;
+                return match (&p.pidfd, p.pid) {
+                    (Some(fd), _) => crate::sys::pidfd_signal(fd, signal),
+                    (None, Some(pid)) => crate::sys::signal(pid.raw(), signal),
+                    (None, None) => Err(Error::FailedPrecondition(format!(
+                        "{process} is not started"
                     ))),
-                    State::Stopped => Err(Error::NotFound("process already finished".into())),
-                    // A paused exec is frozen with its container; the signal waits for resume.
-                    State::Running | State::Paused => match &p.pidfd {
-                        Some(fd) => crate::sys::pidfd_signal(fd, signal),
-                        None => crate::sys::signal(p.pid, signal),
-                    },
                 };
             }
-            c.init.state.apply(Op::Kill)?;
+            c.init.check(Op::Kill)?;
             // The init too is signalled through its pidfd: no runtime process per signal, and a
             // recycled pid is never hit. `--all` needs the runtime (it walks the cgroup), and so
             // does a runtime whose pid file names a sandbox rather than the container process.
@@ -682,7 +464,7 @@ impl Supervisor {
         if !signalled {
             runc.kill(&self.shared.reaper, id, signal, all).await?;
         }
-        if state == State::Paused && signal == libc::SIGKILL as u32 {
+        if state == State::Paused && signal == libc::SIGKILL.unsigned_abs() {
             // Frozen processes only die once thawed; a kill must not wait for a resume.
             if let Err(e) = runc.resume(&self.shared.reaper, id).await {
                 tracing::warn!(error = %e, "resume after SIGKILL of a paused container");
@@ -691,19 +473,26 @@ impl Supervisor {
         Ok(())
     }
 
-    /// `Pause`/`Resume` of the whole container.
-    pub async fn pause(&self, id: &str, pause: bool) -> Result<()> {
-        let op = if pause { Op::Pause } else { Op::Resume };
+    /// `Pause`: freezes the whole container.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        self.freeze(id, Op::Pause).await
+    }
+
+    /// `Resume`: thaws the whole container.
+    pub async fn resume(&self, id: &str) -> Result<()> {
+        self.freeze(id, Op::Resume).await
+    }
+
+    /// `op` is [`Op::Pause`] or [`Op::Resume`].
+    async fn freeze(&self, id: &str, op: Op) -> Result<()> {
         let runc = {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
-            if c.init.starting || c.deleting {
-                return Err(Error::FailedPrecondition(format!("container {id} is busy")));
-            }
-            c.init.state.apply(op)?;
+            c.refuse_if_busy(id)?;
+            c.init.check(op)?;
             c.runc.clone()
         };
-        if pause {
+        if op == Op::Pause {
             runc.pause(&self.shared.reaper, id).await?;
         } else {
             runc.resume(&self.shared.reaper, id).await?;
@@ -711,10 +500,9 @@ impl Supervisor {
         let mut t = self.shared.lock();
         let c = t.container(id)?;
         // The init may have been killed meanwhile; then the exit already decided the state.
-        if let Ok(next) = c.init.state.apply(op) {
-            c.init.state = next;
+        if c.init.apply(op).is_ok() {
             let container_id = id.to_string();
-            self.shared.events.publish(if pause {
+            self.shared.events.publish(if op == Op::Pause {
                 Event::Paused { container_id }
             } else {
                 Event::Resumed { container_id }
@@ -732,7 +520,7 @@ impl Supervisor {
         let (runc, unified) = {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
-            c.init.state.apply(Op::Modify)?;
+            c.init.check(Op::Modify)?;
             (
                 c.runc.clone(),
                 c.cgroup.as_ref().map(ContainerCgroup::is_unified),
@@ -750,14 +538,7 @@ impl Supervisor {
         let (runc, bundle) = {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
-            c.init.state.apply(Op::Modify)?;
-            // containerd pauses a task before it checkpoints it, so Paused is the usual state.
-            if !matches!(c.init.state, State::Running | State::Paused) {
-                return Err(Error::FailedPrecondition(format!(
-                    "cannot checkpoint a {} container",
-                    c.init.state.name()
-                )));
-            }
+            c.init.check(Op::Checkpoint)?;
             (c.runc.clone(), c.bundle.clone())
         };
         if opts.work_path.as_os_str().is_empty() {
@@ -785,81 +566,10 @@ impl Supervisor {
         }
     }
 
-    pub async fn delete(&self, id: &str, exec_id: &str) -> Result<Deleted> {
-        check_exec_id(exec_id)?;
-        if !exec_id.is_empty() {
-            return self.delete_exec(id, exec_id).await;
-        }
-        let (runc, mut io, state) = {
-            let mut t = self.shared.lock();
-            let c = t.container(id)?;
-            if c.init.starting || c.deleting {
-                return Err(Error::FailedPrecondition(format!("container {id} is busy")));
-            }
-            c.init.state.apply(Op::Delete)?;
-            c.deleting = true;
-            (c.runc.clone(), c.init.io.take(), c.init.state)
-        };
-        if state == State::Stopped {
-            if let Some(io) = io.as_mut() {
-                if !io.drain(DRAIN_LIMIT).await {
-                    tracing::warn!("output did not drain within {DRAIN_LIMIT:?}; closing it");
-                }
-            }
-        }
-        if let Err(e) = runc.delete(&self.shared.reaper, id, false).await {
-            let mut t = self.shared.lock();
-            let c = t.container(id)?;
-            c.deleting = false;
-            c.init.io = io;
-            return Err(e);
-        }
-        drop(io);
-        let mut t = self.shared.lock();
-        let c = t
-            .containers
-            .remove(id)
-            .ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
-        drop(t);
-        if let Some(w) = &c.oom_watch {
-            w.abort();
-        }
-        for (exec_id, p) in &c.execs {
-            let _ = std::fs::remove_file(c.bundle.join(format!("{exec_id}.pid")));
-            if p.exit.borrow().is_none() {
-                p.exit.send_replace(Some(ExitInfo {
-                    status: 128 + libc::SIGKILL as u32,
-                    at: SystemTime::now(),
-                }));
-            }
-        }
-        if c.mounted_rootfs {
-            mount::unmount_all(&c.bundle.join("rootfs"));
-        }
-        // A created-but-never-started init was killed by `runc delete`.
-        let exit = c.init.exit.borrow().unwrap_or(ExitInfo {
-            status: 128 + libc::SIGKILL as u32,
-            at: SystemTime::now(),
-        });
-        c.init.exit.send_replace(Some(exit));
-        self.shared.events.publish(Event::Delete {
-            container_id: id.to_string(),
-            id: id.to_string(),
-            pid: c.init.pid as u32,
-            exit_status: exit.status,
-            exited_at: Some(exit.at),
-        });
-        Ok(Deleted {
-            pid: c.init.pid as u32,
-            exit,
-        })
-    }
-
-    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
-        check_exec_id(exec_id)?;
+    pub async fn wait(&self, id: &str, process: &ProcessId) -> Result<ExitInfo> {
         let (mut rx, delivered) = {
             let mut t = self.shared.lock();
-            let p = t.container(id)?.process(exec_id)?;
+            let p = t.container(id)?.process(process)?;
             (
                 p.exit.subscribe(),
                 p.io.as_ref().and_then(ProcessIo::delivered),
@@ -868,9 +578,9 @@ impl Supervisor {
         let exit = rx
             .wait_for(Option::is_some)
             .await
-            .map(|e| *e)
-            .map_err(|_| Error::NotFound(format!("process {id}/{exec_id} was deleted")))?;
-        let exit = exit.expect("waited for Some");
+            .ok()
+            .and_then(|e| *e)
+            .ok_or_else(|| Error::NotFound(format!("{process} of {id} was deleted")))?;
         // Answer once the process's output has reached its targets (bounded): a client that
         // tears its IO down when Wait returns (ctr does, under load) must not lose the tail.
         if let Some(mut delivered) = delivered {
@@ -879,18 +589,17 @@ impl Supervisor {
         Ok(exit)
     }
 
-    pub fn state(&self, id: &str, exec_id: &str) -> Result<ProcessState> {
-        check_exec_id(exec_id)?;
+    pub fn state(&self, id: &str, process: &ProcessId) -> Result<ProcessState> {
         let mut t = self.shared.lock();
         let c = t.container(id)?;
         let bundle = c.bundle.clone();
         let container_paused = c.init.state == State::Paused;
-        let p = c.process(exec_id)?;
+        let p = c.process(process)?;
         let state = ProcessState {
             id: id.to_string(),
-            exec_id: exec_id.to_string(),
+            exec_id: process.exec_id().to_string(),
             bundle,
-            pid: p.pid as u32,
+            pid: Pid::or_zero(p.pid),
             // An exec is frozen along with its container.
             state: if container_paused && p.state == State::Running {
                 State::Paused
@@ -912,232 +621,68 @@ impl Supervisor {
         let pids = runc.ps(&self.shared.reaper, id).await?;
         let mut t = self.shared.lock();
         let c = t.container(id)?;
-        let exec_of = |pid: i32| {
+        let exec_of = |pid: Option<Pid>| {
             c.execs
                 .iter()
-                .find(|(_, p)| p.pid == pid && p.pid != 0)
+                .find(|(_, p)| pid.is_some() && p.pid == pid)
                 .map(|(e, _)| e.clone())
         };
         Ok(pids
             .into_iter()
-            .map(|pid| (pid as u32, exec_of(pid)))
+            .map(|pid| (pid.unsigned_abs(), exec_of(Pid::new(pid))))
             .collect())
     }
 
     /// The init pid of `id`, or 0 when unknown (Connect is a liveness probe and never fails).
     pub fn init_pid(&self, id: &str) -> u32 {
-        self.shared
-            .lock()
-            .containers
-            .get(id)
-            .map_or(0, |c| c.init.pid as u32)
+        Pid::or_zero(
+            self.shared
+                .lock()
+                .containers
+                .get(id)
+                .and_then(|c| c.init.pid),
+        )
     }
 
     /// `ResizePty`.
-    pub fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
-        check_exec_id(exec_id)?;
+    pub fn resize_pty(&self, id: &str, process: &ProcessId, width: u32, height: u32) -> Result<()> {
         let mut t = self.shared.lock();
-        match t.container(id)?.process(exec_id)?.io.as_ref() {
+        match t.container(id)?.process(process)?.io.as_ref() {
             Some(io) => io.resize(width, height),
             None => Ok(()),
         }
     }
 
     /// `CloseIO`: with `stdin`, EOF reaches the process once the client closed its end too.
-    pub fn close_io(&self, id: &str, exec_id: &str, stdin: bool) -> Result<()> {
-        check_exec_id(exec_id)?;
+    pub fn close_io(&self, id: &str, process: &ProcessId, stdin: bool) -> Result<()> {
         let mut t = self.shared.lock();
-        let p = t.container(id)?.process(exec_id)?;
+        let p = t.container(id)?.process(process)?;
         if let (true, Some(io)) = (stdin, p.io.as_mut()) {
             io.close_stdin();
         }
         Ok(())
     }
 
-    /// Routes one reaped exit that no spawner claimed.
-    fn handle_exit(&self, exit: Exit) {
-        let mut t = self.shared.lock();
-        let owner = t.containers.iter().find_map(|(cid, c)| {
-            if c.init.owns_exit(exit.pid) && c.pending_init_exit.is_none() {
-                return Some((cid.clone(), String::new()));
-            }
-            c.execs
-                .iter()
-                .find(|(_, p)| p.owns_exit(exit.pid))
-                .map(|(eid, _)| (cid.clone(), eid.clone()))
-        });
-        let Some((cid, exec_id)) = owner else {
-            // Not ours (an orphan), or the pid of a process whose start is in flight.
-            for pending in t.collectors.values_mut() {
-                pending.push(exit);
-            }
-            return;
+    /// `Stats`: the container's cgroup metrics, read from the cgroup files.
+    pub fn stats(&self, id: &str) -> Result<Metrics> {
+        let cg = {
+            let mut t = self.shared.lock();
+            t.container(id)?.cgroup.clone()
         };
-        let c = t.containers.get_mut(&cid).expect("found above");
-        let p = c.process(&exec_id).expect("found above");
-        if p.starting {
-            tracing::debug!(container = %cid, exec = %exec_id, pid = exit.pid, "exit held until start is published");
-            p.held_exit = Some(exit_info(exit));
-            return;
-        }
-        self.process_exit(&cid, c, &exec_id, exit_info(exit));
+        cg.ok_or_else(|| Error::NotFound(format!("container {id} has no cgroup")))?
+            .metrics()
     }
 
-    /// Handles a reaped process of container `id`. Called under the lock.
-    fn process_exit(&self, id: &str, c: &mut Container, exec_id: &str, exit: ExitInfo) {
-        if exec_id.is_empty() {
-            c.pending_init_exit = Some(exit);
-            if c.kill_all_on_exit && !c.killing_all {
-                // Without its own pid namespace the container's other processes survive the init.
-                c.killing_all = true;
-                let (runc, sup, id) = (c.runc.clone(), self.clone(), id.to_string());
-                tokio::spawn(async move {
-                    if let Err(e) = runc
-                        .kill(&sup.shared.reaper, &id, libc::SIGKILL as u32, true)
-                        .await
-                    {
-                        tracing::debug!(container = %id, error = %e, "kill --all after init exit");
-                    }
-                    let mut t = sup.shared.lock();
-                    if let Some(c) = t.containers.get_mut(&id) {
-                        c.killing_all = false;
-                        sup.settle_init_exit(&id, c);
-                    }
-                });
-            }
-            if c.execs_alive() {
-                tracing::debug!(container = %id, "init exited; its exit waits for the running execs");
-            }
-            self.settle_init_exit(id, c);
-            return;
-        }
-        let Some(p) = c.execs.get_mut(exec_id) else {
-            return;
-        };
-        let Ok(next) = p.state.apply(Op::Exit) else {
-            return;
-        };
-        p.state = next;
-        p.exit.send_replace(Some(exit));
-        self.shared.events.publish(Event::Exit {
-            container_id: id.to_string(),
-            id: exec_id.to_string(),
-            pid: p.pid as u32,
-            exit_status: exit.status,
-            exited_at: exit.at,
-        });
-        self.settle_init_exit(id, c);
-    }
-
-    /// Publishes a held init exit once nothing holds it back any more: no exec running and no
-    /// `kill --all` in flight. Called under the lock.
-    fn settle_init_exit(&self, id: &str, c: &mut Container) {
-        if c.killing_all || c.execs_alive() {
-            return;
-        }
-        if let Some(exit) = c.pending_init_exit.take() {
-            self.finish_init_exit(id, c, exit);
+    fn io_context<'a>(&'a self, container_id: &'a str, owner: (u32, u32)) -> IoContext<'a> {
+        IoContext {
+            reaper: &self.shared.reaper,
+            logger_env: LoggerEnv {
+                container_id,
+                namespace: &self.shared.namespace,
+            },
+            owner,
         }
     }
-
-    /// Records the init's exit, releases waiters and queues its `TaskExit`.
-    fn finish_init_exit(&self, id: &str, c: &mut Container, exit: ExitInfo) {
-        c.pending_init_exit = None;
-        let Ok(next) = c.init.state.apply(Op::Exit) else {
-            return;
-        };
-        // An OOM kill the watcher has not reported yet goes out first: CRI reads `OOMKilled`
-        // from the TaskOOM it saw before the exit (containerd#12714).
-        self.report_oom_locked(id, c, false);
-        c.init.state = next;
-        c.init.exit.send_replace(Some(exit));
-        tracing::info!(container = %id, pid = c.init.pid, status = exit.status, "init exited");
-        self.shared.events.publish(Event::Exit {
-            container_id: id.to_string(),
-            id: id.to_string(),
-            pid: c.init.pid as u32,
-            exit_status: exit.status,
-            exited_at: exit.at,
-        });
-    }
-}
-
-fn exit_info(e: Exit) -> ExitInfo {
-    ExitInfo {
-        status: e.status as u32,
-        at: e.at,
-    }
-}
-
-fn read_pid(path: &Path) -> Result<i32> {
-    let s = std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
-    s.trim().parse().map_err(|_| Error::Runtime {
-        op: "create",
-        msg: format!("bad pid file {}: {s:?}", path.display()),
-    })
-}
-
-/// Writes `options.json` and `runtime` for the `delete` action, which runs without us.
-fn persist_options(bundle: &Path, opts: &RuncOptions) -> Result<()> {
-    let json = serde_json::to_vec(opts).expect("options serialize");
-    let binary = if opts.binary_name.is_empty() {
-        "runc"
-    } else {
-        &opts.binary_name
-    };
-    for (name, data) in [("options.json", &json[..]), ("runtime", binary.as_bytes())] {
-        let path = bundle.join(name);
-        std::fs::write(&path, data).map_err(Error::io(format!("write {}", path.display())))?;
-    }
-    Ok(())
-}
-
-/// Whether the bundle's spec gives the container a new pid namespace (a `pid` entry without a
-/// path). Read once at create, never on the exit path.
-/// What `Create` needs to know from the bundle's OCI spec.
-struct SpecFacts {
-    /// The container gets a pid namespace of its own (not joined, not the host's).
-    private_pid_namespace: bool,
-    /// `linux.cgroupsPath` has runc's systemd form.
-    systemd_cgroups_path: bool,
-}
-
-impl SpecFacts {
-    fn read(bundle: &Path) -> Result<SpecFacts> {
-        let path = bundle.join("config.json");
-        let data = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
-        let spec: serde_json::Value = serde_json::from_slice(&data)
-            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
-        let namespaces = spec
-            .pointer("/linux/namespaces")
-            .and_then(|n| n.as_array())
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let private_pid_namespace = namespaces.iter().any(|ns| {
-            ns.get("type").and_then(|t| t.as_str()) == Some("pid")
-                && ns
-                    .get("path")
-                    .and_then(|p| p.as_str())
-                    .unwrap_or("")
-                    .is_empty()
-        });
-        let cgroups_path = spec
-            .pointer("/linux/cgroupsPath")
-            .and_then(|p| p.as_str())
-            .unwrap_or("");
-        Ok(SpecFacts {
-            private_pid_namespace,
-            systemd_cgroups_path: is_systemd_cgroups_path(cgroups_path),
-        })
-    }
-}
-
-/// runc's systemd driver takes `[slice]:[prefix]:[name]` (e.g. a kubelet's
-/// `kubepods-besteffort-pod<uid>.slice:cri-containerd:<id>`); cgroupfs paths are directories
-/// (`/kubepods/besteffort/pod<uid>/<id>`) and never look like that.
-fn is_systemd_cgroups_path(p: &str) -> bool {
-    let parts: Vec<&str> = p.split(':').collect();
-    matches!(parts[..], [slice, _, name] if !p.starts_with('/') && !name.is_empty() && (slice.is_empty() || slice.ends_with(".slice")))
 }
 
 #[cfg(test)]
@@ -1152,9 +697,9 @@ mod tests {
             .arg("100")
             .spawn()
             .unwrap();
-        let pid = child.id() as i32;
-        let mut p = Proc::new(pid, StdioConfig::default(), None);
-        p.state = State::Running;
+        let pid = Pid::new(child.id() as i32).unwrap();
+        let mut p = Proc::new(Kind::Init, Some(pid), StdioConfig::default(), None);
+        p.apply(Op::Start).unwrap();
         assert!(p.pidfd.is_some());
         assert!(
             !p.owns_exit(pid),
@@ -1163,51 +708,52 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(p.owns_exit(pid));
-        assert!(!p.owns_exit(pid + 1));
-        p.state = State::Stopped;
+        assert!(!p.owns_exit(Pid::new(pid.raw() + 1).unwrap()));
+        p.apply(Op::Exit).unwrap();
         assert!(!p.owns_exit(pid), "an exit is attributed once");
         // Without a handle (pidfd_open unavailable) the pid decides, as before.
+        let far = Pid::new(4_000_000).unwrap();
         let q = Proc {
-            pid: 4_000_000,
-            state: State::Running,
-            ..Proc::new(0, StdioConfig::default(), None)
+            pid: Some(far),
+            ..Proc::new(Kind::Exec, None, StdioConfig::default(), None)
         };
-        assert!(q.pidfd.is_none() && q.owns_exit(4_000_000));
+        assert!(q.pidfd.is_none() && q.owns_exit(far));
+        // A process that has not started owns no exit.
+        let r = Proc::new(Kind::Exec, None, StdioConfig::default(), None);
+        assert!(!r.owns_exit(far));
+    }
+
+    #[tokio::test]
+    async fn blocking_work_runs_on_another_thread_and_keeps_its_error() {
+        let here = std::thread::current().id();
+        let there = off_thread("test", || Ok(std::thread::current().id()))
+            .await
+            .unwrap();
+        assert_ne!(here, there);
+        let failed: Result<()> =
+            off_thread("test", || Err(Error::InvalidArgument("no".into()))).await;
+        assert!(matches!(failed, Err(Error::InvalidArgument(m)) if m == "no"));
     }
 
     #[test]
-    fn systemd_cgroups_paths_are_recognised() {
-        for p in [
-            "kubepods-besteffort-pod1234.slice:cri-containerd:abc",
-            "system.slice:docker:x",
-            ":cri-containerd:abc",
-        ] {
-            assert!(is_systemd_cgroups_path(p), "{p}");
-        }
-        for p in [
-            "",
-            "/kubepods/besteffort/pod1/abc",
-            "/ns/id",
-            "kubepods/pod1",
-            "a:b:c",
-            "x.slice:prefix:",
-            "/x.slice:p:n",
-            "a.slice:b:c:d",
-        ] {
-            assert!(!is_systemd_cgroups_path(p), "{p}");
-        }
-    }
-
-    #[test]
-    fn spec_facts() {
-        let dir = tempfile::tempdir().unwrap();
-        let facts = |spec: &str| {
-            std::fs::write(dir.path().join("config.json"), spec).unwrap();
-            SpecFacts::read(dir.path()).map(|f| (f.private_pid_namespace, f.systemd_cgroups_path))
+    fn a_start_holds_the_exit_seen_meanwhile_and_gives_it_back_once() {
+        let mut p = Proc::new(Kind::Exec, None, StdioConfig::default(), None);
+        assert!(!p.alive());
+        p.phase = Phase::Starting { held_exit: None };
+        assert!(p.alive() && p.starting());
+        let exit = ExitInfo {
+            status: 3,
+            at: std::time::SystemTime::now(),
         };
-        assert_eq!(facts(r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}],"cgroupsPath":"/ns/id"}}"#).unwrap(), (true, false));
-        assert_eq!(facts(r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid","path":"/proc/1/ns/pid"}]}}"#).unwrap(), (false, false));
-        assert_eq!(facts(r#"{"linux":{"namespaces":[{"type":"mount"}],"cgroupsPath":"k.slice:cri-containerd:id"}}"#).unwrap(), (false, true));
-        assert!(matches!(facts("not json"), Err(Error::InvalidArgument(_))));
+        if let Phase::Starting { held_exit } = &mut p.phase {
+            *held_exit = Some(exit);
+        }
+        assert_eq!(p.end_start(), Some(exit));
+        assert_eq!(p.phase, Phase::Settled);
+        assert_eq!(p.end_start(), None);
+        // Ending a start never clears another phase.
+        p.phase = Phase::Deleting;
+        assert_eq!(p.end_start(), None);
+        assert_eq!(p.phase, Phase::Deleting);
     }
 }

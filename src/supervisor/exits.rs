@@ -1,0 +1,207 @@
+//! Where each reaped exit goes, and the order exits are published in: an exit seen during a
+//! start waits for the start event, an exit of a pid not known yet is collected for the create
+//! or start in flight, and the init's exit is the container's last.
+
+use std::collections::HashMap;
+use std::sync::{Arc, MutexGuard};
+
+use super::{Container, InitExit, Phase, Shared, Supervisor, Table};
+use crate::events::Event;
+use crate::process::{ExitInfo, Op, Pid, ProcessId};
+use crate::reaper::Exit;
+
+/// Exits seen while creates or starts are in flight, per in-flight call.
+#[derive(Default)]
+pub(super) struct Collectors {
+    seen: HashMap<u64, Vec<Exit>>,
+    next: u64,
+}
+
+/// Registration of an in-flight create or start in [`Collectors`]; removed on drop, so a
+/// failed or cancelled one never leaves a collector behind. Dropping it takes only the
+/// collectors' own lock, so it is safe anywhere, including under the table lock.
+pub(super) struct Collector {
+    shared: Arc<Shared>,
+    key: u64,
+}
+
+impl Collector {
+    /// Stops collecting and returns the exit of `pid` if it was seen. Called under the table
+    /// lock (`_table` is the proof), so no exit can fall between the collector and the table.
+    pub(super) fn finish(self, _table: &Table, pid: Option<Pid>) -> Option<Exit> {
+        let seen = self.shared.collectors().seen.remove(&self.key)?;
+        let pid = pid?;
+        seen.into_iter().find(|e| e.pid == pid.raw())
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.shared.collectors().seen.remove(&self.key);
+    }
+}
+
+impl Shared {
+    fn collectors(&self) -> MutexGuard<'_, Collectors> {
+        self.collectors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(super) fn exit_info(e: Exit) -> ExitInfo {
+    ExitInfo {
+        status: e.status.unsigned_abs(),
+        at: e.at,
+    }
+}
+
+impl Supervisor {
+    /// Starts collecting exits of unknown pids for a create or start about to run.
+    pub(super) fn collector(&self) -> Collector {
+        let mut all = self.shared.collectors();
+        let key = all.next;
+        all.next += 1;
+        all.seen.insert(key, Vec::new());
+        Collector {
+            shared: self.shared.clone(),
+            key,
+        }
+    }
+
+    /// Routes one reaped exit that no spawner claimed.
+    pub(super) fn handle_exit(&self, exit: Exit) {
+        let mut t = self.shared.lock();
+        let owner = match Pid::new(exit.pid) {
+            Some(pid) => t.containers.iter_mut().find_map(|(cid, c)| {
+                let process = if c.init_exit.is_none() && c.init.owns_exit(pid) {
+                    Some(ProcessId::Init)
+                } else {
+                    c.execs
+                        .iter()
+                        .find(|(_, p)| p.owns_exit(pid))
+                        .map(|(eid, _)| ProcessId::Exec(eid.clone()))
+                };
+                process.map(|process| (cid.clone(), c, process))
+            }),
+            None => None,
+        };
+        let Some((cid, c, process)) = owner else {
+            // Not ours (an orphan), or the pid of a process whose create or start is in flight.
+            // The collectors' lock is taken inside the table lock, as everywhere.
+            for pending in self.shared.collectors().seen.values_mut() {
+                pending.push(exit);
+            }
+            return;
+        };
+        let Ok(p) = c.process(&process) else { return };
+        if let Phase::Starting { held_exit } = &mut p.phase {
+            tracing::debug!(container = %cid, process = %process, pid = exit.pid, "exit held until start is published");
+            *held_exit = Some(exit_info(exit));
+            return;
+        }
+        self.process_exit(&cid, c, &process, exit_info(exit));
+    }
+
+    /// Handles a reaped process of container `id`. Called under the lock.
+    pub(super) fn process_exit(
+        &self,
+        id: &str,
+        c: &mut Container,
+        process: &ProcessId,
+        exit: ExitInfo,
+    ) {
+        let exec_id = match process {
+            ProcessId::Init => {
+                self.hold_init_exit(id, c, exit);
+                return;
+            }
+            ProcessId::Exec(exec_id) => exec_id,
+        };
+        let Some(p) = c.execs.get_mut(exec_id) else {
+            return;
+        };
+        if p.apply(Op::Exit).is_err() {
+            return;
+        }
+        p.exit.send_replace(Some(exit));
+        self.shared.events.publish(Event::Exit {
+            container_id: id.to_string(),
+            id: exec_id.clone(),
+            pid: Pid::or_zero(p.pid),
+            exit_status: exit.status,
+            exited_at: exit.at,
+        });
+        self.settle_init_exit(id, c);
+    }
+
+    /// The init was reaped: its exit waits (see [`InitExit`]) and is published once nothing
+    /// holds it back.
+    fn hold_init_exit(&self, id: &str, c: &mut Container, exit: ExitInfo) {
+        let already_killing = c.init_exit.as_ref().is_some_and(|e| e.killing_all);
+        // Without its own pid namespace the container's other processes survive the init.
+        let kill_all = c.kill_all_on_exit && !already_killing;
+        c.init_exit = Some(InitExit {
+            exit,
+            killing_all: already_killing || kill_all,
+        });
+        if kill_all {
+            let (runc, sup, id) = (c.runc.clone(), self.clone(), id.to_string());
+            tokio::spawn(async move {
+                if let Err(e) = runc
+                    .kill(&sup.shared.reaper, &id, libc::SIGKILL.unsigned_abs(), true)
+                    .await
+                {
+                    tracing::debug!(container = %id, error = %e, "kill --all after init exit");
+                }
+                let mut t = sup.shared.lock();
+                if let Some(c) = t.containers.get_mut(&id) {
+                    if let Some(held) = c.init_exit.as_mut() {
+                        held.killing_all = false;
+                    }
+                    sup.settle_init_exit(&id, c);
+                }
+            });
+        }
+        if c.execs_alive() {
+            tracing::debug!(container = %id, "init exited; its exit waits for the running execs");
+        }
+        self.settle_init_exit(id, c);
+    }
+
+    /// Publishes a held init exit once nothing holds it back any more: no exec running and no
+    /// `kill --all` in flight. Called under the lock.
+    pub(super) fn settle_init_exit(&self, id: &str, c: &mut Container) {
+        let free = c
+            .init_exit
+            .as_ref()
+            .is_some_and(|e| !e.killing_all && !c.execs_alive());
+        if !free {
+            return;
+        }
+        if let Some(held) = c.init_exit.take() {
+            self.finish_init_exit(id, c, held.exit);
+        }
+    }
+
+    /// Records the init's exit, releases waiters and queues its `TaskExit`.
+    fn finish_init_exit(&self, id: &str, c: &mut Container, exit: ExitInfo) {
+        if c.init.check(Op::Exit).is_err() {
+            return;
+        }
+        // An OOM kill the watcher has not reported yet goes out first: CRI reads `OOMKilled`
+        // from the TaskOOM it saw before the exit (containerd#12714).
+        self.report_oom_locked(id, c, false);
+        if c.init.apply(Op::Exit).is_err() {
+            return;
+        }
+        c.init.exit.send_replace(Some(exit));
+        let pid = Pid::or_zero(c.init.pid);
+        tracing::info!(container = %id, pid, status = exit.status, "init exited");
+        self.shared.events.publish(Event::Exit {
+            container_id: id.to_string(),
+            id: id.to_string(),
+            pid,
+            exit_status: exit.status,
+            exited_at: exit.at,
+        });
+    }
+}

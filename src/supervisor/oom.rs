@@ -1,0 +1,100 @@
+//! OOM kills in a container's cgroup, published as `TaskOOM`, each once, and always before the
+//! init's `TaskExit` (see `exits.rs`).
+
+use std::time::Duration;
+
+use super::{Container, Supervisor};
+use crate::cgroups::ContainerCgroup;
+use crate::events::Event;
+
+/// What one look at a container's OOM counter found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OomCheck {
+    /// A `TaskOOM` went out.
+    Reported,
+    /// No OOM kill that was not reported already.
+    NothingNew,
+    /// The container is not in the table any more.
+    ContainerGone,
+}
+
+impl Supervisor {
+    /// Finds the container's cgroup from its init and starts forwarding OOM kills as
+    /// `TaskOOM`. Called under the lock; both steps are best effort (a container may have no
+    /// memory controller, or be gone already).
+    pub(super) fn watch_cgroup(&self, id: &str, c: &mut Container) {
+        let Some(pid) = c.init.pid else { return };
+        let cg = match ContainerCgroup::for_pid(pid.raw()) {
+            Ok(cg) => cg,
+            Err(e) => {
+                tracing::debug!(container = %id, error = %e, "no cgroup found");
+                return;
+            }
+        };
+        let count = cg.oom_kill_count();
+        c.oom_counted = count.is_some();
+        c.oom_reported = count.unwrap_or(0);
+        match cg.watch_oom() {
+            Ok(mut events) => {
+                let (sup, id) = (self.clone(), id.to_string());
+                c.oom_watch = Some(tokio::spawn(async move {
+                    while events.recv().await.is_some() {
+                        // cgroup v1 notifies before the kill, when `oom_kill` often has not
+                        // moved yet: look again for a short while before giving up on it.
+                        for _ in 0..20 {
+                            match sup.report_oom(&id, true) {
+                                OomCheck::NothingNew => {
+                                    tokio::time::sleep(Duration::from_millis(25)).await
+                                }
+                                OomCheck::Reported | OomCheck::ContainerGone => break,
+                            }
+                        }
+                    }
+                }));
+            }
+            // The container runs anyway; its OOM kills just go unreported, which is worth a warning.
+            Err(e) => tracing::warn!(container = %id, error = %e, "cannot watch for OOM kills"),
+        }
+        c.cgroup = Some(cg);
+    }
+
+    /// Publishes `TaskOOM` for OOM kills not reported yet. `notified` is true when the cgroup
+    /// said an OOM happened (a kernel without an `oom_kill` counter cannot say how many).
+    fn report_oom(&self, id: &str, notified: bool) -> OomCheck {
+        let mut t = self.shared.lock();
+        match t.containers.get_mut(id) {
+            Some(c) => self.report_oom_locked(id, c, notified),
+            None => OomCheck::ContainerGone,
+        }
+    }
+
+    /// [`Supervisor::report_oom`] for a caller that holds the lock.
+    pub(super) fn report_oom_locked(
+        &self,
+        id: &str,
+        c: &mut Container,
+        notified: bool,
+    ) -> OomCheck {
+        let Some(cg) = &c.cgroup else {
+            return OomCheck::NothingNew;
+        };
+        let new = match cg.oom_kill_count() {
+            Some(n) if n > c.oom_reported => {
+                c.oom_reported = n;
+                true
+            }
+            Some(_) => false,
+            // v1 also notifies when the cgroup is removed; with a counter that read failing
+            // means exactly that.
+            None => notified && !c.oom_counted,
+        };
+        if !new {
+            return OomCheck::NothingNew;
+        }
+        tracing::info!(container = %id, "OOM kill");
+        self.shared.events.publish(Event::Oom {
+            container_id: id.to_string(),
+        });
+        OomCheck::Reported
+    }
+}
