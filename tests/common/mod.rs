@@ -8,6 +8,12 @@
 //! `io.containerd.tether.v2`); `TETHER_TEST_RUNTIME=io.containerd.runc.v2` runs the same tests
 //! against the reference Go shim, which is how the tests themselves are checked.
 //!
+//! Which containerd they run under is chosen by `TETHER_CONTAINERD`: a directory holding
+//! `containerd`, `ctr` and `containerd-shim-runc-v2` (e.g.
+//! `/var/cache/tether/containerd/2.1.9/usr/bin`, fetched by `scripts/containerd-versions.sh`);
+//! unset or empty = the ones on `PATH`. Tests that depend on containerd's version ask
+//! [`containerd_version`].
+//!
 //! The benchmark (`examples/bench.rs`) includes this file too (`#[path]`). Examples get no
 //! `CARGO_BIN_EXE_*`, so there [`shim_binary`] is the release binary ([`release_shim_binary`]);
 //! [`Containerd::start_with`] picks the shim binary and containerd's log level explicitly.
@@ -79,6 +85,50 @@ pub fn runtime() -> String {
         Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
         _ => DEFAULT_RUNTIME.to_string(),
     }
+}
+
+/// The directory in `TETHER_CONTAINERD`, if set and non-empty.
+pub fn containerd_dir() -> Option<PathBuf> {
+    match std::env::var_os("TETHER_CONTAINERD") {
+        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => None,
+    }
+}
+
+/// `name` (`containerd`, `ctr`, `containerd-shim-runc-v2`) from [`containerd_dir`], or the
+/// bare name (looked up on `PATH`).
+pub fn containerd_tool(name: &str) -> PathBuf {
+    match containerd_dir() {
+        Some(d) => d.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+/// (major, minor) of the containerd under test, from `containerd --version` (cached).
+pub fn containerd_version() -> (u32, u32) {
+    static VERSION: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let bin = containerd_tool("containerd");
+        let out = Command::new(&bin)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("{} --version: {e}", bin.display()));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        parse_containerd_version(&text)
+            .unwrap_or_else(|| panic!("no version in `{} --version`: {text:?}", bin.display()))
+    })
+}
+
+/// The first `X.Y.` word after the package path in `containerd --version` output
+/// (`containerd github.com/containerd/containerd/v2 2.1.9+unknown ...`, `... 1.7.24~ds1 ...`).
+fn parse_containerd_version(text: &str) -> Option<(u32, u32)> {
+    text.split_whitespace().skip(2).find_map(|w| {
+        let w = w.strip_prefix('v').unwrap_or(w);
+        let mut it = w.split(|c: char| !c.is_ascii_digit());
+        let major = it.next()?.parse().ok()?;
+        let minor = it.next()?.parse().ok()?;
+        Some((major, minor))
+    })
 }
 
 /// The shim binary cargo built for this test run (integration tests), or the release binary
@@ -785,21 +835,21 @@ impl Containerd {
             .append(true)
             .open(&self.log)
             .unwrap_or_else(|e| panic!("open {}: {e}", self.log.display()));
-        let shim_dir = self.shim_dir.clone();
-        let path = match std::env::var_os("PATH") {
+        // tether's dir first, then TETHER_CONTAINERD's (its containerd-shim-runc-v2 is the
+        // reference shim of that version), then the caller's PATH.
+        let mut path = self.shim_dir.clone().into_os_string();
+        if let Some(d) = containerd_dir() {
+            path.push(":");
+            path.push(d);
+        }
+        match std::env::var_os("PATH") {
             Some(p) if !p.is_empty() => {
-                let mut s = shim_dir.into_os_string();
-                s.push(":");
-                s.push(p);
-                s
+                path.push(":");
+                path.push(p);
             }
-            _ => {
-                let mut s = shim_dir.into_os_string();
-                s.push(":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-                s
-            }
-        };
-        let mut cmd = Command::new("containerd");
+            _ => path.push(":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        }
+        let mut cmd = Command::new(containerd_tool("containerd"));
         cmd.arg("--config")
             .arg(&self.config)
             .env("PATH", path)
@@ -927,7 +977,7 @@ impl Containerd {
 
     /// `ctr --address <addr> --namespace <ns> <args>` as a `Command` (not run).
     pub fn ctr_cmd<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(containerd_tool("ctr"));
         cmd.arg("--address")
             .arg(&self.address)
             .arg("--namespace")
