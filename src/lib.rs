@@ -34,6 +34,7 @@ pub mod cli;
 pub mod daemonize;
 pub mod error;
 pub mod events;
+pub mod info;
 pub mod io;
 pub mod logging;
 pub mod mount;
