@@ -1367,6 +1367,15 @@ fn cri_containerd_config(base: String, dir: &Path, snippet: &str) -> String {
         assert!(text.contains(line), "harness config lacks {line:?}");
         text = text.replacen(line, "", 1);
     }
+    // A snippet in config version 3's plugin names (containerd 2.x) makes the file version 3;
+    // the harness's own keys are the same in both.
+    if snippet.contains("io.containerd.cri.v1.runtime") {
+        assert!(
+            text.contains("\nversion = 2\n"),
+            "harness config lacks its version"
+        );
+        text = text.replacen("\nversion = 2\n", "\nversion = 3\n", 1);
+    }
     text.push_str("\n# Added for the CRI plugin (Containerd::start_cri).\n");
     text.push_str(&snippet.replace("{dir}", &dir.to_string_lossy()));
     if !text.ends_with('\n') {
