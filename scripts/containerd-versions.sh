@@ -12,10 +12,11 @@
 # package state and its containerd are never touched. Idempotent: a version already unpacked
 # is left alone, and a second run does nothing (and prints nothing).
 #
-# Signatures are checked: the Release files of trixie and sid are signed with Debian's
-# automatic archive keys, which Debian 12's own debian-archive-keyring (2023.3+deb12u*)
-# already holds (debian-archive-trixie-automatic.gpg); the script uses that keyring and never
-# `trusted=yes`.
+# Signatures are checked: the InRelease files of trixie and sid are signed with Debian's
+# automatic archive keys (12/bookworm and 13/trixie, checked with gpgv on 2026-12-04), which
+# Debian 12's own debian-archive-keyring (2023.3+deb12u*) already holds; the script uses that
+# keyring and never `trusted=yes`. Once sid is signed only with keys newer than that package,
+# apt fails here with NO_PUBKEY: install a newer debian-archive-keyring then.
 #
 # Prints the bin directory of each version, one a line, with `--print`.
 set -euo pipefail
