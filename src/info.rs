@@ -128,7 +128,12 @@ fn features(binary: &str) -> Result<Vec<u8>> {
     let stderr = err_t.join().unwrap_or_default();
     if !status.success() {
         let msg = String::from_utf8_lossy(&stderr);
-        return Err(fail(format!("{status}: {}", msg.trim())));
+        let msg = msg.trim();
+        return Err(fail(if msg.is_empty() {
+            status.to_string()
+        } else {
+            format!("{status}: {msg}")
+        }));
     }
     match serde_json::from_slice::<serde_json::Value>(&stdout) {
         Ok(serde_json::Value::Object(_)) => Ok(stdout),
