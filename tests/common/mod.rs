@@ -892,6 +892,25 @@ impl Containerd {
         }
     }
 
+    /// The shim address of container `id`: from the bundle's `bootstrap.json` where
+    /// containerd 2.x wrote one (the Go shim of 2.x writes no `address` file), else from the
+    /// `address` file the shim wrote (1.6/1.7, and tether everywhere).
+    pub fn shim_address(&self, id: &str) -> String {
+        let bundle = self.bundle(id);
+        if let Ok(text) = fs::read_to_string(bundle.join("bootstrap.json")) {
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{}/bootstrap.json: {e}: {text}", bundle.display()));
+            if let Some(a) = v["address"].as_str() {
+                return a.to_string();
+            }
+        }
+        let file = bundle.join("address");
+        fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .trim()
+            .to_string()
+    }
+
     /// The temp dir holding everything of this instance.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -1524,6 +1543,19 @@ impl Drop for EventStream {
 /// The task service name containerd 1.6 dials (both shims serve it).
 pub const TASK_V2: &str = "containerd.task.v2.Task";
 
+/// The task service name containerd 2.x dials for the Go shim of its version (which serves
+/// only this one; tether serves both).
+pub const TASK_V3: &str = "containerd.task.v3.Task";
+
+/// The task service [`ShimConn`] calls: the one the containerd under test speaks.
+pub fn task_service() -> &'static str {
+    if containerd_version() >= (2, 0) {
+        TASK_V3
+    } else {
+        TASK_V2
+    }
+}
+
 /// A ttrpc connection to the shim serving container `id` (its address is in the bundle), for
 /// what ctr 1.6 cannot send: Update, Stats, Checkpoint, CloseIO, a bounded Wait...
 pub struct ShimConn {
@@ -1536,11 +1568,8 @@ pub struct ShimConn {
 impl ShimConn {
     /// Connects to the address in `id`'s bundle (`unix:///run/containerd/s/<hash>`).
     pub fn connect(cd: &Containerd, id: &str) -> ShimConn {
-        let file = cd.bundle(id).join("address");
-        let address = fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-            .trim()
-            .to_string();
+        let address = cd.shim_address(id);
+        let file = cd.bundle(id);
         assert!(
             address.starts_with("unix:///run/containerd/s/"),
             "unexpected shim address {address:?} in {}",
@@ -1575,7 +1604,7 @@ impl ShimConn {
         timeout: Duration,
     ) -> Option<ttrpc::Result<Resp>> {
         let request = ttrpc::Request {
-            service: TASK_V2.into(),
+            service: task_service().into(),
             method: method.into(),
             payload: req.write_to_bytes().expect("encode request"),
             timeout_nano: timeout.as_nanos() as i64,
@@ -1592,8 +1621,9 @@ impl ShimConn {
             })
             .ok()?;
         Some(resp.map(|resp| {
-            Resp::parse_from_bytes(&resp.payload)
-                .unwrap_or_else(|e| panic!("{TASK_V2}/{method}: undecodable response: {e}"))
+            Resp::parse_from_bytes(&resp.payload).unwrap_or_else(|e| {
+                panic!("{}/{method}: undecodable response: {e}", task_service())
+            })
         }))
     }
 
@@ -1605,6 +1635,6 @@ impl ShimConn {
         timeout: Duration,
     ) -> ttrpc::Result<Resp> {
         self.call_within(method, req, timeout)
-            .unwrap_or_else(|| panic!("{TASK_V2}/{method}: no answer within {timeout:?}"))
+            .unwrap_or_else(|| panic!("{}/{method}: no answer within {timeout:?}", task_service()))
     }
 }
