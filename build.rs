@@ -79,6 +79,7 @@ fn compile_protos() {
         .pure()
         .include("protos")
         .input("protos/runtimeoptions/v1/api.proto")
+        .input("protos/types/introspection.proto")
         .customize(
             protobuf_codegen::Customize::default()
                 .lite_runtime(true)

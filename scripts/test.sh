@@ -8,6 +8,12 @@
 # named by TETHER_TEST_RUNTIME (default io.containerd.tether.v2); set
 # TETHER_TEST_RUNTIME=io.containerd.runc.v2 to run them against the reference Go shim.
 #
+# The integration suites (core, exec, resources, robustness, cri, versions) run once per containerd
+# version: first against the containerd on PATH (Debian 12's 1.6.20), then against each newer
+# build scripts/containerd-versions.sh fetches (1.7.24, 2.1.9), through TETHER_CONTAINERD.
+# With TETHER_CONTAINERD set by the caller (their own containerd build: a directory holding
+# containerd, ctr and containerd-shim-runc-v2) everything runs against that one instead.
+#
 # Extra arguments are passed to the test binaries, e.g. `scripts/test.sh --test-threads=1`.
 set -euo pipefail
 
@@ -16,6 +22,11 @@ cd "$(dirname "$0")/.."
 
 # Installs containerd, runc and busybox-static if missing (quiet when all are there).
 scripts/setup.sh
+matrix=()
+if [ -z "${TETHER_CONTAINERD:-}" ]; then
+    scripts/containerd-versions.sh
+    mapfile -t matrix < <(scripts/containerd-versions.sh --print)
+fi
 
 # Format and lint gates: one style for src/, tests/ and examples/, and no clippy warning.
 echo "+ cargo fmt --check"
@@ -33,11 +44,25 @@ cargo build --release --bin containerd-shim-tether-v2
 echo "+ cargo test --all-targets --no-fail-fast${*:+ -- $*}"
 log=$(mktemp)
 criu_log=$(mktemp)
-trap 'rm -f "$log" "$criu_log"' EXIT
+matrix_log=$(mktemp)
+trap 'rm -f "$log" "$criu_log" "$matrix_log"' EXIT
 set +e
 cargo test --all-targets --no-fail-fast -- "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+# The same integration suites under each newer containerd (their results count in the sum).
+for dir in "${matrix[@]}"; do
+    echo "+ TETHER_CONTAINERD=$dir cargo test --no-fail-fast --test core --test exec --test resources --test robustness --test cri --test versions${*:+ -- $*}"
+    set +e
+    TETHER_CONTAINERD=$dir cargo test --no-fail-fast --test core --test exec --test resources \
+        --test robustness --test cri --test versions -- "$@" 2>&1 | tee -a "$matrix_log"
+    m_status=${PIPESTATUS[0]}
+    set -e
+    if [ "$status" -eq 0 ]; then
+        status=$m_status
+    fi
+done
 
 # Checkpoint/restore end to end needs a working CRIU; those tests are #[ignore]d in
 # tests/resources.rs and run here only when `criu check` passes. Otherwise one loud line, next
@@ -59,11 +84,12 @@ fi
 
 # One closing line for the whole suite, summed over every test binary. Tests of the CRIU run
 # above were counted as skipped (ignored) in the main run; there they count as run instead.
+# The version-matrix runs add their own passed, failed and ignored counts.
 [ -z "$criu_note" ] || echo "$criu_note"
 awk 'FNR == 1 { extra = (FILENAME == ARGV[2]) }
      /^test result:/ { for (i = 1; i <= NF; i++) {
          if ($i ~ /^passed;?$/) { p += $(i-1); if (extra) s -= $(i-1) }
          if ($i ~ /^failed;?$/) { f += $(i-1); if (extra) s -= $(i-1) }
          if ($i ~ /^ignored;?$/ && !extra) s += $(i-1) } }
-     END { printf "tether: %d passed, %d failed, %d skipped\n", p, f, s }' "$log" "$criu_log"
+     END { printf "tether: %d passed, %d failed, %d skipped\n", p, f, s }' "$log" "$criu_log" "$matrix_log"
 exit "$status"

@@ -3,8 +3,9 @@
 //! containerd 1.6 to 2.2 send the runtime options `Any` (or nothing) on `start`'s stdin and read
 //! a plain `unix://…` address back. containerd 2.3 sends a `BootstrapParams` protobuf and
 //! accepts a `BootstrapResult`. A legacy `Any` also decodes as a `BootstrapParams`, so the
-//! bootstrap form is recognised only when its instance id and namespace are ours (the check
-//! containerd's own shims make).
+//! bootstrap form is recognised only when its instance id and namespace are ours. That check
+//! is what containerd's main branch does (`pkg/shim/compat.go`); the 2.3 releases' shims do
+//! not make it. We keep announcing protocol version 2 (SPEC §1.17).
 
 use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult, LogLevel};
 use containerd_shim_protos::protobuf::Message;

@@ -17,6 +17,8 @@ pub enum Action {
     Serve,
     /// Print the version and exit.
     Version,
+    /// `-info` (containerd 2.0+): print a `RuntimeInfo` protobuf and exit (`src/info.rs`).
+    Info,
 }
 
 /// Parsed command line.
@@ -77,6 +79,7 @@ where
         action: Action::Serve,
     };
     let mut version = false;
+    let mut info = false;
     let mut i = 0;
     let mut action_word = None;
     while i < argv.len() {
@@ -101,6 +104,7 @@ where
             match name {
                 "debug" => args.debug = on,
                 "v" | "version" => version = on,
+                "info" => info = on,
                 _ => {}
             }
             continue;
@@ -143,12 +147,14 @@ where
     }
     args.action = match action_word.as_deref() {
         _ if version => Action::Version,
+        // A flag, not an action, and given without -namespace (containerd's PluginInfo).
+        _ if info => Action::Info,
         None => Action::Serve,
         Some("start") => Action::Start,
         Some("delete") => Action::Delete,
         Some(other) => return Err(ParseError::UnknownAction(other.to_string())),
     };
-    if args.action != Action::Version && args.namespace.is_empty() {
+    if !matches!(args.action, Action::Version | Action::Info) && args.namespace.is_empty() {
         return Err(ParseError::Missing("namespace"));
     }
     Ok(args)
@@ -218,6 +224,20 @@ mod tests {
     fn version_needs_nothing_else() {
         assert_eq!(parse(["-v"]).unwrap().action, Action::Version);
         assert_eq!(parse(["--version"]).unwrap().action, Action::Version);
+    }
+
+    #[test]
+    fn info_needs_nothing_else() {
+        assert_eq!(parse(["-info"]).unwrap().action, Action::Info);
+        assert_eq!(parse(["--info=true"]).unwrap().action, Action::Info);
+        assert_eq!(
+            parse(["-info=false", "-v"]).unwrap().action,
+            Action::Version
+        );
+        assert_eq!(
+            parse(["-info=false"]).unwrap_err(),
+            ParseError::Missing("namespace")
+        );
     }
 
     #[test]

@@ -71,7 +71,9 @@ pub fn start(args: &Args, bundle: &Path) -> Result<Vec<u8>> {
             .unwrap_or(SOCKET_DIR),
     );
     if boot.as_ref().is_some_and(|b| b.socket_dir.is_some()) {
-        // containerd 2.3 finds a custom socket dir through the bundle's `s` link.
+        // The bundle's `s` link names a custom socket dir. containerd never reads it: the Go
+        // shim (2.3+) writes it for its own server's socket cleanup; kept for tools that
+        // follow the Go shim's bundle layout.
         let _ = std::os::unix::fs::symlink(dir, bundle.join("s"));
     }
     fs::DirBuilder::new()

@@ -10,6 +10,8 @@
 //!   `serve` (the daemon's process set-up: fds, logging, subreaper, fd 3, signals).
 //! - [`server`]: `run`, the server itself on a given listener and event destination; what a
 //!   test calls in-process.
+//! - `info`: the `-info` flag (containerd 2.0+): a `RuntimeInfo` with the OCI runtime's own
+//!   `features`.
 //! - `daemonize`: socket address, bind, re-exec of the server with the listener on fd 3.
 //! - `bootstrap`: `start`'s stdin and stdout formats (legacy address or containerd 2.3's
 //!   `BootstrapParams`/`BootstrapResult`).
@@ -40,8 +42,8 @@
 // The public surface is what the binary, the tests and the benchmark use: the actions
 // (`shim::run`), the in-process server (`server`, `events`), argument and option parsing
 // (`cli`, `service::decode_options`, and the validators re-exported below), `error`.
-// `cgroups`, `mount` and the attach-lock `primer` are reachable for the root-only test tiers
-// but are not an API.
+// `cgroups`, `mount`, the attach-lock `primer` and the generated `protos` are reachable for the
+// test tiers (the root-only tests, `-info` decoding) but are not an API.
 pub(crate) mod bootstrap;
 #[doc(hidden)]
 pub mod cgroups;
@@ -49,12 +51,14 @@ pub mod cli;
 pub(crate) mod daemonize;
 pub mod error;
 pub mod events;
+pub(crate) mod info;
 pub(crate) mod io;
 pub(crate) mod logging;
 #[doc(hidden)]
 pub mod mount;
 pub(crate) mod process;
-pub(crate) mod protos;
+#[doc(hidden)]
+pub mod protos;
 pub(crate) mod reaper;
 pub(crate) mod runtime;
 pub mod server;

@@ -7,3 +7,6 @@ mod generated {
 
 /// `runtimeoptions.v1`: the runtime options containerd's CRI plugin sends a non-runc runtime.
 pub use generated::api as runtimeoptions;
+
+/// `containerd.types.RuntimeInfo`: what `-info` prints (containerd 2.0+).
+pub use generated::introspection;

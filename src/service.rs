@@ -401,6 +401,8 @@ impl Task for TaskService {
 
     async fn shutdown(&self, _ctx: &TtrpcContext, req: api::ShutdownRequest) -> Res<Empty> {
         traced("shutdown", &req.id, "", async {
+            // containerd 2.1+ sends one after every task delete of a grouped shim.
+            tracing::debug!("shutdown requested");
             self.shutdown_requested.store(true, Ordering::SeqCst);
             self.shutdown_if_idle();
             Ok(Empty::new())

@@ -20,6 +20,12 @@ pub fn run(args: Args) -> i32 {
             println!("containerd-shim-tether-v2:\n  Version:  {}", crate::VERSION);
             Ok(())
         }
+        Action::Info => crate::info::info(&mut std::io::stdin().lock()).and_then(|out| {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&out)
+                .map_err(Error::io("write RuntimeInfo"))
+        }),
         Action::Start => start(&args),
         Action::Delete => delete(&args),
         Action::Serve => serve(&args),

@@ -395,8 +395,27 @@ fn envelope_time(line: &str) -> (String, u64) {
     (date.to_string(), day_nanos(time))
 }
 
-/// (date, nanoseconds into the day) of a JSON `"exited_at":"2026-01-02T13:48:55.92Z"`.
+/// (date, nanoseconds into the day) of a JSON `"exited_at":"2026-01-02T13:48:55.92Z"` (ctr
+/// 1.6, 1.7) or `"exited_at":{"seconds":S,"nanos":N}` (ctr 2.x prints the protobuf Timestamp).
 fn exited_at(line: &str) -> (String, u64) {
+    if let Some(rest) = line.split("\"exited_at\":{").nth(1) {
+        let field = |name: &str| -> u64 {
+            rest.split(&format!("\"{name}\":"))
+                .nth(1)
+                .map(|r| {
+                    r.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                })
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0)
+        };
+        let (secs, nanos) = (field("seconds"), field("nanos"));
+        return (
+            civil_date(secs / 86_400),
+            (secs % 86_400) * 1_000_000_000 + nanos,
+        );
+    }
     let at = line
         .split("\"exited_at\":\"")
         .nth(1)
@@ -404,6 +423,20 @@ fn exited_at(line: &str) -> (String, u64) {
         .unwrap_or_else(|| panic!("no exited_at: {line}"));
     let (date, time) = at.trim_end_matches('Z').split_once('T').unwrap();
     (date.to_string(), day_nanos(time))
+}
+
+/// `YYYY-MM-DD` of a day count since 1970-01-01 (proleptic Gregorian, Hinnant's algorithm).
+fn civil_date(days: u64) -> String {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// `HH:MM:SS[.fraction]` in nanoseconds.

@@ -74,8 +74,44 @@ fn handler() -> (String, String) {
 }
 
 /// containerd's config additions: the CRI plugin with both handlers, local-only images and no
-/// CNI plugins. `{dir}` is the instance's temp dir.
+/// CNI plugins. `{dir}` is the instance's temp dir. Each version gets its native format:
+/// config version 2 (`io.containerd.grpc.v1.cri`) for 1.6/1.7, version 3 (the CRI split into
+/// `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images`) for 2.x; the harness
+/// writes `version = 3` when it sees the latter.
 fn cri_config() -> String {
+    if common::containerd_version() >= (2, 0) {
+        cri_config_v3()
+    } else {
+        cri_config_v2()
+    }
+}
+
+/// Config version 3 (containerd 2.x), keys as of containerd v2.1.9's internal/cri/config.
+fn cri_config_v3() -> String {
+    format!(
+        r#"[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{SANDBOX_IMAGE}"
+[plugins."io.containerd.cri.v1.runtime"]
+  # See cri_config_v2.
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether]
+      runtime_type = "io.containerd.tether.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether.options]
+        ConfigPath = "{{dir}}/tether.toml"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["{{dir}}/cni/bin"]
+    conf_dir = "{{dir}}/cni/net.d"
+"#
+    )
+}
+
+/// Config version 2 (containerd 1.6/1.7).
+fn cri_config_v2() -> String {
     format!(
         r#"[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{SANDBOX_IMAGE}"
@@ -366,7 +402,7 @@ fn brief(s: &ContainerStatus) -> String {
 fn cri_pod_lifecycle_through_the_runtime_handler() {
     let t0 = Instant::now();
     let (handler, shim_name) = handler();
-    let cd = Containerd::start_cri(
+    let mut cd = Containerd::start_cri(
         ContainerdOptions::default(),
         CriOptions {
             config: cri_config(),
@@ -580,6 +616,17 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
     let addresses: HashMap<&str, String> = [&sandbox, &sleeper, &exiter]
         .iter()
         .map(|id| {
+            // containerd 2.x keeps the address in `bootstrap.json` (it writes that file; the
+            // Go shim of 2.x writes no `address`), 1.6/1.7 read the shim's `address`.
+            let bootstrap = cd.bundle(id).join("bootstrap.json");
+            if let Ok(text) = fs::read_to_string(&bootstrap) {
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}: {text}", bootstrap.display()));
+                return (
+                    id.as_str(),
+                    v["address"].as_str().unwrap_or_default().to_string(),
+                );
+            }
             let a = fs::read_to_string(cd.bundle(id).join("address"))
                 .unwrap_or_else(|e| panic!("{}/address: {e}", cd.bundle(id).display()));
             (id.as_str(), a.trim().to_string())
@@ -683,6 +730,60 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
     });
     assert_eq!(killed.exit_code, 137, "oom: {}", brief(&killed));
 
+    // A container that exits while containerd is down keeps its exit code and reason
+    // (containerd 1.7+ drops a reloaded task whose Pids is empty: tether answers with the
+    // exited init's pid). It waits for a file the test writes into its rootfs, which the shim
+    // mounted on the host at its bundle's rootfs.
+    let late = create(
+        "late",
+        &[
+            "/bin/sh",
+            "-c",
+            "while [ ! -e /late ]; do sleep 0.05; done; exit 7",
+        ],
+        0,
+    );
+    let late_shim = shim_servers(&cd).iter().map(|s| s.0).collect::<Vec<_>>();
+    cd.stop();
+    fs::write(cd.bundle(&late).join("rootfs/late"), b"").unwrap();
+    // The pod's shim is a child subreaper: once it has reaped `late`, no process of the
+    // container is left under it but the others of the pod.
+    std::thread::sleep(Duration::from_secs(1));
+    cd.restart();
+    let late_status = poll(Duration::from_secs(30), "late EXITED after restart", || {
+        let req = ContainerStatusRequest {
+            container_id: late.clone(),
+            verbose: false,
+        };
+        match cri.call("ContainerStatus", cri.rs().container_status(req)) {
+            Ok(r) => match r.status {
+                Some(s) if s.state == ContainerState::ContainerExited as i32 => Ok(s),
+                Some(s) => Err(brief(&s)),
+                None => Err("no status".into()),
+            },
+            Err(e) => Err(format!("{:?}: {}", e.code(), e.message())),
+        }
+    });
+    let go_shim_on_1_7 = handler == "runc" && common::containerd_version() >= (1, 7);
+    if go_shim_on_1_7 {
+        // The Go shim's empty Pids: containerd 1.7+ deletes the task, CRI no longer knows
+        // the real exit code.
+        assert_ne!(late_status.exit_code, 7, "late: {}", brief(&late_status));
+    } else {
+        assert_eq!(
+            (late_status.exit_code, late_status.reason.as_str()),
+            (7, "Error"),
+            "late after a containerd restart (containerd {:?}): {}",
+            common::containerd_version(),
+            brief(&late_status)
+        );
+    }
+    assert_eq!(
+        shim_servers(&cd).iter().map(|s| s.0).collect::<Vec<_>>(),
+        late_shim,
+        "the pod's shim changed across the restart"
+    );
+
     // Stats of the running container.
     let stats = cri
         .ok(
@@ -735,12 +836,46 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
         "sleeper after StopContainer: {}",
         brief(&stopped)
     );
-    for id in [&sleeper, &exiter, &oom] {
+    // containerd 2.1+ sends the shim `Shutdown` after every task delete of a version-2 shim
+    // (1.6, 1.7 and 2.0 do not), and the CRI deletes a container's task as soon as it exits:
+    // by the end the pod's shim got one per container. It must stay for the sandbox, removal
+    // after removal, and only exit after RemovePodSandbox.
+    let shutdowns = || {
+        fs::read_to_string(cd.log_path())
+            .unwrap_or_default()
+            .matches("shutdown requested")
+            .count()
+    };
+    for id in [&sleeper, &exiter, &oom, &late] {
         cri.ok(
             "RemoveContainer",
             cri.rs().remove_container(RemoveContainerRequest {
                 container_id: id.clone(),
             }),
+        );
+        assert_eq!(
+            shim_servers(&cd).iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![*shim_pid],
+            "the pod's shim is gone after RemoveContainer {id}"
+        );
+    }
+    if handler == "tether" && common::containerd_version() >= (2, 1) {
+        // The shim logs each Shutdown at debug level (it runs with -debug here).
+        poll(
+            Duration::from_secs(5),
+            "a Shutdown per removed container",
+            || {
+                let n = shutdowns();
+                if n >= 4 {
+                    Ok(())
+                } else {
+                    let log = fs::read_to_string(cd.log_path()).unwrap_or_default();
+                    let seen: Vec<&str> = log.lines().filter(|l| l.contains("hutdown")).collect();
+                    Err(format!(
+                        "{n} Shutdown requests logged; log lines: {seen:#?}"
+                    ))
+                }
+            },
         );
     }
     let left = cri

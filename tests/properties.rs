@@ -95,7 +95,9 @@ fn stdio_uris_never_panic_and_paths_are_absolute() {
         let s = format!("{prefix}{}", rng.string(40));
         match parse_target(&s) {
             Ok(Target::None) => assert!(s.is_empty()),
-            Ok(Target::Fifo(p) | Target::File(p) | Target::Binary(p, _)) => {
+            Ok(
+                Target::Fifo(p) | Target::File(p) | Target::Binary(p, _) | Target::BinaryV2(p, _),
+            ) => {
                 assert!(p.is_absolute(), "{s:?} -> {p:?}")
             }
             Err(e) => assert!(

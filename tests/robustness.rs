@@ -286,7 +286,7 @@ fn killed_shim_leaves_nothing_behind() {
     let (pid, _) = cd.task(&id).expect("task listed");
     let shim = proc_stat(pid).expect("container process").ppid;
     let bundle = cd.bundle(&id);
-    let address = std::fs::read_to_string(bundle.join("address")).expect("address file");
+    let address = cd.shim_address(&id);
     let socket = std::path::PathBuf::from(
         address
             .trim()

@@ -2,6 +2,10 @@
 //! stdout on fd 3, stderr on fd 4, and a pipe on fd 5 that it closes once ready (containerd's
 //! documented protocol); the container writes straight into its pipes, tether copies nothing
 //! (except a terminal's output, see `ProcessIo::console_logger`).
+//!
+//! `binary-v2://` (containerd 2.3+) is the same, except that the logger is ready only once it
+//! wrote a byte to fd 5: closing fd 5 without writing (or dying first) fails the start, where
+//! `binary://` takes that EOF for ready.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -23,6 +27,15 @@ const READY_LIMIT: Duration = Duration::from_secs(10);
 /// to exit on EOF), a flush should take far less, and the server's exit waits for it.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// How a logger says it is ready, on fd 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// `binary://`: by closing it (EOF, written bytes or not).
+    Close,
+    /// `binary-v2://`: by writing a byte to it; EOF before one fails the start.
+    Byte,
+}
+
 /// A running logger process.
 pub struct Logger {
     pid: i32,
@@ -43,6 +56,7 @@ impl Logger {
         reaper: &Reaper,
         path: &Path,
         args: &[(String, String)],
+        ready_rule: Ready,
         env: &LoggerEnv<'_>,
         stdout: OwnedFd,
         stderr: OwnedFd,
@@ -78,9 +92,33 @@ impl Logger {
         };
         let mut ready =
             pipe::Receiver::from_owned_fd(ready_r).map_err(Error::io("logger ready pipe"))?;
-        let mut sink = Vec::new();
-        match tokio::time::timeout(READY_LIMIT, ready.read_to_end(&mut sink)).await {
-            Ok(_) => Ok(logger),
+        // On any error `logger` is dropped: the process is stopped and reaped (`Drop`), and
+        // its pipes are closed with it.
+        let waited = match ready_rule {
+            Ready::Close => {
+                let mut sink = Vec::new();
+                tokio::time::timeout(READY_LIMIT, ready.read_to_end(&mut sink))
+                    .await
+                    .map(|r| r.map(|_| true))
+            }
+            Ready::Byte => {
+                let mut byte = [0u8; 1];
+                tokio::time::timeout(READY_LIMIT, ready.read(&mut byte))
+                    .await
+                    .map(|r| r.map(|n| n == 1))
+            }
+        };
+        match waited {
+            Ok(Ok(true)) => Ok(logger),
+            Ok(Ok(false)) => Err(Error::FailedPrecondition(format!(
+                "logger {} closed its ready fd (5) without writing a byte: it exited or \
+                 does not speak binary-v2",
+                path.display()
+            ))),
+            Ok(Err(e)) => Err(Error::io(format!(
+                "read ready fd of logger {}",
+                path.display()
+            ))(e)),
             Err(_) => Err(Error::DeadlineExceeded(format!(
                 "logger {} did not get ready within {READY_LIMIT:?}",
                 path.display()

@@ -21,6 +21,7 @@ pub use binary::LoggerEnv;
 pub use uri::{parse_target, Target};
 
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
@@ -32,7 +33,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use crate::error::{Error, Result};
 use crate::reaper::Reaper;
 use crate::runtime::RuncStdio;
-use binary::Logger;
+use binary::{Logger, Ready};
 use console::{Console, ConsoleSocket, WeakConsole};
 use copy::{Sink, Source};
 
@@ -97,7 +98,12 @@ impl ProcessIo {
         if cfg.terminal {
             let sink = match &stdout {
                 Target::None => None,
-                Target::Binary(path, args) => Some(io.console_logger(ctx, path, args).await?),
+                Target::Binary(path, args) => {
+                    Some(io.console_logger(ctx, path, args, Ready::Close).await?)
+                }
+                Target::BinaryV2(path, args) => {
+                    Some(io.console_logger(ctx, path, args, Ready::Byte).await?)
+                }
                 t => Some(open_sink(t)?),
             };
             let socket = ConsoleSocket::new()?;
@@ -127,17 +133,17 @@ impl ProcessIo {
             runc.stdin = Some(r);
         }
 
-        if let Target::Binary(path, args) = stdout
+        if let Some((path, args, ready)) = stdout
             .clone()
             .into_binary()
             .or(stderr.clone().into_binary())
-            .unwrap_or(Target::None)
         {
             // One logger takes both streams (the Go shim uses the stdout URI for both).
             let (out_r, out_w) = make_pipe(owner)?;
             let (err_r, err_w) = make_pipe(owner)?;
+            let env = &ctx.logger_env;
             io.logger =
-                Some(Logger::start(ctx.reaper, &path, &args, &ctx.logger_env, out_r, err_r).await?);
+                Some(Logger::start(ctx.reaper, &path, &args, ready, env, out_r, err_r).await?);
             runc.stdout = Some(out_w);
             runc.stderr = Some(err_w);
             return Ok((io, runc));
@@ -156,12 +162,13 @@ impl ProcessIo {
         ctx: &IoContext<'_>,
         path: &std::path::Path,
         args: &[(String, String)],
+        ready: Ready,
     ) -> Result<Sink> {
         let (out_r, out_w) = make_pipe(None)?;
         let (err_r, err_w) = make_pipe(None)?;
         drop(err_w);
-        self.logger =
-            Some(Logger::start(ctx.reaper, path, args, &ctx.logger_env, out_r, err_r).await?);
+        let env = &ctx.logger_env;
+        self.logger = Some(Logger::start(ctx.reaper, path, args, ready, env, out_r, err_r).await?);
         Ok(Sink::Fifo(
             pipe::Sender::from_owned_fd(out_w).map_err(Error::io("logger pipe"))?,
         ))
@@ -326,9 +333,17 @@ impl Drop for ProcessIo {
     }
 }
 
+/// A logger's path, arguments (query pairs) and readiness rule.
+type LoggerCmd = (PathBuf, Vec<(String, String)>, Ready);
+
 impl Target {
-    fn into_binary(self) -> Option<Target> {
-        matches!(self, Target::Binary(..)).then_some(self)
+    /// A logger target's path, arguments and readiness rule.
+    fn into_binary(self) -> Option<LoggerCmd> {
+        match self {
+            Target::Binary(path, args) => Some((path, args, Ready::Close)),
+            Target::BinaryV2(path, args) => Some((path, args, Ready::Byte)),
+            _ => None,
+        }
     }
 }
 
@@ -353,7 +368,9 @@ fn open_sink(target: &Target) -> Result<Sink> {
                 .map_err(Error::io(format!("open output fifo {}", path.display())))?,
         )),
         Target::File(path) => copy::open_log_file(path),
-        Target::None | Target::Binary(..) => unreachable!("callers handle None and Binary"),
+        Target::None | Target::Binary(..) | Target::BinaryV2(..) => {
+            unreachable!("callers handle None and Binary")
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Parsing the stdio strings of `Create`/`Exec`: a bare path or `fifo://` names a FIFO the
-//! client made, `file:///abs` a log file, `binary:///abs?k=v` a logger program. Pure.
+//! client made, `file:///abs` a log file, `binary:///abs?k=v` a logger program
+//! (`binary-v2://`, containerd 2.3+: one that must say it is ready with a byte). Pure.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,8 @@ pub enum Target {
     File(PathBuf),
     /// Logger binary and its arguments (query pairs, in order).
     Binary(PathBuf, Vec<(String, String)>),
+    /// `binary-v2://`: the same, but the logger is ready only once it wrote a byte to fd 5.
+    BinaryV2(PathBuf, Vec<(String, String)>),
 }
 
 pub fn parse_target(s: &str) -> Result<Target> {
@@ -40,7 +43,7 @@ pub fn parse_target(s: &str) -> Result<Target> {
     match scheme {
         "fifo" => Ok(Target::Fifo(path)),
         "file" => Ok(Target::File(path)),
-        "binary" => {
+        "binary" | "binary-v2" => {
             let args = query
                 .unwrap_or("")
                 .split('&')
@@ -50,7 +53,11 @@ pub fn parse_target(s: &str) -> Result<Target> {
                     (percent_decode(k), percent_decode(v))
                 })
                 .collect();
-            Ok(Target::Binary(path, args))
+            Ok(if scheme == "binary" {
+                Target::Binary(path, args)
+            } else {
+                Target::BinaryV2(path, args)
+            })
         }
         other => bad(&format!("unsupported scheme {other:?}")),
     }
@@ -107,6 +114,10 @@ mod tests {
                 ),
             ),
             ("binary:///l", Target::Binary(p("/l"), vec![])),
+            (
+                "binary-v2:///l?a=b",
+                Target::BinaryV2(p("/l"), vec![("a".into(), "b".into())]),
+            ),
         ];
         for (s, want) in cases {
             assert_eq!(&parse_target(s).unwrap(), want, "{s}");

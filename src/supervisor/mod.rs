@@ -613,14 +613,26 @@ impl Supervisor {
     }
 
     /// Pids of every process in the container, each with its exec id if it is an exec.
+    ///
+    /// A container whose init has exited but which is not deleted answers with the init's pid
+    /// when nothing else is left (rather than runc's empty list or error): containerd 1.7+
+    /// takes a shim whose `Pids` is empty or an error on reload for leaked and deletes it, and
+    /// the exit status with it. An id this server never created stays `NotFound`, so a server
+    /// that never got its `Create` is still cleaned up.
     pub async fn pids(&self, id: &str) -> Result<Vec<(u32, Option<String>)>> {
         let runc = {
             let mut t = self.shared.lock();
             t.container(id)?.runc.clone()
         };
-        let pids = runc.ps(&self.shared.reaper, id).await?;
+        let listed = runc.ps(&self.shared.reaper, id).await;
         let mut t = self.shared.lock();
         let c = t.container(id)?;
+        let exited_init = c.init.pid.filter(|_| c.init.state == State::Stopped);
+        let pids = match (listed, exited_init) {
+            (Ok(pids), Some(init)) if pids.is_empty() => return Ok(vec![(init.as_u32(), None)]),
+            (Err(_), Some(init)) => return Ok(vec![(init.as_u32(), None)]),
+            (listed, _) => listed?,
+        };
         let exec_of = |pid: Option<Pid>| {
             c.execs
                 .iter()

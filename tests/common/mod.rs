@@ -8,6 +8,12 @@
 //! `io.containerd.tether.v2`); `TETHER_TEST_RUNTIME=io.containerd.runc.v2` runs the same tests
 //! against the reference Go shim, which is how the tests themselves are checked.
 //!
+//! Which containerd they run under is chosen by `TETHER_CONTAINERD`: a directory holding
+//! `containerd`, `ctr` and `containerd-shim-runc-v2` (e.g.
+//! `/var/cache/tether/containerd/2.1.9/usr/bin`, fetched by `scripts/containerd-versions.sh`);
+//! unset or empty = the ones on `PATH`. Tests that depend on containerd's version ask
+//! [`containerd_version`].
+//!
 //! The benchmark (`examples/bench.rs`) includes this file too (`#[path]`). Examples get no
 //! `CARGO_BIN_EXE_*`, so there [`shim_binary`] is the release binary ([`release_shim_binary`]);
 //! [`Containerd::start_with`] picks the shim binary and containerd's log level explicitly.
@@ -79,6 +85,50 @@ pub fn runtime() -> String {
         Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
         _ => DEFAULT_RUNTIME.to_string(),
     }
+}
+
+/// The directory in `TETHER_CONTAINERD`, if set and non-empty.
+pub fn containerd_dir() -> Option<PathBuf> {
+    match std::env::var_os("TETHER_CONTAINERD") {
+        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => None,
+    }
+}
+
+/// `name` (`containerd`, `ctr`, `containerd-shim-runc-v2`) from [`containerd_dir`], or the
+/// bare name (looked up on `PATH`).
+pub fn containerd_tool(name: &str) -> PathBuf {
+    match containerd_dir() {
+        Some(d) => d.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+/// (major, minor) of the containerd under test, from `containerd --version` (cached).
+pub fn containerd_version() -> (u32, u32) {
+    static VERSION: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let bin = containerd_tool("containerd");
+        let out = Command::new(&bin)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("{} --version: {e}", bin.display()));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        parse_containerd_version(&text)
+            .unwrap_or_else(|| panic!("no version in `{} --version`: {text:?}", bin.display()))
+    })
+}
+
+/// The first `X.Y.` word after the package path in `containerd --version` output
+/// (`containerd github.com/containerd/containerd/v2 2.1.9+unknown ...`, `... 1.7.24~ds1 ...`).
+fn parse_containerd_version(text: &str) -> Option<(u32, u32)> {
+    text.split_whitespace().skip(2).find_map(|w| {
+        let w = w.strip_prefix('v').unwrap_or(w);
+        let mut it = w.split(|c: char| !c.is_ascii_digit());
+        let major = it.next()?.parse().ok()?;
+        let minor = it.next()?.parse().ok()?;
+        Some((major, minor))
+    })
 }
 
 /// The shim binary cargo built for this test run (integration tests), or the release binary
@@ -810,21 +860,21 @@ impl Containerd {
             .append(true)
             .open(&self.log)
             .unwrap_or_else(|e| panic!("open {}: {e}", self.log.display()));
-        let shim_dir = self.shim_dir.clone();
-        let path = match std::env::var_os("PATH") {
+        // tether's dir first, then TETHER_CONTAINERD's (its containerd-shim-runc-v2 is the
+        // reference shim of that version), then the caller's PATH.
+        let mut path = self.shim_dir.clone().into_os_string();
+        if let Some(d) = containerd_dir() {
+            path.push(":");
+            path.push(d);
+        }
+        match std::env::var_os("PATH") {
             Some(p) if !p.is_empty() => {
-                let mut s = shim_dir.into_os_string();
-                s.push(":");
-                s.push(p);
-                s
+                path.push(":");
+                path.push(p);
             }
-            _ => {
-                let mut s = shim_dir.into_os_string();
-                s.push(":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-                s
-            }
-        };
-        let mut cmd = Command::new("containerd");
+            _ => path.push(":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        }
+        let mut cmd = Command::new(containerd_tool("containerd"));
         cmd.arg("--config")
             .arg(&self.config)
             .env("PATH", path)
@@ -865,6 +915,25 @@ impl Containerd {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The shim address of container `id`: from the bundle's `bootstrap.json` where
+    /// containerd 2.x wrote one (the Go shim of 2.x writes no `address` file), else from the
+    /// `address` file the shim wrote (1.6/1.7, and tether everywhere).
+    pub fn shim_address(&self, id: &str) -> String {
+        let bundle = self.bundle(id);
+        if let Ok(text) = fs::read_to_string(bundle.join("bootstrap.json")) {
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{}/bootstrap.json: {e}: {text}", bundle.display()));
+            if let Some(a) = v["address"].as_str() {
+                return a.to_string();
+            }
+        }
+        let file = bundle.join("address");
+        fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .trim()
+            .to_string()
     }
 
     /// The temp dir holding everything of this instance.
@@ -952,7 +1021,7 @@ impl Containerd {
 
     /// `ctr --address <addr> --namespace <ns> <args>` as a `Command` (not run).
     pub fn ctr_cmd<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(containerd_tool("ctr"));
         cmd.arg("--address")
             .arg(&self.address)
             .arg("--namespace")
@@ -1327,7 +1396,13 @@ disabled_plugins = [
 [debug]
   level = "{level}"
 "#,
-        level = if debug { "debug" } else { "info" },
+        // containerd 1.7 moved "event forwarded" (which tests/robustness.rs reads) from debug
+        // to trace; shims get `-debug` at either level.
+        level = match (debug, containerd_version() >= (1, 7)) {
+            (false, _) => "info",
+            (true, false) => "debug",
+            (true, true) => "trace",
+        },
         root = dir.join("root").display(),
         state = dir.join("state").display(),
     )
@@ -1344,6 +1419,15 @@ fn cri_containerd_config(base: String, dir: &Path, snippet: &str) -> String {
     ] {
         assert!(text.contains(line), "harness config lacks {line:?}");
         text = text.replacen(line, "", 1);
+    }
+    // A snippet in config version 3's plugin names (containerd 2.x) makes the file version 3;
+    // the harness's own keys are the same in both.
+    if snippet.contains("io.containerd.cri.v1.runtime") {
+        assert!(
+            text.contains("\nversion = 2\n"),
+            "harness config lacks its version"
+        );
+        text = text.replacen("\nversion = 2\n", "\nversion = 3\n", 1);
     }
     text.push_str("\n# Added for the CRI plugin (Containerd::start_cri).\n");
     text.push_str(&snippet.replace("{dir}", &dir.to_string_lossy()));
@@ -1546,6 +1630,19 @@ impl Drop for EventStream {
 /// The task service name containerd 1.6 dials (both shims serve it).
 pub const TASK_V2: &str = "containerd.task.v2.Task";
 
+/// The task service name containerd 2.x dials for the Go shim of its version (which serves
+/// only this one; tether serves both).
+pub const TASK_V3: &str = "containerd.task.v3.Task";
+
+/// The task service [`ShimConn`] calls: the one the containerd under test speaks.
+pub fn task_service() -> &'static str {
+    if containerd_version() >= (2, 0) {
+        TASK_V3
+    } else {
+        TASK_V2
+    }
+}
+
 /// A ttrpc connection to the shim serving container `id` (its address is in the bundle), for
 /// what ctr 1.6 cannot send: Update, Stats, Checkpoint, CloseIO, a bounded Wait...
 pub struct ShimConn {
@@ -1558,11 +1655,8 @@ pub struct ShimConn {
 impl ShimConn {
     /// Connects to the address in `id`'s bundle (`unix:///run/containerd/s/<hash>`).
     pub fn connect(cd: &Containerd, id: &str) -> ShimConn {
-        let file = cd.bundle(id).join("address");
-        let address = fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-            .trim()
-            .to_string();
+        let address = cd.shim_address(id);
+        let file = cd.bundle(id);
         assert!(
             address.starts_with("unix:///run/containerd/s/"),
             "unexpected shim address {address:?} in {}",
@@ -1597,7 +1691,7 @@ impl ShimConn {
         timeout: Duration,
     ) -> Option<ttrpc::Result<Resp>> {
         let request = ttrpc::Request {
-            service: TASK_V2.into(),
+            service: task_service().into(),
             method: method.into(),
             payload: req.write_to_bytes().expect("encode request"),
             timeout_nano: timeout.as_nanos() as i64,
@@ -1614,8 +1708,9 @@ impl ShimConn {
             })
             .ok()?;
         Some(resp.map(|resp| {
-            Resp::parse_from_bytes(&resp.payload)
-                .unwrap_or_else(|e| panic!("{TASK_V2}/{method}: undecodable response: {e}"))
+            Resp::parse_from_bytes(&resp.payload).unwrap_or_else(|e| {
+                panic!("{}/{method}: undecodable response: {e}", task_service())
+            })
         }))
     }
 
@@ -1627,6 +1722,6 @@ impl ShimConn {
         timeout: Duration,
     ) -> ttrpc::Result<Resp> {
         self.call_within(method, req, timeout)
-            .unwrap_or_else(|| panic!("{TASK_V2}/{method}: no answer within {timeout:?}"))
+            .unwrap_or_else(|| panic!("{}/{method}: no answer within {timeout:?}", task_service()))
     }
 }

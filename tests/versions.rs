@@ -1,0 +1,362 @@
+//! What differs between containerd versions (SPEC §1.17), proven against the containerd under
+//! test (`TETHER_CONTAINERD`, see tests/common): `-info` and `ctr plugins inspect-runtime`
+//! (2.0+), and a task's exit status across a containerd restart (1.7+ deletes a shim whose
+//! `Pids` is empty on reload). `scripts/test.sh` runs this file under 1.6.20, 1.7.24 and
+//! 2.1.9; each test says next to its assertions what each version does.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::Message;
+use tether::protos::introspection::RuntimeInfo;
+
+const FEATURES_TYPE_URL: &str =
+    "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
+
+/// Runs `<tether> -info` with `stdin`; returns (exit status success, stdout, stderr).
+fn run_info(stdin: &[u8]) -> (bool, Vec<u8>, String) {
+    let mut child = Command::new(shim_binary())
+        .arg("-info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tether -info");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn runc_features() -> serde_json::Value {
+    let out = Command::new("runc").arg("features").output().unwrap();
+    assert!(out.status.success(), "runc features failed");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `-info` without options prints a RuntimeInfo whose features are `runc features`, as JSON
+/// in an `Any` of the runtime-spec type URL (containerd decodes it with `json.Unmarshal`).
+#[test]
+fn info_prints_runtime_info_with_the_runtimes_features() {
+    let (ok, stdout, stderr) = run_info(b"");
+    assert!(ok, "-info failed: {stderr}");
+    let info = RuntimeInfo::parse_from_bytes(&stdout).expect("stdout is a RuntimeInfo");
+    assert_eq!(info.name, "io.containerd.tether.v2");
+    assert_eq!(info.version.version, env!("CARGO_PKG_VERSION"));
+    assert!(info.options.is_none());
+    assert_eq!(info.features.type_url, FEATURES_TYPE_URL);
+    let features: serde_json::Value = serde_json::from_slice(&info.features.value).unwrap();
+    assert_eq!(features, runc_features());
+}
+
+/// The options' BinaryName answers for itself (here a wrapper that prints its own features,
+/// as crun would), the options come back as sent, and a runtime without `features`, or
+/// garbage on stdin, is a clear error and a non-zero exit.
+#[test]
+fn info_uses_the_configured_runtime_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("fake-runtime");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n[ \"$1\" = features ] && echo '{\"ociVersionMin\":\"1.0.0\",\"ociVersionMax\":\"9.9.9\"}' && exit 0\necho \"unknown command $1\" >&2; exit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let options = |binary: &str| {
+        let runc = containerd_shim_protos::shim::oci::Options {
+            binary_name: binary.into(),
+            ..Default::default()
+        };
+        Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: runc.write_to_bytes().unwrap(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap()
+    };
+
+    let (ok, stdout, stderr) = run_info(&options(&fake.to_string_lossy()));
+    assert!(ok, "-info with BinaryName failed: {stderr}");
+    let info = RuntimeInfo::parse_from_bytes(&stdout).unwrap();
+    assert_eq!(info.options.type_url, "containerd.runc.v1.Options");
+    let features: serde_json::Value = serde_json::from_slice(&info.features.value).unwrap();
+    assert_eq!(features["ociVersionMax"], "9.9.9");
+
+    // A runtime without a `features` command (runc before 1.1 had none).
+    let (ok, stdout, stderr) = run_info(&options("/bin/false"));
+    assert!(!ok && stdout.is_empty(), "{stderr}");
+    assert!(
+        stderr.contains("/bin/false") && stderr.contains("features"),
+        "{stderr}"
+    );
+
+    let (ok, stdout, stderr) = run_info(b"this is not a protobuf");
+    assert!(!ok && stdout.is_empty(), "{stderr}");
+    assert!(stderr.contains("not a protobuf Any"), "{stderr}");
+}
+
+/// containerd 2.0+: `ctr plugins inspect-runtime` runs the shim's `-info` and shows the
+/// runtime's features exactly as it does for the Go shim. 1.6/1.7 have no such command (and
+/// never run `-info`): there the test checks that ctr does not know it, so the difference
+/// stays visible.
+#[test]
+fn inspect_runtime_shows_the_runtimes_features() {
+    require_root();
+    let cd = Containerd::start();
+    if containerd_version() < (2, 0) {
+        let out = cd.ctr(&["plugins", "inspect-runtime", "--runtime", &runtime()]);
+        assert!(
+            !out.status.success(),
+            "containerd {:?} has no inspect-runtime\n{}",
+            containerd_version(),
+            describe(&out)
+        );
+        return;
+    }
+    let inspect = |rt: &str| -> serde_json::Value {
+        let out = cd.ctr_ok(&["plugins", "inspect-runtime", "--runtime", rt]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{rt}: {e}\n{out}"))
+    };
+    let ours = inspect(&runtime());
+    let go = inspect("io.containerd.runc.v2");
+    assert_eq!(ours["Name"], runtime().as_str(), "{ours}");
+    assert!(ours["Features"]["ociVersionMax"].is_string(), "{ours}");
+    assert_eq!(
+        ours["Features"], go["Features"],
+        "tether {ours}\nGo shim {go}"
+    );
+}
+
+/// A task whose process exits while containerd is down keeps its exit status.
+///
+/// containerd 1.7+ calls `Pids` on every shim it reloads and deletes one that answers empty
+/// ("cleaning leaked shim process"). tether answers with the exited init's pid, so on every
+/// version the task is STOPPED with its pid after the restart and `ctr tasks delete` reports
+/// the real exit code. The Go shim (TETHER_TEST_RUNTIME=io.containerd.runc.v2) answers empty:
+/// on 1.6 its task is kept too (1.6 only calls `Connect`), on 1.7+ it is gone.
+#[test]
+fn exit_status_survives_a_containerd_restart() {
+    require_root();
+    let mut cd = Containerd::start();
+    let id = unique_id("exitrestart");
+    let flag = format!("go-{id}");
+    let script = format!("while [ ! -e /{flag} ]; do sleep 0.05; done; exit 7");
+    cd.ctr_ok(&cd.run_args(&id, &["sh", "-c", &script]).detach().build());
+    let (pid, status) = cd.task(&id).expect("task listed");
+    assert_eq!(status, "RUNNING");
+
+    cd.stop();
+    std::fs::write(cd.rootfs().join(&flag), b"").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(pid)),
+        "container did not exit"
+    );
+    cd.restart();
+
+    let go_shim_on_1_7 = runtime() == "io.containerd.runc.v2" && containerd_version() >= (1, 7);
+    if go_shim_on_1_7 {
+        // The Go shim's empty Pids: containerd 1.7+ deletes the task and its status.
+        assert_eq!(cd.task(&id), None, "containerd {:?}", containerd_version());
+        return;
+    }
+    assert_eq!(
+        cd.task(&id),
+        Some((pid, "STOPPED".to_string())),
+        "task after restart (containerd {:?})",
+        containerd_version()
+    );
+    let out = cd.ctr(&["tasks", "delete", &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exit code 7")
+            || String::from_utf8_lossy(&out.stdout).contains("exit code 7"),
+        "exit status not reported after restart\n{}",
+        describe(&out)
+    );
+    cd.ctr_ok(&["containers", "delete", &id]);
+    assert!(
+        wait_until(Duration::from_secs(3), || cd.shim_pids().is_empty()),
+        "shim left: {:?}",
+        cd.shim_pids()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// binary-v2:// log URIs (containerd 2.3+ sends them; ctr of every version passes any scheme)
+// ---------------------------------------------------------------------------------------------
+
+/// Writes an executable logger script `name` into `dir`.
+fn logger_script(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Pids of live processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A `binary-v2://` logger that writes its ready byte to fd 5 gets the container's stdout on
+/// fd 3 and stderr on fd 4, as a `binary://` one does. The Go shim knows binary-v2 only from
+/// containerd 2.3 on, so with TETHER_TEST_RUNTIME=io.containerd.runc.v2 (1.6 to 2.1 here) the
+/// run fails with its "unknown STDIO scheme".
+#[test]
+fn binary_v2_logger_that_says_ready_gets_both_streams() {
+    require_root();
+    let cd = Containerd::start();
+    let id = unique_id("binv2");
+    let dir = cd.dir().join("binv2");
+    std::fs::create_dir_all(&dir).unwrap();
+    let logger = logger_script(
+        cd.dir(),
+        &format!("logger-{id}.sh"),
+        "cat <&3 >\"$2/stdout\" 4<&- 5>&- &\n\
+         cat <&4 >\"$2/stderr\" 3<&- 5>&- &\n\
+         exec 3<&- 4<&-\n\
+         printf r >&5\n\
+         exec 5>&-\n\
+         wait",
+    );
+    let uri = format!("binary-v2://{}?dir={}", logger.display(), dir.display());
+    let args = cd
+        .run_args(&id, &["sh", "-c", "echo to-out; echo to-err >&2"])
+        .flag("--log-uri")
+        .flag(&uri)
+        .build();
+    let out = cd.ctr_timeout(&args, Duration::from_secs(30));
+    if runtime() == "io.containerd.runc.v2" {
+        assert!(!out.status.success(), "{}", describe(&out));
+        return;
+    }
+    assert!(out.status.success(), "{}", describe(&out));
+    for (file, want) in [("stdout", "to-out\n"), ("stderr", "to-err\n")] {
+        let path = dir.join(file);
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                std::fs::read_to_string(&path).is_ok_and(|s| s == want)
+            }),
+            "{}: {:?}",
+            path.display(),
+            std::fs::read_to_string(&path)
+        );
+    }
+}
+
+/// A `binary-v2://` logger that closes fd 5 without writing (alive or exiting) fails the
+/// start with the logger's path in the error, and no logger process or shim fd is left.
+/// The failing exec is sent straight to the shim of a running container, so its fds can be
+/// counted before and after.
+#[test]
+fn binary_v2_logger_that_never_says_ready_fails_the_start() {
+    require_root();
+    if runtime() == "io.containerd.runc.v2" {
+        // The Go shim before 2.3 does not know binary-v2 at all (see the test above).
+        return;
+    }
+    let cd = Containerd::start();
+    let id = unique_id("binv2bad");
+    cd.ctr_ok(&cd.run_args(&id, &["sleep", "1000"]).detach().build());
+    let shim = *cd.shim_pids().first().expect("shim running");
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{shim}/fd"))
+            .unwrap()
+            .count()
+    };
+    let conn = ShimConn::connect(&cd, &id);
+    // The shim opens some fds lazily (its event connection to containerd): count once the
+    // number has held still for a second.
+    let mut before = fds();
+    let mut still = 0;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = fds();
+        still = if now == before { still + 1 } else { 0 };
+        before = now;
+        if still == 5 {
+            break;
+        }
+    }
+    let loggers = [
+        ("closes", "exec 5>&-\nwhile :; do sleep 1; done"),
+        ("exits", "exit 3"),
+    ];
+    for (n, (what, body)) in loggers.iter().enumerate() {
+        let logger = logger_script(cd.dir(), &format!("logger-{what}-{id}.sh"), body);
+        let uri = format!("binary-v2://{}", logger.display());
+        let exec_id = format!("e{n}");
+        let spec = serde_json::json!({
+            "args": ["true"], "cwd": "/", "env": ["PATH=/bin"],
+            "user": {"uid": 0, "gid": 0},
+        });
+        let exec = containerd_shim_protos::api::ExecProcessRequest {
+            id: id.clone(),
+            exec_id: exec_id.clone(),
+            stdout: uri.clone(),
+            stderr: uri.clone(),
+            spec: Some(Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: serde_json::to_vec(&spec).unwrap(),
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        let err = conn
+            .call::<_, containerd_shim_protos::api::Empty>("Exec", &exec, Duration::from_secs(30))
+            .err()
+            .or_else(|| {
+                let start = containerd_shim_protos::api::StartRequest {
+                    id: id.clone(),
+                    exec_id: exec_id.clone(),
+                    ..Default::default()
+                };
+                conn.call::<_, containerd_shim_protos::api::StartResponse>(
+                    "Start",
+                    &start,
+                    Duration::from_secs(30),
+                )
+                .err()
+            })
+            .unwrap_or_else(|| {
+                panic!("{what}: the exec started with a logger that never got ready")
+            });
+        let msg = format!("{err:?}");
+        assert!(
+            msg.contains(&logger.display().to_string()) && msg.contains("ready"),
+            "{what}: {msg}"
+        );
+        let name = logger.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            wait_until(Duration::from_secs(10), || processes_mentioning(&name)
+                .is_empty()),
+            "{what}: logger left running: {:?}",
+            processes_mentioning(&name)
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || fds() <= before),
+        "shim fds: {before} before, {} after",
+        fds()
+    );
+    assert_eq!(cd.task(&id).map(|t| t.1), Some("RUNNING".to_string()));
+}
