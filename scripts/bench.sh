@@ -6,7 +6,7 @@
 #   scripts/bench.sh            # full run, several minutes (as root; sudo is used if needed)
 #   scripts/bench.sh --quick    # smoke check, about a minute
 #
-# Extra arguments go to the benchmark (examples/bench.rs), e.g. `--only lifecycle,exec`.
+# Extra arguments go to the benchmark (examples/bench/), e.g. `--only lifecycle,exec`.
 set -euo pipefail
 
 . "$(dirname "$0")/as-root.sh"
