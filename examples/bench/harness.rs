@@ -4,7 +4,7 @@
 use super::*;
 
 pub struct Bench<'a> {
-    pub cd: &'a Containerd,
+    pub cd: &'a mut Containerd,
     pub plan: Plan,
     pub stop: Arc<AtomicBool>,
     pub fifo: String,

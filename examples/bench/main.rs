@@ -40,6 +40,7 @@ mod stats;
 // Sections, one `impl Bench` each.
 mod cpu;
 mod delete;
+mod density;
 mod fleet;
 mod latency;
 mod stdio;
@@ -93,6 +94,12 @@ struct Plan {
     storm: usize,
     storm_timeout: Duration,
     delete: usize,
+    /// Pod counts of the density section, smallest first.
+    density: Vec<usize>,
+    density_idle: Duration,
+    density_restarts: usize,
+    /// Where the results (header lines and tables) are written, besides stdout.
+    out: Option<PathBuf>,
 }
 
 impl Plan {
@@ -112,6 +119,10 @@ impl Plan {
             storm: 200,
             storm_timeout: Duration::from_secs(60),
             delete: 50,
+            density: vec![100, 300, 1000],
+            density_idle: Duration::from_secs(60),
+            density_restarts: 3,
+            out: None,
         }
     }
 
@@ -129,13 +140,16 @@ impl Plan {
             storm: 50,
             storm_timeout: Duration::from_secs(30),
             delete: 5,
+            density: vec![100],
+            density_restarts: 1,
             ..Plan::full()
         }
     }
 
+    /// Every section but `density` (long: it runs only when named in `--only`).
     fn wants(&self, section: &str) -> bool {
         match &self.only {
-            None => true,
+            None => section != "density",
             Some(v) => v.iter().any(|s| s == section),
         }
     }
@@ -150,6 +164,7 @@ fn parse_args() -> Res<Plan> {
             "--quick" => {
                 plan = Plan {
                     only: plan.only.clone(),
+                    out: plan.out.clone(),
                     ..Plan::quick()
                 }
             }
@@ -157,9 +172,24 @@ fn parse_args() -> Res<Plan> {
                 let v = args.next().ok_or("--only needs a comma-separated list")?;
                 only = Some(v.split(',').map(|s| s.trim().to_string()).collect());
             }
+            "--density-n" => {
+                let v = args
+                    .next()
+                    .ok_or("--density-n needs a comma-separated list")?;
+                let mut n = v
+                    .split(',')
+                    .map(|x| x.trim().parse::<usize>().ok().filter(|n| *n > 0))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| format!("--density-n {v:?}: not a list of pod counts"))?;
+                n.sort_unstable();
+                plan.density = n;
+            }
+            "--out" => {
+                plan.out = Some(args.next().ok_or("--out needs a file name")?.into());
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only lifecycle,exec,fleet,stdio,cpu,storm,delete]"
+                    "usage: bench [--quick] [--only lifecycle,exec,fleet,stdio,cpu,storm,delete,density] \\\n             [--density-n 100,300,1000] [--out results.md]"
                 );
                 std::process::exit(0);
             }
@@ -308,7 +338,11 @@ fn main() {
     let load_start = load(());
     println!("  load average at start: {load_start}");
 
-    let cd = Containerd::start_with(ContainerdOptions {
+    // containerd inherits this process's fd limit: the density section needs a few per pod.
+    let nofile = density::raise_fd_limit();
+    println!("  open-file limit (soft, raised to the hard limit for this process): {nofile}");
+
+    let mut cd = Containerd::start_with(ContainerdOptions {
         shim: tether_bin.clone(),
         debug: false,
     });
@@ -320,13 +354,13 @@ fn main() {
     );
     let t_start = Instant::now();
     let mut bench = Bench {
-        cd: &cd,
+        cd: &mut cd,
         plan: plan.clone(),
         stop: Arc::clone(&stop),
         fifo,
         tether_bin: tether_bin.clone(),
         go_bin: go_bin.clone(),
-        report: Report { rows: Vec::new() },
+        report: Report::default(),
     };
     let run = (|| -> Res<()> {
         bench.warm_up()?;
@@ -351,34 +385,42 @@ fn main() {
         if plan.wants("delete") {
             bench.delete()?;
         }
+        if plan.wants("density") {
+            bench.density()?;
+        }
         Ok(())
     })();
     let elapsed = t_start.elapsed();
-    let report = std::mem::replace(&mut bench.report, Report { rows: Vec::new() });
+    let report = std::mem::take(&mut bench.report);
     drop(bench);
     println!("\ncleaning up (containers, containerd, shims, runc state, mounts, temp dir)");
     drop(cd);
 
-    println!("\n## Results\n");
-    println!(
+    let mut res = String::new();
+    let _ = writeln!(
+        res,
         "- date: {date}; measured in {:.0} s ({})",
         elapsed.as_secs_f64(),
         if plan.quick { "--quick" } else { "full run" }
     );
-    println!(
+    let _ = writeln!(
+        res,
         "- machine: {nproc} cores ({cpu_model}), kernel {kernel}; /proc/loadavg at start {load_start}, at end {}",
         load(())
     );
-    println!("- {containerd_v}; {runc_v}");
-    println!(
+    let _ = writeln!(res, "- {containerd_v}; {runc_v}");
+    let _ = writeln!(
+        res,
         "- tether {} (release, {:.1} MB, git {git}); Go shim containerd-shim-runc-v2 {}",
         shim_version(&tether_bin),
         bin_size as f64 / 1e6,
         shim_version(&go_bin)
     );
-    println!(
+    let _ = writeln!(
+        res,
         "- runs per shim: lifecycle {}, exec {}, parallel start/memory {} round(s) of {}, \
          stdio {} × {} MiB, start CPU {}, exit storm {} round(s) of {}, delete {}; \
+         density N = {:?} (idle {} s, {} restart(s), only with `--only density`); \
          interleaved tether/Go (ABBA) after {} warm-up run(s) each\n",
         plan.lifecycle,
         plan.exec,
@@ -390,12 +432,29 @@ fn main() {
         plan.storm_rounds,
         plan.storm,
         plan.delete,
+        plan.density,
+        plan.density_idle.as_secs(),
+        plan.density_restarts,
         plan.warmup
     );
     if let Some(why) = &stale {
-        println!("- WARNING: {why}\n");
+        let _ = writeln!(res, "- WARNING: {why}\n");
     }
-    print!("{}", report.markdown());
+    res.push_str(&report.markdown());
+    println!("\n## Results\n\n{res}");
+    let out = plan
+        .out
+        .clone()
+        .unwrap_or_else(|| common::target_dir().join("bench").join("results.md"));
+    let written = out
+        .parent()
+        .map_or(Ok(()), fs::create_dir_all)
+        .and_then(|_| fs::write(&out, &res));
+    match written {
+        Ok(()) => println!("(written to {})", out.display()),
+        Err(e) => eprintln!("bench: cannot write {}: {e}", out.display()),
+    }
+
     if let Err(e) = run {
         eprintln!("\nbench: stopped early: {e}");
         std::process::exit(1);

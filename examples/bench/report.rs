@@ -70,8 +70,11 @@ impl Row {
     }
 }
 
+#[derive(Default)]
 pub struct Report {
     pub rows: Vec<Row>,
+    /// Further Markdown tables, printed after the main one.
+    pub extra: Vec<String>,
 }
 
 impl Report {
@@ -122,6 +125,10 @@ impl Report {
                 r.go.show(),
                 r.target_text()
             );
+        }
+        for t in &self.extra {
+            s.push('\n');
+            s.push_str(t);
         }
         s
     }
