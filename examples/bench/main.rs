@@ -277,7 +277,11 @@ fn main() {
         eprintln!("bench: {e}");
         std::process::exit(1);
     }
-    let tether_bin = common::release_shim_binary();
+    // TETHER_BENCH_SHIM: measure a copy of the release binary (a long run then survives
+    // rebuilds of the target dir). The file must be named containerd-shim-tether-v2.
+    let tether_bin = std::env::var_os("TETHER_BENCH_SHIM")
+        .filter(|p| !p.is_empty())
+        .map_or_else(common::release_shim_binary, PathBuf::from);
     if !tether_bin.is_file() {
         eprintln!(
             "bench: {} is missing; build it with `cargo build --release` (scripts/bench.sh does)",
