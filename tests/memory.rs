@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use common::*;
 
-/// Bound on the idle server's resident set, in kB. Tight on purpose: a shim's RSS is mostly
-/// mapped code in 64 KiB fault-around blocks, and this sits about one block above the laid-out
-/// static build and below the same build without `layout/symbol-order.txt` (figures in the
-/// README's benchmark section), so losing the layout, the static link, or a large share of
-/// the code's locality fails here. `layout/check.sh` catches a stale order file directly.
-const RSS_BUDGET_KB: u64 = 2120;
+/// Bound on the idle server's resident set, in kB. A shim's RSS is mostly mapped code in
+/// 64 KiB fault-around blocks; this sits about two blocks above the laid-out static-PIE build
+/// and well below a dynamic one (figures in the README's benchmark section). It cannot also
+/// catch a lost code layout with room to spare (that costs about one block here):
+/// `layout/check.sh` checks the order file against the build directly.
+const RSS_BUDGET_KB: u64 = 2300;
 
 /// The server is single-threaded plus at most one helper thread.
 const THREAD_BUDGET: u64 = 2;
