@@ -37,6 +37,12 @@ fn main() {
     {
         return;
     }
+    // Every laid-out build keeps its map in OUT_DIR, so `layout/check.sh` can tell whether the
+    // order file still names this build's functions without linking again.
+    if env::var_os("TETHER_LINK_MAP").is_none() {
+        let out = Path::new(&env::var("OUT_DIR").unwrap()).join("link-map.txt");
+        println!("cargo:rustc-link-arg-bins=-Wl,-Map={}", out.display());
+    }
     let order = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("layout/symbol-order.txt");
     if order.exists() {
         println!(

@@ -30,7 +30,10 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORDER = os.path.join(REPO, "layout", "symbol-order.txt")
-BIN = os.path.join(REPO, "target", "x86_64-unknown-linux-gnu", "release", "containerd-shim-tether-v2")
+# The build's target dir (.cargo/config.toml builds for the host triple).
+HOST = re.search(r"^host: (\S+)$", subprocess.run(["rustc", "-vV"], capture_output=True, text=True,
+                                                   cwd=REPO).stdout, re.M).group(1)
+BIN = os.path.join(REPO, "target", HOST, "release", "containerd-shim-tether-v2")
 TRACING = "/sys/kernel/tracing"
 
 

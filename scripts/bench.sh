@@ -3,10 +3,14 @@
 # in one run, interleaved, against one private containerd (temp dir, CRI disabled) that the
 # benchmark starts and removes. Prints a Markdown table with both figures and tether/Go.
 #
-#   scripts/bench.sh            # full run, several minutes (as root; sudo is used if needed)
-#   scripts/bench.sh --quick    # smoke check, about a minute
+#   scripts/bench.sh                        # full run, several minutes (as root; sudo if needed)
+#   scripts/bench.sh --quick                # smoke check, about a minute
+#   scripts/bench.sh --only density         # density: 100, 300 and 1,000 pods per shim (~30 min)
+#   scripts/bench.sh --quick --only density # density at 100 pods only (~3 min)
 #
-# Extra arguments go to the benchmark (examples/bench.rs), e.g. `--only lifecycle,exec`.
+# Extra arguments go to the benchmark (examples/bench/), e.g. `--only lifecycle,exec` or
+# `--density-n 100,500`. The results (header and Markdown tables) are also written to
+# target/<triple>/bench/results.md, or to the file given with `--out`.
 set -euo pipefail
 
 . "$(dirname "$0")/as-root.sh"

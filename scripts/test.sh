@@ -41,6 +41,14 @@ cargo build --all-targets
 echo "+ cargo build --release --bin containerd-shim-tether-v2"
 cargo build --release --bin containerd-shim-tether-v2
 
+# Release build checks (layout/README.md, scripts/cross-arm64.sh): the code order in
+# layout/symbol-order.txt must still name this build's functions (a toolchain or dependency
+# bump otherwise grows every shim's RSS silently), and the release build must not be tied to
+# x86_64 (an aarch64 cross-build, not run).
+echo "+ layout/check.sh"
+layout/check.sh
+scripts/cross-arm64.sh
+
 echo "+ cargo test --all-targets --no-fail-fast${*:+ -- $*}"
 log=$(mktemp)
 criu_log=$(mktemp)
