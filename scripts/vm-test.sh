@@ -19,6 +19,10 @@
 #                       (TARGET[:FLAG]; FLAG is given to that binary before the arguments)
 #   TETHER_VM_TIME_SCALE  TETHER_TEST_TIME_SCALE inside (default 5: TCG is 5-10x slower)
 #   TETHER_VM_MEMORY / TETHER_VM_CPUS   guest size (default 4G / 2)
+#   TETHER_VM_OUT       where the guest's logs go (default target/vm-lane; emptied first)
+#   TETHER_VM_RUNTIME_BINARY  an OCI runtime for tether instead of runc, chosen as users do:
+#                       `BinaryName` in the options file ctr hands the shim
+#                       (TETHER_TEST_RUNTIME_CONFIG), e.g. /usr/bin/crun (installed if missing)
 # Exits non-zero when a test fails, when the guest does not boot or does not finish (the
 # console tail is printed), or when nothing ran. Ends with `vm: N passed, N failed`.
 set -euo pipefail
@@ -38,6 +42,8 @@ vng_version=1.42
 # --- What the lane needs, installed idempotently -----------------------------------------------
 scripts/setup.sh
 packages=(qemu-system-x86 linux-image-amd64 iptables python3-venv criu containerd runc busybox-static)
+runtime_binary=${TETHER_VM_RUNTIME_BINARY:-}
+[ "$runtime_binary" != /usr/bin/crun ] || packages+=(crun)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" 2>/dev/null | grep -qx 'Status: install ok installed' || missing+=("$pkg")
@@ -95,7 +101,7 @@ done <<<"$binaries")
 [ -n "$binaries" ] || { echo "vm-test.sh: no test binaries for: $targets" >&2; exit 1; }
 
 # --- The guest's script -----------------------------------------------------------------------
-out=$PWD/target/vm-lane
+out=${TETHER_VM_OUT:-$PWD/target/vm-lane}
 rm -rf "$out"
 mkdir -p "$out"
 guest=$out/guest.sh
@@ -120,6 +126,11 @@ EOF
 } > "$out/env.txt"
 cat "$out/env.txt"
 EOF
+    if [ -n "$runtime_binary" ]; then
+        echo "printf 'BinaryName = \"%s\"\\n' $(printf %q "$runtime_binary") > /tmp/tether-runtime.toml"
+        echo 'export TETHER_TEST_RUNTIME_CONFIG=/tmp/tether-runtime.toml'
+        echo "echo \"guest: OCI runtime through BinaryName: \$($(printf %q "$runtime_binary") --version | head -n 1)\" >> \"\$out/env.txt\""
+    fi
     while read -r name exe flag; do
         printf 'echo "+ %s %s --test-threads=1 %s"\n' "$name" "$flag" "$*"
         printf 'start=$(date +%%s)\n'

@@ -376,6 +376,19 @@ impl Supervisor {
             tracing::info!(container = %req.id, "cgroupsPath is slice:prefix:name; using the systemd cgroup driver");
             options.systemd_cgroup = true;
         }
+        if options.systemd_cgroup && !systemd_running() {
+            // runc would refuse too, after its own set-up, with a message that names neither
+            // the path nor the option that asked for systemd.
+            return Err(Error::FailedPrecondition(format!(
+                "the systemd cgroup driver is needed ({}) but systemd is not running on this \
+                 node (no /run/systemd/system): use a cgroupfs cgroupsPath and SystemdCgroup = false",
+                if spec.systemd_cgroups_path {
+                    "cgroupsPath is in systemd's slice:prefix:name form"
+                } else {
+                    "the runtime options say SystemdCgroup = true"
+                }
+            )));
+        }
         let options = &options;
         persist_options(bundle, options)?;
         let mounted_rootfs = !req.rootfs.is_empty();
@@ -1129,6 +1142,11 @@ impl SpecFacts {
             systemd_cgroups_path: is_systemd_cgroups_path(cgroups_path),
         })
     }
+}
+
+/// Whether systemd is the running init, as runc (and sd_booted(3)) decide it.
+fn systemd_running() -> bool {
+    std::path::Path::new("/run/systemd/system").is_dir()
 }
 
 /// runc's systemd driver takes `[slice]:[prefix]:[name]` (e.g. a kubelet's

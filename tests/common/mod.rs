@@ -47,6 +47,14 @@ fn start_timeout() -> Duration {
     Duration::from_secs(10) * time_scale()
 }
 
+/// `TETHER_TEST_RUNTIME_CONFIG`: an options file `ctr run` hands the shim as
+/// `runtimeoptions.v1.Options { ConfigPath }` (unset or empty: none).
+pub fn runtime_config_path() -> Option<String> {
+    std::env::var("TETHER_TEST_RUNTIME_CONFIG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
 /// `TETHER_TEST_TIME_SCALE`, default 1: how many times slower than the host this node runs.
 pub fn time_scale() -> u32 {
     std::env::var("TETHER_TEST_TIME_SCALE")
@@ -646,6 +654,12 @@ impl RunArgs {
             "--env".into(),
             "PATH=/bin".into(),
         ]);
+        // The runtime's options file (runtimeoptions.v1.Options' ConfigPath), e.g.
+        // `BinaryName = "/usr/bin/crun"`: how the VM lane runs the suites with crun.
+        if let Some(path) = runtime_config_path() {
+            v.push("--runtime-config-path".into());
+            v.push(path);
+        }
         v.extend(self.extra.iter().cloned());
         v.push("--rootfs".into());
         v.push(self.rootfs.to_string_lossy().into_owned());
