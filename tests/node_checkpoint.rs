@@ -139,6 +139,10 @@ fn start(shim: &ShimConn, id: &str) -> ttrpc::Result<api::StartResponse> {
     shim.call("Start", &req, CRIU_TIMEOUT)
 }
 
+/// Kill (the init, through its pidfd), Wait (137) and Delete. Not `all`: runc 1.1 with CRIU 3.17
+/// restores the processes into the cgroup they were dumped from (the original container's;
+/// the test prints it), so `runc kill --all`, which walks the new container's cgroup, finds
+/// nobody there and the init lives on.
 fn kill_and_delete(shim: &ShimConn, id: &str) {
     let kill = api::KillRequest {
         id: id.into(),
@@ -221,6 +225,11 @@ fn checkpoint_then_restore(exit: bool) {
     assert!(
         started.pid > 0 && alive(started.pid as i32),
         "restored init {started:?}"
+    );
+    eprintln!(
+        "restored init {} cgroup: {}",
+        started.pid,
+        fs::read_to_string(format!("/proc/{}/cgroup", started.pid)).unwrap_or_default()
     );
     // The restored process writes the counter file again, from the checkpointed count on.
     assert!(
