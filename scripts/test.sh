@@ -90,14 +90,38 @@ else
     criu_note="!!! checkpoint/restore end-to-end: NOT RUN (criu check failed: ${last:-no output}) !!!"
 fi
 
+# --- VM lane (scripts/vm-test.sh): cgroup v2, CRIU and the CRI plugin on a real modern node,
+# in a QEMU guest. TETHER_VM_LANE=0 leaves it out, loudly. Its tests that are #[ignore]d here
+# count as run instead of skipped in the closing line.
+vm_log=$(mktemp)
+trap 'rm -f "$log" "$criu_log" "$matrix_log" "$vm_log"' EXIT
+vm_note=
+if [ "${TETHER_VM_LANE:-1}" = 0 ]; then
+    vm_note="!!! VM lane (cgroup v2, CRIU, CRI on v2): NOT RUN (TETHER_VM_LANE=0) !!!"
+else
+    # Not given this script's arguments: the lane runs one test at a time already.
+    echo "+ scripts/vm-test.sh"
+    set +e
+    scripts/vm-test.sh 2>&1 | tee "$vm_log"
+    vm_status=${PIPESTATUS[0]}
+    set -e
+    if [ "$status" -eq 0 ]; then
+        status=$vm_status
+    fi
+    [ -z "$criu_note" ] || criu_note="${criu_note% !!!}; the VM lane above ran them !!!"
+fi
+
 # One closing line for the whole suite, summed over every test binary. Tests of the CRIU run
 # above were counted as skipped (ignored) in the main run; there they count as run instead.
 # The version-matrix runs add their own passed, failed and ignored counts.
 [ -z "$criu_note" ] || echo "$criu_note"
-awk 'FNR == 1 { extra = (FILENAME == ARGV[2]) }
-     /^test result:/ { for (i = 1; i <= NF; i++) {
+[ -z "$vm_note" ] || echo "$vm_note"
+awk 'FNR == 1 { extra = (FILENAME == ARGV[2]); vm = (FILENAME == ARGV[3]) }
+     vm && /^vm: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     vm && /^vm lane: [0-9]+ of these tests are/ { s -= $3 }
+     !vm && /^test result:/ { for (i = 1; i <= NF; i++) {
          if ($i ~ /^passed;?$/) { p += $(i-1); if (extra) s -= $(i-1) }
          if ($i ~ /^failed;?$/) { f += $(i-1); if (extra) s -= $(i-1) }
          if ($i ~ /^ignored;?$/ && !extra) s += $(i-1) } }
-     END { printf "tether: %d passed, %d failed, %d skipped\n", p, f, s }' "$log" "$criu_log" "$matrix_log"
+     END { printf "tether: %d passed, %d failed, %d skipped\n", p, f, s }' "$log" "$criu_log" "$vm_log" "$matrix_log"
 exit "$status"

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::exits::{exit_info, Collector};
-use super::spec::{persist_options, SpecFacts};
+use super::spec::{persist_options, systemd_running, SpecFacts};
 use super::{
     off_thread, read_pid, Container, CreateRequest, Deleted, Phase, Proc, Restore, Supervisor,
     DRAIN_LIMIT,
@@ -158,6 +158,19 @@ impl Supervisor {
             let spec = SpecFacts::read(&bundle)?;
             if spec.systemd_cgroups_path {
                 options.systemd_cgroup = true;
+            }
+            if options.systemd_cgroup && !systemd_running() {
+                // runc would refuse too, after its own set-up, with a message that names neither
+                // the path nor the option that asked for systemd.
+                return Err(Error::FailedPrecondition(format!(
+                    "the systemd cgroup driver is needed ({}) but systemd is not running on this \
+                     node (no /run/systemd/system): use a cgroupfs cgroupsPath and SystemdCgroup = false",
+                    if spec.systemd_cgroups_path {
+                        "cgroupsPath is in systemd's slice:prefix:name form"
+                    } else {
+                        "the runtime options say SystemdCgroup = true"
+                    }
+                )));
             }
             persist_options(&bundle, &options)?;
             if !rootfs.is_empty() {

@@ -61,6 +61,11 @@ impl SpecFacts {
     }
 }
 
+/// Whether systemd is the running init, as runc (and sd_booted(3)) decide it.
+pub(super) fn systemd_running() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
 /// runc's systemd driver takes `[slice]:[prefix]:[name]` (e.g. a kubelet's
 /// `kubepods-besteffort-pod<uid>.slice:cri-containerd:<id>`); cgroupfs paths are directories
 /// (`/kubepods/besteffort/pod<uid>/<id>`) and never look like that.

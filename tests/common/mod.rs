@@ -46,8 +46,29 @@ pub const DEFAULT_RUNTIME: &str = "io.containerd.tether.v2";
 /// Upper bound for one ordinary `ctr` call. A hang becomes a test failure, not a stuck run.
 pub const CTR_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long `Containerd::start` waits for `ctr version` to succeed.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `Containerd::start` waits for `ctr version` to succeed: 10 s, times
+/// `TETHER_TEST_TIME_SCALE` (a whole number; the VM lane sets it, since containerd takes
+/// several seconds to come up under QEMU's TCG).
+fn start_timeout() -> Duration {
+    Duration::from_secs(10) * time_scale()
+}
+
+/// `TETHER_TEST_RUNTIME_CONFIG`: an options file `ctr run` hands the shim as
+/// `runtimeoptions.v1.Options { ConfigPath }` (unset or empty: none).
+pub fn runtime_config_path() -> Option<String> {
+    std::env::var("TETHER_TEST_RUNTIME_CONFIG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// `TETHER_TEST_TIME_SCALE`, default 1: how many times slower than the host this node runs.
+pub fn time_scale() -> u32 {
+    std::env::var("TETHER_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1)
+}
 
 /// How long `Containerd::stop` waits after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -708,6 +729,12 @@ impl RunArgs {
             "--env".into(),
             "PATH=/bin".into(),
         ]);
+        // The runtime's options file (runtimeoptions.v1.Options' ConfigPath), e.g.
+        // `BinaryName = "/usr/bin/crun"`: how the VM lane runs the suites with crun.
+        if let Some(path) = runtime_config_path() {
+            v.push("--runtime-config-path".into());
+            v.push(path);
+        }
         v.extend(self.extra.iter().cloned());
         v.push("--rootfs".into());
         v.push(self.rootfs.to_string_lossy().into_owned());
@@ -885,7 +912,8 @@ impl Containerd {
             panic!("cannot start containerd ({e}); install it with scripts/setup.sh")
         });
         self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
+        let start_timeout = start_timeout();
+        let deadline = Instant::now() + start_timeout;
         loop {
             if let Some(status) = self
                 .child
@@ -909,7 +937,7 @@ impl Containerd {
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "containerd did not answer `ctr version` within {START_TIMEOUT:?}; log tail:\n{}",
+                    "containerd did not answer `ctr version` within {start_timeout:?}; log tail:\n{}",
                     tail(&self.log, 40)
                 );
             }
@@ -1514,7 +1542,7 @@ impl EventStream {
         let stream = EventStream { child, lines };
         let ns = cd.namespace().to_string();
         let mut n = 0;
-        let primed = wait_until(Duration::from_secs(10), || {
+        let primed = wait_until(Duration::from_secs(10) * time_scale(), || {
             n += 1;
             let label = format!("tether-probe={n}");
             let _ = cd.ctr(&["namespaces", "label", &ns, &label]);
@@ -1528,7 +1556,8 @@ impl EventStream {
         });
         assert!(
             primed,
-            "`ctr events` did not deliver events within 10 s: {:?}",
+            "`ctr events` did not deliver events within {} s: {:?}",
+            10 * time_scale(),
             stream.lines()
         );
         stream
