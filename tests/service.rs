@@ -1202,6 +1202,41 @@ async fn exit_during_start_and_kill_of_a_stopped_process() {
     assert_eq!((d.pid, d.exit_status), (pid, 3), "{d:?}");
 }
 
+/// A container whose init has exited but which is not deleted answers Pids with exactly its
+/// init's pid, whether the runtime's `ps` fails or lists nothing for it: containerd 1.7+ asks
+/// Pids of every task on reload and drops (losing the exit status) one that answers empty.
+/// An id the shim never created, and one it deleted, are NOT_FOUND.
+#[tokio::test]
+async fn pids_of_an_exited_init_is_its_pid_until_delete() {
+    let shim = Shim::launch("exitpids").await;
+    for ps_empty in [false, true] {
+        let id = unique_id("c");
+        let bundle = shim.bundle(&id);
+        fs::write(bundle.join("fake-cmd"), "exit 3").unwrap();
+        if ps_empty {
+            fs::write(bundle.join("fake-ps-empty-when-stopped"), "").unwrap();
+        }
+        let pid = shim.create_ok(&id).await;
+        ok("Start", shim.start(&id).await);
+        assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 3);
+        let pids = ok("Pids of an exited init", shim.pids(&id).await);
+        assert_eq!(
+            pids.processes.iter().map(|p| p.pid).collect::<Vec<_>>(),
+            vec![pid],
+            "ps empty: {ps_empty}: {pids:?}"
+        );
+        let d = ok("Delete", shim.delete(&id).await);
+        assert_eq!((d.pid, d.exit_status), (pid, 3), "{d:?}");
+        expect_code("Pids after Delete", shim.pids(&id).await, Code::NOT_FOUND);
+    }
+    let unknown = unique_id("never");
+    expect_code(
+        "Pids of an unknown id",
+        shim.pids(&unknown).await,
+        Code::NOT_FOUND,
+    );
+}
+
 /// A Delete whose `runc delete` failed can be retried: the retry drains the (already
 /// delivered) output again and succeeds with the exit status; the output is intact. (Draining
 /// twice once panicked the handler, so the retry never got an answer.)

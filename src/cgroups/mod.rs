@@ -19,9 +19,9 @@
 //! not be enabled for the container. A line that does not parse is skipped too; only a cgroup
 //! that is gone as a whole is an error ([`Error::NotFound`]).
 //!
-//! - [`locate`]: mountinfo and `/proc/<pid>/cgroup` to directories;
-//! - [`files`]: reading and parsing cgroup files;
-//! - [`v1`] and [`v2`]: the metrics of each layout, the only modules that know containerd's
+//! - `locate`: mountinfo and `/proc/<pid>/cgroup` to directories;
+//! - `files`: reading and parsing cgroup files;
+//! - `v1` and `v2`: the metrics of each layout, the only modules that know containerd's
 //!   cgroups messages;
 //! - [`oom`]: the OOM watchers.
 //!

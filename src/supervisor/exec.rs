@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::exits::exit_info;
-use super::{read_pid, Deleted, Phase, Proc, Supervisor, DRAIN_LIMIT};
+use super::{off_thread, read_pid, Deleted, Phase, Proc, Supervisor, DRAIN_LIMIT};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::io::{ProcessIo, StdioConfig};
@@ -135,20 +135,33 @@ impl Supervisor {
             ProcessIo::open(&launch.stdio, &self.io_context(id, launch.io_owner)).await?;
         let spec_file = launch.bundle.join(format!("{exec_id}.process.json"));
         let pid_file = launch.bundle.join(format!("{exec_id}.pid"));
-        if let Err(e) = std::fs::write(&spec_file, &launch.spec) {
+        let written = {
+            let (spec_file, spec) = (spec_file.clone(), launch.spec.clone());
+            off_thread("exec", move || {
+                std::fs::write(&spec_file, spec)
+                    .map_err(Error::io(format!("write {}", spec_file.display())))
+            })
+            .await
+        };
+        if let Err(e) = written {
             io.close();
-            return Err(Error::io(format!("write {}", spec_file.display()))(e));
+            return Err(e);
         }
         let ran = launch
             .runc
             .exec(&self.shared.reaper, id, &spec_file, &pid_file, runc_stdio)
             .await;
-        let _ = std::fs::remove_file(&spec_file);
         let ran = match ran {
             Ok(()) => io.attach_console().await,
             Err(e) => Err(e),
         };
-        match ran.and_then(|()| read_pid(&pid_file)) {
+        // The spec file goes whatever happened; the pid is read only after a good start.
+        let pid = off_thread("exec", move || {
+            let _ = std::fs::remove_file(&spec_file);
+            ran.and_then(|()| read_pid(&pid_file))
+        })
+        .await;
+        match pid {
             Ok(pid) => Ok((pid, io, crate::sys::pidfd_open(pid.raw()).ok())),
             Err(e) => {
                 io.close();

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use super::exits::{exit_info, Collector};
 use super::spec::{persist_options, systemd_running, SpecFacts};
 use super::{
-    off_thread, read_pid, Container, CreateRequest, Deleted, Phase, Proc, Restore, Supervisor,
+    off_thread, read_pid_file, Container, CreateRequest, Deleted, Phase, Proc, Restore, Supervisor,
     DRAIN_LIMIT,
 };
 use crate::error::{Error, Result};
@@ -127,7 +127,10 @@ impl Supervisor {
             .create(&self.shared.reaper, &req.id, bundle, &pid_file, runc_stdio)
             .await;
         let pid = match created {
-            Ok(()) => io.attach_console().await.and_then(|()| read_pid(&pid_file)),
+            Ok(()) => match io.attach_console().await {
+                Ok(()) => read_pid_file(pid_file).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match pid {
@@ -232,7 +235,15 @@ impl Supervisor {
         let collector = self.collector();
         let pid_file = bundle.join("init.pid");
         let work = bundle.join("work").join("criu-restore");
-        let restored = match std::fs::create_dir_all(&work) {
+        let made = {
+            let work = work.clone();
+            off_thread("restore", move || {
+                std::fs::create_dir_all(&work)
+                    .map_err(Error::io(format!("create {}", work.display())))
+            })
+            .await
+        };
+        let restored = match made {
             Ok(()) => {
                 runc.restore(
                     &self.shared.reaper,
@@ -245,15 +256,22 @@ impl Supervisor {
                 )
                 .await
             }
-            Err(e) => Err(Error::io(format!("create {}", work.display()))(e)),
+            Err(e) => Err(e),
         };
-        let pid = restored.and_then(|()| read_pid(&pid_file));
+        let pid = match restored {
+            Ok(()) => read_pid_file(pid_file.clone()).await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = &pid {
             // runc may have left a half-restored container behind; a retry needs the id free.
             if let Err(undo) = runc.delete(&self.shared.reaper, id, true).await {
                 tracing::warn!(container = %id, error = %e, rollback_error = %undo, "restore failed, and so did its rollback (runc delete --force)");
             }
-            let _ = std::fs::remove_file(&pid_file);
+            let _ = off_thread("restore", move || {
+                let _ = std::fs::remove_file(pid_file);
+                Ok(())
+            })
+            .await;
         }
         let mut t = self.shared.lock();
         let early_exit = collector.finish(&t, pid.as_ref().ok().copied());

@@ -366,6 +366,11 @@ async fn off_thread<T: Send + 'static>(
     })
 }
 
+/// Reads a pid file runc wrote, off the runtime thread.
+async fn read_pid_file(path: PathBuf) -> Result<Pid> {
+    off_thread("read pid file", move || read_pid(&path)).await
+}
+
 fn read_pid(path: &Path) -> Result<Pid> {
     let s = std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
     s.trim()
@@ -549,14 +554,28 @@ impl Supervisor {
                 "checkpoint needs an image path".into(),
             ));
         }
-        for dir in [&opts.work_path, &opts.image_path] {
-            std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
-        }
+        let dirs = [opts.work_path.clone(), opts.image_path.clone()];
+        off_thread("checkpoint", move || {
+            for dir in dirs {
+                std::fs::create_dir_all(&dir)
+                    .map_err(Error::io(format!("create {}", dir.display())))?;
+            }
+            Ok(())
+        })
+        .await?;
         match runc.checkpoint(&self.shared.reaper, id, &opts).await {
             Ok(()) => Ok(()),
             Err(Error::Runtime { op, msg }) => {
                 let kept = bundle.join("criu-dump.log");
-                let msg = match std::fs::copy(opts.work_path.join("dump.log"), &kept) {
+                let log = opts.work_path.join("dump.log");
+                let copied = {
+                    let kept = kept.clone();
+                    off_thread("checkpoint", move || {
+                        std::fs::copy(log, kept).map_err(Error::io("copy dump.log"))
+                    })
+                    .await
+                };
+                let msg = match copied {
                     Ok(_) => format!("{msg} (CRIU log: {})", kept.display()),
                     Err(_) => msg,
                 };
