@@ -167,6 +167,9 @@ $C tasks kill -s KILL d1; sleep 0.3; $C tasks delete d1; $C c rm d1
 def uprobe_hits(binary, sections, workload):
     """Names of `sections` entered at least once while `workload` runs."""
     delta = text_delta(binary)
+    if not os.path.exists(f"{TRACING}/uprobe_events"):
+        # A fresh boot may not have tracefs mounted yet.
+        sh(f"mount -t tracefs nodev {TRACING}")
     with open(f"{TRACING}/uprobe_events", "w"):
         pass
     fd = os.open(f"{TRACING}/uprobe_events", os.O_WRONLY | os.O_APPEND)
