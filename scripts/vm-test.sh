@@ -109,9 +109,24 @@ guest=$out/guest.sh
     echo '#!/bin/bash'
     echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
     echo "out=$out"
+    echo "tree=$PWD"
     cat <<'EOF'
-# A fresh tmpfs for containerd's state, sockets and overlay mounts (see the header).
+# A fresh tmpfs for containerd's state, sockets and overlay mounts (see the header). This tree
+# and the output share may themselves live under /tmp (a CI clone, say), which that tmpfs
+# would hide: keep the old /tmp, with its submounts, and bind them back at their own paths
+# (the test binaries name their fixtures and helper binaries by absolute path).
+mkdir -p /run/tether-old-tmp
+mount --rbind /tmp /run/tether-old-tmp
 mount -t tmpfs -o size=2G,mode=1777 tether-tmp /tmp
+for dir in "$tree" "$out"; do
+    case "$dir" in
+    /tmp/*)
+        mountpoint -q "$dir" && continue
+        mkdir -p "$dir"
+        mount --rbind "/run/tether-old-tmp/${dir#/tmp/}" "$dir"
+        ;;
+    esac
+done
 export TMPDIR=/tmp HOME=/tmp RUST_BACKTRACE=1
 EOF
     echo "export TETHER_TEST_TIME_SCALE=$time_scale"
