@@ -376,8 +376,8 @@ pub fn unshare_fs() -> io::Result<()> {
 ///
 /// The child is a `clone` with no exit signal, so the reaper's `waitpid(-1)` (without
 /// `__WALL`) never sees it: it is reaped here through its pidfd, and being unreaped until then
-/// its pid cannot be recycled while `/proc/<pid>` is used. It only blocks reading a pipe whose
-/// write end this function drops when done (or that dies with this process), then exits.
+/// its pid cannot be recycled while `/proc/<pid>` is used. It only blocks reading a pipe; this
+/// function kills it when done, and it exits on its own if this process dies first.
 pub fn new_userns(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     let mut pidfd: libc::c_int = -1;
@@ -414,8 +414,15 @@ pub fn new_userns(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd> {
         std::fs::write(format!("/proc/{pid}/gid_map"), gid_map)?;
         std::fs::File::open(format!("/proc/{pid}/ns/user")).map(OwnedFd::from)
     })();
-    // The child reads end-of-file and exits.
+    // The child would read end-of-file and exit, but another thread's child forked at the same
+    // moment holds a copy of our write end until it exits too (fds are inherited whatever
+    // CLOEXEC says, and neither child execs), so two concurrent calls could wait on each other
+    // forever: end ours with SIGKILL through its pidfd. The pipe stays for the case where this
+    // process dies first: then every write end is gone and the child exits on its own.
     drop(w);
+    if let Err(e) = pidfd_signal(&pidfd, libc::SIGKILL as u32) {
+        tracing::debug!(error = %e, "SIGKILL of the user namespace helper");
+    }
     loop {
         // SAFETY: siginfo_t is plain data the kernel fills; zeroed is a valid value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };

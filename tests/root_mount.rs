@@ -310,3 +310,49 @@ fn malformed_mappings_are_refused_before_anything_is_mounted() {
         );
     }
 }
+
+/// Idmapped mounts made at the same moment from several threads (the shim mounts each Create's
+/// rootfs on a thread of its own) all finish: each one's user namespace helper is a forked child
+/// that inherits the other calls' pipes, so none may wait for its pipe's end-of-file alone.
+#[test]
+fn concurrent_idmapped_mounts_do_not_wait_on_each_other() {
+    require_root();
+    let (tmp, _tmpfs) = tmpfs();
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 5;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
+    let (tx, rx) = std::sync::mpsc::channel();
+    for t in 0..THREADS {
+        let (barrier, tx, dir) = (barrier.clone(), tx.clone(), tmp.path().join(t.to_string()));
+        std::thread::spawn(move || {
+            let (src, target) = (dir.join("src"), dir.join("target"));
+            fs::create_dir_all(&src).unwrap();
+            fs::create_dir_all(&target).unwrap();
+            file(&src.join("f"), "x", 1, 1);
+            for _ in 0..ROUNDS {
+                let m = Mount {
+                    kind: "bind".into(),
+                    source: src.to_str().unwrap().into(),
+                    options: vec!["rbind".into(), UIDMAP.into(), GIDMAP.into()],
+                };
+                barrier.wait();
+                let mounted = mount_all(&[m], &target);
+                let seen = mounted.as_ref().ok().map(|()| owner(&target.join("f")));
+                unmount_all(&target);
+                tx.send(mounted.map(|()| seen)).unwrap();
+            }
+        });
+    }
+    drop(tx);
+    for n in 0..THREADS * ROUNDS {
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "idmapped mount {n} of {} did not finish: {e}",
+                    THREADS * ROUNDS
+                )
+            });
+        assert_eq!(got.expect("idmapped bind mount"), Some((100001, 200001)));
+    }
+}
