@@ -27,17 +27,8 @@ fn overlay_with_options_longer_than_a_page() {
         nix::unistd::geteuid().is_root(),
         "this test mounts overlay and needs root: run `sudo -E cargo test --test root_mount`"
     );
-    let tmp = tempfile::tempdir().unwrap();
     // tmpfs, so upperdir is on a filesystem overlay accepts whatever backs /tmp.
-    mount(
-        Some("tmpfs"),
-        tmp.path(),
-        Some("tmpfs"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .unwrap();
-    let _tmpfs = Unmount(tmp.path().to_owned());
+    let (tmp, _tmpfs) = tmpfs();
     let root = tmp
         .path()
         .join("io.containerd.snapshotter.v1.overlayfs-with-a-deliberately-long-directory-name");
