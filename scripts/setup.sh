@@ -10,8 +10,10 @@ packages=(containerd runc busybox-static protobuf-compiler criu)
 
 missing=()
 for pkg in "${packages[@]}"; do
-    # `dpkg -s` also succeeds for removed-but-not-purged packages; check the status line.
-    if ! dpkg -s "$pkg" 2>/dev/null | grep -qx 'Status: install ok installed'; then
+    # `dpkg -s` also succeeds for removed-but-not-purged packages; check the status itself.
+    # (Not `dpkg -s | grep -q`: grep's early exit can SIGPIPE dpkg, which pipefail counts as
+    # a failure, so an installed package would be "missing" now and then.)
+    if [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]; then
         missing+=("$pkg")
     fi
 done

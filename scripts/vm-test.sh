@@ -17,14 +17,16 @@
 #   TETHER_VM_TIMEOUT   bound on the guest's whole run, seconds (default 1500)
 #   TETHER_VM_BINARIES  test targets instead of "node_*:--ignored resources:--ignored cri"
 #                       (TARGET[:FLAG]; FLAG is given to that binary before the arguments)
+#   TETHER_VM_BINARY_TIMEOUT  bound on each test binary in the guest, seconds (default 480)
 #   TETHER_VM_TIME_SCALE  TETHER_TEST_TIME_SCALE inside (default 5: TCG is 5-10x slower)
 #   TETHER_VM_MEMORY / TETHER_VM_CPUS   guest size (default 4G / 2)
 #   TETHER_VM_OUT       where the guest's logs go (default target/vm-lane; emptied first)
 #   TETHER_VM_RUNTIME_BINARY  an OCI runtime for tether instead of runc, chosen as users do:
 #                       `BinaryName` in the options file ctr hands the shim
 #                       (TETHER_TEST_RUNTIME_CONFIG), e.g. /usr/bin/crun (installed if missing)
-# Exits non-zero when a test fails, when the guest does not boot or does not finish (the
-# console tail is printed), or when nothing ran. Ends with `vm: N passed, N failed`.
+# Exits non-zero when a test fails, when a test binary hangs twice (TETHER_VM_BINARY_TIMEOUT;
+# what each process waited on is printed), when the guest does not boot or does not finish
+# (the console tail is printed), or when nothing ran. Ends with `vm: N passed, N failed`.
 set -euo pipefail
 
 . "$(dirname "$0")/as-root.sh"
@@ -36,6 +38,7 @@ memory=${TETHER_VM_MEMORY:-4G}
 cpus=${TETHER_VM_CPUS:-2}
 specs=${TETHER_VM_BINARIES:-"node_*:--ignored resources:--ignored cri"}
 time_scale=${TETHER_VM_TIME_SCALE:-5}
+binary_bound=${TETHER_VM_BINARY_TIMEOUT:-480}
 # virtme-ng is pinned: the guest init and its command line conventions change between releases.
 vng_version=1.42
 
@@ -46,7 +49,8 @@ runtime_binary=${TETHER_VM_RUNTIME_BINARY:-}
 [ "$runtime_binary" != /usr/bin/crun ] || packages+=(crun)
 missing=()
 for pkg in "${packages[@]}"; do
-    dpkg -s "$pkg" 2>/dev/null | grep -qx 'Status: install ok installed' || missing+=("$pkg")
+    # (As in setup.sh: the status itself, no `| grep -q` under pipefail.)
+    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "vm-test.sh: installing ${missing[*]}"
@@ -89,15 +93,18 @@ for line in sys.stdin:
             and "test" in m["target"]["kind"]:
         print(m["target"]["name"], m["executable"])
 ')
-# Each binary's flag, from the first spec whose pattern matches its name.
+# Each binary's flag, from the first spec whose pattern matches its name. The order is the
+# specs' order, then the name: cargo lists artifacts as they finish building, and a lane whose
+# order changes from run to run hides order-dependent failures.
 binaries=$(while read -r name exe; do
-    flag=
+    flag= rank=0
     for t in $targets; do
+        rank=$((rank + 1))
         # shellcheck disable=SC2053  # $t is a pattern (node_*)
         if [[ $name == $t ]]; then flag=${flag_of[$t]}; break; fi
     done
-    echo "$name $exe $flag"
-done <<<"$binaries")
+    echo "$rank $name $exe $flag"
+done <<<"$binaries" | sort -k1,1n -k2,2 | cut -d' ' -f2-)
 [ -n "$binaries" ] || { echo "vm-test.sh: no test binaries for: $targets" >&2; exit 1; }
 
 # --- The guest's script -----------------------------------------------------------------------
@@ -146,12 +153,68 @@ EOF
         echo 'export TETHER_TEST_RUNTIME_CONFIG=/tmp/tether-runtime.toml'
         echo "echo \"guest: OCI runtime through BinaryName: \$($(printf %q "$runtime_binary") --version | head -n 1)\" >> \"\$out/env.txt\""
     fi
+    echo "binary_bound=$binary_bound"
+    cat <<'EOF'
+
+# Runs one test binary with a bound of its own, so one hung test costs its binary and not the
+# lane. Before killing a binary that hit the bound, it records what every process waits on
+# (wchan, and the kernel stacks of the test's threads) and the tails of the newest containerd
+# logs: a hang becomes a failure with a cause to read, not a guest that never finished.
+run_bounded() {
+    local name=$1 log=$2
+    shift 2
+    "$@" > "$log" 2>&1 &
+    local pid=$! waited=0
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ "$waited" -ge "$binary_bound" ]; then
+            {
+                echo "!!! $name: still running after ${binary_bound}s; what everything waits on:"
+                ps -eo pid,ppid,stat,wchan:30,etimes,args --forest |
+                    awk 'NR == 1 || ($1 != 2 && $2 != 2)'  # not the kernel's threads
+                for t in /proc/"$pid"/task/*; do
+                    echo "--- test thread ${t##*/} ($(cat "$t/comm")):"
+                    cat "$t/stack" 2>/dev/null
+                done
+                for f in $(ls -t /tmp/*/containerd.log /tmp/*/*/containerd.log 2>/dev/null | head -n 2); do
+                    echo "--- tail of $f:"
+                    tail -n 60 "$f"
+                done
+            } >> "$log" 2>&1
+            kill -KILL "$pid" 2>/dev/null
+            wait "$pid" 2>/dev/null
+            return 124
+        fi
+        sleep 1
+        waited=$((waited + 1))
+        # A heartbeat on the console: tells a hung test from a hung guest.
+        [ $((waited % 120)) -ne 0 ] || echo "guest: $name still running after ${waited}s"
+    done
+    wait "$pid"
+}
+
+# One test binary; a binary that hangs is run once more. TCG on a loaded host can stall a
+# guest for minutes, so one hang is not yet a verdict; the hung run's diagnostics stay in
+# <name>.hung.log, and the host prints them and says so loudly. A second hang fails the lane.
+run_binary() {
+    local name=$1 log=$2
+    shift 2
+    run_bounded "$name" "$log" "$@"
+    local rc=$?
+    [ "$rc" -eq 124 ] || return "$rc"
+    mv "$log" "${log%.log}.hung.log"
+    echo "guest: $name hung; killing what it left running and running it once more"
+    pkill -KILL -x containerd
+    pkill -KILL -f containerd-shim-
+    sleep 2
+    run_bounded "$name" "$log" "$@"
+}
+EOF
     while read -r name exe flag; do
         printf 'echo "+ %s %s --test-threads=1 %s"\n' "$name" "$flag" "$*"
         printf 'start=$(date +%%s)\n'
-        printf '%q %s --test-threads=1' "$exe" "$flag"
+        printf 'run_binary %q %q %q %s --test-threads=1' "$name" "$out/$name.log" "$exe" "$flag"
         for a in "$@"; do printf ' %q' "$a"; done
-        printf ' > %q 2>&1\n' "$out/$name.log"
+        printf '\n'
         printf 'echo $? > %q\n' "$out/$name.rc"
         printf 'echo "$(( $(date +%%s) - start ))" > %q\n' "$out/$name.secs"
         printf 'grep -E "^test |^test result:|panicked" %q || true\n' "$out/$name.log"
@@ -177,9 +240,14 @@ if [ ! -e "$out/done" ]; then
     tail -n 40 "$out/console.log" >&2
     status=1
 fi
-passed=0 failed=0 host_ignored=0
+passed=0 failed=0 host_ignored=0 hung=0
 while read -r name exe flag; do
     log=$out/$name.log
+    if [ -e "$out/$name.hung.log" ]; then
+        echo "!!! VM lane: $name hung on its first run and was run once more; the hung run:" >&2
+        cat "$out/$name.hung.log" >&2
+        hung=$((hung + 1))
+    fi
     if [ ! -e "$out/$name.rc" ]; then
         echo "!!! VM lane: $name did not run to its end" >&2
         [ -e "$log" ] && tail -n 40 "$log" >&2
@@ -193,6 +261,10 @@ while read -r name exe flag; do
         status=1
     else
         grep -E '^test |^test result:' "$log" || true
+    fi
+    if [ "$rc" -eq 124 ]; then
+        echo "!!! VM lane: $name hung twice; counted as one failed test" >&2
+        failed=$((failed + 1))
     fi
     read -r p f < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) {
             if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
@@ -209,5 +281,6 @@ if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
 fi
 # For scripts/test.sh's closing line: these tests were counted as skipped on the host.
 echo "vm lane: $host_ignored of these tests are #[ignore]d on the host"
+[ "$hung" -eq 0 ] || echo "!!! VM lane: $hung test binaries hung once (diagnostics above) !!!"
 echo "vm: $passed passed, $failed failed"
 exit "$status"

@@ -396,9 +396,46 @@ pub struct Background {
     child: Child,
     what: String,
     stdin: Option<ChildStdin>,
-    stdout: Option<JoinHandle<Vec<u8>>>,
-    stderr: Option<JoinHandle<Vec<u8>>>,
+    stdout: Drain,
+    stderr: Drain,
 }
+
+/// A pipe read to its end by a thread of its own. What was read so far stays readable, so a
+/// pipe that a grandchild keeps open can delay the output but never hang the test.
+struct Drain {
+    buf: Arc<Mutex<Vec<u8>>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Drain {
+    fn spawn(mut pipe: impl Read + Send + 'static) -> Drain {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let (tx, done) = std::sync::mpsc::channel();
+        let shared = Arc::clone(&buf);
+        thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => shared.lock().unwrap().extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(());
+        });
+        Drain { buf, done }
+    }
+
+    /// Everything read, once the pipe is at its end or `grace` has passed.
+    fn take(&self, grace: Duration) -> Vec<u8> {
+        let _ = self.done.recv_timeout(grace);
+        std::mem::take(&mut *self.buf.lock().unwrap())
+    }
+}
+
+/// How long output may trail a child's exit (a grandchild holding the pipe open).
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 impl Background {
     /// Spawns `cmd` with all three stdio streams piped.
@@ -409,24 +446,14 @@ impl Background {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let stdin = child.stdin.take();
-        let mut out = child.stdout.take().expect("piped stdout");
-        let mut err = child.stderr.take().expect("piped stderr");
-        let stdout = thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = out.read_to_end(&mut buf);
-            buf
-        });
-        let stderr = thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = err.read_to_end(&mut buf);
-            buf
-        });
+        let stdout = Drain::spawn(child.stdout.take().expect("piped stdout"));
+        let stderr = Drain::spawn(child.stderr.take().expect("piped stderr"));
         Background {
             child,
             what,
             stdin,
-            stdout: Some(stdout),
-            stderr: Some(stderr),
+            stdout,
+            stderr,
         }
     }
 
@@ -502,16 +529,8 @@ impl Background {
     }
 
     fn collect(&mut self, status: ExitStatus) -> Output {
-        let stdout = self
-            .stdout
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
-        let stderr = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
+        let stdout = self.stdout.take(DRAIN_GRACE);
+        let stderr = self.stderr.take(DRAIN_GRACE);
         Output {
             status,
             stdout,
@@ -1675,9 +1694,10 @@ pub fn task_service() -> &'static str {
 /// A ttrpc connection to the shim serving container `id` (its address is in the bundle), for
 /// what ctr 1.6 cannot send: Update, Stats, Checkpoint, CloseIO, a bounded Wait...
 pub struct ShimConn {
-    // Declared before `rt`, so it is dropped while the runtime still exists.
-    client: ttrpc::asynchronous::Client,
-    rt: tokio::runtime::Runtime,
+    // Options only so that Drop can end them in order: the client while the runtime exists,
+    // then the runtime with a bound.
+    client: Option<ttrpc::asynchronous::Client>,
+    rt: Option<tokio::runtime::Runtime>,
     pub id: String,
 }
 
@@ -1706,8 +1726,8 @@ impl ShimConn {
             .unwrap_or_else(|_| panic!("connect {address}: no answer within 30 s"))
             .unwrap_or_else(|e| panic!("connect {address}: {e:?}"));
         ShimConn {
-            client,
-            rt,
+            client: Some(client),
+            rt: Some(rt),
             id: id.to_string(),
         }
     }
@@ -1726,14 +1746,11 @@ impl ShimConn {
             timeout_nano: timeout.as_nanos() as i64,
             ..Default::default()
         };
-        let resp = self
-            .rt
+        let (rt, client) = (self.rt.as_ref()?, self.client.as_ref()?);
+        let resp = rt
             .block_on(async {
-                tokio::time::timeout(
-                    timeout + Duration::from_secs(5),
-                    self.client.request(request),
-                )
-                .await
+                tokio::time::timeout(timeout + Duration::from_secs(5), client.request(request))
+                    .await
             })
             .ok()?;
         Some(resp.map(|resp| {
@@ -1752,5 +1769,18 @@ impl ShimConn {
     ) -> ttrpc::Result<Resp> {
         self.call_within(method, req, timeout)
             .unwrap_or_else(|| panic!("{}/{method}: no answer within {timeout:?}", task_service()))
+    }
+}
+
+impl Drop for ShimConn {
+    /// A plain runtime drop waits without bound for blocked tasks; a test must not hang there.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            {
+                let _in_runtime = rt.enter();
+                self.client.take();
+            }
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
     }
 }
