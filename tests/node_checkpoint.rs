@@ -1,7 +1,8 @@
 //! Checkpoint/restore end to end with a real CRIU, through the shim's task API: a running
 //! counter is checkpointed (with `exit` and with leave-running), then restored by a Create that
 //! carries the checkpoint, and counts on from where it was; a restore from a missing or
-//! corrupt checkpoint fails with CRIU's own message and leaves nothing behind.
+//! corrupt checkpoint fails with CRIU's own message and leaves nothing behind; an established
+//! TCP connection needs `open_tcp`.
 //!
 //! VM lane only (`scripts/vm-test.sh`): CRIU fails `criu check` on the CI host's kernel. The
 //! containerd route (`ctr containers checkpoint/restore`) is `tests/resources.rs`'s, which the
@@ -325,4 +326,89 @@ fn restore_from_a_missing_or_corrupt_checkpoint_fails_and_leaves_nothing() {
             "{what}: the shim still has children: {kids:?}"
         );
     }
+}
+
+/// Established TCP sockets in the network namespace of `pid` (state 01 in `/proc/<pid>/net/tcp`
+/// and `tcp6`: busybox's `nc -l` listens on `::`) with `port` at either end.
+fn established_on(pid: i32, port: u16) -> usize {
+    let text = ["tcp", "tcp6"]
+        .map(|f| fs::read_to_string(format!("/proc/{pid}/net/{f}")).unwrap_or_default())
+        .join("\n");
+    let port = format!(":{port:04X}");
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "01" && (f[1].ends_with(&port) || f[2].ends_with(&port))
+        })
+        .count()
+}
+
+/// A container holding an established TCP connection (both ends on its own loopback) cannot
+/// be checkpointed without `open_tcp`: the Checkpoint fails, CRIU's log (kept in the bundle)
+/// says why, and the task runs on. With `open_tcp` (runc's `--tcp-established`) the same
+/// checkpoint succeeds and, leave-running, the task still counts.
+#[test]
+#[ignore = "VM lane: scripts/vm-test.sh"]
+fn checkpoint_of_an_open_tcp_connection_needs_open_tcp() {
+    require_criu();
+    let cd = Containerd::start();
+    // ctr gives the container a network namespace of its own, with lo up.
+    // Both ends read a pipe that never ends: an nc whose stdin hits EOF closes the connection.
+    let prelude =
+        "sleep 100000 | nc -l -p 5000 > /dev/null & sleep 1; sleep 100000 | nc 127.0.0.1 5000 & ";
+    let c = Counter::start(&cd, "cktcp", prelude);
+    assert!(
+        wait_until(QUICK, || established_on(c.pid, 5000) == 2),
+        "no established connection on port 5000 in the container:\n{}{}",
+        fs::read_to_string(format!("/proc/{}/net/tcp", c.pid)).unwrap_or_default(),
+        fs::read_to_string(format!("/proc/{}/net/tcp6", c.pid)).unwrap_or_default()
+    );
+    let shim = ShimConn::connect(&cd, &c.id);
+
+    let refused = cd.dir().join("image-tcp-refused");
+    fs::create_dir_all(&refused).unwrap();
+    let r = checkpoint(&shim, &refused, CheckpointOptions::default());
+    let (code, msg) = status_of("Checkpoint without open_tcp", r);
+    eprintln!("without open_tcp: {code:?}: {msg}");
+    let log = cd.bundle(&c.id).join("criu-dump.log");
+    assert!(
+        msg.contains(&log.display().to_string()),
+        "the error names CRIU's log: {msg}"
+    );
+    let criu = fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    assert!(
+        criu.contains("tcp-established"),
+        "CRIU says the connection needs --tcp-established:\n{}",
+        criu.lines()
+            .filter(|l| l.contains("Error"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(cd.task(&c.id), Some((c.pid, "RUNNING".to_string())));
+    let now = c.value();
+    c.wait_above(now + 2);
+
+    let image = cd.dir().join("image-tcp");
+    fs::create_dir_all(&image).unwrap();
+    checkpoint(
+        &shim,
+        &image,
+        CheckpointOptions {
+            open_tcp: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("Checkpoint with open_tcp: {e:?}"));
+    assert!(image.join("inventory.img").exists(), "no CRIU image");
+    assert_eq!(cd.task(&c.id), Some((c.pid, "RUNNING".to_string())));
+    let now = c.value();
+    c.wait_above(now + 2);
+    assert_eq!(
+        established_on(c.pid, 5000),
+        2,
+        "the connection is still up after a leave-running checkpoint"
+    );
+    cd.ctr_ok(&["tasks", "kill", "-a", "-s", "SIGKILL", &c.id]);
+    cd.wait_task_status(&c.id, "STOPPED", QUICK);
 }
