@@ -284,6 +284,61 @@ fn exec_prints_output_and_passes_exit_status() {
     remove_container(&cd, &id);
 }
 
+/// `ctr tasks ps` (the task API's `Pids`) lists every process of the container, the same set
+/// `runc ps` finds in its cgroup: the init, its children and an exec, which alone carries its
+/// exec id (`ProcessDetails`).
+#[test]
+fn tasks_ps_lists_every_process_and_names_the_exec() {
+    require_root();
+    let cd = Containerd::start();
+    let id = unique_id("ps");
+    cd.ctr_ok(
+        &cd.run_args(&id, &["sh", "-c", "sleep 1000 & sleep 1000 & wait"])
+            .detach()
+            .build(),
+    );
+    cd.wait_task_status(&id, "RUNNING", QUICK);
+    let exec = cd.ctr_spawn(&exec_args(&cd, &[], "e1", &id, &["sleep", "1000"]));
+    let listed = || -> Vec<(i32, String)> {
+        cd.ctr_ok(&["tasks", "ps", &id])
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let (pid, info) = l.trim().split_once(char::is_whitespace)?;
+                Some((pid.parse().ok()?, info.trim().to_string()))
+            })
+            .collect()
+    };
+    // The exec's process is in the cgroup a moment before its Start has returned its pid.
+    let mut rows = Vec::new();
+    assert!(
+        wait_until(QUICK, || {
+            rows = listed();
+            rows.len() == 4 && rows.iter().any(|r| r.1 != "-")
+        }),
+        "want the shell, two sleeps and the exec, named: {rows:?}"
+    );
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(cd.runc_root())
+        .args(["ps", "--format", "json", &id])
+        .output()
+        .expect("runc ps");
+    let mut by_runc: Vec<i32> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("runc ps output: {e}: {}", describe(&out)));
+    by_runc.sort_unstable();
+    let mut pids: Vec<i32> = rows.iter().map(|r| r.0).collect();
+    pids.sort_unstable();
+    assert_eq!(pids, by_runc, "tasks ps against runc ps: {rows:?}");
+    let named: Vec<&(i32, String)> = rows.iter().filter(|r| r.1 != "-").collect();
+    assert!(
+        named.len() == 1 && named[0].1.contains("e1"),
+        "only the exec carries its id: {rows:?}"
+    );
+    drop(exec);
+    remove_container(&cd, &id);
+}
+
 /// 200 execs started at the same moment in one container (`sh -c 'exit N'`, N = i) all come
 /// back with exactly their own status; none is lost or hangs, no process or zombie is left.
 ///

@@ -162,6 +162,23 @@ fn stats_are_v2_metrics_of_the_live_cgroup() {
     assert_eq!(read_trim(&dir.join("memory.max")), "134217728");
 
     let shim = ShimConn::connect(&cd, &id);
+    // Pids reads the same cgroup: the shell and its two sleeps.
+    let req = api::PidsRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    let listed: api::PidsResponse = shim
+        .call("Pids", &req, RPC_TIMEOUT)
+        .unwrap_or_else(|e| panic!("Pids: {e:?}"));
+    let mut pids: Vec<u32> = listed.processes.iter().map(|p| p.pid).collect();
+    pids.sort_unstable();
+    let mut procs: Vec<u32> = read_trim(&dir.join("cgroup.procs"))
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    procs.sort_unstable();
+    assert_eq!(pids, procs, "Pids against cgroup.procs");
+    assert!(pids.contains(&(pid as u32)), "the init {pid} in {pids:?}");
     let m = stats(&shim);
     eprintln!("v2 metrics: {m:?}");
     assert_eq!(m.pids.current, 3, "pids: {:?}", m.pids);

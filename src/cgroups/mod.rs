@@ -239,6 +239,63 @@ impl ContainerCgroup {
         read_counter(&path, "oom_kill").ok().flatten()
     }
 
+    /// Every process in the cgroup and in the cgroups below it, as `runc ps` lists them (runc
+    /// reads the same `cgroup.procs` files, of the `devices` hierarchy on v1). `NotFound` once the
+    /// cgroup is gone; a child cgroup removed during the walk is skipped.
+    pub fn procs(&self) -> Result<Vec<i32>> {
+        let top = match &self.layout {
+            Layout::Unified(dir) => dir.as_path(),
+            Layout::V1(dirs) => ["devices", "pids", "memory", "cpu"]
+                .iter()
+                .find_map(|c| self.dir(c))
+                .or_else(|| {
+                    dirs.iter()
+                        .find(|(c, _)| !c.starts_with("name="))
+                        .map(|(_, d)| d.as_path())
+                })
+                .ok_or_else(|| Error::NotFound("no v1 controller hierarchy".into()))?,
+        };
+        let mut pids = Vec::new();
+        let mut dirs = vec![top.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            let file = dir.join("cgroup.procs");
+            let text = match fs::read_to_string(&file) {
+                Ok(text) => text,
+                // ENODEV: the cgroup was removed between open and read.
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(libc::ENODEV) =>
+                {
+                    if dir == top {
+                        return Err(Error::NotFound(format!(
+                            "cgroup {} no longer exists",
+                            top.display()
+                        )));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::Io {
+                        context: format!("read {}", file.display()),
+                        source: e,
+                    })
+                }
+            };
+            pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            if let Ok(entries) = fs::read_dir(&dir) {
+                let mut children: Vec<PathBuf> = entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect();
+                // Popped in name order, depth first: the order runc's walk lists them in.
+                children.sort_unstable_by(|a, b| b.cmp(a));
+                dirs.extend(children);
+            }
+        }
+        Ok(pids)
+    }
+
     /// Starts watching for OOM kills. The receiver gets one `()` per notification:
     /// - v1: each eventfd wake-up of the `memory.oom_control` notification (the kernel signals
     ///   when the cgroup hits OOM, so one kill can give more than one, as with the Go shim);
@@ -327,6 +384,31 @@ impl ContainerCgroup {
 mod tests {
     use super::testdata::*;
     use super::*;
+
+    #[test]
+    fn procs_lists_the_cgroup_and_those_below_it() {
+        let (_root, cg) = v2_tree();
+        let dir = cg.dir("memory").unwrap().to_path_buf();
+        fs::create_dir_all(dir.join("sub/deeper")).unwrap();
+        write(&dir.join("cgroup.procs"), "10\n11\n");
+        write(&dir.join("sub/cgroup.procs"), "12\n");
+        write(&dir.join("sub/deeper/cgroup.procs"), "");
+        let mut pids = cg.procs().unwrap();
+        pids.sort();
+        assert_eq!(pids, vec![10, 11, 12]);
+        // A child cgroup without its file (removed mid-walk) is skipped; the top one missing
+        // means the cgroup is gone.
+        fs::remove_file(dir.join("sub/cgroup.procs")).unwrap();
+        assert_eq!(cg.procs().unwrap().len(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(cg.procs(), Err(Error::NotFound(_))));
+
+        // v1: runc reads the devices hierarchy; without it here, the pids one.
+        let (_root, cg) = v1_tree();
+        write(&cg.dir("pids").unwrap().join("cgroup.procs"), "7\n");
+        write(&cg.dir("memory").unwrap().join("cgroup.procs"), "8\n");
+        assert_eq!(cg.procs().unwrap(), vec![7]);
+    }
 
     #[test]
     fn removed_cgroups_are_not_found() {

@@ -639,11 +639,19 @@ impl Supervisor {
     /// the exit status with it. An id this server never created stays `NotFound`, so a server
     /// that never got its `Create` is still cleaned up.
     pub async fn pids(&self, id: &str) -> Result<Vec<(u32, Option<String>)>> {
-        let runc = {
+        let (runc, cgroup) = {
             let mut t = self.shared.lock();
-            t.container(id)?.runc.clone()
+            let c = t.container(id)?;
+            (c.runc.clone(), c.cgroup.clone())
         };
-        let listed = runc.ps(&self.shared.reaper, id).await;
+        // The cgroup's own files when it is the container's alone, else `runc ps` (which
+        // reads the same files). containerd 1.7+ calls Pids on every shim, one after another,
+        // when it restarts: a fork and exec of runc per shim would be most of that wait.
+        let own = std::process::id();
+        let listed = match cgroup.map(|cg| cg.procs()) {
+            Some(Ok(pids)) if !pids.iter().any(|p| p.unsigned_abs() == own) => Ok(pids),
+            _ => runc.ps(&self.shared.reaper, id).await,
+        };
         let mut t = self.shared.lock();
         let c = t.container(id)?;
         let exited_init = c.init.pid.filter(|_| c.init.state == State::Stopped);
