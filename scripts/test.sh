@@ -96,7 +96,8 @@ fi
 # A user-namespaced pod (tests/userns.rs, #[ignore]d in the main run, whose containerd 1.6 and
 # runc 1.1 cannot run one): containerd 2.1.9's CRI, tether, runc 1.3.6. Its results go to the
 # CRIU run's log, whose tests count as run instead of skipped in the closing line.
-userns_containerd=$(scripts/containerd-versions.sh --print | grep '/2\.1\.9/')
+userns_containerd=$(scripts/containerd-versions.sh --print | grep '/2\.1\.9/') ||
+    { echo "test.sh: scripts/containerd-versions.sh has no 2.1.9 for tests/userns.rs" >&2; exit 1; }
 userns_runc=$(scripts/runc-versions.sh --print)
 echo "+ TETHER_CONTAINERD=$userns_containerd TETHER_USERNS_RUNC=$userns_runc cargo test --test userns -- --ignored${*:+ $*}"
 set +e
