@@ -13,8 +13,8 @@
 //!   `linux.mountExtensions.idmap.enabled` (`core/runtime/v2/task_manager.go`).
 //!
 //! Preconditions, failing (never skipping) when missing: root, containerd 2.1+ in
-//! `TETHER_CONTAINERD` (`scripts/containerd-versions.sh` fetches 2.1.9), and runc 1.2+ at
-//! `TETHER_USERNS_RUNC` (default `/var/cache/tether/runc/1.3.6/runc`, which
+//! `TETHER_CONTAINERD` (default: the 2.1.9 `scripts/containerd-versions.sh` fetches), and
+//! runc 1.2+ at `TETHER_USERNS_RUNC` (default `/var/cache/tether/runc/1.3.6/runc`, which
 //! `scripts/runc-versions.sh` fetches). `scripts/test.sh` runs it once, with both; it is
 //! `#[ignore]`d in the plain `cargo test` run, which uses the system's containerd 1.6.
 //!
@@ -56,6 +56,10 @@ const WORKLOAD_IMAGE: &str = "docker.io/library/tether-userns-busybox:test";
 /// such 64 Ki blocks from 65536 up).
 const HOST_ID: u32 = 65536;
 const LENGTH: u32 = 65536;
+
+/// containerd 2.1.9 where `scripts/containerd-versions.sh` puts it: the containerd when
+/// `TETHER_CONTAINERD` is unset (the system's 1.6 cannot run a user-namespaced pod).
+const DEFAULT_CONTAINERD: &str = "/var/cache/tether/containerd/2.1.9/usr/bin";
 
 /// runc 1.2+ for the idmapped mounts (see the module comment).
 const DEFAULT_RUNC: &str = "/var/cache/tether/runc/1.3.6/runc";
@@ -457,6 +461,11 @@ fn proc_ids(pid: &str, field: &str) -> Vec<u32> {
 fn user_namespaced_pod_runs_with_idmapped_rootfs() {
     let t0 = Instant::now();
     common::require_root();
+    if common::containerd_dir().is_none() {
+        // Before anything asks for containerd (its version is cached); this binary has no
+        // other test, so no other thread reads the environment.
+        std::env::set_var("TETHER_CONTAINERD", DEFAULT_CONTAINERD);
+    }
     let version = common::containerd_version();
     assert!(
         version >= (2, 1),
