@@ -532,17 +532,21 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
     );
     cd.ctr_ok(&["images", "import", &archive.to_string_lossy()]);
     for image in [SANDBOX_IMAGE, WORKLOAD_IMAGE] {
-        poll(Duration::from_secs(10), &format!("image {image}"), || {
-            let req = ImageStatusRequest {
-                image: Some(ImageSpec {
-                    image: image.into(),
-                    ..Default::default()
-                }),
-                verbose: false,
-            };
-            let resp = cri.ok("ImageStatus", cri.images.clone().image_status(req));
-            resp.image.map(|_| ()).ok_or_else(|| "not found".into())
-        });
+        poll(
+            Duration::from_secs(10) * time_scale(),
+            &format!("image {image}"),
+            || {
+                let req = ImageStatusRequest {
+                    image: Some(ImageSpec {
+                        image: image.into(),
+                        ..Default::default()
+                    }),
+                    verbose: false,
+                };
+                let resp = cri.ok("ImageStatus", cri.images.clone().image_status(req));
+                resp.image.map(|_| ()).ok_or_else(|| "not found".into())
+            },
+        );
     }
 
     // The pod.
