@@ -162,6 +162,11 @@ fn cri_config() -> String {
       runtime_type = "io.containerd.tether.v2"
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether-configpath.options]
         ConfigPath = "{{dir}}/tether.toml"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether-noidmap]
+      runtime_type = "io.containerd.runc.v2"
+      runtime_path = "{shim}"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether-noidmap.options]
+        BinaryName = "{{dir}}/runc-noidmap"
     [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether]
       runtime_type = "io.containerd.runc.v2"
       runtime_path = "{shim}"
@@ -772,6 +777,7 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
     guard.id = None;
 
     configpath_options_fail_a_user_namespaced_container(&cri, &dir, &cgroup_parent);
+    runtime_without_idmap_fails_the_create(&cri, &dir, &cgroup_parent, &runc);
 
     // No mount of this containerd's is left, no shim.
     let prefix = dir.to_string_lossy().into_owned();
@@ -795,6 +801,42 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
     eprintln!("done in {:?}", t0.elapsed());
 }
 
+/// Runs a user-namespaced pod with `handler` and a container in it, whose StartContainer must
+/// fail; returns containerd's message. The pod is removed again.
+fn start_fails(cri: &Cri, dir: &Path, cgroup_parent: &str, handler: &str) -> String {
+    let pod = pod_config(&dir.join("pod-logs"), cgroup_parent);
+    let mut guard = PodGuard { cri, id: None };
+    let sandbox = cri
+        .ok(
+            &format!("RunPodSandbox ({handler})"),
+            cri.rs().run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod.clone()),
+                runtime_handler: handler.into(),
+            }),
+        )
+        .pod_sandbox_id;
+    guard.id = Some(sandbox.clone());
+    let container = cri
+        .ok(
+            &format!("CreateContainer ({handler})"),
+            cri.rs().create_container(CreateContainerRequest {
+                pod_sandbox_id: sandbox,
+                config: Some(container_config(handler, &["/bin/sleep", "100000"])),
+                sandbox_config: Some(pod),
+            }),
+        )
+        .container_id;
+    let err = cri
+        .call(
+            &format!("StartContainer ({handler})"),
+            cri.rs().start_container(StartContainerRequest {
+                container_id: container,
+            }),
+        )
+        .expect_err("StartContainer of the user-namespaced container");
+    format!("{:?}: {}", err.code(), err.message())
+}
+
 /// containerd 2.1's CRI, not the shim: a handler whose `runtime_type` is not runc's gets its
 /// options as `runtimeoptions.v1.Options` (`ConfigPath`, the form the README gives for tether),
 /// and StartContainer of a user-namespaced container then fails in containerd before the shim
@@ -807,41 +849,36 @@ fn configpath_options_fail_a_user_namespaced_container(cri: &Cri, dir: &Path, cg
         format!("BinaryName = \"{}/runc-wrapper\"\n", dir.display()),
     )
     .unwrap();
-    let pod = pod_config(&dir.join("pod-logs"), cgroup_parent);
-    let mut guard = PodGuard { cri, id: None };
-    let sandbox = cri
-        .ok(
-            "RunPodSandbox (ConfigPath handler)",
-            cri.rs().run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pod.clone()),
-                runtime_handler: "tether-configpath".into(),
-            }),
-        )
-        .pod_sandbox_id;
-    guard.id = Some(sandbox.clone());
-    let container = cri
-        .ok(
-            "CreateContainer (ConfigPath handler)",
-            cri.rs().create_container(CreateContainerRequest {
-                pod_sandbox_id: sandbox,
-                config: Some(container_config("configpath", &["/bin/sleep", "100000"])),
-                sandbox_config: Some(pod),
-            }),
-        )
-        .container_id;
-    let err = cri
-        .call(
-            "StartContainer (ConfigPath handler)",
-            cri.rs().start_container(StartContainerRequest {
-                container_id: container,
-            }),
-        )
-        .expect_err("StartContainer of a user-namespaced container with ConfigPath options");
+    let err = start_fails(cri, dir, cgroup_parent, "tether-configpath");
     assert!(
-        err.message().contains("runtimeoptions.v1.Options"),
-        "StartContainer with ConfigPath options: {:?}: {}",
-        err.code(),
-        err.message()
+        err.contains("runtimeoptions.v1.Options"),
+        "StartContainer with ConfigPath options: {err}"
     );
-    eprintln!("ConfigPath handler, as expected: {}", err.message());
+    eprintln!("ConfigPath handler, as expected: {err}");
+}
+
+/// containerd acts on the shim's `-info` answer: when the runtime's `features` (here a runc
+/// whose `features` leaves out `linux.mountExtensions`, as runc 1.1 does) does not say
+/// idmapped mounts are supported, the Create of a container with idmapped mounts fails in
+/// containerd ("idmap mounts not supported"), and no task is created.
+fn runtime_without_idmap_fails_the_create(cri: &Cri, dir: &Path, cgroup_parent: &str, runc: &Path) {
+    write_executable(
+        &dir.join("runc-noidmap"),
+        &format!(
+            "#!/bin/sh
+if [ \"$1\" = features ]; then
+    echo '{{\"ociVersionMin\":\"1.0.0\",\"ociVersionMax\":\"1.2.1\",\"linux\":{{\"namespaces\":[\"user\"]}}}}'
+    exit 0
+fi
+exec '{}' \"$@\"
+",
+            runc.display()
+        ),
+    );
+    let err = start_fails(cri, dir, cgroup_parent, "tether-noidmap");
+    assert!(
+        err.contains("idmap mounts not supported"),
+        "StartContainer with a runtime whose features lack idmap: {err}"
+    );
+    eprintln!("runtime without idmap in its features, as expected: {err}");
 }
