@@ -12,6 +12,11 @@
 //!   Create runs `<shim> -info` and fails it unless the runtime's `features` has
 //!   `linux.mountExtensions.idmap.enabled` (`core/runtime/v2/task_manager.go`).
 //!
+//! Then, in the same containerd, two handlers whose container must not start: one whose runc
+//! answers `features` without idmap (containerd refuses the Create on tether's `-info`
+//! answer), and one with `ConfigPath` options (containerd 2.1's CRI cannot put the I/O owner
+//! into them; see [`configpath_options_fail_a_user_namespaced_container`]).
+//!
 //! Preconditions, failing (never skipping) when missing: root, containerd 2.1+ in
 //! `TETHER_CONTAINERD` (default: the 2.1.9 `scripts/containerd-versions.sh` fetches), and
 //! runc 1.2+ at `TETHER_USERNS_RUNC` (default `/var/cache/tether/runc/1.3.6/runc`, which
