@@ -12,6 +12,10 @@
 //!   Create runs `<shim> -info` and fails it unless the runtime's `features` has
 //!   `linux.mountExtensions.idmap.enabled` (`core/runtime/v2/task_manager.go`).
 //!
+//! The `tether` handler names tether by `runtime_path` under runc's runtime type, with runc's
+//! options (`BinaryName`: a wrapper logging each call to runc 1.2+), as the README's
+//! Kubernetes section says such pods need.
+//!
 //! Then, in the same containerd, two handlers whose container must not start: one whose runc
 //! answers `features` without idmap (containerd refuses the Create on tether's `-info`
 //! answer), and one with `ConfigPath` options (containerd 2.1's CRI cannot put the I/O owner
@@ -131,7 +135,7 @@ fn runc_1_2() -> PathBuf {
     runc
 }
 
-/// The CRI handler under test and the shim binary's name (as tests/cri.rs).
+/// The CRI handler under test (as tests/cri.rs).
 fn handler() -> &'static str {
     match runtime().as_str() {
         "io.containerd.tether.v2" => "tether",
