@@ -121,6 +121,13 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
 
 /// [`mount_one`] through a user namespace with `idmap`'s mappings.
 fn mount_idmapped(m: &Mount, idmap: &IdMapping, target: &Path) -> Result<()> {
+    let asked: Vec<&str> = m
+        .options
+        .iter()
+        .filter(|o| o.starts_with("uidmap=") || o.starts_with("gidmap="))
+        .map(String::as_str)
+        .collect();
+    tracing::debug!(kind = %m.kind, target = %target.display(), options = ?asked, "idmapped mount");
     let userns = crate::sys::new_userns(&idmap.uid_map(), &idmap.gid_map())
         .map_err(Error::io("create a user namespace for an idmapped mount"))?;
     if m.kind != "overlay" {

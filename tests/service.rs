@@ -3159,3 +3159,83 @@ async fn a_slow_rootfs_mount_holds_up_no_other_container() {
     );
     ok("Delete b", shim.delete(&b).await);
 }
+
+/// A rootfs mount whose id mapping (containerd 2.x's `uidmap=`/`gidmap=`, see src/mount.rs) is
+/// malformed, or has only one of the two, is INVALID_ARGUMENT naming the option, for bind and
+/// overlay mounts alike: nothing is mounted, the runtime never runs, no task is left, and the
+/// id is free for a good Create. (Passed to the kernel as mount data, the options would fail
+/// the mount with a bare EINVAL.)
+#[tokio::test]
+async fn malformed_idmap_rootfs_options_are_invalid_argument() {
+    let shim = Shim::launch("idmap").await;
+    let id = unique_id("c");
+    let rootfs = shim.bundle(&id).join("rootfs");
+    let _detach = DetachOnDrop(rootfs.clone());
+    let layers = tempfile::tempdir().unwrap();
+    for d in ["lower", "upper", "work"] {
+        fs::create_dir(layers.path().join(d)).unwrap();
+    }
+    let l = layers.path().display();
+    for (idmap, named) in [
+        (
+            &["uidmap=0:65536", "gidmap=0:65536:65536"][..],
+            "uidmap=0:65536",
+        ),
+        (&["uidmap=0:65536:65536", "gidmap=0:x:1"], "gidmap=0:x:1"),
+        (
+            &["uidmap=0:65536:65536", "gidmap=0:65536:0"],
+            "gidmap=0:65536:0",
+        ),
+        (&["uidmap=0:65536:65536"], "gidmap="),
+    ] {
+        for (kind, source, options) in [
+            (
+                "bind",
+                format!("{l}/lower"),
+                vec!["rbind".to_string(), "ro".into()],
+            ),
+            (
+                "overlay",
+                "overlay".to_string(),
+                vec![
+                    format!("lowerdir={l}/lower"),
+                    format!("upperdir={l}/upper"),
+                    format!("workdir={l}/work"),
+                ],
+            ),
+        ] {
+            let mut req = shim.create_request(&id);
+            req.rootfs = vec![containerd_shim_protos::types::mount::Mount {
+                type_: kind.into(),
+                source,
+                options: options
+                    .into_iter()
+                    .chain(idmap.iter().map(|o| o.to_string()))
+                    .collect(),
+                ..Default::default()
+            }];
+            let what = format!("Create with a {kind} rootfs and {idmap:?}");
+            let msg = expect_code(&what, shim.create_with(req).await, Code::INVALID_ARGUMENT);
+            assert!(
+                msg.contains(named),
+                "{what}: message {msg:?} does not name {named}"
+            );
+            let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+            assert!(
+                !mountinfo.contains(&format!(" {} ", rootfs.display())),
+                "{what}: the rootfs is mounted:\n{mountinfo}"
+            );
+            expect_code(
+                &format!("State after the refused {what}"),
+                shim.state(&id).await,
+                Code::NOT_FOUND,
+            );
+        }
+    }
+    assert!(
+        !shim.g.runc_root().exists(),
+        "a refused Create ran the runtime"
+    );
+    shim.create_ok(&id).await;
+    ok("Delete", shim.delete(&id).await);
+}
