@@ -22,9 +22,7 @@
 set -euo pipefail
 
 CACHE=${TETHER_CONTAINERD_CACHE:-/var/cache/tether/containerd}
-APT_DIR=${TETHER_APT_DIR:-/var/cache/tether/apt}
-MIRROR=${TETHER_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+. "$(dirname "$0")/debian-archive.sh"
 
 # version|package version|suite
 VERSIONS=(
@@ -46,45 +44,15 @@ for entry in "${VERSIONS[@]}"; do
 done
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "containerd-versions.sh: run as root to fetch containerd into $CACHE" >&2
-    exit 1
-fi
-if [ ! -s "$KEYRING" ]; then
-    echo "containerd-versions.sh: $KEYRING missing; install debian-archive-keyring" >&2
-    exit 1
-fi
-
-mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial" "$APT_DIR/empty" "$CACHE"
-sources="$APT_DIR/sources.list"
-{
-    echo "deb [signed-by=$KEYRING] $MIRROR trixie main"
-    echo "deb [signed-by=$KEYRING] $MIRROR sid main"
-} >"$sources"
-
-apt_opts=(
-    -o "Dir::Etc::sourcelist=$sources"
-    -o "Dir::Etc::sourceparts=$APT_DIR/empty"
-    -o "Dir::State::Lists=$APT_DIR/lists"
-    -o "Dir::Cache=$APT_DIR/cache"
-    -o "Dir::Etc::preferences=/dev/null"
-    -o "Dir::Etc::preferencesparts=$APT_DIR/empty"
-    -o "APT::Architecture=$(dpkg --print-architecture)"
-    -o "Acquire::Languages=none"
-    -o "APT::Get::List-Cleanup=0"
-    -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
-)
-
 echo "containerd-versions.sh: fetching containerd ${missing[*]%%|*} (Debian packages)"
-apt-get "${apt_opts[@]}" -q update
+debian_archive_init containerd-versions.sh
+mkdir -p "$CACHE"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# apt downloads as its sandbox user `_apt`, which must be able to write there.
-if id _apt >/dev/null 2>&1; then chown _apt "$work"; fi
 for entry in "${missing[@]}"; do
     IFS='|' read -r version pkgversion _ <<<"$entry"
-    (cd "$work" && apt-get "${apt_opts[@]}" -q download "containerd=$pkgversion")
+    debian_archive_download "$work" "containerd=$pkgversion"
     deb=$(ls "$work"/containerd_*.deb)
     # Unpack next to the final dir and rename, so an interrupted run leaves no half tree.
     rm -rf "$CACHE/$version.tmp"

@@ -21,9 +21,7 @@
 set -euo pipefail
 
 CACHE=${TETHER_RUNC_CACHE:-/var/cache/tether/runc}
-APT_DIR=${TETHER_APT_DIR:-/var/cache/tether/apt}
-MIRROR=${TETHER_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+. "$(dirname "$0")/debian-archive.sh"
 
 VERSION=1.3.6
 # Everything `ldd` asks for, pinned (sid, 2026-12-04).
@@ -36,48 +34,19 @@ if [ "${1:-}" = "--print" ]; then
 fi
 [ -x "$dir/runc" ] && exit 0
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "runc-versions.sh: run as root to fetch runc $VERSION into $CACHE" >&2
-    exit 1
-fi
-if [ ! -s "$KEYRING" ]; then
-    echo "runc-versions.sh: $KEYRING missing; install debian-archive-keyring" >&2
-    exit 1
-fi
+echo "runc-versions.sh: fetching runc $VERSION (Debian packages: ${PACKAGES[*]})"
+debian_archive_init runc-versions.sh
 if ! command -v patchelf >/dev/null 2>&1; then
     echo "runc-versions.sh: installing patchelf"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q patchelf >/dev/null ||
         { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q patchelf; }
 fi
 
-mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial" "$APT_DIR/empty" "$CACHE"
-sources="$APT_DIR/sources.list"
-{
-    echo "deb [signed-by=$KEYRING] $MIRROR trixie main"
-    echo "deb [signed-by=$KEYRING] $MIRROR sid main"
-} >"$sources"
-
-apt_opts=(
-    -o "Dir::Etc::sourcelist=$sources"
-    -o "Dir::Etc::sourceparts=$APT_DIR/empty"
-    -o "Dir::State::Lists=$APT_DIR/lists"
-    -o "Dir::Cache=$APT_DIR/cache"
-    -o "Dir::Etc::preferences=/dev/null"
-    -o "Dir::Etc::preferencesparts=$APT_DIR/empty"
-    -o "APT::Architecture=$(dpkg --print-architecture)"
-    -o "Acquire::Languages=none"
-    -o "APT::Get::List-Cleanup=0"
-    -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
-)
-
-echo "runc-versions.sh: fetching runc $VERSION (Debian packages: ${PACKAGES[*]})"
-apt-get "${apt_opts[@]}" -q update
+mkdir -p "$CACHE"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work" "$dir.tmp"' EXIT
-# apt downloads as its sandbox user `_apt`, which must be able to write there.
-if id _apt >/dev/null 2>&1; then chown _apt "$work"; fi
-(cd "$work" && apt-get "${apt_opts[@]}" -q download "${PACKAGES[@]}")
+debian_archive_download "$work" "${PACKAGES[@]}"
 
 # Unpacked next to the final dir and renamed, so an interrupted run leaves no half tree. The
 # binary is patched with the final paths, valid once renamed.

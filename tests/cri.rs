@@ -19,28 +19,24 @@
 //! the Go shim, which is how the test itself is checked.
 
 mod common;
+#[path = "common/cri_client.rs"]
+mod cri_client;
 
 use std::collections::HashMap;
 use std::fs;
-use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{cmdline, runtime, Containerd, ContainerdOptions, CriOptions};
-use hyper_util::rt::TokioIo;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use cri_client::{poll, CgroupParentGuard, Cri, PodGuard};
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest, ContainerStatus,
-    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec, ImageStatusRequest,
-    LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListContainersRequest,
-    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StatusRequest, StopContainerRequest, StopPodSandboxRequest,
-    VersionRequest,
+    ContainerConfig, ContainerState, ContainerStatsRequest, ContainerStatus,
+    ContainerStatusRequest, ExecSyncRequest, LinuxContainerConfig, LinuxContainerResources,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    ListContainersRequest, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxStatusRequest, RemoveContainerRequest, StatusRequest,
+    StopContainerRequest, VersionRequest,
 };
-use tonic::transport::{Channel, Endpoint, Uri};
 
 /// The sandbox ("pause") image: the CRI config's `sandbox_image`.
 const SANDBOX_IMAGE: &str = "docker.io/library/tether-pause:test";
@@ -140,128 +136,6 @@ fn cri_config_v2() -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// CRI client
-// ---------------------------------------------------------------------------------------------
-
-/// Blocking CRI client: tonic over containerd's unix socket, on a current-thread runtime that
-/// runs only while a call is made. Every call is bounded by [`RPC_TIMEOUT`].
-struct Cri {
-    rt: tokio::runtime::Runtime,
-    runtime: RuntimeServiceClient<Channel>,
-    images: ImageServiceClient<Channel>,
-}
-
-impl Cri {
-    fn connect(socket: &str) -> Cri {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let socket = socket.to_string();
-        let channel = rt
-            .block_on(async {
-                // The URI is required by tonic but unused: the connector dials the socket.
-                let endpoint = Endpoint::try_from("http://[::]:50051")
-                    .expect("endpoint")
-                    .connect_timeout(Duration::from_secs(5))
-                    .timeout(RPC_TIMEOUT);
-                tokio::time::timeout(
-                    Duration::from_secs(10),
-                    endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let socket = socket.clone();
-                        async move {
-                            let stream = tokio::net::UnixStream::connect(socket).await?;
-                            Ok::<_, std::io::Error>(TokioIo::new(stream))
-                        }
-                    })),
-                )
-                .await
-            })
-            .expect("connecting to containerd's grpc socket timed out")
-            .expect("connect to containerd's grpc socket");
-        Cri {
-            rt,
-            runtime: RuntimeServiceClient::new(channel.clone()),
-            images: ImageServiceClient::new(channel),
-        }
-    }
-
-    /// Runs one call to completion (bounded); the gRPC status on failure.
-    fn call<T>(
-        &self,
-        what: &str,
-        fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, tonic::Status> {
-        self.rt
-            .block_on(async { tokio::time::timeout(RPC_TIMEOUT, fut).await })
-            .unwrap_or_else(|_| panic!("CRI {what} did not answer within {RPC_TIMEOUT:?}"))
-            .map(tonic::Response::into_inner)
-    }
-
-    /// [`Cri::call`] that must succeed.
-    fn ok<T>(
-        &self,
-        what: &str,
-        fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> T {
-        self.call(what, fut)
-            .unwrap_or_else(|s| panic!("CRI {what} failed: {:?}: {}", s.code(), s.message()))
-    }
-
-    fn rs(&self) -> RuntimeServiceClient<Channel> {
-        self.runtime.clone()
-    }
-
-    fn container_status(&self, id: &str) -> ContainerStatus {
-        let req = ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: false,
-        };
-        self.ok("ContainerStatus", self.rs().container_status(req))
-            .status
-            .unwrap_or_else(|| panic!("ContainerStatus of {id} has no status"))
-    }
-}
-
-/// Polls `f` every 50 ms until it returns `Ok` (→ its value) or `timeout` passes (→ panic
-/// with `what` and the last `Err`, which describes what was seen).
-fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not reached within {timeout:?}; last seen: {last}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
-/// Stops and removes the pod sandbox when dropped (also on a failed assertion), so containerd
-/// is left with nothing running before the harness stops it.
-struct PodGuard<'a> {
-    cri: &'a Cri,
-    id: Option<String>,
-}
-
-impl Drop for PodGuard<'_> {
-    fn drop(&mut self) {
-        let Some(id) = self.id.take() else { return };
-        let stop = StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        };
-        let _ = self
-            .cri
-            .call("StopPodSandbox", self.cri.rs().stop_pod_sandbox(stop));
-        let rm = RemovePodSandboxRequest { pod_sandbox_id: id };
-        let _ = self
-            .cri
-            .call("RemovePodSandbox", self.cri.rs().remove_pod_sandbox(rm));
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Shim processes
 // ---------------------------------------------------------------------------------------------
 
@@ -280,28 +154,6 @@ fn shim_servers(cd: &Containerd) -> Vec<(i32, Vec<String>, String)> {
             Some((pid, argv, exe))
         })
         .collect()
-}
-
-/// Removes the (by then empty) pod cgroup `parent` from every cgroup hierarchy when dropped:
-/// runc removes a container's own cgroup, not the parent it created it under.
-struct CgroupParentGuard(String);
-
-impl Drop for CgroupParentGuard {
-    fn drop(&mut self) {
-        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for line in info.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let fstype = right.split(' ').next().unwrap_or_default();
-            let Some(mountpoint) = left.split(' ').nth(4) else {
-                continue;
-            };
-            if fstype == "cgroup" || fstype == "cgroup2" {
-                let _ = fs::remove_dir(format!("{mountpoint}{}", self.0));
-            }
-        }
-    }
 }
 
 /// The value after `flag` in `argv`.
@@ -352,17 +204,6 @@ fn pod_config(log_dir: &Path, uid: &str, cgroup_parent: &str) -> PodSandboxConfi
 
 fn container_config(name: &str, argv: &[&str], memory_limit: i64) -> ContainerConfig {
     ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: WORKLOAD_IMAGE.into(),
-            ..Default::default()
-        }),
-        command: argv[..1].iter().map(|s| s.to_string()).collect(),
-        args: argv[1..].iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
         linux: Some(LinuxContainerConfig {
             resources: Some(LinuxContainerResources {
                 memory_limit_in_bytes: memory_limit,
@@ -373,7 +214,7 @@ fn container_config(name: &str, argv: &[&str], memory_limit: i64) -> ContainerCo
                 ..Default::default()
             }),
         }),
-        ..Default::default()
+        ..cri_client::container(name, WORKLOAD_IMAGE, argv)
     }
 }
 
@@ -436,7 +277,7 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
         ),
     )
     .unwrap();
-    let cri = Cri::connect(cd.address());
+    let cri = Cri::connect(cd.address(), RPC_TIMEOUT);
 
     // The CRI service initialises in the background after containerd answers: wait for it.
     let status = poll(Duration::from_secs(20), "CRI Status RuntimeReady", || {
@@ -483,23 +324,7 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
     let imported = cd.ctr_ok(&["images", "import", &archive.to_string_lossy()]);
     eprintln!("ctr images import: {}", imported.trim());
     for image in [SANDBOX_IMAGE, WORKLOAD_IMAGE] {
-        poll(
-            Duration::from_secs(10),
-            &format!("ImageStatus {image}"),
-            || {
-                let req = ImageStatusRequest {
-                    image: Some(ImageSpec {
-                        image: image.into(),
-                        ..Default::default()
-                    }),
-                    verbose: false,
-                };
-                let resp = cri.ok("ImageStatus", cri.images.clone().image_status(req));
-                resp.image
-                    .map(|_| ())
-                    .ok_or_else(|| "not found".to_string())
-            },
-        );
+        cri.wait_image(image, Duration::from_secs(10));
     }
 
     // The pod.
@@ -514,16 +339,7 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
         cri: &cri,
         id: None,
     };
-    let sandbox = cri
-        .ok(
-            "RunPodSandbox",
-            cri.rs().run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pod.clone()),
-                runtime_handler: handler.clone(),
-            }),
-        )
-        .pod_sandbox_id;
-    guard.id = Some(sandbox.clone());
+    let sandbox = cri.run_pod(&pod, &handler, &mut guard);
     cd.track_id(&sandbox);
     let sb_status = cri
         .ok(
@@ -550,23 +366,10 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
     eprintln!("sandbox {sandbox} ready after {:?}", t0.elapsed());
 
     let create = |name: &str, argv: &[&str], memory_limit: i64| -> String {
-        let id = cri
-            .ok(
-                &format!("CreateContainer {name}"),
-                cri.rs().create_container(CreateContainerRequest {
-                    pod_sandbox_id: sandbox.clone(),
-                    config: Some(container_config(name, argv, memory_limit)),
-                    sandbox_config: Some(pod.clone()),
-                }),
-            )
-            .container_id;
+        let id = cri.create(&sandbox, &pod, container_config(name, argv, memory_limit));
         cd.track_id(&id);
-        cri.ok(
-            &format!("StartContainer {name}"),
-            cri.rs().start_container(StartContainerRequest {
-                container_id: id.clone(),
-            }),
-        );
+        cri.start(&id)
+            .unwrap_or_else(|s| panic!("StartContainer {name}: {:?}: {}", s.code(), s.message()));
         id
     };
     let sleeper = create("sleeper", &["/bin/sleep", "1000"], 0);
@@ -897,19 +700,7 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
     );
 
     // Stop and remove the pod: its shim exits.
-    cri.ok(
-        "StopPodSandbox",
-        cri.rs().stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: sandbox.clone(),
-        }),
-    );
-    cri.ok(
-        "RemovePodSandbox",
-        cri.rs().remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: sandbox.clone(),
-        }),
-    );
-    guard.id = None;
+    guard.remove();
     let pods = cri
         .ok(
             "ListPodSandbox",

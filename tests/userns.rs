@@ -36,27 +36,22 @@
 //! tether's own log are then left out.
 
 mod common;
+#[path = "common/cri_client.rs"]
+mod cri_client;
 
 use std::fs;
-use std::future::Future;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{runtime, time_scale, Containerd, ContainerdOptions, CriOptions};
-use hyper_util::rt::TokioIo;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use cri_client::{poll, CgroupParentGuard, Cri, PodGuard};
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, IdMapping, ImageSpec, ImageStatusRequest,
-    LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StatusRequest, StopContainerRequest, StopPodSandboxRequest,
-    UserNamespace,
+    ContainerConfig, ContainerState, ContainerStatusRequest, IdMapping, LinuxContainerConfig,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest,
+    StatusRequest, StopContainerRequest, UserNamespace,
 };
-use tonic::transport::{Channel, Endpoint, Uri};
 
 const SANDBOX_IMAGE: &str = "docker.io/library/tether-userns-pause:test";
 const WORKLOAD_IMAGE: &str = "docker.io/library/tether-userns-busybox:test";
@@ -90,6 +85,11 @@ const RUNC_VERBS: &[&str] = &[
     "checkpoint",
     "restore",
 ];
+
+/// ExecSync's own bound, seconds.
+fn exec_timeout() -> i64 {
+    10 * i64::from(time_scale())
+}
 
 fn rpc_timeout() -> Duration {
     Duration::from_secs(30) * time_scale()
@@ -204,146 +204,6 @@ fn write_executable(path: &Path, text: &str) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-// ---------------------------------------------------------------------------------------------
-// CRI client (as in tests/cri.rs)
-// ---------------------------------------------------------------------------------------------
-
-struct Cri {
-    rt: tokio::runtime::Runtime,
-    runtime: RuntimeServiceClient<Channel>,
-    images: ImageServiceClient<Channel>,
-}
-
-impl Cri {
-    fn connect(socket: &str) -> Cri {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let socket = socket.to_string();
-        let channel = rt
-            .block_on(async {
-                // The URI is required by tonic but unused: the connector dials the socket.
-                let endpoint = Endpoint::try_from("http://[::]:50051")
-                    .expect("endpoint")
-                    .connect_timeout(Duration::from_secs(5))
-                    .timeout(rpc_timeout());
-                tokio::time::timeout(
-                    Duration::from_secs(10),
-                    endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let socket = socket.clone();
-                        async move {
-                            let stream = tokio::net::UnixStream::connect(socket).await?;
-                            Ok::<_, std::io::Error>(TokioIo::new(stream))
-                        }
-                    })),
-                )
-                .await
-            })
-            .expect("connecting to containerd's grpc socket timed out")
-            .expect("connect to containerd's grpc socket");
-        Cri {
-            rt,
-            runtime: RuntimeServiceClient::new(channel.clone()),
-            images: ImageServiceClient::new(channel),
-        }
-    }
-
-    fn call<T>(
-        &self,
-        what: &str,
-        fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, tonic::Status> {
-        let bound = rpc_timeout();
-        self.rt
-            .block_on(async { tokio::time::timeout(bound, fut).await })
-            .unwrap_or_else(|_| panic!("CRI {what} did not answer within {bound:?}"))
-            .map(tonic::Response::into_inner)
-    }
-
-    fn ok<T>(
-        &self,
-        what: &str,
-        fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> T {
-        self.call(what, fut)
-            .unwrap_or_else(|s| panic!("CRI {what} failed: {:?}: {}", s.code(), s.message()))
-    }
-
-    fn rs(&self) -> RuntimeServiceClient<Channel> {
-        self.runtime.clone()
-    }
-
-    /// ExecSync `argv` in `id`; its stdout, after asserting exit 0.
-    fn exec(&self, id: &str, argv: &[&str]) -> String {
-        let r = self.ok(
-            "ExecSync",
-            self.rs().exec_sync(ExecSyncRequest {
-                container_id: id.into(),
-                cmd: argv.iter().map(|s| s.to_string()).collect(),
-                timeout: 10 * time_scale() as i64,
-            }),
-        );
-        assert_eq!(
-            r.exit_code,
-            0,
-            "ExecSync {argv:?}: stdout {:?} stderr {:?}",
-            String::from_utf8_lossy(&r.stdout),
-            String::from_utf8_lossy(&r.stderr)
-        );
-        String::from_utf8_lossy(&r.stdout).into_owned()
-    }
-}
-
-/// Polls `f` every 50 ms until it returns `Ok` or `timeout` passes (→ panic with the last `Err`).
-fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not reached within {timeout:?}; last seen: {last}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
-/// Stops and removes the pod when dropped (also on a failed assertion).
-struct PodGuard<'a> {
-    cri: &'a Cri,
-    id: Option<String>,
-}
-
-impl Drop for PodGuard<'_> {
-    fn drop(&mut self) {
-        let Some(id) = self.id.take() else { return };
-        let stop = StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        };
-        let _ = self
-            .cri
-            .call("StopPodSandbox", self.cri.rs().stop_pod_sandbox(stop));
-        let rm = RemovePodSandboxRequest { pod_sandbox_id: id };
-        let _ = self
-            .cri
-            .call("RemovePodSandbox", self.cri.rs().remove_pod_sandbox(rm));
-    }
-}
-
-/// Removes the (by then empty) pod cgroup from every hierarchy when dropped.
-struct CgroupParentGuard(String);
-
-impl Drop for CgroupParentGuard {
-    fn drop(&mut self) {
-        for (mountpoint, fstype) in mounts_of("/proc/self/mountinfo") {
-            if fstype == "cgroup" || fstype == "cgroup2" {
-                let _ = fs::remove_dir(format!("{mountpoint}{}", self.0));
-            }
-        }
-    }
-}
-
 /// libcni keeps each CNI ADD's result in `/var/lib/cni/results` until its DEL: the dirs this
 /// test created there are removed when dropped, if empty (another CNI user may have filled them).
 struct CniCacheGuard(Vec<PathBuf>);
@@ -431,17 +291,6 @@ fn pod_config(log_dir: &Path, cgroup_parent: &str) -> PodSandboxConfig {
 
 fn container_config(name: &str, argv: &[&str]) -> ContainerConfig {
     ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: WORKLOAD_IMAGE.into(),
-            ..Default::default()
-        }),
-        command: argv[..1].iter().map(|s| s.to_string()).collect(),
-        args: argv[1..].iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
         linux: Some(LinuxContainerConfig {
             security_context: Some(LinuxContainerSecurityContext {
                 namespace_options: Some(namespaces()),
@@ -449,7 +298,7 @@ fn container_config(name: &str, argv: &[&str]) -> ContainerConfig {
             }),
             ..Default::default()
         }),
-        ..Default::default()
+        ..cri_client::container(name, WORKLOAD_IMAGE, argv)
     }
 }
 
@@ -517,7 +366,7 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
             runc.display()
         ),
     );
-    let cri = Cri::connect(cd.address());
+    let cri = Cri::connect(cd.address(), rpc_timeout());
 
     // The CRI service, and the CNI config it loads, come up in the background.
     poll(
@@ -546,21 +395,7 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
     );
     cd.ctr_ok(&["images", "import", &archive.to_string_lossy()]);
     for image in [SANDBOX_IMAGE, WORKLOAD_IMAGE] {
-        poll(
-            Duration::from_secs(10) * time_scale(),
-            &format!("image {image}"),
-            || {
-                let req = ImageStatusRequest {
-                    image: Some(ImageSpec {
-                        image: image.into(),
-                        ..Default::default()
-                    }),
-                    verbose: false,
-                };
-                let resp = cri.ok("ImageStatus", cri.images.clone().image_status(req));
-                resp.image.map(|_| ()).ok_or_else(|| "not found".into())
-            },
-        );
+        cri.wait_image(image, Duration::from_secs(10) * time_scale());
     }
 
     // The pod.
@@ -574,16 +409,7 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
         cri: &cri,
         id: None,
     };
-    let sandbox = cri
-        .ok(
-            "RunPodSandbox",
-            cri.rs().run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pod.clone()),
-                runtime_handler: handler.into(),
-            }),
-        )
-        .pod_sandbox_id;
-    guard.id = Some(sandbox.clone());
+    let sandbox = cri.run_pod(&pod, handler, &mut guard);
     cd.track_id(&sandbox);
     let features_before = fs::read_to_string(&wrapper_log)
         .unwrap_or_default()
@@ -591,23 +417,14 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
         .filter(|l| l.ends_with(": features"))
         .count();
 
-    let container = cri
-        .ok(
-            "CreateContainer",
-            cri.rs().create_container(CreateContainerRequest {
-                pod_sandbox_id: sandbox.clone(),
-                config: Some(container_config("sleeper", &["/bin/sleep", "100000"])),
-                sandbox_config: Some(pod.clone()),
-            }),
-        )
-        .container_id;
-    cd.track_id(&container);
-    cri.ok(
-        "StartContainer",
-        cri.rs().start_container(StartContainerRequest {
-            container_id: container.clone(),
-        }),
+    let container = cri.create(
+        &sandbox,
+        &pod,
+        container_config("sleeper", &["/bin/sleep", "100000"]),
     );
+    cd.track_id(&container);
+    cri.start(&container)
+        .unwrap_or_else(|s| panic!("StartContainer: {:?}: {}", s.code(), s.message()));
     let status = cri
         .ok(
             "ContainerStatus",
@@ -664,19 +481,23 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
     // Inside: the pod's user namespace, with the mapping asked for.
     let want_map = vec![vec![0, HOST_ID, LENGTH]];
     for file in ["/proc/self/uid_map", "/proc/self/gid_map"] {
-        let text = cri.exec(&container, &["cat", file]);
+        let text = cri.exec(&container, &["cat", file], exec_timeout());
         let map: Vec<Vec<u32>> = text
             .lines()
             .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
             .collect();
         assert_eq!(map, want_map, "{file} in the container: {text:?}");
     }
-    assert_eq!(cri.exec(&container, &["id", "-u"]).trim(), "0");
+    assert_eq!(
+        cri.exec(&container, &["id", "-u"], exec_timeout()).trim(),
+        "0"
+    );
     // The image's files are owned by host root (0:0, as built here). Through the idmapped
     // rootfs they are the container's root; without it they would be the overflow id 65534.
     let owners = cri.exec(
         &container,
         &["stat", "-c", "%n %u:%g", "/", "/bin/busybox", "/etc"],
+        exec_timeout(),
     );
     assert_eq!(
         owners.lines().collect::<Vec<_>>(),
@@ -685,7 +506,7 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
     );
     // What the container's root writes lands in the upperdir as the mapped host id (the
     // upperdir is not idmapped, as with containerd's own mount code).
-    cri.exec(&container, &["touch", "/made-inside"]);
+    cri.exec(&container, &["touch", "/made-inside"], exec_timeout());
 
     // From the host: the container's and the sandbox's processes run as host uid/gid 65536,
     // and the file written inside is owned by it.
@@ -771,19 +592,7 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
             container_id: container.clone(),
         }),
     );
-    cri.ok(
-        "StopPodSandbox",
-        cri.rs().stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: sandbox.clone(),
-        }),
-    );
-    cri.ok(
-        "RemovePodSandbox",
-        cri.rs().remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: sandbox.clone(),
-        }),
-    );
-    guard.id = None;
+    guard.remove();
 
     configpath_options_fail_a_user_namespaced_container(&cri, &dir, &cgroup_parent);
     runtime_without_idmap_fails_the_create(&cri, &dir, &cgroup_parent, &runc);
@@ -815,33 +624,14 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
 fn start_fails(cri: &Cri, dir: &Path, cgroup_parent: &str, handler: &str) -> String {
     let pod = pod_config(&dir.join("pod-logs"), cgroup_parent);
     let mut guard = PodGuard { cri, id: None };
-    let sandbox = cri
-        .ok(
-            &format!("RunPodSandbox ({handler})"),
-            cri.rs().run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pod.clone()),
-                runtime_handler: handler.into(),
-            }),
-        )
-        .pod_sandbox_id;
-    guard.id = Some(sandbox.clone());
-    let container = cri
-        .ok(
-            &format!("CreateContainer ({handler})"),
-            cri.rs().create_container(CreateContainerRequest {
-                pod_sandbox_id: sandbox,
-                config: Some(container_config(handler, &["/bin/sleep", "100000"])),
-                sandbox_config: Some(pod),
-            }),
-        )
-        .container_id;
+    let sandbox = cri.run_pod(&pod, handler, &mut guard);
+    let container = cri.create(
+        &sandbox,
+        &pod,
+        container_config(handler, &["/bin/sleep", "100000"]),
+    );
     let err = cri
-        .call(
-            &format!("StartContainer ({handler})"),
-            cri.rs().start_container(StartContainerRequest {
-                container_id: container,
-            }),
-        )
+        .start(&container)
         .expect_err("StartContainer of the user-namespaced container");
     format!("{:?}: {}", err.code(), err.message())
 }
