@@ -12,8 +12,8 @@
 # `kill --all` after an init without its own pid namespace (its exec dies with it), a
 # containerd restart, the `delete` action after a killed shim, a Delete after the runtime
 # forgot the container (crun words that differently), bad input, grouping, and on cgroup v2
-# Stats, OOM before the exit, Update and Pause/Resume; plus `-info` answering for crun. The
-# README's VM-lane section says how long it takes.
+# Stats, OOM before the exit, Update and Pause/Resume, and SIGKILL of a paused task; plus
+# `-info` answering for crun. The README's VM-lane section says how long it takes.
 #
 # Usage: scripts/vm-crun.sh [TEST-BINARY-ARGS...]   (scripts/test.sh runs it after vm-test.sh)
 #   TETHER_VM_OUT  where the guest's logs go (default target/vm-lane-crun; emptied first)
@@ -51,12 +51,15 @@ tests=(
     oom_kill_is_reported_from_memory_events_before_the_exit
     update_writes_memory_max_pids_max_and_cpu_max
     pause_and_resume_use_cgroup_freeze
+    # tests/resources.rs (runtime-agnostic; its other tests read cgroup v1 files): SIGKILL of a
+    # paused task, which tether resumes after signalling
+    paused_task_can_be_killed_and_deleted
     # tests/robustness.rs
     grouped_containers_share_one_shim
 )
 
 export TETHER_VM_RUNTIME_BINARY=/usr/bin/crun
-export TETHER_VM_BINARIES="versions core exec node_cgroup_v2:--ignored robustness"
+export TETHER_VM_BINARIES="versions core exec node_cgroup_v2:--ignored resources robustness"
 export TETHER_VM_OUT=${TETHER_VM_OUT:-$PWD/target/vm-lane-crun}
 # A binary here holds up to ten tests (core): more room than the default 480 s before it is
 # taken for hung, for a CI machine slower than this one.
