@@ -130,6 +130,22 @@ else
     [ -z "$criu_note" ] || criu_note="${criu_note% !!!}; the VM lane above ran them !!!"
 fi
 
+# --- VM lane, crun run (scripts/vm-crun.sh): a selection of the suites in the same guest with
+# crun as the OCI runtime (BinaryName), which refuses to run on this host's hybrid cgroups. Its
+# `vm:` line is counted in the closing line like the lane's above.
+if [ "${TETHER_VM_LANE:-1}" = 0 ]; then
+    vm_note+=$'\n''!!! VM lane, crun run (scripts/vm-crun.sh): NOT RUN (TETHER_VM_LANE=0) !!!'
+else
+    echo "+ scripts/vm-crun.sh"
+    set +e
+    scripts/vm-crun.sh 2>&1 | tee -a "$vm_log"
+    crun_status=${PIPESTATUS[0]}
+    set -e
+    if [ "$status" -eq 0 ]; then
+        status=$crun_status
+    fi
+fi
+
 # One closing line for the whole suite, summed over every test binary. Tests of the CRIU and
 # userns runs above were counted as skipped (ignored) in the main run; there they count as run
 # instead.

@@ -170,17 +170,13 @@ fn delete(shim: &ShimConn, id: &str) -> ttrpc::Result<api::DeleteResponse> {
     shim.call("Delete", &req, RPC_TIMEOUT)
 }
 
-/// `runc list` of the harness's runc root names `id`.
+/// The configured runtime's `list` of the harness's runc root names `id` (a failing `list`
+/// fails the test rather than reading as "not listed").
 fn runc_knows(cd: &Containerd, id: &str) -> bool {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(cd.runc_root())
-        .args(["list", "-q"])
-        .output()
-        .expect("runc list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.trim() == id)
+    runtime_list(&cd.runc_root())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .any(|c| c.id == id)
 }
 
 /// Checkpoint a running counter over the task API (`exit` as given), kill what is left of it,

@@ -104,6 +104,60 @@ fn info_uses_the_configured_runtime_and_refuses_bad_input() {
     assert!(stderr.contains("not a protobuf Any"), "{stderr}");
 }
 
+/// `-info` answers for the runtime users configured: with the options file of
+/// `TETHER_TEST_RUNTIME_CONFIG` (sent as `runtimeoptions.v1.Options { ConfigPath }`, what ctr's
+/// `--runtime-config-path` and the CRI plugin send), its `BinaryName`; without, `runc`. The VM
+/// lane's crun run sets `BinaryName = "/usr/bin/crun"`.
+#[test]
+fn info_answers_for_the_configured_runtime() {
+    let binary = runtime_binary();
+    let stdin = match runtime_config_path() {
+        Some(path) => Any {
+            type_url: "runtimeoptions.v1.Options".into(),
+            value: tether::protos::runtimeoptions::Options {
+                config_path: path,
+                ..Default::default()
+            }
+            .write_to_bytes()
+            .unwrap(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap(),
+        None => Vec::new(),
+    };
+    let own = Command::new(&binary)
+        .arg("features")
+        .output()
+        .unwrap_or_else(|e| panic!("{binary} features: {e}"));
+    let (ok, stdout, stderr) = run_info(&stdin);
+    if own.status.success() {
+        // runc 1.1+ (the host, the VM lane's default run), crun 1.8.6+: its own features.
+        assert!(ok, "-info with {binary} failed: {stderr}");
+        let info = RuntimeInfo::parse_from_bytes(&stdout).expect("stdout is a RuntimeInfo");
+        let features: serde_json::Value = serde_json::from_slice(&info.features.value).unwrap();
+        let want: serde_json::Value = serde_json::from_slice(&own.stdout).unwrap();
+        assert_eq!(
+            features, want,
+            "-info's features are not `{binary} features`"
+        );
+    } else {
+        // crun before 1.8.6 (Debian 12's 1.8.1: "unknown command features") and runc before
+        // 1.1 have no `features`: -info fails (exit 1, nothing on stdout) with an error naming
+        // the runtime and carrying its own message. (The Go shim leaves the features out.)
+        let theirs = String::from_utf8_lossy(&own.stderr).trim().to_string();
+        eprintln!("-info with {binary}: {stderr}");
+        assert!(
+            !ok && stdout.is_empty(),
+            "{binary} has no features, yet -info: {stderr}"
+        );
+        assert!(
+            stderr.contains(&binary) && stderr.contains("features") && stderr.contains(&theirs),
+            "-info's error should name {binary}, `features` and say {theirs:?}: {stderr}"
+        );
+    }
+}
+
 /// containerd 2.0+: `ctr plugins inspect-runtime` runs the shim's `-info` and shows the
 /// runtime's features exactly as it does for the Go shim. 1.6/1.7 have no such command (and
 /// never run `-info`): there the test checks that ctr does not know it, so the difference

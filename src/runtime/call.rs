@@ -179,9 +179,28 @@ fn parse_last_error(data: &[u8]) -> Option<String> {
         .map(|l| l.msg)
 }
 
-/// Maps runc's kill/ps failures about a finished process or a missing container to NotFound.
-pub(super) fn classify_kill_error(e: Error) -> Error {
+/// Whether the runtime's message says it does not know container `id` (state under `root`).
+/// runc says "container does not exist". crun names the state it could not open: "error
+/// opening file `<root>/<id>/status`: No such file or directory" (kill, ps), "cannot open
+/// directory '<root>/<id>': No such file or directory" (delete). Matching the container's own
+/// state path keeps any other missing file (in the bundle, the rootfs) a real error.
+pub(super) fn says_no_such_container(msg: &str, root: &Path, id: &str) -> bool {
+    if msg.contains("does not exist") {
+        return true;
+    }
+    let dir = root.join(id);
+    let dir = dir.to_string_lossy();
+    msg.contains("No such file or directory")
+        && (msg.contains(&format!("`{dir}/status`")) || msg.contains(&format!("'{dir}'")))
+}
+
+/// Maps the runtime's kill/ps failures about a finished process or a missing container to
+/// NotFound.
+pub(super) fn classify_kill_error(e: Error, root: &Path, id: &str) -> Error {
     match e {
+        Error::Runtime { msg, .. } if says_no_such_container(&msg, root, id) => {
+            Error::NotFound("no such container".into())
+        }
         Error::Runtime { msg, .. }
             if [
                 "process already finished",
@@ -193,9 +212,6 @@ pub(super) fn classify_kill_error(e: Error) -> Error {
             .any(|s| msg.to_lowercase().contains(s)) =>
         {
             Error::NotFound("process already finished".into())
-        }
-        Error::Runtime { msg, .. } if msg.contains("does not exist") => {
-            Error::NotFound("no such container".into())
         }
         other => other,
     }
@@ -227,17 +243,47 @@ mod tests {
             op: "kill",
             msg: m.into(),
         };
+        let root = Path::new("/run/containerd/runc/ns");
+        let classify = |m: &str| classify_kill_error(rt(m), root, "c1");
         assert!(matches!(
-            classify_kill_error(rt("container not running")),
+            classify("container not running"),
             Error::NotFound(_)
         ));
         assert!(matches!(
-            classify_kill_error(rt("container \"x\" does not exist")),
+            classify("container \"x\" does not exist"),
             Error::NotFound(_)
         ));
+        // crun 1.8.1's words for a container it does not know.
         assert!(matches!(
-            classify_kill_error(rt("permission denied")),
+            classify(
+                "error opening file `/run/containerd/runc/ns/c1/status`: No such file or directory"
+            ),
+            Error::NotFound(m) if m == "no such container"
+        ));
+        assert!(matches!(
+            classify("permission denied"),
             Error::Runtime { .. }
         ));
+    }
+
+    #[test]
+    fn only_the_containers_own_missing_state_means_no_such_container() {
+        let root = Path::new("/run/containerd/runc/ns");
+        for msg in [
+            "container does not exist",
+            "error opening file `/run/containerd/runc/ns/c1/status`: No such file or directory",
+            "cannot open directory '/run/containerd/runc/ns/c1': No such file or directory",
+        ] {
+            assert!(says_no_such_container(msg, root, "c1"), "{msg}");
+        }
+        for msg in [
+            // Another container's state, or some other missing file, is a real error.
+            "error opening file `/run/containerd/runc/ns/c10/status`: No such file or directory",
+            "cannot open directory '/run/containerd/runc/ns': No such file or directory",
+            "open `/bundle/config.json`: No such file or directory",
+            "error opening file `/run/containerd/runc/ns/c1/status`: Permission denied",
+        ] {
+            assert!(!says_no_such_container(msg, root, "c1"), "{msg}");
+        }
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::reaper::Reaper;
 
-use call::classify_kill_error;
+use call::{classify_kill_error, says_no_such_container};
 pub use options::RuncOptions;
 
 /// Default base of runc state dirs; the namespace is appended, as the Go shim does.
@@ -212,10 +212,11 @@ impl Runc {
         self.call(reaper, "kill", &args, None)
             .await
             .map(drop)
-            .map_err(classify_kill_error)
+            .map_err(|e| classify_kill_error(e, &self.root, id))
     }
 
-    /// `runc delete`; a container runc no longer knows is not an error.
+    /// `runc delete`; a container the runtime no longer knows is not an error (runc's and
+    /// crun's words for it: [`says_no_such_container`]).
     pub async fn delete(&self, reaper: &Reaper, id: &str, force: bool) -> Result<()> {
         let mut args: Vec<OsString> = vec!["delete".into()];
         if force {
@@ -223,7 +224,9 @@ impl Runc {
         }
         args.push(id.into());
         match self.call(reaper, "delete", &args, None).await {
-            Err(Error::Runtime { msg, .. }) if msg.contains("does not exist") => Ok(()),
+            Err(Error::Runtime { msg, .. }) if says_no_such_container(&msg, &self.root, id) => {
+                Ok(())
+            }
             other => other.map(drop),
         }
     }
@@ -238,7 +241,7 @@ impl Runc {
                 None,
             )
             .await
-            .map_err(classify_kill_error)?;
+            .map_err(|e| classify_kill_error(e, &self.root, id))?;
         let pids: Option<Vec<i32>> = serde_json::from_slice(&out).map_err(|e| Error::Runtime {
             op: "ps",
             msg: format!("unparsable output: {e}"),

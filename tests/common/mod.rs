@@ -61,6 +61,70 @@ pub fn runtime_config_path() -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
+/// The OCI runtime the shim runs: `BinaryName` from the [`runtime_config_path`] file (what the
+/// shim reads from it), else `runc`. Tests that ask the runtime themselves (`list`, `features`)
+/// call this one, so they hold for crun (the VM lane's crun run) as well as for runc.
+pub fn runtime_binary() -> String {
+    let Some(path) = runtime_config_path() else {
+        return "runc".into();
+    };
+    let text = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("TETHER_TEST_RUNTIME_CONFIG {path}: {e}"));
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "BinaryName").then(|| v.trim().trim_matches('"').to_string())
+        })
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "runc".into())
+}
+
+/// A container as `<runtime> --root ROOT list --format json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub pid: i64,
+    pub status: String,
+}
+
+/// The containers [`runtime_binary`] knows under `root`. runc prints `null` for none and
+/// one line; crun prints `[]` and indented JSON: both are parsed, not matched as text.
+pub fn runtime_list(root: &Path) -> Result<Vec<Listed>, String> {
+    let bin = runtime_binary();
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--root")
+        .arg(root)
+        .args(["list", "--format", "json"]);
+    let out = output_timeout(cmd, Duration::from_secs(30) * time_scale())?;
+    if !out.status.success() {
+        return Err(format!(
+            "{bin} --root {} list: {}",
+            root.display(),
+            describe(&out)
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("{bin} list: not JSON ({e}): {}", describe(&out)))?;
+    let items = match v {
+        serde_json::Value::Null => Vec::new(),
+        serde_json::Value::Array(a) => a,
+        other => return Err(format!("{bin} list: not an array: {other}")),
+    };
+    items
+        .iter()
+        .map(|c| {
+            Ok(Listed {
+                id: c["id"].as_str().ok_or(format!("no id in {c}"))?.to_string(),
+                pid: c["pid"].as_i64().ok_or(format!("no pid in {c}"))?,
+                status: c["status"]
+                    .as_str()
+                    .ok_or(format!("no status in {c}"))?
+                    .to_string(),
+            })
+        })
+        .collect()
+}
+
 /// `TETHER_TEST_TIME_SCALE`, default 1: how many times slower than the host this node runs.
 pub fn time_scale() -> u32 {
     std::env::var("TETHER_TEST_TIME_SCALE")
@@ -1270,13 +1334,14 @@ impl Containerd {
         }
     }
 
-    /// Best effort: `runc delete --force` whatever is left in this namespace's runc root.
+    /// Best effort: `<runtime> delete --force` whatever is left in this namespace's runc root.
     fn remove_runc_state(&self) {
         let root = self.runc_root();
         if !root.exists() {
             return;
         }
-        let mut list = Command::new("runc");
+        let runtime = runtime_binary();
+        let mut list = Command::new(&runtime);
         list.arg("--root").arg(&root).args(["list", "-q"]);
         let tracked = self.ids.lock().map(|v| v.clone()).unwrap_or_default();
         if let Ok(out) = output_timeout(list, CLEANUP_CTR_TIMEOUT) {
@@ -1284,7 +1349,7 @@ impl Containerd {
                 if self.cri && !tracked.iter().any(|t| t == id) {
                     continue; // shared CRI runc root: not ours
                 }
-                let mut del = Command::new("runc");
+                let mut del = Command::new(&runtime);
                 del.arg("--root").arg(&root).args(["delete", "--force", id]);
                 let _ = output_timeout(del, CLEANUP_CTR_TIMEOUT);
             }
