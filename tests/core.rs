@@ -308,16 +308,7 @@ fn detached_task_lifecycle() {
         wait_until(Duration::from_secs(5), || !alive(pid)),
         "container process {pid} still alive"
     );
-    let out = cd.ctr(&["tasks", "delete", &id]);
-    assert!(out.status.success(), "{}", describe(&out));
-    // ctr prints the collected exit status when it is non-zero.
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("exit code 137"),
-        "{}",
-        describe(&out)
-    );
-    assert_eq!(cd.task(&id), None);
-    cd.ctr_ok(&["containers", "delete", &id]);
+    delete_reports_sigkill(&cd, &id);
     assert!(!cd.containers().contains(&id));
 }
 
@@ -764,15 +755,21 @@ fn delete_after_the_runtime_forgot_the_container() {
         "{runtime} still lists {id}: {listed:?}"
     );
 
-    let out = cd.ctr_timeout(&["tasks", "delete", &id], QUICK);
+    delete_reports_sigkill(&cd, &id);
+}
+
+/// `ctr tasks delete` of a SIGKILLed task succeeds and reports 137 (ctr prints the collected
+/// exit status when it is non-zero); then the task is gone and the container is deleted.
+fn delete_reports_sigkill(cd: &Containerd, id: &str) {
+    let out = cd.ctr_timeout(&["tasks", "delete", id], QUICK);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("exit code 137"),
         "{}",
         describe(&out)
     );
-    assert_eq!(cd.task(&id), None);
-    cd.ctr_ok(&["containers", "delete", &id]);
+    assert_eq!(cd.task(id), None);
+    cd.ctr_ok(&["containers", "delete", id]);
 }
 
 /// A command missing from the rootfs fails with a clear error and leaves no shim behind.
