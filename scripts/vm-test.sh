@@ -256,16 +256,27 @@ chmod +x "$guest"
 #   no serial getty. PID 1's empty `container` is systemd's own "not a container".
 # - `systemd.unit=serial-getty@ttyS0.service`: boot only that unit and sysinit.target, not the
 #   exported root's default target with its services (a system containerd, databases...).
-# (No `systemd.mask=`/`systemd.wants=`: systemd 252's debug generator stops reading the
-# command line at virtme-ng's own `systemd.mask=getty@`, which it cannot parse.)
+# - `systemd.mask=` for what costs boot time and nothing here: systemd-tmpfiles-setup walks the
+#   9p root for a minute or more under TCG (virtme-ng's init runs systemd-tmpfiles itself), the
+#   journal flush, timesyncd (no network). They come from virtme-ng's config (`systemd.masks`),
+#   a private one through HOME: its default mask `getty@` is no unit name, and systemd 252's
+#   debug generator stops reading the command line at it, so masks after it do nothing.
 vng_args=()
+vng_env=()
 if [ "$systemd" = 1 ]; then
     vng_args=(--systemd -a container= -a systemd.unit=serial-getty@ttyS0.service)
+    vng_home=$cache/systemd-home
+    mkdir -p "$vng_home"
+    cat > "$vng_home/.virtme-ng.conf" <<'EOF'
+{"systemd": {"masks": ["getty@.service", "systemd-tmpfiles-setup.service",
+ "systemd-journal-flush.service", "systemd-timesyncd.service"], "fstab": "/dev/null"}}
+EOF
+    vng_env=(HOME="$vng_home")
 fi
 echo "+ vng -r $kernel --disable-kvm --memory $memory --cpus $cpus ${vng_args[*]} ($targets, bound ${timeout_s}s)"
 started=$(date +%s)
 set +e
-timeout --kill-after=30 "$timeout_s" \
+env "${vng_env[@]}" timeout --kill-after=30 "$timeout_s" \
     vng -r "$kernel" --disable-kvm --memory "$memory" --cpus "$cpus" "${vng_args[@]}" \
     --rwdir "$out" -- "$guest" </dev/null >"$out/console.log" 2>&1
 vng_status=$?
