@@ -55,6 +55,8 @@ scripts/setup.sh
 packages=(qemu-system-x86 linux-image-amd64 iptables python3-venv criu containerd runc busybox-static)
 runtime_binary=${TETHER_VM_RUNTIME_BINARY:-}
 [ "$runtime_binary" != /usr/bin/crun ] || packages+=(crun)
+# The systemd guest boots the root's /sbin/init (systemd-sysv) and needs D-Bus.
+[ "${TETHER_VM_SYSTEMD:-0}" != 1 ] || packages+=(systemd systemd-sysv dbus)
 missing=()
 for pkg in "${packages[@]}"; do
     # (As in setup.sh: the status itself, no `| grep -q` under pipefail.)

@@ -3,12 +3,12 @@
 //!
 //! The same pod as `tests/systemd_node.rs`, plus a container over a 16 MiB limit, which must
 //! end `OOMKilled` (137) after tether published `/tasks/oom`. In the systemd guest it passed
-//! in 2 of 3 lane runs on 2026-12-05; the failure was exit 137 with reason "Error": no
-//! `/tasks/oom`. Likely cause, not proven: systemd removes the emptied scope's cgroup itself
-//! (with the cgroupfs driver the cgroup stays until `runc delete`), and the kernel rate-limits
-//! `memory.events` notifications to one per 10 ms and drops a deferred one when the cgroup is
-//! removed, so the `oom_kill` increase may never be read. tether's watcher then logs (debug)
-//! "cgroup removed before its last oom_kill read".
+//! in 3 of 5 runs on 2026-12-05; each failure was exit 137 with reason "Error": no
+//! `/tasks/oom`. With the shim's debug log, the failing run showed why: systemd had removed the
+//! emptied scope's cgroup (with the cgroupfs driver it stays until `runc delete`) before
+//! tether's watcher read an `oom_kill` increase from `memory.events` (the kernel rate-limits
+//! that file's notifications to one per 10 ms and drops a deferred one when the cgroup is
+//! removed); the watcher logged "cgroup removed before its last oom_kill read". Not fixed.
 //!
 //! `TETHER_VM_SYSTEMD=1 TETHER_VM_BINARIES=systemd_node_oom:--ignored scripts/vm-test.sh`
 
