@@ -16,7 +16,10 @@
 # Usage: scripts/vm-test.sh [TEST-BINARY-ARGS...]   e.g. scripts/vm-test.sh --exact some_test
 #   TETHER_VM_TIMEOUT   bound on the guest's whole run, seconds (default 1500)
 #   TETHER_VM_BINARIES  test targets instead of "node_*:--ignored resources:--ignored cri"
-#                       (TARGET[:FLAG]; FLAG is given to that binary before the arguments)
+#                       (TARGET[:FLAG]; FLAG is given to that binary before the arguments;
+#                       with TETHER_VM_SYSTEMD=1 the default is "systemd_node:--ignored")
+#   TETHER_VM_SYSTEMD=1 boot the guest with systemd as init (`vng --systemd`), for the
+#                       systemd cgroup driver (tests/systemd_node.rs); see "systemd guest" below
 #   TETHER_VM_BINARY_TIMEOUT  bound on each test binary in the guest, seconds (default 480)
 #   TETHER_VM_TIME_SCALE  TETHER_TEST_TIME_SCALE inside (default 5: TCG is 5-10x slower)
 #   TETHER_VM_MEMORY / TETHER_VM_CPUS   guest size (default 4G / 2)
@@ -36,7 +39,12 @@ cache=/var/cache/tether/vm
 timeout_s=${TETHER_VM_TIMEOUT:-1500}
 memory=${TETHER_VM_MEMORY:-4G}
 cpus=${TETHER_VM_CPUS:-2}
-specs=${TETHER_VM_BINARIES:-"node_*:--ignored resources:--ignored cri"}
+systemd=${TETHER_VM_SYSTEMD:-0}
+if [ "$systemd" = 1 ]; then
+    specs=${TETHER_VM_BINARIES:-"systemd_node:--ignored"}
+else
+    specs=${TETHER_VM_BINARIES:-"node_*:--ignored resources:--ignored cri"}
+fi
 time_scale=${TETHER_VM_TIME_SCALE:-5}
 binary_bound=${TETHER_VM_BINARY_TIMEOUT:-480}
 # virtme-ng is pinned: the guest init and its command line conventions change between releases.
@@ -47,6 +55,8 @@ scripts/setup.sh
 packages=(qemu-system-x86 linux-image-amd64 iptables python3-venv criu containerd runc busybox-static)
 runtime_binary=${TETHER_VM_RUNTIME_BINARY:-}
 [ "$runtime_binary" != /usr/bin/crun ] || packages+=(crun)
+# The systemd guest boots the root's /sbin/init (systemd-sysv) and needs D-Bus.
+[ "${TETHER_VM_SYSTEMD:-0}" != 1 ] || packages+=(systemd systemd-sysv dbus)
 missing=()
 for pkg in "${packages[@]}"; do
     # (As in setup.sh: the status itself, no `| grep -q` under pipefail.)
@@ -148,6 +158,18 @@ EOF
 } > "$out/env.txt"
 cat "$out/env.txt"
 EOF
+    if [ "$systemd" = 1 ]; then
+        cat <<'EOF'
+# The systemd guest: systemd is PID 1 and booted only what this script's unit needs (see
+# "systemd guest" below), so D-Bus, which runc's systemd driver talks to, is started here.
+{
+    echo "guest: PID 1 is $(cat /proc/1/comm); /run/systemd/system: $([ -d /run/systemd/system ] && echo present || echo MISSING)"
+    systemctl start dbus.service
+    echo "guest: $(systemctl --version | head -n 1); dbus.service $(systemctl is-active dbus.service); systemctl is-system-running: $(systemctl is-system-running)"
+} >> "$out/env.txt" 2>&1
+tail -n 2 "$out/env.txt"
+EOF
+    fi
     if [ -n "$runtime_binary" ]; then
         echo "printf 'BinaryName = \"%s\"\\n' $(printf %q "$runtime_binary") > /tmp/tether-runtime.toml"
         echo 'export TETHER_TEST_RUNTIME_CONFIG=/tmp/tether-runtime.toml'
@@ -220,15 +242,44 @@ EOF
         printf 'grep -E "^test |^test result:|panicked" %q || true\n' "$out/$name.log"
     done <<<"$binaries"
     echo 'touch "$out/done"'
+    if [ "$systemd" = 1 ]; then
+        # virtme-ng's init, run as a service, does not end the systemd guest after the script.
+        echo 'sync'
+        echo 'systemctl poweroff --force --force'
+    fi
 } > "$guest"
 chmod +x "$guest"
 
 # --- Boot and run -----------------------------------------------------------------------------
-echo "+ vng -r $kernel --disable-kvm --memory $memory --cpus $cpus ($targets, bound ${timeout_s}s)"
+# The systemd guest (TETHER_VM_SYSTEMD=1): `vng --systemd` execs /sbin/init, and runs the script
+# from its drop-in for serial-getty@.service (virtme-ng's init, as a service). Kernel arguments:
+# - `container=` (empty): systemd takes a /.dockerenv on the exported root (a CI runner's or
+#   this machine's) for a Docker container, and then reads no kernel command line and starts
+#   no serial getty. PID 1's empty `container` is systemd's own "not a container".
+# - `systemd.unit=serial-getty@ttyS0.service`: boot only that unit and sysinit.target, not the
+#   exported root's default target with its services (a system containerd, databases...).
+# - `systemd.mask=` for what costs boot time and nothing here: systemd-tmpfiles-setup walks the
+#   9p root for a minute or more under TCG (virtme-ng's init runs systemd-tmpfiles itself), the
+#   journal flush, timesyncd (no network). They come from virtme-ng's config (`systemd.masks`),
+#   a private one through HOME: its default mask `getty@` is no unit name, and systemd 252's
+#   debug generator stops reading the command line at it, so masks after it do nothing.
+vng_args=()
+vng_env=()
+if [ "$systemd" = 1 ]; then
+    vng_args=(--systemd -a container= -a systemd.unit=serial-getty@ttyS0.service)
+    vng_home=$cache/systemd-home
+    mkdir -p "$vng_home"
+    cat > "$vng_home/.virtme-ng.conf" <<'EOF'
+{"systemd": {"masks": ["getty@.service", "systemd-tmpfiles-setup.service",
+ "systemd-journal-flush.service", "systemd-timesyncd.service"], "fstab": "/dev/null"}}
+EOF
+    vng_env=(HOME="$vng_home")
+fi
+echo "+ vng -r $kernel --disable-kvm --memory $memory --cpus $cpus ${vng_args[*]} ($targets, bound ${timeout_s}s)"
 started=$(date +%s)
 set +e
-timeout --kill-after=30 "$timeout_s" \
-    vng -r "$kernel" --disable-kvm --memory "$memory" --cpus "$cpus" \
+env "${vng_env[@]}" timeout --kill-after=30 "$timeout_s" \
+    vng -r "$kernel" --disable-kvm --memory "$memory" --cpus "$cpus" "${vng_args[@]}" \
     --rwdir "$out" -- "$guest" </dev/null >"$out/console.log" 2>&1
 vng_status=$?
 set -e

@@ -184,9 +184,15 @@ pub fn watch_counter_file(
             };
             if gone {
                 // A kill just before removal must not be lost: one last read, if still possible.
-                if let Ok(Some(now)) = read_counter_at(counter.get_ref(), key) {
-                    if now > last {
+                match read_counter_at(counter.get_ref(), key) {
+                    Ok(Some(now)) if now > last => {
                         let _ = tx.send(());
+                    }
+                    Ok(_) => {}
+                    // Removed before it could be read (systemd removes an emptied scope's
+                    // cgroup itself): a kill since the last read would be lost here.
+                    Err(e) => {
+                        tracing::debug!(cgroup = %dir.display(), error = %e, last, "cgroup removed before its last {key} read")
                     }
                 }
                 return;
