@@ -31,11 +31,9 @@ use common::{cmdline, runtime, Containerd, ContainerdOptions, CriOptions};
 use cri_client::{poll, CgroupParentGuard, Cri, PodGuard};
 use k8s_cri::v1::{
     ContainerConfig, ContainerState, ContainerStatsRequest, ContainerStatus,
-    ContainerStatusRequest, ExecSyncRequest, LinuxContainerConfig, LinuxContainerResources,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListContainersRequest, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata, PodSandboxStatusRequest, RemoveContainerRequest, StatusRequest,
-    StopContainerRequest, VersionRequest,
+    ContainerStatusRequest, ExecSyncRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    ListContainersRequest, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxStatusRequest, RemoveContainerRequest, StopContainerRequest, VersionRequest,
 };
 
 /// The sandbox ("pause") image: the CRI config's `sandbox_image`.
@@ -69,70 +67,9 @@ fn handler() -> (String, String) {
     (name, binary)
 }
 
-/// containerd's config additions: the CRI plugin with both handlers, local-only images and no
-/// CNI plugins. `{dir}` is the instance's temp dir. Each version gets its native format:
-/// config version 2 (`io.containerd.grpc.v1.cri`) for 1.6/1.7, version 3 (the CRI split into
-/// `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images`) for 2.x; the harness
-/// writes `version = 3` when it sees the latter.
+/// containerd's config additions (see [`cri_client::handlers_config`]).
 fn cri_config() -> String {
-    if common::containerd_version() >= (2, 0) {
-        cri_config_v3()
-    } else {
-        cri_config_v2()
-    }
-}
-
-/// Config version 3 (containerd 2.x), keys as of containerd v2.1.9's internal/cri/config.
-fn cri_config_v3() -> String {
-    format!(
-        r#"[plugins."io.containerd.cri.v1.images".pinned_images]
-  sandbox = "{SANDBOX_IMAGE}"
-[plugins."io.containerd.cri.v1.runtime"]
-  # See cri_config_v2.
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  [plugins."io.containerd.cri.v1.runtime".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether]
-      runtime_type = "io.containerd.tether.v2"
-      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether.options]
-        ConfigPath = "{{dir}}/tether.toml"
-  [plugins."io.containerd.cri.v1.runtime".cni]
-    bin_dirs = ["{{dir}}/cni/bin"]
-    conf_dir = "{{dir}}/cni/net.d"
-"#
-    )
-}
-
-/// Config version 2 (containerd 1.6/1.7).
-fn cri_config_v2() -> String {
-    format!(
-        r#"[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{SANDBOX_IMAGE}"
-  # The test host lacks CAP_SYS_RESOURCE; without this runc fails the sandbox
-  # ("can't get final child's PID from pipe") when asked to lower oom_score_adj.
-  restrict_oom_score_adj = true
-  # No AppArmor profile is loaded by (or needed for) the test.
-  disable_apparmor = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
-    # Declaring any runtime replaces the built-in map: runc is declared again.
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.tether]
-      runtime_type = "io.containerd.tether.v2"
-      # A non-runc runtime type gets runtimeoptions.v1.Options: runc's options come from
-      # this file (the test writes it: BinaryName is a logging wrapper around runc).
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.tether.options]
-        ConfigPath = "{{dir}}/tether.toml"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    # Empty: host-network pods need no CNI plugin.
-    bin_dir = "{{dir}}/cni/bin"
-    conf_dir = "{{dir}}/cni/net.d"
-"#
-    )
+    cri_client::handlers_config(SANDBOX_IMAGE)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -167,17 +104,6 @@ fn flag_value<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
 // Requests
 // ---------------------------------------------------------------------------------------------
 
-/// Host network, a pid namespace per container and a pod IPC namespace: what a kubelet asks
-/// for a `hostNetwork: true` pod.
-fn namespaces() -> NamespaceOption {
-    NamespaceOption {
-        network: NamespaceMode::Node as i32,
-        pid: NamespaceMode::Container as i32,
-        ipc: NamespaceMode::Pod as i32,
-        ..Default::default()
-    }
-}
-
 fn pod_config(log_dir: &Path, uid: &str, cgroup_parent: &str) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
@@ -193,7 +119,7 @@ fn pod_config(log_dir: &Path, uid: &str, cgroup_parent: &str) -> PodSandboxConfi
             // A kubelet gives every pod its own cgroup (e.g. /kubepods/besteffort/pod<uid>).
             cgroup_parent: cgroup_parent.into(),
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(namespaces()),
+                namespace_options: Some(cri_client::host_network_namespaces()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -203,19 +129,7 @@ fn pod_config(log_dir: &Path, uid: &str, cgroup_parent: &str) -> PodSandboxConfi
 }
 
 fn container_config(name: &str, argv: &[&str], memory_limit: i64) -> ContainerConfig {
-    ContainerConfig {
-        linux: Some(LinuxContainerConfig {
-            resources: Some(LinuxContainerResources {
-                memory_limit_in_bytes: memory_limit,
-                ..Default::default()
-            }),
-            security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(namespaces()),
-                ..Default::default()
-            }),
-        }),
-        ..cri_client::container(name, WORKLOAD_IMAGE, argv)
-    }
+    cri_client::limited_container(name, WORKLOAD_IMAGE, argv, memory_limit)
 }
 
 fn state_name(state: i32) -> String {
@@ -254,21 +168,7 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
     // The tether handler's options file names a runc wrapper that logs each call.
-    let wrapper = dir.join("runc-wrapper");
-    let wrapper_log = dir.join("runc-wrapper.log");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho \"$*\" >>'{}'\nexec runc \"$@\"\n",
-            wrapper_log.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let (wrapper, wrapper_log) = cri_client::runc_wrapper(&dir);
     fs::write(
         dir.join("tether.toml"),
         format!(
@@ -280,20 +180,7 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
     let cri = Cri::connect(cd.address(), RPC_TIMEOUT);
 
     // The CRI service initialises in the background after containerd answers: wait for it.
-    let status = poll(Duration::from_secs(20), "CRI Status RuntimeReady", || {
-        let req = StatusRequest { verbose: false };
-        match cri.call("Status", cri.rs().status(req)) {
-            Ok(resp) => {
-                let conds = resp.status.map(|s| s.conditions).unwrap_or_default();
-                if conds.iter().any(|c| c.r#type == "RuntimeReady" && c.status) {
-                    Ok(conds)
-                } else {
-                    Err(format!("{conds:?}"))
-                }
-            }
-            Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
-        }
-    });
+    let status = cri.wait_runtime_ready(Duration::from_secs(20));
     // Empty CNI dirs: the network is not ready, which a host-network pod does not need.
     assert!(
         status

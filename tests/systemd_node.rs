@@ -18,6 +18,8 @@
 //!   from it, and the scope is gone after delete.
 
 mod common;
+#[path = "common/cri_client.rs"]
+mod cri_client;
 #[path = "systemd_common/mod.rs"]
 mod sd;
 

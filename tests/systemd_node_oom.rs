@@ -13,6 +13,8 @@
 //! `TETHER_VM_SYSTEMD=1 TETHER_VM_BINARIES=systemd_node_oom:--ignored scripts/vm-test.sh`
 
 mod common;
+#[path = "common/cri_client.rs"]
+mod cri_client;
 #[path = "systemd_common/mod.rs"]
 mod sd;
 

@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
@@ -13,8 +14,10 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ImageSpec, ImageStatusRequest, PodSandboxConfig,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    CreateContainerRequest, ExecSyncRequest, ImageSpec, ImageStatusRequest, LinuxContainerConfig,
+    LinuxContainerResources, LinuxContainerSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, RemovePodSandboxRequest, RunPodSandboxRequest, RuntimeCondition,
+    StartContainerRequest, StatusRequest, StopPodSandboxRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -98,6 +101,25 @@ impl Cri {
         self.ok("ContainerStatus", self.rs().container_status(req))
             .status
             .unwrap_or_else(|| panic!("ContainerStatus of {id} has no status"))
+    }
+
+    /// Waits until the CRI says RuntimeReady (its service initialises in the background after
+    /// containerd answers); the conditions it reported then.
+    pub fn wait_runtime_ready(&self, timeout: Duration) -> Vec<RuntimeCondition> {
+        poll(timeout, "CRI Status RuntimeReady", || {
+            let req = StatusRequest { verbose: false };
+            match self.call("Status", self.rs().status(req)) {
+                Ok(resp) => {
+                    let conds = resp.status.map(|s| s.conditions).unwrap_or_default();
+                    if conds.iter().any(|c| c.r#type == "RuntimeReady" && c.status) {
+                        Ok(conds)
+                    } else {
+                        Err(format!("{conds:?}"))
+                    }
+                }
+                Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+            }
+        })
     }
 
     /// Waits until the CRI lists `image` (after a `ctr images import`).
@@ -200,6 +222,127 @@ pub fn container(name: &str, image: &str, argv: &[&str]) -> ContainerConfig {
         log_path: format!("{name}.log"),
         ..Default::default()
     }
+}
+
+/// containerd's config additions for the CRI tests: the CRI plugin with both handlers (tether's
+/// runc options from `{dir}/tether.toml`), local-only images and no
+/// CNI plugins. `{dir}` is the instance's temp dir. Each version gets its native format:
+/// config version 2 (`io.containerd.grpc.v1.cri`) for 1.6/1.7, version 3 (the CRI split into
+/// `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images`) for 2.x; the harness
+/// writes `version = 3` when it sees the latter.
+pub fn handlers_config(sandbox_image: &str) -> String {
+    if crate::common::containerd_version() >= (2, 0) {
+        config_v3(sandbox_image)
+    } else {
+        config_v2(sandbox_image)
+    }
+}
+
+/// Config version 3 (containerd 2.x), keys as of containerd v2.1.9's internal/cri/config.
+fn config_v3(sandbox_image: &str) -> String {
+    format!(
+        r#"[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{sandbox_image}"
+[plugins."io.containerd.cri.v1.runtime"]
+  # See config_v2.
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether]
+      runtime_type = "io.containerd.tether.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether.options]
+        ConfigPath = "{{dir}}/tether.toml"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["{{dir}}/cni/bin"]
+    conf_dir = "{{dir}}/cni/net.d"
+"#
+    )
+}
+
+/// Config version 2 (containerd 1.6/1.7).
+fn config_v2(sandbox_image: &str) -> String {
+    format!(
+        r#"[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{sandbox_image}"
+  # The test host lacks CAP_SYS_RESOURCE; without this runc fails the sandbox
+  # ("can't get final child's PID from pipe") when asked to lower oom_score_adj.
+  restrict_oom_score_adj = true
+  # No AppArmor profile is loaded by (or needed for) the test.
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    # Declaring any runtime replaces the built-in map: runc is declared again.
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.tether]
+      runtime_type = "io.containerd.tether.v2"
+      # A non-runc runtime type gets runtimeoptions.v1.Options: runc's options come from
+      # this file (the test writes it: BinaryName is a logging wrapper around runc).
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.tether.options]
+        ConfigPath = "{{dir}}/tether.toml"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    # Empty: host-network pods need no CNI plugin.
+    bin_dir = "{{dir}}/cni/bin"
+    conf_dir = "{{dir}}/cni/net.d"
+"#
+    )
+}
+
+/// Host network, a pid namespace per container and a pod IPC namespace: what a kubelet asks
+/// for a `hostNetwork: true` pod (no CNI plugin needed).
+pub fn host_network_namespaces() -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+/// [`container`] in a host-network pod, with a memory limit (0: none).
+pub fn limited_container(
+    name: &str,
+    image: &str,
+    argv: &[&str],
+    memory_limit: i64,
+) -> ContainerConfig {
+    ContainerConfig {
+        linux: Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                memory_limit_in_bytes: memory_limit,
+                ..Default::default()
+            }),
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(host_network_namespaces()),
+                ..Default::default()
+            }),
+        }),
+        ..container(name, image, argv)
+    }
+}
+
+/// A runc wrapper in `dir` that appends each call's arguments to a log before it runs runc:
+/// (wrapper, log). Named as `BinaryName`, it shows which runc calls a shim made.
+pub fn runc_wrapper(dir: &Path) -> (PathBuf, PathBuf) {
+    let wrapper = dir.join("runc-wrapper");
+    let log = dir.join("runc-wrapper.log");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >>'{}'\nexec runc \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    (wrapper, log)
 }
 
 /// Polls `f` every 50 ms until it returns `Ok` (→ its value) or `timeout` passes (→ panic

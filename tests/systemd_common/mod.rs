@@ -4,27 +4,21 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::future::Future;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
+use crate::cri_client::{
+    handlers_config, host_network_namespaces, limited_container, poll, runc_wrapper, Cri, PodGuard,
+};
 use containerd_shim_protos::api;
 use containerd_shim_protos::cgroups_v2::metrics::Metrics as CgroupV2Metrics;
 use containerd_shim_protos::protobuf::Message;
-use hyper_util::rt::TokioIo;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest, ContainerStatus,
-    ContainerStatusRequest, CreateContainerRequest, ImageSpec, ImageStatusRequest,
-    LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StatusRequest, StopPodSandboxRequest,
+    ContainerConfig, ContainerState, ContainerStatsRequest, ContainerStatus, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, PodSandboxConfig, PodSandboxMetadata,
 };
-use tonic::transport::{Channel, Endpoint, Uri};
 
 const SANDBOX_IMAGE: &str = "docker.io/library/tether-pause:test";
 const WORKLOAD_IMAGE: &str = "docker.io/library/tether-busybox:test";
@@ -77,193 +71,11 @@ impl Drop for UnitGuard {
 
 /// The CRI config: tether as handler `tether`, its runc options from `{dir}/tether.toml`.
 fn cri_config() -> String {
-    if containerd_version() >= (2, 0) {
-        format!(
-            r#"[plugins."io.containerd.cri.v1.images".pinned_images]
-  sandbox = "{SANDBOX_IMAGE}"
-[plugins."io.containerd.cri.v1.runtime"]
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  [plugins."io.containerd.cri.v1.runtime".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether]
-      runtime_type = "io.containerd.tether.v2"
-      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether.options]
-        ConfigPath = "{{dir}}/tether.toml"
-  [plugins."io.containerd.cri.v1.runtime".cni]
-    bin_dirs = ["{{dir}}/cni/bin"]
-    conf_dir = "{{dir}}/cni/net.d"
-"#
-        )
-    } else {
-        format!(
-            r#"[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{SANDBOX_IMAGE}"
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.tether]
-      runtime_type = "io.containerd.tether.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.tether.options]
-        ConfigPath = "{{dir}}/tether.toml"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{{dir}}/cni/bin"
-    conf_dir = "{{dir}}/cni/net.d"
-"#
-        )
-    }
-}
-
-/// Blocking CRI client over containerd's socket (as in `tests/cri.rs`).
-struct Cri {
-    rt: tokio::runtime::Runtime,
-    runtime: RuntimeServiceClient<Channel>,
-    images: ImageServiceClient<Channel>,
-}
-
-impl Cri {
-    fn connect(socket: &str) -> Cri {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let socket = socket.to_string();
-        let channel = rt
-            .block_on(async {
-                let endpoint = Endpoint::try_from("http://[::]:50051")
-                    .expect("endpoint")
-                    .connect_timeout(Duration::from_secs(5))
-                    .timeout(RPC_TIMEOUT);
-                tokio::time::timeout(
-                    Duration::from_secs(10),
-                    endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let socket = socket.clone();
-                        async move {
-                            let stream = tokio::net::UnixStream::connect(socket).await?;
-                            Ok::<_, std::io::Error>(TokioIo::new(stream))
-                        }
-                    })),
-                )
-                .await
-            })
-            .expect("connecting to containerd's grpc socket timed out")
-            .expect("connect to containerd's grpc socket");
-        Cri {
-            rt,
-            runtime: RuntimeServiceClient::new(channel.clone()),
-            images: ImageServiceClient::new(channel),
-        }
-    }
-
-    fn call<T>(
-        &self,
-        what: &str,
-        fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, tonic::Status> {
-        self.rt
-            .block_on(async { tokio::time::timeout(RPC_TIMEOUT, fut).await })
-            .unwrap_or_else(|_| panic!("CRI {what} did not answer within {RPC_TIMEOUT:?}"))
-            .map(tonic::Response::into_inner)
-    }
-
-    fn ok<T>(
-        &self,
-        what: &str,
-        fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> T {
-        self.call(what, fut)
-            .unwrap_or_else(|s| panic!("CRI {what} failed: {:?}: {}", s.code(), s.message()))
-    }
-
-    fn rs(&self) -> RuntimeServiceClient<Channel> {
-        self.runtime.clone()
-    }
-
-    fn container_status(&self, id: &str) -> ContainerStatus {
-        let req = ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: false,
-        };
-        self.ok("ContainerStatus", self.rs().container_status(req))
-            .status
-            .unwrap_or_else(|| panic!("ContainerStatus of {id} has no status"))
-    }
-}
-
-fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not reached within {timeout:?}; last seen: {last}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-/// Stops and removes the pod sandbox when dropped.
-struct PodGuard<'a> {
-    cri: &'a Cri,
-    id: Option<String>,
-}
-
-impl Drop for PodGuard<'_> {
-    fn drop(&mut self) {
-        let Some(id) = self.id.take() else { return };
-        let stop = StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        };
-        let _ = self
-            .cri
-            .call("StopPodSandbox", self.cri.rs().stop_pod_sandbox(stop));
-        let rm = RemovePodSandboxRequest { pod_sandbox_id: id };
-        let _ = self
-            .cri
-            .call("RemovePodSandbox", self.cri.rs().remove_pod_sandbox(rm));
-    }
-}
-
-fn namespaces() -> NamespaceOption {
-    NamespaceOption {
-        network: NamespaceMode::Node as i32,
-        pid: NamespaceMode::Container as i32,
-        ipc: NamespaceMode::Pod as i32,
-        ..Default::default()
-    }
+    handlers_config(SANDBOX_IMAGE)
 }
 
 fn container_config(name: &str, argv: &[&str], memory_limit: i64) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: WORKLOAD_IMAGE.into(),
-            ..Default::default()
-        }),
-        command: argv[..1].iter().map(|s| s.to_string()).collect(),
-        args: argv[1..].iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
-        linux: Some(LinuxContainerConfig {
-            resources: Some(LinuxContainerResources {
-                memory_limit_in_bytes: memory_limit,
-                ..Default::default()
-            }),
-            security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(namespaces()),
-                ..Default::default()
-            }),
-        }),
-        ..Default::default()
-    }
+    limited_container(name, WORKLOAD_IMAGE, argv, memory_limit)
 }
 
 fn brief(s: &ContainerStatus) -> String {
@@ -292,21 +104,7 @@ pub fn cri_pod(with_oom: bool) {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
     // runc through a wrapper that logs its arguments: proves `--systemd-cgroup` was passed.
-    let wrapper = dir.join("runc-wrapper");
-    let wrapper_log = dir.join("runc-wrapper.log");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho \"$*\" >>'{}'\nexec runc \"$@\"\n",
-            wrapper_log.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let (wrapper, wrapper_log) = runc_wrapper(&dir);
     fs::write(
         dir.join("tether.toml"),
         format!(
@@ -315,25 +113,8 @@ pub fn cri_pod(with_oom: bool) {
         ),
     )
     .unwrap();
-    let cri = Cri::connect(cd.address());
-    poll(
-        Duration::from_secs(20) * scale,
-        "CRI Status RuntimeReady",
-        || {
-            let req = StatusRequest { verbose: false };
-            match cri.call("Status", cri.rs().status(req)) {
-                Ok(resp) => {
-                    let conds = resp.status.map(|s| s.conditions).unwrap_or_default();
-                    if conds.iter().any(|c| c.r#type == "RuntimeReady" && c.status) {
-                        Ok(())
-                    } else {
-                        Err(format!("{conds:?}"))
-                    }
-                }
-                Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
-            }
-        },
-    );
+    let cri = Cri::connect(cd.address(), RPC_TIMEOUT);
+    cri.wait_runtime_ready(Duration::from_secs(20) * scale);
     let archive = image::build_image_archive(
         &dir,
         &[
@@ -343,21 +124,7 @@ pub fn cri_pod(with_oom: bool) {
     );
     cd.ctr_ok(&["images", "import", &archive.to_string_lossy()]);
     for image in [SANDBOX_IMAGE, WORKLOAD_IMAGE] {
-        poll(
-            Duration::from_secs(10) * scale,
-            &format!("ImageStatus {image}"),
-            || {
-                let req = ImageStatusRequest {
-                    image: Some(ImageSpec {
-                        image: image.into(),
-                        ..Default::default()
-                    }),
-                    verbose: false,
-                };
-                let resp = cri.ok("ImageStatus", cri.images.clone().image_status(req));
-                resp.image.map(|_| ()).ok_or_else(|| "not found".into())
-            },
-        );
+        cri.wait_image(image, Duration::from_secs(10) * scale);
     }
     let events = EventStream::start(&cd);
 
@@ -383,7 +150,7 @@ pub fn cri_pod(with_oom: bool) {
         linux: Some(LinuxPodSandboxConfig {
             cgroup_parent: pod_slice.clone(),
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(namespaces()),
+                namespace_options: Some(host_network_namespaces()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -394,36 +161,14 @@ pub fn cri_pod(with_oom: bool) {
         cri: &cri,
         id: None,
     };
-    let sandbox = cri
-        .ok(
-            "RunPodSandbox",
-            cri.rs().run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pod.clone()),
-                runtime_handler: "tether".into(),
-            }),
-        )
-        .pod_sandbox_id;
-    guard.id = Some(sandbox.clone());
+    let sandbox = cri.run_pod(&pod, "tether", &mut guard);
     cd.track_id(&sandbox);
 
     let create = |name: &str, argv: &[&str], memory_limit: i64| -> String {
-        let id = cri
-            .ok(
-                &format!("CreateContainer {name}"),
-                cri.rs().create_container(CreateContainerRequest {
-                    pod_sandbox_id: sandbox.clone(),
-                    config: Some(container_config(name, argv, memory_limit)),
-                    sandbox_config: Some(pod.clone()),
-                }),
-            )
-            .container_id;
+        let id = cri.create(&sandbox, &pod, container_config(name, argv, memory_limit));
         cd.track_id(&id);
-        cri.ok(
-            &format!("StartContainer {name}"),
-            cri.rs().start_container(StartContainerRequest {
-                container_id: id.clone(),
-            }),
-        );
+        cri.start(&id)
+            .unwrap_or_else(|s| panic!("StartContainer {name}: {:?}: {}", s.code(), s.message()));
         id
     };
     let sleeper = create("sleeper", &["/bin/sleep", "1000"], 0);
