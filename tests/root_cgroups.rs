@@ -326,7 +326,10 @@ async fn real_oom_kill_is_reported_and_the_watch_ends_with_the_cgroup() {
 
     child.release();
     let first = timeout(Duration::from_secs(30), rx.recv()).await;
-    assert_eq!(first, Ok(Some(())), "an OOM notification within 30 s");
+    assert!(
+        matches!(first, Ok(Some(_))),
+        "an OOM notification within 30 s"
+    );
     let status = child.wait(Duration::from_secs(30));
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
@@ -359,7 +362,7 @@ async fn real_oom_kill_is_reported_and_the_watch_ends_with_the_cgroup() {
         let left = deadline.saturating_duration_since(Instant::now());
         match timeout(left, rx.recv()).await {
             Ok(None) => break,
-            Ok(Some(())) => continue,
+            Ok(Some(_)) => continue,
             Err(_) => panic!("the OOM watch did not end within 10 s of the cgroup's removal"),
         }
     }
@@ -412,9 +415,11 @@ async fn real_cgroup2_files_and_removal() {
     let mut watch = watch_counter_file(created.clone(), "cgroup.events", "populated").unwrap();
     let mut child = Gated::spawn(BUSY_THEN_SLEEP);
     write(&created.join("cgroup.procs"), &child.pid().to_string());
-    assert_eq!(
-        timeout(Duration::from_secs(10), watch.recv()).await,
-        Ok(Some(())),
+    assert!(
+        matches!(
+            timeout(Duration::from_secs(10), watch.recv()).await,
+            Ok(Some(_))
+        ),
         "kernfs change of cgroup.events not heard"
     );
     child.release();
@@ -559,7 +564,7 @@ fn inotify_instances() -> usize {
         .count()
 }
 
-async fn quiet(watch: &mut tokio::sync::mpsc::UnboundedReceiver<()>, why: &str) {
+async fn quiet(watch: &mut tokio::sync::mpsc::UnboundedReceiver<Option<u64>>, why: &str) {
     if let Ok(got) = timeout(Duration::from_millis(300), watch.recv()).await {
         panic!("{why}: got {got:?}");
     }
@@ -585,9 +590,11 @@ async fn v2_watcher_hears_increases_of_its_key_only_and_ends_with_the_cgroup() {
     quiet(&mut watch, "populated is another counter").await;
 
     cg.freeze(true);
-    assert_eq!(
-        timeout(Duration::from_secs(5), watch.recv()).await,
-        Ok(Some(())),
+    assert!(
+        matches!(
+            timeout(Duration::from_secs(5), watch.recv()).await,
+            Ok(Some(_))
+        ),
         "frozen 0 -> 1 not heard; cgroup.events: {}",
         cg.events()
     );

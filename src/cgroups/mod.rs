@@ -296,7 +296,8 @@ impl ContainerCgroup {
         Ok(pids)
     }
 
-    /// Starts watching for OOM kills. The receiver gets one `()` per notification:
+    /// Starts watching for OOM kills. The receiver gets one message per notification, with the
+    /// count of kills read then where there is one (unified):
     /// - v1: each eventfd wake-up of the `memory.oom_control` notification (the kernel signals
     ///   when the cgroup hits OOM, so one kill can give more than one, as with the Go shim);
     /// - unified: each observed increase of `oom_kill` in `memory.events` (several kills between
@@ -306,7 +307,7 @@ impl ContainerCgroup {
     /// as a task on the current tokio runtime (no thread), so it must be called inside one, with
     /// IO enabled (`FailedPrecondition` outside any runtime); `Unimplemented` when the cgroup has
     /// no memory controller, `NotFound` when it is gone.
-    pub fn watch_oom(&self) -> Result<mpsc::UnboundedReceiver<()>> {
+    pub fn watch_oom(&self) -> Result<mpsc::UnboundedReceiver<Option<u64>>> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::FailedPrecondition(
                 "the OOM watcher runs on a tokio runtime".into(),

@@ -36,7 +36,7 @@ fn open_error(dir: &Path, file: &str, e: io::Error) -> Error {
 /// v1: an eventfd registered for `memory.oom_control` notifications via `cgroup.event_control`.
 /// The kernel also signals it once when the cgroup is removed, which is told apart by the
 /// directory being gone.
-pub(super) fn watch_eventfd(dir: PathBuf) -> Result<mpsc::UnboundedReceiver<()>> {
+pub(super) fn watch_eventfd(dir: PathBuf) -> Result<mpsc::UnboundedReceiver<Option<u64>>> {
     let control = fs::File::open(dir.join("memory.oom_control"))
         .map_err(|e| open_error(&dir, "memory.oom_control", e))?;
     let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
@@ -76,7 +76,8 @@ pub(super) fn watch_eventfd(dir: PathBuf) -> Result<mpsc::UnboundedReceiver<()>>
             if !dir.exists() {
                 return;
             }
-            if tx.send(()).is_err() {
+            // The eventfd says an OOM happened, not how many kills: no count.
+            if tx.send(None).is_err() {
                 return;
             }
         }
@@ -100,7 +101,7 @@ pub fn watch_counter_file(
     dir: PathBuf,
     file: &'static str,
     key: &'static str,
-) -> Result<mpsc::UnboundedReceiver<()>> {
+) -> Result<mpsc::UnboundedReceiver<Option<u64>>> {
     let path = dir.join(file);
     let counter = fs::File::open(&path).map_err(|e| open_error(&dir, file, e))?;
     // Read before registering: a change after this read makes the registration itself report
@@ -148,7 +149,7 @@ pub fn watch_counter_file(
                             let now = now.unwrap_or(0);
                             if now > last {
                                 last = now;
-                                if tx.send(()).is_err() {
+                                if tx.send(Some(now)).is_err() {
                                     return;
                                 }
                             }
@@ -167,6 +168,19 @@ pub fn watch_counter_file(
                     guard.clear_ready();
                     match populated {
                         Ok(Some(0)) => {
+                            // The cgroup just emptied. Under runc's systemd driver systemd
+                            // removes it as soon as it sees this same change, and the kernel
+                            // may still be holding back (up to 10 ms) the counter's own
+                            // notification of the kill that emptied it: read it now, while
+                            // the cgroup is most likely still there.
+                            if let Ok(Some(now)) = read_counter_at(counter.get_ref(), key) {
+                                if now > last {
+                                    last = now;
+                                    if tx.send(Some(now)).is_err() {
+                                        return;
+                                    }
+                                }
+                            }
                             removal_check.get_or_insert(REMOVAL_CHECK_FIRST);
                             false
                         }
@@ -186,7 +200,7 @@ pub fn watch_counter_file(
                 // A kill just before removal must not be lost: one last read, if still possible.
                 match read_counter_at(counter.get_ref(), key) {
                     Ok(Some(now)) if now > last => {
-                        let _ = tx.send(());
+                        let _ = tx.send(Some(now));
                     }
                     Ok(_) => {}
                     // Removed before it could be read (systemd removes an emptied scope's

@@ -189,7 +189,7 @@ impl Supervisor {
         }
         // An OOM kill the watcher has not reported yet goes out first: CRI reads `OOMKilled`
         // from the TaskOOM it saw before the exit (containerd#12714).
-        self.report_oom_locked(id, c, false);
+        self.report_oom_locked(id, c, None);
         if c.init.apply(Op::Exit).is_err() {
             return;
         }

@@ -38,11 +38,11 @@ impl Supervisor {
             Ok(mut events) => {
                 let (sup, id) = (self.clone(), id.to_string());
                 c.oom_watch = Some(tokio::spawn(async move {
-                    while events.recv().await.is_some() {
+                    while let Some(seen) = events.recv().await {
                         // cgroup v1 notifies before the kill, when `oom_kill` often has not
                         // moved yet: look again for a short while before giving up on it.
                         for _ in 0..20 {
-                            match sup.report_oom(&id, true) {
+                            match sup.report_oom(&id, Some(seen)) {
                                 OomCheck::NothingNew => {
                                     tokio::time::sleep(Duration::from_millis(25)).await
                                 }
@@ -58,9 +58,10 @@ impl Supervisor {
         c.cgroup = Some(cg);
     }
 
-    /// Publishes `TaskOOM` for OOM kills not reported yet. `notified` is true when the cgroup
-    /// said an OOM happened (a kernel without an `oom_kill` counter cannot say how many).
-    fn report_oom(&self, id: &str, notified: bool) -> OomCheck {
+    /// Publishes `TaskOOM` for OOM kills not reported yet. `notified` is set when the cgroup
+    /// said an OOM happened, with the kill count the watcher read then if it has one (a v1
+    /// eventfd, or a kernel without an `oom_kill` counter, cannot say how many).
+    fn report_oom(&self, id: &str, notified: Option<Option<u64>>) -> OomCheck {
         let mut t = self.shared.lock();
         match t.containers.get_mut(id) {
             Some(c) => self.report_oom_locked(id, c, notified),
@@ -73,12 +74,20 @@ impl Supervisor {
         &self,
         id: &str,
         c: &mut Container,
-        notified: bool,
+        notified: Option<Option<u64>>,
     ) -> OomCheck {
         let Some(cg) = &c.cgroup else {
             return OomCheck::NothingNew;
         };
-        let new = match cg.oom_kill_count() {
+        // The watcher's count counts too: under runc's systemd driver systemd removes the
+        // cgroup as soon as the OOM kill empties it, often before this read.
+        let seen = notified.flatten();
+        let count = match (cg.oom_kill_count(), seen) {
+            (Some(now), Some(seen)) => Some(now.max(seen)),
+            (now, seen) => now.or(seen),
+        };
+        let notified = notified.is_some();
+        let new = match count {
             Some(n) if n > c.oom_reported => {
                 c.oom_reported = n;
                 true
