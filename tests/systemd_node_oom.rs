@@ -1,14 +1,15 @@
 //! An OOM kill on runc's systemd cgroup driver with systemd running, through the CRI: NOT in
 //! the lane (run it by hand, below), because it fails intermittently.
 //!
-//! The same pod as `tests/systemd_node.rs`, plus a container over a 16 MiB limit, which must
-//! end `OOMKilled` (137) after tether published `/tasks/oom`. In the systemd guest it passed
-//! in 3 of 5 runs on 2026-12-05; each failure was exit 137 with reason "Error": no
-//! `/tasks/oom`. With the shim's debug log, the failing run showed why: systemd had removed the
-//! emptied scope's cgroup (with the cgroupfs driver it stays until `runc delete`) before
-//! tether's watcher read an `oom_kill` increase from `memory.events` (the kernel rate-limits
-//! that file's notifications to one per 10 ms and drops a deferred one when the cgroup is
-//! removed); the watcher logged "cgroup removed before its last oom_kill read". Not fixed.
+//! The same pod as `tests/systemd_node.rs`, plus five containers in turn over a 16 MiB limit,
+//! each of which must end `OOMKilled` (137) after tether published `/tasks/oom`. systemd
+//! removes an emptied scope's cgroup at once (with the cgroupfs driver it stays until `runc
+//! delete`), which loses the kill in two ways, both seen in the shim's debug log on
+//! 2026-12-05: the watcher read the kill but the supervisor re-read the file after the removal
+//! (fixed: the watcher's count counts), or no notification reached the watcher before the
+//! removal at all (the kernel defers `memory.events` notifications within 10 ms of the last and
+//! drops a deferred one when the cgroup goes; open: the first container failed so after the
+//! fix).
 //!
 //! `TETHER_VM_SYSTEMD=1 TETHER_VM_BINARIES=systemd_node_oom:--ignored scripts/vm-test.sh`
 
