@@ -27,13 +27,13 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{cmdline, runtime, Containerd, ContainerdOptions, CriOptions};
+use common::{cmdline, runtime, Containerd};
 use cri_client::{poll, CgroupParentGuard, Cri, PodGuard};
 use k8s_cri::v1::{
-    ContainerConfig, ContainerState, ContainerStatsRequest, ContainerStatus,
-    ContainerStatusRequest, ExecSyncRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListContainersRequest, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, RemoveContainerRequest, StopContainerRequest, VersionRequest,
+    ContainerConfig, ContainerState, ContainerStatus, ContainerStatusRequest, ExecSyncRequest,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListContainersRequest,
+    ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
+    RemoveContainerRequest, StopContainerRequest, VersionRequest,
 };
 
 /// The sandbox ("pause") image: the CRI config's `sandbox_image`.
@@ -157,16 +157,8 @@ fn brief(s: &ContainerStatus) -> String {
 fn cri_pod_lifecycle_through_the_runtime_handler() {
     let t0 = Instant::now();
     let (handler, shim_name) = handler();
-    let mut cd = Containerd::start_cri(
-        ContainerdOptions::default(),
-        CriOptions {
-            config: cri_config(),
-        },
-    );
+    let mut cd = cri_client::start_containerd(cri_config());
     let dir = cd.dir().to_path_buf();
-    for d in ["cni/bin", "cni/net.d", "pod-logs"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
     // The tether handler's options file names a runc wrapper that logs each call.
     let (wrapper, wrapper_log) = cri_client::runc_wrapper(&dir);
     fs::write(
@@ -475,15 +467,7 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
     );
 
     // Stats of the running container.
-    let stats = cri
-        .ok(
-            "ContainerStats",
-            cri.rs().container_stats(ContainerStatsRequest {
-                container_id: sleeper.clone(),
-            }),
-        )
-        .stats
-        .expect("ContainerStats has stats");
+    let stats = cri.container_stats(&sleeper);
     let memory = stats.memory.as_ref().expect("memory stats");
     let working_set = memory.working_set_bytes.as_ref().map_or(0, |v| v.value);
     let usage = memory.usage_bytes.as_ref().map_or(0, |v| v.value);

@@ -44,8 +44,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{runtime, time_scale, Containerd, ContainerdOptions, CriOptions};
-use cri_client::{poll, CgroupParentGuard, Cri, PodGuard};
+use common::{runtime, time_scale};
+use cri_client::{poll, start_containerd, CgroupParentGuard, Cri, PodGuard};
 use k8s_cri::v1::{
     ContainerConfig, ContainerState, ContainerStatusRequest, IdMapping, LinuxContainerConfig,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
@@ -339,16 +339,8 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
     let handler = handler();
     let _cni_cache = CniCacheGuard::new();
 
-    let cd = Containerd::start_cri(
-        ContainerdOptions::default(),
-        CriOptions {
-            config: cri_config(),
-        },
-    );
+    let cd = start_containerd(cri_config());
     let dir = cd.dir().to_path_buf();
-    for d in ["cni/bin", "cni/net.d", "pod-logs"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
     write_executable(&dir.join("cni/bin/tether-fake-cni"), FAKE_CNI);
     fs::write(
         dir.join("cni/net.d/10-tether.conflist"),

@@ -13,11 +13,11 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ImageSpec, ImageStatusRequest, LinuxContainerConfig,
-    LinuxContainerResources, LinuxContainerSecurityContext, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, RemovePodSandboxRequest, RunPodSandboxRequest, RuntimeCondition,
-    StartContainerRequest, StatusRequest, StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, ContainerStats, ContainerStatsRequest, ContainerStatus,
+    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec, ImageStatusRequest,
+    LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, RemovePodSandboxRequest, RunPodSandboxRequest,
+    RuntimeCondition, StartContainerRequest, StatusRequest, StopPodSandboxRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -101,6 +101,18 @@ impl Cri {
         self.ok("ContainerStatus", self.rs().container_status(req))
             .status
             .unwrap_or_else(|| panic!("ContainerStatus of {id} has no status"))
+    }
+
+    /// ContainerStats of `id`, which must carry stats.
+    pub fn container_stats(&self, id: &str) -> ContainerStats {
+        self.ok(
+            "ContainerStats",
+            self.rs().container_stats(ContainerStatsRequest {
+                container_id: id.to_string(),
+            }),
+        )
+        .stats
+        .expect("ContainerStats has stats")
     }
 
     /// Waits until the CRI says RuntimeReady (its service initialises in the background after
@@ -322,6 +334,20 @@ pub fn limited_container(
         }),
         ..container(name, image, argv)
     }
+}
+
+/// A private containerd with the CRI plugin configured by `config`, and the directories those
+/// configs name under its temp dir: `cni/bin`, `cni/net.d` (empty unless the test adds a
+/// plugin) and `pod-logs`.
+pub fn start_containerd(config: String) -> crate::common::Containerd {
+    let cd = crate::common::Containerd::start_cri(
+        crate::common::ContainerdOptions::default(),
+        crate::common::CriOptions { config },
+    );
+    for d in ["cni/bin", "cni/net.d", "pod-logs"] {
+        fs::create_dir_all(cd.dir().join(d)).unwrap();
+    }
+    cd
 }
 
 /// A runc wrapper in `dir` that appends each call's arguments to a log before it runs runc:

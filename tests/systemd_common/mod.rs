@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use crate::common::*;
 use crate::cri_client::{
-    handlers_config, host_network_namespaces, limited_container, poll, runc_wrapper, Cri, PodGuard,
+    handlers_config, host_network_namespaces, limited_container, poll, runc_wrapper,
+    start_containerd, Cri, PodGuard,
 };
 use containerd_shim_protos::api;
 use containerd_shim_protos::cgroups_v2::metrics::Metrics as CgroupV2Metrics;
 use containerd_shim_protos::protobuf::Message;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerState, ContainerStatsRequest, ContainerStatus, LinuxPodSandboxConfig,
+    ContainerConfig, ContainerState, ContainerStatus, LinuxPodSandboxConfig,
     LinuxSandboxSecurityContext, PodSandboxConfig, PodSandboxMetadata,
 };
 
@@ -95,16 +96,8 @@ fn brief(s: &ContainerStatus) -> String {
 pub fn cri_pod(with_oom: bool) {
     require_systemd();
     let scale = time_scale();
-    let cd = Containerd::start_cri(
-        ContainerdOptions::default(),
-        CriOptions {
-            config: cri_config(),
-        },
-    );
+    let cd = start_containerd(cri_config());
     let dir = cd.dir().to_path_buf();
-    for d in ["cni/bin", "cni/net.d", "pod-logs"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
     // runc through a wrapper that logs its arguments: proves `--systemd-cgroup` was passed.
     let (wrapper, wrapper_log) = runc_wrapper(&dir);
     fs::write(
@@ -212,15 +205,7 @@ pub fn cri_pod(with_oom: bool) {
     eprintln!("sleeper (pid {pid}) runs in {wanted}, systemd: {scope} active");
 
     // ContainerStats comes from tether's Stats of that scope's cgroup.
-    let stats = cri
-        .ok(
-            "ContainerStats",
-            cri.rs().container_stats(ContainerStatsRequest {
-                container_id: sleeper.clone(),
-            }),
-        )
-        .stats
-        .expect("ContainerStats has stats");
+    let stats = cri.container_stats(&sleeper);
     let memory = stats.memory.as_ref().expect("memory stats");
     let usage = memory.usage_bytes.as_ref().map_or(0, |v| v.value);
     let working_set = memory.working_set_bytes.as_ref().map_or(0, |v| v.value);
