@@ -34,7 +34,9 @@
 //!   with hundreds of fields, and a mirror type would only copy them.
 //! - `reaper`: the one `waitpid(-1)` loop and spawn-and-wait for every child we fork.
 //! - [`events`]: the ordered publisher of task events to containerd.
-//! - `logging`: `tracing` output into the bundle's `log` FIFO, never blocking.
+//! - `logging`: `tracing` output into the bundle's `log` FIFO, never blocking; its own small
+//!   subscriber.
+//! - `signals`: SIGCHLD, SIGTERM and SIGINT as readiness on a pipe.
 //! - `sys`: the few raw OS calls that need `unsafe`.
 //! - [`error`]: the one error type.
 #![deny(unsafe_code)]
@@ -64,6 +66,7 @@ pub(crate) mod runtime;
 pub mod server;
 pub mod service;
 pub mod shim;
+pub(crate) mod signals;
 pub(crate) mod supervisor;
 pub(crate) mod sys;
 

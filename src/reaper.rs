@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime};
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// One reaped process.
@@ -51,7 +50,7 @@ impl Reaper {
     /// Installs the SIGCHLD handler and starts the loop on the current tokio runtime.
     /// Returns the reaper and the stream of exits nobody spawned through it.
     pub fn start() -> io::Result<(Reaper, mpsc::UnboundedReceiver<Exit>)> {
-        let mut sigchld = signal(SignalKind::child())?;
+        let mut sigchld = crate::signals::Signals::new(&[libc::SIGCHLD])?;
         let (tx, rx) = mpsc::unbounded_channel();
         let reaper = Reaper {
             waiters: Arc::default(),
@@ -62,7 +61,7 @@ impl Reaper {
             loop {
                 // Reap first: children may have exited before the handler was installed.
                 loop_reaper.reap_all(&tx);
-                if sigchld.recv().await.is_none() {
+                if sigchld.recv().await.is_err() {
                     break;
                 }
             }

@@ -4,8 +4,6 @@ use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use tokio::signal::unix::{signal, SignalKind};
-
 use crate::cli::{Action, Args};
 use crate::error::{Error, Result};
 use crate::events::Destination;
@@ -171,12 +169,11 @@ fn serve(args: &Args) -> Result<()> {
     rt.block_on(async {
         let listener =
             tokio::net::UnixListener::from_std(listener).map_err(Error::io("listener"))?;
-        let mut term = signal(SignalKind::terminate()).map_err(Error::io("signal"))?;
-        let mut int = signal(SignalKind::interrupt()).map_err(Error::io("signal"))?;
+        let mut stop = crate::signals::Signals::new(&[libc::SIGTERM, libc::SIGINT])
+            .map_err(Error::io("signal"))?;
         let signalled = async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM"),
-                _ = int.recv() => tracing::info!("SIGINT"),
+            if stop.recv().await.is_ok() {
+                tracing::info!("SIGTERM or SIGINT");
             }
         };
         crate::server::run(listener, destination, config, signalled).await
