@@ -239,6 +239,19 @@ impl ContainerCgroup {
         read_counter(&path, "oom_kill").ok().flatten()
     }
 
+    /// The `oom_kill` count of the cgroup's parent on cgroup v2, where it counts every kill
+    /// below it: under runc's systemd driver the pod's slice, which outlives the container's
+    /// scope (systemd removes an emptied scope at once, counter and all). None on v1, or when
+    /// the parent has no memory controller.
+    pub fn parent_oom_kill_count(&self) -> Option<u64> {
+        let Layout::Unified(dir) = &self.layout else {
+            return None;
+        };
+        read_counter(&dir.parent()?.join("memory.events"), "oom_kill")
+            .ok()
+            .flatten()
+    }
+
     /// Every process in the cgroup and in the cgroups below it, as `runc ps` lists them (runc
     /// reads the same `cgroup.procs` files, of the `devices` hierarchy on v1). `NotFound` once the
     /// cgroup is gone; a child cgroup removed during the walk is skipped.
@@ -427,5 +440,24 @@ mod tests {
         }
         assert!(matches!(cg.metrics(), Err(Error::NotFound(_))));
         assert_eq!(cg.oom_kill_count(), None);
+    }
+
+    #[test]
+    fn the_parents_oom_count_outlives_the_cgroup() {
+        let (_root, cg) = v2_tree();
+        let dir = cg.dir("memory").unwrap().to_path_buf();
+        let parent = dir.parent().unwrap();
+        assert_eq!(cg.parent_oom_kill_count(), None, "no memory.events above");
+        write(
+            &parent.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\noom_group_kill 0\n",
+        );
+        assert_eq!(cg.parent_oom_kill_count(), Some(2));
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(cg.oom_kill_count(), None);
+        assert_eq!(cg.parent_oom_kill_count(), Some(2));
+        // v1 has no hierarchical counter file to read.
+        let (_root, cg) = v1_tree();
+        assert_eq!(cg.parent_oom_kill_count(), None);
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 
+use super::oom::OomCheck;
 use super::{Container, InitExit, Phase, Shared, Supervisor, Table};
 use crate::events::Event;
 use crate::process::{ExitInfo, Op, Pid, ProcessId};
@@ -189,7 +190,11 @@ impl Supervisor {
         }
         // An OOM kill the watcher has not reported yet goes out first: CRI reads `OOMKilled`
         // from the TaskOOM it saw before the exit (containerd#12714).
-        self.report_oom_locked(id, c, None);
+        if self.report_oom_locked(id, c, None) == OomCheck::NothingNew
+            && exit.status == 128 + libc::SIGKILL as u32
+        {
+            self.report_oom_from_parent(id, c);
+        }
         if c.init.apply(Op::Exit).is_err() {
             return;
         }

@@ -111,6 +111,7 @@ impl Supervisor {
             cgroup: None,
             oom_reported: 0,
             oom_counted: false,
+            oom_parent_base: None,
             oom_watch: None,
             restore,
         };

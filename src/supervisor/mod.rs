@@ -109,6 +109,8 @@ struct Shared {
     runtime_timeout: Duration,
     /// See [`MOUNT_DELAY_ENV`]; `None` outside tests.
     mount_delay: Option<Duration>,
+    /// `TaskOOM`s published so far, all containers together.
+    oom_published: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -139,6 +141,10 @@ struct Container {
     /// The kernel keeps an `oom_kill` counter for this cgroup. Then an unreadable counter
     /// means the cgroup is gone, not that an OOM happened.
     oom_counted: bool,
+    /// The parent cgroup's `oom_kill` count and [`Shared::oom_published`] when the watch
+    /// began: for an init SIGKILLed once its own cgroup was already removed (see
+    /// `oom.rs`, `report_oom_from_parent`).
+    oom_parent_base: Option<(u64, u64)>,
     /// Forwards the cgroup's OOM notifications; aborted at delete.
     oom_watch: Option<tokio::task::JoinHandle<()>>,
     /// Set by a Create from a checkpoint: Start restores instead of starting.
@@ -404,6 +410,7 @@ impl Supervisor {
             namespace,
             runtime_timeout,
             mount_delay,
+            oom_published: Default::default(),
         });
         let sup = Supervisor { shared };
         let routing = sup.clone();

@@ -1,6 +1,7 @@
 //! OOM kills in a container's cgroup, published as `TaskOOM`, each once, and always before the
 //! init's `TaskExit` (see `exits.rs`).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use super::{Container, Supervisor};
@@ -34,6 +35,9 @@ impl Supervisor {
         let count = cg.oom_kill_count();
         c.oom_counted = count.is_some();
         c.oom_reported = count.unwrap_or(0);
+        c.oom_parent_base = cg
+            .parent_oom_kill_count()
+            .map(|n| (n, self.shared.oom_published.load(Relaxed)));
         match cg.watch_oom() {
             Ok(mut events) => {
                 let (sup, id) = (self.clone(), id.to_string());
@@ -89,21 +93,61 @@ impl Supervisor {
         let notified = notified.is_some();
         let new = match count {
             Some(n) if n > c.oom_reported => {
+                let kills = n - c.oom_reported;
                 c.oom_reported = n;
-                true
+                kills
             }
-            Some(_) => false,
+            Some(_) => 0,
             // v1 also notifies when the cgroup is removed; with a counter that read failing
             // means exactly that.
-            None => notified && !c.oom_counted,
+            None => u64::from(notified && !c.oom_counted),
         };
-        if !new {
+        if new == 0 {
             return OomCheck::NothingNew;
         }
+        self.publish_oom(id, new);
+        OomCheck::Reported
+    }
+
+    /// For an init killed by SIGKILL whose OOM kill nothing reported: under runc's systemd
+    /// driver, systemd removes the container's scope as soon as the kill empties it, and when
+    /// that happens within the kernel's 10 ms notification delay the watcher hears nothing
+    /// and the counter is gone. The parent (the pod's slice) counts the kill too and stays. A
+    /// kill there that no `TaskOOM` of this shim explains since the watch began is taken to be
+    /// this one. Only when the container's own counter cannot be read any more: while it can,
+    /// it is the answer.
+    pub(super) fn report_oom_from_parent(&self, id: &str, c: &mut Container) -> OomCheck {
+        let Some(cg) = &c.cgroup else {
+            return OomCheck::NothingNew;
+        };
+        let Some((parent_base, published_base)) = c.oom_parent_base else {
+            return OomCheck::NothingNew;
+        };
+        if cg.oom_kill_count().is_some() {
+            return OomCheck::NothingNew;
+        }
+        let Some(parent_now) = cg.parent_oom_kill_count() else {
+            return OomCheck::NothingNew;
+        };
+        let explained = self.shared.oom_published.load(Relaxed) - published_base;
+        if parent_now.saturating_sub(parent_base) <= explained {
+            return OomCheck::NothingNew;
+        }
+        tracing::info!(
+            container = %id,
+            parent_kills = parent_now - parent_base,
+            explained,
+            "cgroup already removed; OOM kill read from the parent cgroup"
+        );
+        self.publish_oom(id, 1);
+        OomCheck::Reported
+    }
+
+    fn publish_oom(&self, id: &str, kills: u64) {
+        self.shared.oom_published.fetch_add(kills, Relaxed);
         tracing::info!(container = %id, "OOM kill");
         self.shared.events.publish(Event::Oom {
             container_id: id.to_string(),
         });
-        OomCheck::Reported
     }
 }
