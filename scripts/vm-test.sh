@@ -121,12 +121,36 @@ done <<<"$binaries" | sort -k1,1n -k2,2 | cut -d' ' -f2-)
 out=${TETHER_VM_OUT:-$PWD/target/vm-lane}
 rm -rf "$out"
 mkdir -p "$out"
+# The systemd guest sees neither a share nor a tree under /tmp (a CI clone): virtme-ng mounts
+# its own overlays over /tmp and other host directories there (/var/cache too), and what the
+# guest writes under them never reaches the host. So the output share is a stage outside /tmp,
+# copied to $out afterwards, and the test binaries and the shim they run are copied into that
+# share (the one host directory the guest does see), bound at their own paths in the guest.
+stage=
+if [ "$systemd" = 1 ] && [[ $PWD/ == /tmp/* || $out/ == /tmp/* ]]; then
+    stage=$cache/systemd-stage
+    rm -rf "$stage"
+    mkdir -p "$stage/out/tree"
+    while read -r name exe flag; do
+        # The test and the debug shim next to its deps/ dir (CARGO_BIN_EXE_* names it).
+        for f in "$exe" "$(dirname "$(dirname "$exe")")/containerd-shim-tether-v2"; do
+            [[ $f == "$PWD"/* && -e $f ]] || continue
+            rel=${f#"$PWD"/}
+            mkdir -p "$stage/out/tree/$(dirname "$rel")"
+            cp -p "$f" "$stage/out/tree/$rel"
+        done
+    done <<<"$binaries"
+    final_out=$out
+    out=$stage/out
+    echo "vm-test.sh: systemd guest from a tree under /tmp: staged in $stage"
+fi
 guest=$out/guest.sh
 {
     echo '#!/bin/bash'
     echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
     echo "out=$out"
     echo "tree=$PWD"
+    echo "stage_tree=${stage:+$stage/out/tree}"
     cat <<'EOF'
 # A fresh tmpfs for containerd's state, sockets and overlay mounts (see the header). This tree
 # and the output share may themselves live under /tmp (a CI clone, say), which that tmpfs
@@ -140,12 +164,20 @@ for dir in "$tree" "$out"; do
     /tmp/*)
         mountpoint -q "$dir" && continue
         mkdir -p "$dir"
+        if [ "$dir" = "$tree" ] && [ -n "$stage_tree" ]; then
+            mount --bind "$stage_tree" "$dir"
+            continue
+        fi
         mount --rbind "/run/tether-old-tmp/${dir#/tmp/}" "$dir"
         ;;
     esac
 done
 export TMPDIR=/tmp HOME=/tmp RUST_BACKTRACE=1
 EOF
+    if [ "$systemd" = 1 ]; then
+        # What the tests will see under /tmp (virtme-ng's overlay, the lane's tmpfs, the tree).
+        echo '{ echo "guest: mounts under /tmp:"; findmnt -R -o TARGET,FSTYPE,SOURCE /tmp; } > "$out/tmp-mounts.txt" 2>&1'
+    fi
     echo "export TETHER_TEST_TIME_SCALE=$time_scale"
     cat <<'EOF'
 
@@ -284,6 +316,10 @@ env "${vng_env[@]}" timeout --kill-after=30 "$timeout_s" \
 vng_status=$?
 set -e
 elapsed=$(( $(date +%s) - started ))
+if [ -n "$stage" ]; then
+    rm -rf "$out/tree"
+    cp -a "$out/." "$final_out/"
+fi
 
 status=0
 if [ ! -e "$out/done" ]; then
@@ -325,6 +361,7 @@ while read -r name exe flag; do
     [ "$flag" != --ignored ] || host_ignored=$((host_ignored + p + f))
 done <<<"$binaries"
 [ -e "$out/env.txt" ] && sed 's/^guest: /vm node: /' "$out/env.txt"
+[ ! -e "$out/tmp-mounts.txt" ] || sed 's/^guest: /vm node: /' "$out/tmp-mounts.txt"
 echo "vm lane wall time: ${elapsed}s (boot and tests)"
 if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
     echo "!!! VM lane: no test ran" >&2
