@@ -250,6 +250,16 @@ pub fn cri_pod(with_oom: bool) {
             "oom was not created through runc's systemd driver; runc saw:\n{calls}"
         );
     }
+    if with_oom {
+        // How many kills the scope took with it, reported from the pod's slice instead
+        // (src/supervisor/oom.rs): printed, as the race decides it (`--nocapture` shows it).
+        let log = fs::read_to_string(cd.log_path()).unwrap_or_default();
+        let from_parent = log
+            .lines()
+            .filter(|l| l.contains("OOM kill read from the parent cgroup"))
+            .count();
+        eprintln!("{from_parent} of {OOM_ROUNDS} OOM kills were read from the pod's slice");
+    }
 
     // Removing the pod removes the scopes.
     drop(guard);
