@@ -17,9 +17,9 @@
 #   TETHER_VM_TIMEOUT   bound on the guest's whole run, seconds (default 1500)
 #   TETHER_VM_BINARIES  test targets instead of "node_*:--ignored resources:--ignored cri"
 #                       (TARGET[:FLAG]; FLAG is given to that binary before the arguments;
-#                       with TETHER_VM_SYSTEMD=1 the default is "systemd_node:--ignored")
+#                       with TETHER_VM_SYSTEMD=1 the default is "systemd_node*:--ignored")
 #   TETHER_VM_SYSTEMD=1 boot the guest with systemd as init (`vng --systemd`), for the
-#                       systemd cgroup driver (tests/systemd_node.rs); see "systemd guest" below
+#                       systemd cgroup driver (tests/systemd_node*.rs); see "systemd guest" below
 #   TETHER_VM_BINARY_TIMEOUT  bound on each test binary in the guest, seconds (default 480)
 #   TETHER_VM_TIME_SCALE  TETHER_TEST_TIME_SCALE inside (default 5: TCG is 5-10x slower)
 #   TETHER_VM_MEMORY / TETHER_VM_CPUS   guest size (default 4G / 2)
@@ -41,7 +41,7 @@ memory=${TETHER_VM_MEMORY:-4G}
 cpus=${TETHER_VM_CPUS:-2}
 systemd=${TETHER_VM_SYSTEMD:-0}
 if [ "$systemd" = 1 ]; then
-    specs=${TETHER_VM_BINARIES:-"systemd_node:--ignored"}
+    specs=${TETHER_VM_BINARIES:-"systemd_node*:--ignored"}
 else
     specs=${TETHER_VM_BINARIES:-"node_*:--ignored resources:--ignored cri"}
 fi
