@@ -147,10 +147,17 @@ impl<W: Fn(&str) + Send + Sync + 'static> Subscriber for Lines<W> {
     }
 
     fn record(&self, span: &Id, values: &Record<'_>) {
+        // Formatted before the lock is taken: a field's Debug may itself log.
+        let mut added = Fields::default();
+        values.record(&mut added);
+        if added.0.is_empty() {
+            return;
+        }
         if let Some(Some(span)) = self.spans().get_mut(index(span)) {
-            let mut fields = Fields(std::mem::take(&mut span.fields));
-            values.record(&mut fields);
-            span.fields = fields.0;
+            if !span.fields.is_empty() {
+                span.fields.push(' ');
+            }
+            span.fields.push_str(&added.0);
         }
     }
 
@@ -353,6 +360,22 @@ mod tests {
         });
         // The outer span closed too.
         assert_eq!(sub.spans().iter().flatten().count(), 0);
+    }
+
+    #[test]
+    fn fields_recorded_later_join_the_span() {
+        let (sub, out) = capture(Level::INFO);
+        tracing::subscriber::with_default(sub, || {
+            let span = tracing::info_span!("task", id = "c1", pid = tracing::field::Empty);
+            let _t = span.enter();
+            span.record("pid", 42);
+            tracing::info!("started");
+        });
+        let out = out.lock().unwrap();
+        assert!(
+            out[0].ends_with(" INFO task{id=\"c1\" pid=42}: started\n"),
+            "{out:?}"
+        );
     }
 
     #[test]
