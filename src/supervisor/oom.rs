@@ -139,6 +139,8 @@ impl Supervisor {
             explained,
             "cgroup already removed; OOM kill read from the parent cgroup"
         );
+        // The watcher may still deliver the count it read before the removal: this is that kill.
+        c.oom_reported += 1;
         self.publish_oom(id, 1);
         OomCheck::Reported
     }
