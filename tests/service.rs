@@ -2735,9 +2735,14 @@ fn delete_action_without_runtime_state_runs_no_runtime() {
 }
 
 /// Spawns `sleep 1000` with pid `want`, by setting the kernel's last allocated pid just below it
-/// (what CRIU does to restore pids). Retries while something else takes the pid first.
+/// (what CRIU does to restore pids). Retries while something else takes the pid first: the
+/// other tests of this binary fork in bursts (50 tries in a row once lost to one, in CI), so
+/// it keeps trying for a while, pausing between tries.
 fn spawn_with_pid(want: i32) -> std::process::Child {
-    for _ in 0..50 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tries = 0;
+    while Instant::now() < deadline {
+        tries += 1;
         fs::write("/proc/sys/kernel/ns_last_pid", (want - 1).to_string())
             .expect("write ns_last_pid (needs root)");
         let child = Command::new("sleep").arg("1000").spawn().unwrap();
@@ -2747,8 +2752,9 @@ fn spawn_with_pid(want: i32) -> std::process::Child {
         let mut child = child;
         let _ = child.kill();
         let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(5 + tries % 20));
     }
-    panic!("could not get pid {want} recycled in 50 tries");
+    panic!("could not get pid {want} recycled in {tries} tries over 60 s");
 }
 
 /// A recycled pid never receives a signal meant for an exec that has exited: the shim signals
