@@ -28,18 +28,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{cmdline, runtime, Containerd};
-use cri_client::{poll, CgroupParentGuard, Cri, PodGuard};
+use cri_client::{poll, CgroupParentGuard, Cri, PodGuard, SANDBOX_IMAGE, WORKLOAD_IMAGE};
 use k8s_cri::v1::{
     ContainerConfig, ContainerState, ContainerStatus, ContainerStatusRequest, ExecSyncRequest,
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListContainersRequest,
     ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
     RemoveContainerRequest, StopContainerRequest, VersionRequest,
 };
-
-/// The sandbox ("pause") image: the CRI config's `sandbox_image`.
-const SANDBOX_IMAGE: &str = "docker.io/library/tether-pause:test";
-/// The image of the pod's containers (same layer, different name and Cmd).
-const WORKLOAD_IMAGE: &str = "docker.io/library/tether-busybox:test";
 
 /// Bound for one CRI call. StopContainer waits its own timeout (1 s here) inside the call.
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -193,18 +188,15 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
     );
 
     // Images: built here, imported into the CRI's namespace, visible to the CRI.
-    let archive = common::image::build_image_archive(
+    let imported = cri_client::import_pod_images(
+        &cd,
+        &cri,
         &dir,
-        &[
-            (SANDBOX_IMAGE, &["/bin/sleep", "1000000"][..]),
-            (WORKLOAD_IMAGE, &["/bin/sh"][..]),
-        ],
+        SANDBOX_IMAGE,
+        WORKLOAD_IMAGE,
+        Duration::from_secs(10),
     );
-    let imported = cd.ctr_ok(&["images", "import", &archive.to_string_lossy()]);
     eprintln!("ctr images import: {}", imported.trim());
-    for image in [SANDBOX_IMAGE, WORKLOAD_IMAGE] {
-        cri.wait_image(image, Duration::from_secs(10));
-    }
 
     // The pod.
     let log_dir = dir.join("pod-logs");

@@ -378,17 +378,14 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
         },
     );
 
-    let archive = common::image::build_image_archive(
+    cri_client::import_pod_images(
+        &cd,
+        &cri,
         &dir,
-        &[
-            (SANDBOX_IMAGE, &["/bin/sleep", "1000000"][..]),
-            (WORKLOAD_IMAGE, &["/bin/sh"][..]),
-        ],
+        SANDBOX_IMAGE,
+        WORKLOAD_IMAGE,
+        Duration::from_secs(10) * time_scale(),
     );
-    cd.ctr_ok(&["images", "import", &archive.to_string_lossy()]);
-    for image in [SANDBOX_IMAGE, WORKLOAD_IMAGE] {
-        cri.wait_image(image, Duration::from_secs(10) * time_scale());
-    }
 
     // The pod.
     let cgroup_parent = format!(

@@ -1,6 +1,6 @@
 //! A blocking client for containerd's CRI plugin, the kubelet's own messages (`k8s-cri`), for
-//! the CRI tests (`tests/cri.rs`, `tests/userns.rs`). Included with `#[path]` by those binaries
-//! only, so the others do not build tonic.
+//! the CRI tests (`tests/cri.rs`, `tests/userns.rs`, `tests/systemd_node*.rs`). Included with
+//! `#[path]` by those binaries only, so the others do not build tonic.
 
 #![allow(dead_code)]
 
@@ -348,6 +348,36 @@ pub fn start_containerd(config: String) -> crate::common::Containerd {
         fs::create_dir_all(cd.dir().join(d)).unwrap();
     }
     cd
+}
+
+/// The sandbox ("pause") image of the CRI tests: the CRI config's `sandbox_image`.
+pub const SANDBOX_IMAGE: &str = "docker.io/library/tether-pause:test";
+/// The image of the pod's containers (same layer, different name and Cmd).
+pub const WORKLOAD_IMAGE: &str = "docker.io/library/tether-busybox:test";
+
+/// Builds the two busybox images of a pod, `sandbox` (sleeping) and `workload` (a shell),
+/// imports them into containerd's CRI namespace and waits until the CRI lists both, each
+/// within `timeout`. Returns what `ctr images import` printed.
+pub fn import_pod_images(
+    cd: &crate::common::Containerd,
+    cri: &Cri,
+    dir: &Path,
+    sandbox: &str,
+    workload: &str,
+    timeout: Duration,
+) -> String {
+    let archive = crate::common::image::build_image_archive(
+        dir,
+        &[
+            (sandbox, &["/bin/sleep", "1000000"][..]),
+            (workload, &["/bin/sh"][..]),
+        ],
+    );
+    let imported = cd.ctr_ok(&["images", "import", &archive.to_string_lossy()]);
+    for image in [sandbox, workload] {
+        cri.wait_image(image, timeout);
+    }
+    imported
 }
 
 /// A runc wrapper in `dir` that appends each call's arguments to a log before it runs runc:

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::common::*;
 use crate::cri_client::{
-    handlers_config, host_network_namespaces, limited_container, poll, runc_wrapper,
-    start_containerd, Cri, PodGuard,
+    handlers_config, host_network_namespaces, import_pod_images, limited_container, poll,
+    runc_wrapper, start_containerd, Cri, PodGuard, SANDBOX_IMAGE, WORKLOAD_IMAGE,
 };
 use containerd_shim_protos::api;
 use containerd_shim_protos::cgroups_v2::metrics::Metrics as CgroupV2Metrics;
@@ -21,8 +21,6 @@ use k8s_cri::v1::{
     LinuxSandboxSecurityContext, PodSandboxConfig, PodSandboxMetadata,
 };
 
-const SANDBOX_IMAGE: &str = "docker.io/library/tether-pause:test";
-const WORKLOAD_IMAGE: &str = "docker.io/library/tether-busybox:test";
 const RPC_TIMEOUT: Duration = Duration::from_secs(60);
 const OOM_LIMIT: i64 = 16 * 1024 * 1024;
 /// OOM-killed containers per run of the OOM test.
@@ -110,17 +108,14 @@ pub fn cri_pod(with_oom: bool) {
     .unwrap();
     let cri = Cri::connect(cd.address(), RPC_TIMEOUT);
     cri.wait_runtime_ready(Duration::from_secs(20) * scale);
-    let archive = image::build_image_archive(
+    import_pod_images(
+        &cd,
+        &cri,
         &dir,
-        &[
-            (SANDBOX_IMAGE, &["/bin/sleep", "1000000"][..]),
-            (WORKLOAD_IMAGE, &["/bin/sh"][..]),
-        ],
+        SANDBOX_IMAGE,
+        WORKLOAD_IMAGE,
+        Duration::from_secs(10) * scale,
     );
-    cd.ctr_ok(&["images", "import", &archive.to_string_lossy()]);
-    for image in [SANDBOX_IMAGE, WORKLOAD_IMAGE] {
-        cri.wait_image(image, Duration::from_secs(10) * scale);
-    }
     let events = EventStream::start(&cd);
 
     // The pod, as the kubelet's systemd driver names its cgroup.
