@@ -64,6 +64,9 @@ fn status_of<T: std::fmt::Debug>(what: &str, r: ttrpc::Result<T>) -> (ttrpc::Cod
 }
 
 /// A counter container on the harness's rootfs: `/tmp/count-<id>` inside is readable here.
+/// Each value is written to a temp file and renamed into place, so a reader never sees the
+/// file empty: `echo > file` truncates first, and a SIGKILL between truncate and write once
+/// left it empty (read as 0) in the VM lane.
 struct Counter {
     id: String,
     path: PathBuf,
@@ -76,7 +79,8 @@ impl Counter {
         let path = cd.rootfs().join("tmp").join(format!("count-{id}"));
         let prelude = prelude.replace("{id}", &id);
         let script = format!(
-            "{prelude}i=0; while true; do i=$((i+1)); echo $i > /tmp/count-{id}; sleep 0.1; done"
+            "{prelude}i=0; while true; do i=$((i+1)); echo $i > /tmp/count-{id}.new; \
+             mv /tmp/count-{id}.new /tmp/count-{id}; sleep 0.1; done"
         );
         cd.ctr_ok(&cd.run_args(&id, &["sh", "-c", &script]).detach().build());
         let pid = cd.wait_task_status(&id, "RUNNING", QUICK);
