@@ -15,17 +15,14 @@
 
 mod common;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::process::Output;
+use std::thread;
 use std::time::{Duration, Instant};
 
+use common::pty::PtyChild;
 use common::*;
 use containerd_shim_protos::api;
 
@@ -81,176 +78,6 @@ fn remove_container(cd: &Containerd, id: &str) {
     cd.wait_task_status(id, "STOPPED", Duration::from_secs(10));
     cd.ctr_ok(&["tasks", "delete", id]);
     cd.ctr_ok(&["containers", "delete", id]);
-}
-
-/// A command running on a fresh pseudo-terminal as its controlling terminal (session leader,
-/// stdin/stdout/stderr = the pty slave). The test holds the master: it reads everything the
-/// command writes and can change the window size (the kernel then sends SIGWINCH).
-struct PtyChild {
-    child: Child,
-    what: String,
-    master: Arc<File>,
-    output: Arc<Mutex<Vec<u8>>>,
-    reader: Option<JoinHandle<()>>,
-}
-
-fn set_winsize(fd: i32, rows: u16, cols: u16) {
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: `fd` is an open terminal fd and `ws` a valid winsize for the duration of the call.
-    let r = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ as _, &ws) };
-    assert_eq!(r, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
-}
-
-impl PtyChild {
-    fn spawn(mut cmd: Command, rows: u16, cols: u16) -> PtyChild {
-        let what = format!("{cmd:?}");
-        // SAFETY: plain libc calls on a fd we own; results are checked.
-        let master_fd =
-            unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
-        assert!(
-            master_fd >= 0,
-            "posix_openpt: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: master_fd is a freshly opened fd owned by nobody else.
-        let master = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(master_fd) };
-        // SAFETY: as above; `name` is large enough and NUL-terminated by ptsname_r.
-        let slave_path = unsafe {
-            assert_eq!(libc::grantpt(master_fd), 0, "grantpt");
-            assert_eq!(libc::unlockpt(master_fd), 0, "unlockpt");
-            let mut name = [0 as libc::c_char; 128];
-            assert_eq!(
-                libc::ptsname_r(master_fd, name.as_mut_ptr(), name.len()),
-                0,
-                "ptsname_r"
-            );
-            std::ffi::CStr::from_ptr(name.as_ptr())
-                .to_string_lossy()
-                .into_owned()
-        };
-        let slave = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOCTTY)
-            .open(&slave_path)
-            .unwrap_or_else(|e| panic!("open {slave_path}: {e}"));
-        set_winsize(master.as_raw_fd(), rows, cols);
-        cmd.stdin(Stdio::from(slave.try_clone().expect("dup slave")))
-            .stdout(Stdio::from(slave.try_clone().expect("dup slave")))
-            .stderr(Stdio::from(slave));
-        // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        // Our copies of the slave are gone with `cmd`: the master reads EIO once the child
-        // (and anything it passed the slave to) has closed it.
-        drop(cmd);
-        let master = Arc::new(master);
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let (m, sink) = (Arc::clone(&master), Arc::clone(&output));
-        let reader = thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            loop {
-                match (&*m).read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sink.lock().unwrap().extend_from_slice(&buf[..n]),
-                }
-            }
-        });
-        PtyChild {
-            child,
-            what,
-            master,
-            output,
-            reader: Some(reader),
-        }
-    }
-
-    /// Sets the window size of the terminal the command runs on (it gets SIGWINCH).
-    fn resize(&self, rows: u16, cols: u16) {
-        set_winsize(self.master.as_raw_fd(), rows, cols);
-    }
-
-    /// Everything read so far, with the terminals' `\r`s removed.
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.output.lock().unwrap()).replace('\r', "")
-    }
-
-    /// Waits (bounded) until the output contains `needle`.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) {
-        let mut exited = None;
-        let ok = wait_until(timeout, || {
-            if self.text().contains(needle) {
-                return true;
-            }
-            exited = exited.or_else(|| self.child.try_wait().ok().flatten());
-            exited.is_some() && {
-                // Give the reader a moment to drain what is left, then decide.
-                thread::sleep(Duration::from_millis(200));
-                true
-            }
-        });
-        let how = match exited {
-            Some(status) => format!("exited ({status}) without printing {needle:?}"),
-            None => format!("did not print {needle:?} within {timeout:?}"),
-        };
-        assert!(
-            ok && self.text().contains(needle),
-            "`{}` {how}; output:\n{}",
-            self.what,
-            self.text()
-        );
-    }
-
-    /// Waits at most `timeout` for the command to exit; panics (after killing it) otherwise.
-    fn wait(mut self, timeout: Duration) -> (ExitStatus, String) {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("try_wait") {
-                break Some(s);
-            }
-            if Instant::now() >= deadline {
-                break None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        };
-        let Some(status) = status else {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            panic!(
-                "`{}` did not exit within {timeout:?}; killed it. Output:\n{}",
-                self.what,
-                self.text()
-            );
-        };
-        // The reader ends on EIO once the slave is closed everywhere; bound the wait anyway.
-        let reader = self.reader.take().unwrap();
-        wait_until(Duration::from_secs(5), || reader.is_finished());
-        (status, self.text())
-    }
-}
-
-impl Drop for PtyChild {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// A POSIX sh snippet that waits (up to 5 s) until `stty size` reports a non-zero size
@@ -744,8 +571,7 @@ fn close_io_hangs_up_an_exec_terminal() {
         if close_io_first {
             close_stdin();
         }
-        let _ = ctr.child.kill();
-        let _ = ctr.child.wait();
+        ctr.kill();
         if !close_io_first {
             thread::sleep(Duration::from_millis(200));
             close_stdin();

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{fcntl, FcntlArg};
 use tokio::net::unix::pipe;
 
+use super::progress::Progress;
 use crate::sys::{splice, unread_bytes, Timer};
 
 /// Pipe size in batch mode: the default `fs.pipe-max-size`, so no privilege is needed.
@@ -58,7 +59,12 @@ impl Batcher {
     /// drain, and returns to the event-driven loop when the client read nothing for a whole
     /// sleep or the container's pipe ran dry (it writes slower than the client reads, or is
     /// done). Errors are the sink's.
-    pub async fn run(&mut self, from: &pipe::Receiver, to: &pipe::Sender) -> std::io::Result<()> {
+    pub async fn run(
+        &mut self,
+        from: &pipe::Receiver,
+        to: &pipe::Sender,
+        progress: &Progress,
+    ) -> std::io::Result<()> {
         let fill_to = self.capacity - MARGIN;
         loop {
             let before = unread_bytes(to)?;
@@ -84,7 +90,10 @@ impl Batcher {
                 }
                 match splice(from, to, avail.min(room)) {
                     Ok(0) => return Ok(()),
-                    Ok(n) => room -= n.min(room),
+                    Ok(n) => {
+                        progress.add(n);
+                        room -= n.min(room);
+                    }
                     Err(e)
                         if e.kind() == std::io::ErrorKind::WouldBlock
                             || e.kind() == std::io::ErrorKind::Interrupted =>

@@ -15,6 +15,7 @@ use tokio::io::Interest;
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 
+use super::progress::ExitSignal;
 use crate::error::{Error, Result};
 
 /// How long runc may take to hand over the pty master after create/exec returned.
@@ -82,6 +83,10 @@ impl Drop for ConsoleSocket {
     }
 }
 
+/// How often a terminal whose slave side is closed is read again while its process's exit is
+/// not in yet (normally the exit follows the EIO at once).
+const EIO_POLL: Duration = Duration::from_millis(50);
+
 /// How much output a hung-up console still hands to the output copy: what the pty buffered
 /// when stdin ended, not whatever a busy process keeps writing until its SIGHUP lands.
 const HANGUP_DRAIN: usize = 64 * 1024;
@@ -100,6 +105,10 @@ struct Shared {
     drain_left: AtomicUsize,
     /// Wakes the (single) output copy waiting for output when the console hangs up.
     hangup: Notify,
+    /// The process's exit was reaped: only from then on is EIO the end of its output.
+    exited: Arc<ExitSignal>,
+    /// The master answered EIO: no slave was open then (see [`Console::read`]).
+    saw_eio: AtomicBool,
 }
 
 /// A `ResizePty` handle that lets the master close once the copies are done with it.
@@ -112,7 +121,7 @@ impl WeakConsole {
 }
 
 impl Console {
-    pub fn new(master: OwnedFd) -> Result<Console> {
+    pub fn new(master: OwnedFd, exited: Arc<ExitSignal>) -> Result<Console> {
         let flags = fcntl(master.as_raw_fd(), FcntlArg::F_GETFL).map_err(Error::os("pty flags"))?;
         fcntl(
             master.as_raw_fd(),
@@ -125,6 +134,8 @@ impl Console {
             hung_up: AtomicBool::new(false),
             drain_left: AtomicUsize::new(HANGUP_DRAIN),
             hangup: Notify::new(),
+            exited,
+            saw_eio: AtomicBool::new(false),
         };
         Ok(Console {
             shared: Arc::new(shared),
@@ -166,13 +177,20 @@ impl Console {
         }
     }
 
-    /// Reads output; `Ok(0)` once every slave descriptor is closed (the kernel reports EIO),
-    /// or once a hung-up console has nothing (or `HANGUP_DRAIN` bytes) more to give.
+    /// Reads output; `Ok(0)` once every slave descriptor is closed (the kernel reports EIO)
+    /// and the process's exit was reaped, or once a hung-up console has nothing (or
+    /// `HANGUP_DRAIN` bytes) more to give.
+    ///
+    /// EIO before the exit was reaped is not the end: it says that no slave descriptor is open
+    /// at this moment, and output can still be on its way through the tty layer, so the copy
+    /// reads again once the exit is in (and every [`EIO_POLL`] until then; the master's
+    /// readiness is no use any more: once hung up it stays readable). The read after the exit
+    /// takes what arrived meanwhile: the kernel flushes its pending input before it answers EIO.
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let read = |fd: &OwnedFd, buf: &mut [u8]| match nix::unistd::read(fd.as_raw_fd(), buf) {
-            Err(nix::errno::Errno::EIO) => Ok(0),
-            r => r.map_err(io::Error::from),
+        let read = |fd: &OwnedFd, buf: &mut [u8]| {
+            nix::unistd::read(fd.as_raw_fd(), buf).map_err(io::Error::from)
         };
+        let is_eio = |e: &io::Error| e.raw_os_error() == Some(libc::EIO);
         loop {
             if self.is_hung_up() {
                 let left = self.shared.drain_left.load(Ordering::Relaxed);
@@ -182,15 +200,34 @@ impl Console {
                         self.shared.drain_left.store(left - n, Ordering::Relaxed);
                         Ok(n)
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_eio(&e) => Ok(0),
                     Err(e) => Err(e),
                 };
+            }
+            if self.shared.saw_eio.load(Ordering::Relaxed) {
+                // Checked before the read: an exit reaped after it gets one more read.
+                let exited = self.shared.exited.is_set();
+                match read(self.shared.master.get_ref(), buf) {
+                    Ok(n) if n > 0 => return Ok(n),
+                    Err(e) if !(is_eio(&e) || e.kind() == io::ErrorKind::WouldBlock) => {
+                        return Err(e)
+                    }
+                    _ if exited => return Ok(0),
+                    _ => {}
+                }
+                tokio::select! {
+                    () = self.shared.exited.wait() => {}
+                    () = self.shared.hangup.notified() => {}
+                    () = tokio::time::sleep(EIO_POLL) => {}
+                }
+                continue;
             }
             let mut guard = tokio::select! {
                 g = self.shared.master.readable() => g?,
                 () = self.shared.hangup.notified() => continue,
             };
             match guard.try_io(|fd| read(fd.get_ref(), buf)) {
+                Ok(Err(e)) if is_eio(&e) => self.shared.saw_eio.store(true, Ordering::Relaxed),
                 Ok(r) => return r,
                 Err(_would_block) => continue,
             }

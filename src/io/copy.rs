@@ -8,6 +8,7 @@ use tokio::net::unix::pipe;
 
 use super::batch::Batcher;
 use super::console::Console;
+use super::progress::Progress;
 use crate::error::{Error, Result};
 
 /// Where copied bytes come from.
@@ -56,15 +57,37 @@ impl Sink {
 }
 
 impl Sink {
-    /// Waits (at most `limit`) until the client has read everything written to a FIFO target;
-    /// other targets are done as soon as written.
-    pub async fn read_by_client(&self, limit: std::time::Duration) {
+    /// Waits until the client has read everything written to a FIFO target, for as long as it
+    /// keeps reading: gives up once it took nothing for `stall`. Each byte it takes counts as
+    /// `progress`. Other targets are done as soon as written.
+    pub async fn read_by_client(&self, stall: std::time::Duration, progress: &Progress) {
+        use std::time::Duration;
         let Sink::Fifo(fifo) = self else { return };
-        let deadline = tokio::time::Instant::now() + limit;
-        while crate::sys::unread_bytes(fifo).is_ok_and(|n| n > 0)
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let mut last = usize::MAX;
+        let mut last_move = tokio::time::Instant::now();
+        // Short polls while the reader keeps up, longer ones while it is away, so a client that
+        // went away costs few wake-ups.
+        let mut poll = Duration::from_millis(5);
+        loop {
+            let Ok(unread) = crate::sys::unread_bytes(fifo) else {
+                return;
+            };
+            if unread == 0 {
+                return;
+            }
+            if unread < last {
+                if last != usize::MAX {
+                    progress.add(last - unread);
+                }
+                last_move = tokio::time::Instant::now();
+                poll = Duration::from_millis(5);
+            } else if last_move.elapsed() >= stall {
+                return;
+            } else {
+                poll = (poll * 2).min(Duration::from_millis(200));
+            }
+            last = unread;
+            tokio::time::sleep(poll).await;
         }
     }
 }
@@ -90,7 +113,7 @@ pub fn open_log_file(path: &Path) -> Result<Sink> {
 ///
 /// A write error drops the sink but the loop keeps reading: the writer side of `src` (the
 /// container) must never block forever because a reader went away.
-pub async fn pump(mut src: Source, sink: Sink) -> Option<Sink> {
+pub async fn pump(mut src: Source, sink: Sink, progress: std::sync::Arc<Progress>) -> Option<Sink> {
     let mut sink = Some(sink);
     // No buffer until the stream carries something: a quiet container (most are) costs its
     // shim no heap for its three streams.
@@ -98,7 +121,7 @@ pub async fn pump(mut src: Source, sink: Sink) -> Option<Sink> {
         return sink;
     }
     if let (Source::Pipe(from), Some(Sink::Fifo(to))) = (&src, &mut sink) {
-        match splice_all(from, to).await {
+        match splice_all(from, to, &progress).await {
             Spliced::Eof => return sink,
             Spliced::Unsupported => {}
             Spliced::SinkFailed(e) => {
@@ -119,9 +142,12 @@ pub async fn pump(mut src: Source, sink: Sink) -> Option<Sink> {
             }
         };
         if let Some(s) = sink.as_mut() {
-            if let Err(e) = s.write_all(&buf[..n]).await {
-                tracing::warn!(error = %e, "stdio write failed; discarding further output of this stream");
-                sink = None;
+            match s.write_all(&buf[..n]).await {
+                Ok(()) => progress.add(n),
+                Err(e) => {
+                    tracing::warn!(error = %e, "stdio write failed; discarding further output of this stream");
+                    sink = None;
+                }
             }
         }
     }
@@ -142,7 +168,7 @@ enum Spliced {
 /// it is full. Only we read `from`, so once FIONREAD says it holds data, a splice that would
 /// block means `to` is full. Once `to` has been full, the client reads slower than the
 /// container writes, and [`Batcher`] takes over until that changes.
-async fn splice_all(from: &pipe::Receiver, to: &mut pipe::Sender) -> Spliced {
+async fn splice_all(from: &pipe::Receiver, to: &mut pipe::Sender, progress: &Progress) -> Spliced {
     use crate::sys::{splice, unread_bytes};
     use std::io::ErrorKind::{Interrupted, WouldBlock};
     let mut moved_any = false;
@@ -163,6 +189,7 @@ async fn splice_all(from: &pipe::Receiver, to: &mut pipe::Sender) -> Spliced {
                     if let Err(e) = to.write_all(&one).await {
                         return Spliced::SinkFailed(e);
                     }
+                    progress.add(1);
                     moved_any = true;
                 }
                 Err(e) if e.kind() == WouldBlock || e.kind() == Interrupted => {}
@@ -176,7 +203,10 @@ async fn splice_all(from: &pipe::Receiver, to: &mut pipe::Sender) -> Spliced {
         let to_ref = &*to;
         match to_ref.try_io(|| splice(from, to_ref, avail)) {
             Ok(0) => continue,
-            Ok(_) => moved_any = true,
+            Ok(n) => {
+                progress.add(n);
+                moved_any = true;
+            }
             Err(e) if e.kind() == Interrupted => {}
             Err(e) if e.kind() == WouldBlock => {
                 // `to` is full: wait for the client to read, then let the batcher refill.
@@ -184,7 +214,7 @@ async fn splice_all(from: &pipe::Receiver, to: &mut pipe::Sender) -> Spliced {
                     return Spliced::SinkFailed(e);
                 }
                 if let Some(b) = batcher.get_or_insert_with(|| Batcher::new(from, to)) {
-                    if let Err(e) = b.run(from, to).await {
+                    if let Err(e) = b.run(from, to, progress).await {
                         return Spliced::SinkFailed(e);
                     }
                 }
@@ -267,7 +297,7 @@ mod tests {
         let reader = std::thread::spawn(move || read(reader, len));
         let sink = tokio::time::timeout(
             std::time::Duration::from_secs(20),
-            pump(Source::Pipe(from), Sink::Fifo(to)),
+            pump(Source::Pipe(from), Sink::Fifo(to), Default::default()),
         )
         .await
         .expect("the pump ended");
@@ -368,7 +398,7 @@ mod tests {
                 std::thread::spawn(move || std::fs::File::from(w).write_all(&pattern(8 << 20)));
             let left = tokio::time::timeout(
                 std::time::Duration::from_secs(20),
-                pump(Source::Pipe(from), sink),
+                pump(Source::Pipe(from), sink, Default::default()),
             )
             .await
             .expect("the source was drained to EOF");

@@ -15,13 +15,16 @@ mod batch;
 mod binary;
 mod console;
 mod copy;
+mod progress;
 mod uri;
 
 pub use binary::LoggerEnv;
+pub use progress::Delivery;
 pub use uri::{parse_target, Target};
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
@@ -36,10 +39,17 @@ use crate::runtime::RuncStdio;
 use binary::{Logger, Ready};
 use console::{Console, ConsoleSocket, WeakConsole};
 use copy::{Sink, Source};
+use progress::{ExitSignal, Progress};
 
-/// How long output already in a client's FIFO may wait to be read before the process's exit is
-/// reported anyway.
-const READ_GRACE: Duration = Duration::from_secs(2);
+/// How long a client may read nothing of a process's output, after the process exited, before
+/// tether stops waiting for it to be read: the output is given up on only once its reader took
+/// nothing for this long, never while it is still reading (see `progress`). The Go shim's
+/// `Delete` gives a reader the same 10 s, though in total.
+pub const DRAIN_STALL: Duration = Duration::from_secs(10);
+
+/// How long `Delete` waits for a `binary://` logger to exit on EOF before stopping it. The logger
+/// reads the container's pipes itself, so tether cannot see whether it is still making progress.
+const LOGGER_EXIT: Duration = Duration::from_secs(5);
 
 /// Capacity of the container's stdout/stderr pipes (the kernel default is 64 KiB).
 const OUTPUT_PIPE_SIZE: i32 = 256 * 1024;
@@ -76,6 +86,10 @@ pub struct ProcessIo {
     outputs_done: Option<JoinHandle<()>>,
     /// Becomes true once every output copy has ended and its target is closed.
     delivered: Option<watch::Receiver<bool>>,
+    /// Bytes the copies moved, for telling a slow reader from a missing one.
+    progress: Arc<Progress>,
+    /// Set when the process's exit is reaped (a terminal reads on through EIO until then).
+    exited: Arc<ExitSignal>,
     /// A terminal whose master runc has not sent yet, with the copies to start then.
     pending_console: Option<(ConsoleSocket, Option<pipe::Receiver>, Sink)>,
     /// Weak: the copies own the pty master, so it closes when they end (see `hang_up`).
@@ -212,8 +226,11 @@ impl ProcessIo {
             nix::fcntl::FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_SIZE),
         );
         let r = pipe::Receiver::from_owned_fd(r).map_err(Error::io("output pipe"))?;
-        self.outputs
-            .push(tokio::spawn(copy::pump(Source::Pipe(r), sink)));
+        self.outputs.push(tokio::spawn(copy::pump(
+            Source::Pipe(r),
+            sink,
+            self.progress.clone(),
+        )));
         Ok(Some(w))
     }
 
@@ -225,23 +242,32 @@ impl ProcessIo {
         self.output_aborts = copies.iter().map(JoinHandle::abort_handle).collect();
         let (tx, rx) = watch::channel(false);
         self.delivered = Some(rx);
+        let progress = self.progress.clone();
         self.outputs_done = Some(tokio::spawn(async move {
             let mut targets = Vec::with_capacity(copies.len());
             for copy in copies {
                 targets.push(copy.await.ok().flatten());
             }
             for target in targets.iter().flatten() {
-                target.read_by_client(READ_GRACE).await;
+                target.read_by_client(DRAIN_STALL, &progress).await;
             }
             drop(targets);
             let _ = tx.send(true);
         }));
     }
 
-    /// A signal that turns true once all output was handed to the client's targets; `None`
-    /// when tether copies nothing (a `binary://` logger without a terminal reads the pipes itself).
-    pub fn delivered(&self) -> Option<watch::Receiver<bool>> {
-        self.delivered.clone()
+    /// The delivery of this process's output to the client's targets; `None` when tether copies
+    /// nothing (a `binary://` logger without a terminal reads the pipes itself).
+    pub fn delivery(&self) -> Option<Delivery> {
+        Some(Delivery {
+            done: self.delivered.clone()?,
+            progress: self.progress.clone(),
+        })
+    }
+
+    /// The process's exit was reaped: a terminal's copy may now take EIO for the end.
+    pub fn process_exited(&self) {
+        self.exited.set();
     }
 
     /// For a terminal: takes the pty master runc sent and starts copying.
@@ -249,10 +275,11 @@ impl ProcessIo {
         let Some((socket, stdin, sink)) = self.pending_console.take() else {
             return Ok(());
         };
-        let console = Console::new(socket.receive().await?)?;
+        let console = Console::new(socket.receive().await?, self.exited.clone())?;
         self.outputs.push(tokio::spawn(copy::pump(
             Source::Console(console.clone()),
             sink,
+            self.progress.clone(),
         )));
         self.seal_outputs();
         self.console = Some(console.downgrade());
@@ -281,23 +308,21 @@ impl ProcessIo {
         self.stdin_keepalive = None;
     }
 
-    /// Waits until the output is delivered (copies finished, logger exited), at most `limit`.
-    /// Returns false on timeout.
-    pub async fn drain(&mut self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        if let Some(done) = self.outputs_done.as_mut() {
-            if tokio::time::timeout_at(deadline, done).await.is_err() {
+    /// Waits until the output is delivered (copies finished and read, logger exited), for as
+    /// long as it keeps moving: false once nothing moved for `stall` (logged at WARN), or the
+    /// logger did not exit within [`LOGGER_EXIT`].
+    pub async fn drain(&mut self, stall: Duration) -> bool {
+        if let Some(mut delivery) = self.delivery() {
+            if !delivery.wait(stall).await {
+                tracing::warn!(
+                    moved = self.progress.moved(),
+                    "the client read none of the output for {stall:?}; closing it"
+                );
                 return false;
             }
-            // A finished JoinHandle must not be polled again (tokio panics): a Delete retried
-            // after a failed `runc delete` drains a second time.
-            self.outputs_done = None;
         }
         match self.logger.as_mut() {
-            Some(l) => {
-                l.wait(deadline.saturating_duration_since(tokio::time::Instant::now()))
-                    .await
-            }
+            Some(l) => l.wait(LOGGER_EXIT).await,
             None => true,
         }
     }
@@ -348,14 +373,21 @@ impl Target {
 }
 
 async fn copy_then_close(src: Source, sink: Sink) {
-    drop(copy::pump(src, sink).await);
+    drop(copy::pump(src, sink, Default::default()).await);
 }
 
 /// A terminal's stdin copy: at EOF (the client closed stdin and sent `CloseIO`) the terminal
 /// hangs up, as with containerd-shim-runc-v2, so the process gets SIGHUP instead of waiting on
 /// a terminal nobody can type into.
 async fn stdin_then_hang_up(fifo: pipe::Receiver, console: Console) {
-    drop(copy::pump(Source::Pipe(fifo), Sink::Console(console.clone())).await);
+    drop(
+        copy::pump(
+            Source::Pipe(fifo),
+            Sink::Console(console.clone()),
+            Default::default(),
+        )
+        .await,
+    );
     console.hang_up();
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::exits::exit_info;
-use super::{off_thread, read_pid, Deleted, Phase, Proc, Supervisor, DRAIN_LIMIT};
+use super::{off_thread, read_pid, Deleted, Phase, Proc, Supervisor, DRAIN_STALL};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::io::{ProcessIo, StdioConfig};
@@ -186,7 +186,7 @@ impl Supervisor {
         };
         if state == State::Stopped {
             if let Some(io) = io.as_mut() {
-                io.drain(DRAIN_LIMIT).await;
+                io.drain(DRAIN_STALL).await;
             }
         }
         drop(io);

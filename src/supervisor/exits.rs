@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 
 use super::oom::OomCheck;
-use super::{Container, InitExit, Phase, Shared, Supervisor, Table};
+use super::{Container, InitExit, Phase, Proc, Shared, Supervisor, Table};
 use crate::events::Event;
 use crate::process::{ExitInfo, Op, Pid, ProcessId};
 use crate::reaper::Exit;
@@ -45,6 +45,15 @@ impl Drop for Collector {
 impl Shared {
     fn collectors(&self) -> MutexGuard<'_, Collectors> {
         self.collectors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Proc {
+    /// The process was reaped: from now on its terminal's EIO is the end of its output.
+    fn output_may_end(&self) {
+        if let Some(io) = &self.io {
+            io.process_exited();
+        }
     }
 }
 
@@ -94,6 +103,7 @@ impl Supervisor {
             return;
         };
         let Ok(p) = c.process(&process) else { return };
+        p.output_may_end();
         if let Phase::Starting { held_exit } = &mut p.phase {
             tracing::debug!(container = %cid, process = %process, pid = exit.pid, "exit held until start is published");
             *held_exit = Some(exit_info(exit));
@@ -110,6 +120,9 @@ impl Supervisor {
         process: &ProcessId,
         exit: ExitInfo,
     ) {
+        if let Ok(p) = c.process(process) {
+            p.output_may_end();
+        }
         let exec_id = match process {
             ProcessId::Init => {
                 self.hold_init_exit(id, c, exit);

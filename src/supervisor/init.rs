@@ -10,7 +10,7 @@ use super::exits::{exit_info, Collector};
 use super::spec::{persist_options, systemd_running, SpecFacts};
 use super::{
     off_thread, read_pid_file, Container, CreateRequest, Deleted, Phase, Proc, Restore, Supervisor,
-    DRAIN_LIMIT,
+    DRAIN_STALL,
 };
 use crate::error::{Error, Result};
 use crate::events::Event;
@@ -308,9 +308,7 @@ impl Supervisor {
         };
         if state == State::Stopped {
             if let Some(io) = io.as_mut() {
-                if !io.drain(DRAIN_LIMIT).await {
-                    tracing::warn!("output did not drain within {DRAIN_LIMIT:?}; closing it");
-                }
+                io.drain(DRAIN_STALL).await;
             }
         }
         if let Err(e) = runc.delete(&self.shared.reaper, id, false).await {

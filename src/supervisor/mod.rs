@@ -42,17 +42,16 @@ mod spec;
 use crate::cgroups::{ContainerCgroup, Metrics};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventSink};
-use crate::io::{IoContext, LoggerEnv, ProcessIo, StdioConfig};
+use crate::io::{IoContext, LoggerEnv, ProcessIo, StdioConfig, DRAIN_STALL};
 use crate::mount::Mount;
 use crate::process::{ExitInfo, Kind, Op, Pid, ProcessId, State};
 use crate::reaper::{Exit, Reaper};
 use crate::runtime::{CheckpointOptions, Runc, RuncOptions, RuncStdio};
 
-/// How long `Wait` holds an exit back while the process's output is still being copied.
-pub const OUTPUT_GRACE: Duration = Duration::from_secs(2);
-
-/// How long `Delete` waits for a process's output to drain before closing it.
-pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// How long `Wait` holds an exit back while the process's output moves no byte: it holds it
+/// for as long as the output keeps moving, so a client that reads slowly gets all of it before
+/// it tears its IO down.
+pub const WAIT_STALL: Duration = Duration::from_secs(2);
 
 /// Test-only knob, read once at start: every rootfs mount first sleeps this many milliseconds
 /// on its thread, so a test can prove that a slow mount holds up no other request.
@@ -593,12 +592,12 @@ impl Supervisor {
     }
 
     pub async fn wait(&self, id: &str, process: &ProcessId) -> Result<ExitInfo> {
-        let (mut rx, delivered) = {
+        let (mut rx, delivery) = {
             let mut t = self.shared.lock();
             let p = t.container(id)?.process(process)?;
             (
                 p.exit.subscribe(),
-                p.io.as_ref().and_then(ProcessIo::delivered),
+                p.io.as_ref().and_then(ProcessIo::delivery),
             )
         };
         let exit = rx
@@ -607,10 +606,11 @@ impl Supervisor {
             .ok()
             .and_then(|e| *e)
             .ok_or_else(|| Error::NotFound(format!("{process} of {id} was deleted")))?;
-        // Answer once the process's output has reached its targets (bounded): a client that
-        // tears its IO down when Wait returns (ctr does, under load) must not lose the tail.
-        if let Some(mut delivered) = delivered {
-            let _ = tokio::time::timeout(OUTPUT_GRACE, delivered.wait_for(|done| *done)).await;
+        // Answer once the process's output has reached its targets, for as long as it keeps
+        // moving: a client that tears its IO down when Wait returns (ctr does, under load) must
+        // not lose the tail.
+        if let Some(mut delivery) = delivery {
+            delivery.wait(WAIT_STALL).await;
         }
         Ok(exit)
     }

@@ -26,6 +26,7 @@
 #![allow(dead_code)]
 
 pub mod image;
+pub mod pty;
 
 use std::ffi::OsStr;
 use std::fs;

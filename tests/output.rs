@@ -1,0 +1,298 @@
+//! Output is delivered whole: every byte a process writes reaches its client, with and without a
+//! terminal, for inits and execs, when the client reads slowly and when the machine is loaded.
+//!
+//! The client is `ctr` (containerd's own Go client library: it tears its IO down after `Delete`,
+//! as containerd's client tests do), reading into a pipe or, with `-t`, a terminal of the
+//! test's own. The same loops run against the Go shim (`io.containerd.runc.v2`) in the same
+//! containerd; its results are printed beside tether's, not asserted.
+//!
+//! `TETHER_OUTPUT_RUNS` sets how many runs each loop makes (default 200).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::pty::PtyChild;
+use common::*;
+
+/// `seq -s " " N`, as the container prints it (a terminal turns the final `\n` into `\r\n`).
+fn expected(n: u32, tty: bool) -> Vec<u8> {
+    let mut s = (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(" ");
+    s.push_str(if tty { "\r\n" } else { "\n" });
+    s.into_bytes()
+}
+
+fn runs() -> usize {
+    std::env::var("TETHER_OUTPUT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
+
+/// Busy loops on every core for as long as it lives: the load under which output was cut.
+struct CpuHog(Vec<Child>);
+
+impl CpuHog {
+    fn start() -> CpuHog {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        CpuHog(
+            (0..cores)
+                .map(|_| {
+                    Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .stdout(Stdio::null())
+                        .spawn()
+                        .expect("spawn a CPU hog")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `ctr tasks exec [-t] --exec-id <exec> <id> sh -c 'seq -s " " <n>'`.
+fn exec_seq(cd: &Containerd, id: &str, exec: &str, n: u32, tty: bool) -> Vec<String> {
+    let fifo_dir = cd.dir().join("fifo");
+    let mut v: Vec<String> = vec!["tasks".into(), "exec".into()];
+    if tty {
+        v.push("-t".into());
+    }
+    v.extend([
+        "--fifo-dir".into(),
+        fifo_dir.to_string_lossy().into_owned(),
+        "--exec-id".into(),
+        exec.into(),
+        id.into(),
+        "sh".into(),
+        "-c".into(),
+        format!("seq -s ' ' {n}"),
+    ]);
+    v
+}
+
+/// Runs `args` through ctr, its stdout read as fast as possible (a terminal with `tty`), or at
+/// most `rate` bytes a second; returns ctr's exit code and everything it printed.
+fn run_ctr(cd: &Containerd, args: &[String], tty: bool, rate: Option<u64>) -> (i32, Vec<u8>) {
+    let limit = Duration::from_secs(180) * time_scale();
+    if tty {
+        let pty = PtyChild::spawn_reading(cd.ctr_cmd(args), 24, 80, Some(rate.unwrap_or(u64::MAX)));
+        let (status, bytes) = pty.wait_bytes(limit);
+        return (status.code().unwrap_or(-1), bytes);
+    }
+    let mut cmd = cd.ctr_cmd(args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn ctr");
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || read_at(&mut out, rate));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ctr {args:?} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    (status.code().unwrap_or(-1), reader.join().unwrap())
+}
+
+/// Reads `r` to EOF, at most `rate` bytes a second.
+fn read_at(r: &mut impl std::io::Read, rate: Option<u64>) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let started = Instant::now();
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => n,
+        };
+        got.extend_from_slice(&buf[..n]);
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(got.len() as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
+
+/// Where two outputs first differ, for a failure message that says what was lost.
+fn difference(got: &[u8], want: &[u8]) -> String {
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    let tail = |b: &[u8]| String::from_utf8_lossy(&b[b.len().saturating_sub(24)..]).into_owned();
+    format!(
+        "got {} of {} bytes, first difference at byte {at}; got ends {:?}, want ends {:?}",
+        got.len(),
+        want.len(),
+        tail(got),
+        tail(want)
+    )
+}
+
+/// A long-running container of `runtime` to exec into.
+fn sleeper(cd: &Containerd, runtime: &str) -> String {
+    let id = unique_id(if runtime == DEFAULT_RUNTIME {
+        "out"
+    } else {
+        "outgo"
+    });
+    let args = cd
+        .run_args(&id, &["sleep", "100000"])
+        .detach()
+        .runtime(runtime)
+        .build();
+    cd.ctr_ok(&args);
+    cd.wait_task_status(&id, "RUNNING", Duration::from_secs(30) * time_scale());
+    id
+}
+
+/// A client that reads a tail slower than any fixed limit used to allow: at 12 KiB/s, the
+/// 224 KiB of `seq -s " " 40000` take about 19 s, almost all of it after the exec exited (the
+/// pipes, pty and FIFO between them hold the whole output). Every byte arrives, and `Delete`
+/// (which ctr sends once `Wait` answered) waits for it rather than closing the streams.
+fn slow_client_gets_everything(tty: bool) {
+    require_root();
+    let cd = Containerd::start();
+    let id = sleeper(&cd, &runtime());
+    let want = expected(40_000, tty);
+    let (code, got) = run_ctr(
+        &cd,
+        &exec_seq(&cd, &id, "slow", 40_000, tty),
+        tty,
+        Some(12 * 1024),
+    );
+    assert_eq!(code, 0, "ctr exec failed");
+    assert_exact(&got, &want, tty);
+}
+
+/// `got == want`, except that a terminal's final `\r\n` may arrive as `\r\r\n`: ctr restores
+/// its own terminal's settings before it writes the last bytes (the Go shim's output shows the
+/// same), so `\r`s are not compared.
+fn assert_exact(got: &[u8], want: &[u8], tty: bool) {
+    assert!(same(got, want, tty), "{}", difference(got, want));
+}
+
+fn same(got: &[u8], want: &[u8], tty: bool) -> bool {
+    if !tty {
+        return got == want;
+    }
+    let strip = |b: &[u8]| {
+        b.iter()
+            .copied()
+            .filter(|&c| c != b'\r')
+            .collect::<Vec<u8>>()
+    };
+    strip(got) == strip(want)
+}
+
+#[test]
+fn a_slow_client_gets_all_of_an_exec_terminals_output() {
+    slow_client_gets_everything(true);
+}
+
+#[test]
+fn a_slow_client_gets_all_of_an_execs_output() {
+    slow_client_gets_everything(false);
+}
+
+/// The loop of containerd's `TestContainerExecLargeOutputWithTTY` (which found output cut short
+/// under load): `runs()` execs of `seq -s " " 1000000` (6.9 MB) in a row, under a CPU hog on
+/// every core, each compared byte for byte. Returns the failed runs' descriptions.
+fn exec_loop(cd: &Containerd, runtime: &str, tty: bool, runs: usize) -> Vec<String> {
+    let id = sleeper(cd, runtime);
+    let want = expected(1_000_000, tty);
+    let mut failed = Vec::new();
+    for i in 0..runs {
+        let (code, got) = run_ctr(
+            cd,
+            &exec_seq(cd, &id, &format!("e{i}"), 1_000_000, tty),
+            tty,
+            None,
+        );
+        if code != 0 || !same(&got, &want, tty) {
+            failed.push(format!("run {i}: exit {code}, {}", difference(&got, &want)));
+        }
+    }
+    failed
+}
+
+/// The init's own output, the same way: `ctr run --rm` of `seq -s " " 1000000`, `runs()` times.
+fn init_loop(cd: &Containerd, runtime: &str, runs: usize) -> Vec<String> {
+    let want = expected(1_000_000, false);
+    let mut failed = Vec::new();
+    for i in 0..runs {
+        let id = unique_id("initout");
+        let args = cd
+            .run_args(&id, &["sh", "-c", "seq -s ' ' 1000000"])
+            .runtime(runtime)
+            .build();
+        let (code, got) = run_ctr(cd, &args, false, None);
+        if code != 0 || got != want {
+            failed.push(format!("run {i}: exit {code}, {}", difference(&got, &want)));
+        }
+    }
+    failed
+}
+
+/// Runs `lp` for tether and for the Go shim under the CPU hog; asserts tether's runs were all
+/// exact and prints both.
+fn under_load(what: &str, lp: impl Fn(&Containerd, &str, usize) -> Vec<String>) {
+    require_root();
+    let cd = Containerd::start();
+    let n = runs();
+    let _hog = CpuHog::start();
+    let started = Instant::now();
+    let ours = lp(&cd, &runtime(), n);
+    let ours_took = started.elapsed();
+    let started = Instant::now();
+    let go = lp(&cd, "io.containerd.runc.v2", n);
+    eprintln!(
+        "{what}, {n} runs under a CPU hog: {} ({}): {} cut short in {:.0?}; Go shim: {} cut short in {:.0?}{}",
+        runtime(),
+        containerd_version().0,
+        ours.len(),
+        ours_took,
+        go.len(),
+        started.elapsed(),
+        go.first().map(|f| format!(" (first: {f})")).unwrap_or_default()
+    );
+    assert!(
+        ours.is_empty(),
+        "{what}: {} of {n} runs were not exact:\n{}",
+        ours.len(),
+        ours.join("\n")
+    );
+}
+
+#[test]
+fn exec_terminal_output_is_exact_under_load() {
+    under_load("exec with a terminal", |cd, rt, n| {
+        exec_loop(cd, rt, true, n)
+    });
+}
+
+#[test]
+fn exec_output_is_exact_under_load() {
+    under_load("exec", |cd, rt, n| exec_loop(cd, rt, false, n));
+}
+
+#[test]
+fn init_output_is_exact_under_load() {
+    under_load("init", init_loop);
+}
