@@ -13,9 +13,7 @@ use containerd_shim_protos::api::{self, Status};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
 use containerd_shim_protos::protobuf::{Message, MessageField};
-use containerd_shim_protos::shim::oci::{
-    CheckpointOptions as PbCheckpointOptions, Options as PbRuncOptions, ProcessDetails,
-};
+use containerd_shim_protos::shim::oci::{Options as PbRuncOptions, ProcessDetails};
 use containerd_shim_protos::shim_async::{create_task, Task};
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -27,6 +25,7 @@ use crate::events::timestamp;
 use crate::io::StdioConfig;
 use crate::mount::Mount;
 use crate::process::{ExitInfo, ProcessId, State};
+use crate::protos::checkpoint::CheckpointOptions as PbCheckpointOptions;
 use crate::protos::runtimeoptions::Options as CriRuntimeOptions;
 use crate::runtime::{CheckpointOptions, RuncOptions};
 use crate::supervisor::{CreateRequest, Supervisor};
@@ -167,10 +166,13 @@ pub fn decode_options(any: &MessageField<Any>) -> Result<RuncOptions, Error> {
         no_new_keyring: o.no_new_keyring,
         io_uid: o.io_uid,
         io_gid: o.io_gid,
+        shim_cgroup: o.shim_cgroup,
+        criu_work_path: o.criu_work_path,
     })
 }
 
-/// `containerd.runc.v1.CheckpointOptions` plus the request's image path.
+/// `containerd.runc.v1.CheckpointOptions` (our copy, with containerd 2.4's `parent_path`) plus
+/// the request's image path.
 fn decode_checkpoint_options(req: &api::CheckpointTaskRequest) -> Result<CheckpointOptions, Error> {
     let o = match req.options.as_ref() {
         Some(any)
@@ -192,7 +194,7 @@ fn decode_checkpoint_options(req: &api::CheckpointTaskRequest) -> Result<Checkpo
     Ok(CheckpointOptions {
         image_path: image.into(),
         work_path: o.work_path.into(),
-        parent_path: String::new(),
+        parent_path: o.parent_path,
         exit: o.exit,
         open_tcp: o.open_tcp,
         external_unix_sockets: o.external_unix_sockets,
@@ -557,6 +559,54 @@ mod tests {
         assert_eq!(
             s.message(),
             "OCI runtime create failed: exec: \"x\": not found"
+        );
+    }
+
+    #[test]
+    fn checkpoint_options_carry_containerd_2_4s_parent_path() {
+        // The crate's CheckpointOptions (fields 1-9) plus field 10 as containerd 2.4 appends it:
+        // tag 10, wire type 2.
+        let mut value = containerd_shim_protos::shim::oci::CheckpointOptions {
+            exit: true,
+            work_path: "/w".into(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap();
+        value.extend([0x52, 7]);
+        value.extend(b"/parent");
+        let req = api::CheckpointTaskRequest {
+            path: "/img".into(),
+            options: MessageField::some(Any {
+                type_url: "containerd.runc.v1.CheckpointOptions".into(),
+                value,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let o = decode_checkpoint_options(&req).unwrap();
+        assert_eq!(
+            (o.parent_path.as_str(), o.exit, o.work_path.to_str(), o.image_path.to_str()),
+            ("/parent", true, Some("/w"), Some("/img"))
+        );
+    }
+
+    #[test]
+    fn runc_options_carry_shim_cgroup_and_criu_work_path() {
+        let pb = PbRuncOptions {
+            shim_cgroup: "/tether/shims".into(),
+            criu_work_path: "/var/lib/criu".into(),
+            ..Default::default()
+        };
+        let any = Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: pb.write_to_bytes().unwrap(),
+            ..Default::default()
+        };
+        let o = decode_options(&MessageField::some(any)).unwrap();
+        assert_eq!(
+            (o.shim_cgroup.as_str(), o.criu_work_path.as_str()),
+            ("/tether/shims", "/var/lib/criu")
         );
     }
 
