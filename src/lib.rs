@@ -77,6 +77,9 @@ pub use io::{parse_target, Target};
 pub use process::{validate_id, MAX_ID_LEN};
 #[doc(hidden)]
 pub use runtime::primer;
+/// A process's core-scheduling cookie, for the `SCHED_CORE` tests.
+#[doc(hidden)]
+pub use sys::sched_core_cookie;
 
 /// Version reported by `-v` and `Connect`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
