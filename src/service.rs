@@ -28,8 +28,8 @@ use crate::process::{ExitInfo, ProcessId, State};
 use crate::protos::checkpoint::CheckpointOptions as PbCheckpointOptions;
 use crate::protos::runtimeoptions::Options as CriRuntimeOptions;
 use crate::runtime::{CheckpointOptions, RuncOptions};
-use crate::trace_context::TraceContext;
 use crate::supervisor::{CreateRequest, Supervisor};
+use crate::trace_context::TraceContext;
 
 /// The service names containerd dials: v2 up to 1.7, v3 from 2.0. The messages are identical.
 pub(crate) const TASK_SERVICE_V2: &str = "containerd.task.v2.Task";
@@ -599,7 +599,12 @@ mod tests {
         };
         let o = decode_checkpoint_options(&req).unwrap();
         assert_eq!(
-            (o.parent_path.as_str(), o.exit, o.work_path.to_str(), o.image_path.to_str()),
+            (
+                o.parent_path.as_str(),
+                o.exit,
+                o.work_path.to_str(),
+                o.image_path.to_str()
+            ),
             ("/parent", true, Some("/w"), Some("/img"))
         );
     }

@@ -149,7 +149,9 @@ fn serve(args: &Args) -> Result<()> {
         // without core scheduling costs a warning, not the containers.
         match crate::sys::sched_core_create() {
             Ok(()) => tracing::info!("SCHED_CORE: new core-scheduling cookie for the shim"),
-            Err(e) => tracing::warn!(error = %e, "SCHED_CORE is set but this kernel cannot create a core-scheduling cookie; running without"),
+            Err(e) => {
+                tracing::warn!(error = %e, "SCHED_CORE is set but this kernel cannot create a core-scheduling cookie; running without")
+            }
         }
     }
     let listener = listener.map_err(Error::io(

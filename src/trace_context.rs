@@ -129,8 +129,8 @@ mod tests {
             [("TRACEPARENT", PARENT), ("TRACESTATE", "congo=t61rcWkgMzE")]
         );
         // Key case does not matter; upper-case hex is normalised.
-        let c = TraceContext::from_metadata(&md(&[("TraceParent", &PARENT.to_uppercase())]))
-            .unwrap();
+        let c =
+            TraceContext::from_metadata(&md(&[("TraceParent", &PARENT.to_uppercase())])).unwrap();
         assert_eq!((c.traceparent.as_str(), c.tracestate), (PARENT, None));
     }
 
@@ -165,8 +165,9 @@ mod tests {
         // A tracestate with control characters or beyond the limit is dropped, the parent kept.
         let long = "a=".to_string() + &"b".repeat(MAX_TRACESTATE);
         for state in ["x=\u{7}", long.as_str()] {
-            let c = TraceContext::from_metadata(&md(&[("traceparent", PARENT), ("tracestate", state)]))
-                .unwrap();
+            let c =
+                TraceContext::from_metadata(&md(&[("traceparent", PARENT), ("tracestate", state)]))
+                    .unwrap();
             assert_eq!(c.tracestate, None, "{state:?}");
         }
     }

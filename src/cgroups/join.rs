@@ -43,9 +43,9 @@ pub(crate) fn join_in(
                 .split(',')
                 .any(|o| is_v1_controller(o) || o.starts_with("name="))
     };
-    let is_v1 = mounts.iter().any(|m| {
-        !m.unified && m.super_options.split(',').any(is_v1_controller)
-    });
+    let is_v1 = mounts
+        .iter()
+        .any(|m| !m.unified && m.super_options.split(',').any(is_v1_controller));
     let dirs: Vec<PathBuf> = if is_v1 {
         let mut dirs: Vec<PathBuf> = mounts
             .iter()
@@ -63,7 +63,11 @@ pub(crate) fn join_in(
             .collect()
     };
     if dirs.is_empty() {
-        let layout = if is_v1 { "v1 hierarchy" } else { "cgroup2 mount" };
+        let layout = if is_v1 {
+            "v1 hierarchy"
+        } else {
+            "cgroup2 mount"
+        };
         return Err(Error::NotFound(format!(
             "ShimCgroup {path}: no such cgroup in any {layout}"
         )));
