@@ -2358,7 +2358,7 @@ async fn trace_context_reaches_the_log_and_the_runtime() {
         .find(|l| l.contains("shutdown requested"))
         .unwrap();
     assert!(
-        shutdown_line.contains(&format!("rpc=\"shutdown\""))
+        shutdown_line.contains("rpc=\"shutdown\"")
             && shutdown_line.contains(&format!("trace_id={TRACE_ID}")),
         "{shutdown_line}"
     );
