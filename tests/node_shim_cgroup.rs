@@ -4,7 +4,9 @@
 //! start and leaves no server behind.
 //!
 //! The options reach `start` as ctr hands a non-runc runtime its options file
-//! (`--runtime-config-path`, `runtimeoptions.v1.Options { ConfigPath }` on start's stdin).
+//! (`--runtime-config-path`, `runtimeoptions.v1.Options { ConfigPath }` on start's stdin), or,
+//! as containerd 2.3+ sends them, in a `BootstrapParams` extension (that test runs `start`
+//! itself).
 //!
 //! On this kind of host (v1 or hybrid) the cgroup is a static path in every v1 hierarchy. The
 //! cgroup2 form runs in the VM lane (`scripts/vm-test.sh` runs the `#[ignore]`d test inside a
@@ -13,7 +15,13 @@
 mod common;
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult, Extension};
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::Message;
 
 use common::*;
 
@@ -157,6 +165,86 @@ fn the_shim_server_joins_its_cgroup_on_v2() {
         "this test needs a pure cgroup v2 node (scripts/vm-test.sh)"
     );
     the_shim_server_joins_its_cgroup(true);
+}
+
+/// Whether `/sys/fs/cgroup` itself is cgroup2 (a pure v2 host).
+fn unified_host() -> bool {
+    cgroup_mounts()
+        .iter()
+        .any(|(m, v2)| *v2 && m == Path::new("/sys/fs/cgroup"))
+}
+
+/// containerd 2.3+ passes the runtime options to `start` as a `BootstrapParams` extension, not
+/// as stdin itself: `ShimCgroup` is read from there too. (No containerd here speaks it; the
+/// shim's `start` is run as 2.3 runs it.)
+#[test]
+fn the_bootstrap_extension_names_the_shim_cgroup() {
+    require_root();
+    let cg = TestCgroup::create(unified_host());
+    let dir = tempfile::tempdir().unwrap();
+    let (namespace, id) = (unique_id("ns"), unique_id("shimcg"));
+    let address = dir.path().join("containerd.sock").display().to_string();
+    let bundle = dir.path().join(&id);
+    fs::create_dir_all(&bundle).unwrap();
+    fs::write(bundle.join("config.json"), r#"{"ociVersion":"1.0.2"}"#).unwrap();
+    let options = containerd_shim_protos::shim::oci::Options {
+        shim_cgroup: cg.name.clone(),
+        ..Default::default()
+    };
+    let params = BootstrapParams {
+        instance_id: id.clone(),
+        namespace: namespace.clone(),
+        containerd_grpc_address: address.clone(),
+        socket_dir: Some(dir.path().join("s").display().to_string()),
+        extensions: vec![Extension {
+            value: Some(Any {
+                type_url: "type.googleapis.com/containerd.runc.v1.Options".into(),
+                value: options.write_to_bytes().unwrap(),
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut child = Command::new(shim_binary())
+        .args([
+            "-namespace",
+            &namespace,
+            "-address",
+            &address,
+            "-id",
+            &id,
+            "start",
+        ])
+        .current_dir(&bundle)
+        .env_remove("TTRPC_ADDRESS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&params.write_to_bytes().unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let result = BootstrapResult::parse_from_bytes(&out.stdout).unwrap();
+    let pid: i32 = fs::read_to_string(bundle.join("shim.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let in_cgroup: Vec<Vec<i32>> = cg.dirs.iter().map(|d| procs(d)).collect();
+    // The server has nothing to do: stop it before asserting.
+    kill(pid, libc::SIGKILL);
+    let _ = fs::remove_file(result.address.trim_start_matches("unix://"));
+    for (dir, procs) in cg.dirs.iter().zip(in_cgroup) {
+        assert_eq!(procs, vec![pid], "{}", dir.display());
+    }
 }
 
 /// A `ShimCgroup` that does not exist fails the start (as with the Go shim): ctr reports the
