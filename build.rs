@@ -86,6 +86,7 @@ fn compile_protos() {
         .include("protos")
         .input("protos/runtimeoptions/v1/api.proto")
         .input("protos/types/introspection.proto")
+        .input("protos/runc/options/checkpoint.proto")
         .customize(
             protobuf_codegen::Customize::default()
                 .lite_runtime(true)

@@ -8,6 +8,7 @@
 //! not make it. We keep announcing protocol version 2 (SPEC §1.17).
 
 use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult, LogLevel};
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
 
 /// What a containerd 2.3+ `start` told us.
@@ -34,6 +35,25 @@ pub fn parse(stdin: &[u8], id: &str, namespace: &str) -> Option<Bootstrap> {
         socket_dir: p.socket_dir.filter(|d| !d.is_empty()),
         debug,
     })
+}
+
+/// The runtime options `start` was given: the stdin `Any` itself (containerd 1.6 to 2.2), or
+/// the first `BootstrapParams` extension that is a runtime options message (2.3+, where they
+/// travel as an extension). `None` when there are none.
+pub fn runtime_options(stdin: &[u8], bootstrapped: bool) -> Option<Any> {
+    let is_options = |a: &Any| {
+        a.type_url.ends_with("containerd.runc.v1.Options")
+            || a.type_url.ends_with("runtimeoptions.v1.Options")
+    };
+    if bootstrapped {
+        let p = BootstrapParams::parse_from_bytes(stdin).ok()?;
+        return p
+            .extensions
+            .into_iter()
+            .filter_map(|e| e.value.into_option())
+            .find(is_options);
+    }
+    Any::parse_from_bytes(stdin).ok().filter(is_options)
 }
 
 /// What `start` prints: a `BootstrapResult` when containerd spoke the bootstrap protocol, the
@@ -115,6 +135,36 @@ mod tests {
         );
         assert_eq!(parse(b"", "c1", "default"), None);
         assert_eq!(parse(b"\xff\xff\xff", "c1", "default"), None);
+    }
+
+    #[test]
+    fn runtime_options_come_from_stdin_or_the_bootstrap_extension() {
+        use containerd_shim_protos::bootstrap_api::Extension;
+        let opts = Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: vec![0x32, 0x04, b'r', b'u', b'n', b'c'],
+            ..Default::default()
+        };
+        let legacy = opts.write_to_bytes().unwrap();
+        assert_eq!(runtime_options(&legacy, false), Some(opts.clone()));
+        assert_eq!(runtime_options(b"", false), None);
+        let other = Any {
+            type_url: "containerd.types.Other".into(),
+            ..Default::default()
+        };
+        let mut p = params("c1", "k8s.io");
+        for value in [other, opts.clone()] {
+            p.extensions.push(Extension {
+                value: Some(value).into(),
+                ..Default::default()
+            });
+        }
+        let boot = p.write_to_bytes().unwrap();
+        assert_eq!(runtime_options(&boot, true), Some(opts));
+        assert_eq!(
+            runtime_options(&params("c1", "k8s.io").write_to_bytes().unwrap(), true),
+            None
+        );
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub fn grouping_key(bundle: &Path, id: &str) -> String {
 pub fn start(args: &Args, bundle: &Path) -> Result<Vec<u8>> {
     // containerd writes runtime options, bootstrap parameters or nothing to stdin; read it all
     // (bounded) so it never blocks on a full pipe. Runtime options also arrive with Create,
-    // which is where we use them.
+    // which is where we use them, except `ShimCgroup`, which only `start` can apply.
     let mut stdin = Vec::new();
     let _ = std::io::stdin().take(10 << 20).read_to_end(&mut stdin);
     let boot = crate::bootstrap::parse(&stdin, &args.id, &args.namespace);
@@ -112,6 +112,15 @@ pub fn start(args: &Args, bundle: &Path) -> Result<Vec<u8>> {
             return Err(e);
         }
     };
+    if let Err(e) = join_shim_cgroup(pid, &stdin, boot.is_some()) {
+        // As the Go shim: a server that cannot be put where it was asked is not left running.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
     adjust_oom_score(pid);
     write_atomic(&bundle.join("address"), address.as_bytes())?;
     write_atomic(&bundle.join("shim.pid"), pid.to_string().as_bytes())?;
@@ -156,6 +165,19 @@ fn spawn_server(
     let child = cmd.spawn().map_err(Error::io("start shim server"))?;
     // Never waited for: we exit now and the server is re-parented away from containerd.
     Ok(child.id())
+}
+
+/// Moves the new server into the runtime options' `ShimCgroup`, if they name one. Only a new
+/// server: one that already serves the group stays where it is, as with the Go shim.
+fn join_shim_cgroup(pid: u32, stdin: &[u8], bootstrapped: bool) -> Result<()> {
+    let Some(any) = crate::bootstrap::runtime_options(stdin, bootstrapped) else {
+        return Ok(());
+    };
+    let options = crate::service::decode_options(&Some(any).into())?;
+    if options.shim_cgroup.is_empty() {
+        return Ok(());
+    }
+    crate::cgroups::join::join(pid, &options.shim_cgroup).map(drop)
 }
 
 /// The server should be killed before containerd under memory pressure: containerd's score + 1

@@ -34,6 +34,8 @@
 //!   with hundreds of fields, and a mirror type would only copy them.
 //! - `reaper`: the one `waitpid(-1)` loop and spawn-and-wait for every child we fork.
 //! - [`events`]: the ordered publisher of task events to containerd.
+//! - `trace_context`: a request's W3C trace context (ttrpc metadata) into its log lines and the
+//!   runtime's environment.
 //! - `logging`: `tracing` output into the bundle's `log` FIFO, never blocking; its own small
 //!   subscriber.
 //! - `signals`: SIGCHLD, SIGTERM and SIGINT as readiness on a pipe.
@@ -69,11 +71,15 @@ pub mod shim;
 pub(crate) mod signals;
 pub(crate) mod supervisor;
 pub(crate) mod sys;
+pub(crate) mod trace_context;
 
 pub use io::{parse_target, Target};
 pub use process::{validate_id, MAX_ID_LEN};
 #[doc(hidden)]
 pub use runtime::primer;
+/// A process's core-scheduling cookie, for the `SCHED_CORE` tests.
+#[doc(hidden)]
+pub use sys::sched_core_cookie;
 
 /// Version reported by `-v` and `Connect`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -10,3 +10,7 @@ pub use generated::api as runtimeoptions;
 
 /// `containerd.types.RuntimeInfo`: what `-info` prints (containerd 2.0+).
 pub use generated::introspection;
+
+/// `containerd.runc.v1.CheckpointOptions` with containerd 2.4's `parent_path` (field 10),
+/// which containerd-shim-protos 0.12 lacks.
+pub use generated::checkpoint;

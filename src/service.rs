@@ -13,9 +13,7 @@ use containerd_shim_protos::api::{self, Status};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
 use containerd_shim_protos::protobuf::{Message, MessageField};
-use containerd_shim_protos::shim::oci::{
-    CheckpointOptions as PbCheckpointOptions, Options as PbRuncOptions, ProcessDetails,
-};
+use containerd_shim_protos::shim::oci::{Options as PbRuncOptions, ProcessDetails};
 use containerd_shim_protos::shim_async::{create_task, Task};
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -27,9 +25,11 @@ use crate::events::timestamp;
 use crate::io::StdioConfig;
 use crate::mount::Mount;
 use crate::process::{ExitInfo, ProcessId, State};
+use crate::protos::checkpoint::CheckpointOptions as PbCheckpointOptions;
 use crate::protos::runtimeoptions::Options as CriRuntimeOptions;
 use crate::runtime::{CheckpointOptions, RuncOptions};
 use crate::supervisor::{CreateRequest, Supervisor};
+use crate::trace_context::TraceContext;
 
 /// The service names containerd dials: v2 up to 1.7, v3 from 2.0. The messages are identical.
 pub(crate) const TASK_SERVICE_V2: &str = "containerd.task.v2.Task";
@@ -111,16 +111,28 @@ pub(crate) fn services(svc: Arc<TaskService>) -> HashMap<String, Service> {
 type Res<T> = ttrpc::Result<T>;
 
 /// Runs one handler in its span, which names the method, the container and the exec (empty
-/// for the init and for container-wide methods): the one way every method is instrumented.
+/// for the init and for container-wide methods), and the trace id when containerd sent a W3C
+/// trace context: the one way every method is instrumented. The context stays current for
+/// the runtime calls the handler makes (see [`crate::trace_context`]).
 async fn traced<T>(
+    ctx: &TtrpcContext,
     rpc: &'static str,
     id: &str,
     exec_id: &str,
     handler: impl std::future::Future<Output = Res<T>>,
 ) -> Res<T> {
-    handler
-        .instrument(tracing::info_span!("task", rpc, id = %id, exec_id = %exec_id))
-        .await
+    let trace = TraceContext::from_metadata(&ctx.metadata);
+    let span = tracing::info_span!(
+        "task",
+        rpc,
+        id = %id,
+        exec_id = %exec_id,
+        trace_id = tracing::field::Empty
+    );
+    if let Some(t) = &trace {
+        span.record("trace_id", tracing::field::display(t.trace_id()));
+    }
+    crate::trace_context::scope(trace, handler.instrument(span)).await
 }
 
 /// Decodes the runtime options of a `Create`:
@@ -167,10 +179,13 @@ pub fn decode_options(any: &MessageField<Any>) -> Result<RuncOptions, Error> {
         no_new_keyring: o.no_new_keyring,
         io_uid: o.io_uid,
         io_gid: o.io_gid,
+        shim_cgroup: o.shim_cgroup,
+        criu_work_path: o.criu_work_path,
     })
 }
 
-/// `containerd.runc.v1.CheckpointOptions` plus the request's image path.
+/// `containerd.runc.v1.CheckpointOptions` (our copy, with containerd 2.4's `parent_path`) plus
+/// the request's image path.
 fn decode_checkpoint_options(req: &api::CheckpointTaskRequest) -> Result<CheckpointOptions, Error> {
     let o = match req.options.as_ref() {
         Some(any)
@@ -192,7 +207,7 @@ fn decode_checkpoint_options(req: &api::CheckpointTaskRequest) -> Result<Checkpo
     Ok(CheckpointOptions {
         image_path: image.into(),
         work_path: o.work_path.into(),
-        parent_path: String::new(),
+        parent_path: o.parent_path,
         exit: o.exit,
         open_tcp: o.open_tcp,
         external_unix_sockets: o.external_unix_sockets,
@@ -222,10 +237,10 @@ fn exited_at(
 impl Task for TaskService {
     async fn create(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> Res<api::CreateTaskResponse> {
-        traced("create", &req.id, "", async {
+        traced(ctx, "create", &req.id, "", async {
             let options = decode_options(&req.options).map_err(to_status)?;
             let create = CreateRequest {
                 id: req.id.clone(),
@@ -260,8 +275,8 @@ impl Task for TaskService {
         .await
     }
 
-    async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> Res<api::StartResponse> {
-        traced("start", &req.id, &req.exec_id, async {
+    async fn start(&self, ctx: &TtrpcContext, req: api::StartRequest) -> Res<api::StartResponse> {
+        traced(ctx, "start", &req.id, &req.exec_id, async {
             let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
             let pid = self.sup.start(&req.id, &process).await.map_err(to_status)?;
             Ok(api::StartResponse {
@@ -272,8 +287,8 @@ impl Task for TaskService {
         .await
     }
 
-    async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> Res<api::StateResponse> {
-        traced("state", &req.id, &req.exec_id, async {
+    async fn state(&self, ctx: &TtrpcContext, req: api::StateRequest) -> Res<api::StateResponse> {
+        traced(ctx, "state", &req.id, &req.exec_id, async {
             let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
             let s = self.sup.state(&req.id, &process).map_err(to_status)?;
             Ok(api::StateResponse {
@@ -294,8 +309,8 @@ impl Task for TaskService {
         .await
     }
 
-    async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> Res<api::WaitResponse> {
-        traced("wait", &req.id, &req.exec_id, async {
+    async fn wait(&self, ctx: &TtrpcContext, req: api::WaitRequest) -> Res<api::WaitResponse> {
+        traced(ctx, "wait", &req.id, &req.exec_id, async {
             let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
             let e = self.sup.wait(&req.id, &process).await.map_err(to_status)?;
             Ok(api::WaitResponse {
@@ -307,8 +322,8 @@ impl Task for TaskService {
         .await
     }
 
-    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> Res<Empty> {
-        traced("kill", &req.id, &req.exec_id, async {
+    async fn kill(&self, ctx: &TtrpcContext, req: api::KillRequest) -> Res<Empty> {
+        traced(ctx, "kill", &req.id, &req.exec_id, async {
             let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
             self.sup
                 .kill(&req.id, &process, req.signal, req.all)
@@ -321,10 +336,10 @@ impl Task for TaskService {
 
     async fn delete(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> Res<api::DeleteResponse> {
-        traced("delete", &req.id, &req.exec_id, async {
+        traced(ctx, "delete", &req.id, &req.exec_id, async {
             let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
             let d = self
                 .sup
@@ -341,8 +356,8 @@ impl Task for TaskService {
         .await
     }
 
-    async fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> Res<api::PidsResponse> {
-        traced("pids", &req.id, "", async {
+    async fn pids(&self, ctx: &TtrpcContext, req: api::PidsRequest) -> Res<api::PidsResponse> {
+        traced(ctx, "pids", &req.id, "", async {
             let pids = self.sup.pids(&req.id).await.map_err(to_status)?;
             let processes = pids
                 .into_iter()
@@ -372,8 +387,8 @@ impl Task for TaskService {
         .await
     }
 
-    async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> Res<Empty> {
-        traced("close_io", &req.id, &req.exec_id, async {
+    async fn close_io(&self, ctx: &TtrpcContext, req: api::CloseIORequest) -> Res<Empty> {
+        traced(ctx, "close_io", &req.id, &req.exec_id, async {
             let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
             self.sup
                 .close_io(&req.id, &process, req.stdin)
@@ -385,10 +400,10 @@ impl Task for TaskService {
 
     async fn connect(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::ConnectRequest,
     ) -> Res<api::ConnectResponse> {
-        traced("connect", &req.id, "", async {
+        traced(ctx, "connect", &req.id, "", async {
             Ok(api::ConnectResponse {
                 shim_pid: std::process::id(),
                 task_pid: self.sup.init_pid(&req.id),
@@ -399,8 +414,8 @@ impl Task for TaskService {
         .await
     }
 
-    async fn shutdown(&self, _ctx: &TtrpcContext, req: api::ShutdownRequest) -> Res<Empty> {
-        traced("shutdown", &req.id, "", async {
+    async fn shutdown(&self, ctx: &TtrpcContext, req: api::ShutdownRequest) -> Res<Empty> {
+        traced(ctx, "shutdown", &req.id, "", async {
             // containerd 2.1+ sends one after every task delete of a grouped shim.
             tracing::debug!("shutdown requested");
             self.shutdown_requested.store(true, Ordering::SeqCst);
@@ -410,8 +425,8 @@ impl Task for TaskService {
         .await
     }
 
-    async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> Res<Empty> {
-        traced("exec", &req.id, &req.exec_id, async {
+    async fn exec(&self, ctx: &TtrpcContext, req: api::ExecProcessRequest) -> Res<Empty> {
+        traced(ctx, "exec", &req.id, &req.exec_id, async {
             let stdio = StdioConfig {
                 stdin: req.stdin.clone(),
                 stdout: req.stdout.clone(),
@@ -431,8 +446,8 @@ impl Task for TaskService {
         .await
     }
 
-    async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> Res<Empty> {
-        traced("resize_pty", &req.id, &req.exec_id, async {
+    async fn resize_pty(&self, ctx: &TtrpcContext, req: api::ResizePtyRequest) -> Res<Empty> {
+        traced(ctx, "resize_pty", &req.id, &req.exec_id, async {
             let process = ProcessId::from_api(&req.exec_id).map_err(to_status)?;
             self.sup
                 .resize_pty(&req.id, &process, req.width, req.height)
@@ -442,24 +457,24 @@ impl Task for TaskService {
         .await
     }
 
-    async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> Res<Empty> {
-        traced("pause", &req.id, "", async {
+    async fn pause(&self, ctx: &TtrpcContext, req: api::PauseRequest) -> Res<Empty> {
+        traced(ctx, "pause", &req.id, "", async {
             self.sup.pause(&req.id).await.map_err(to_status)?;
             Ok(Empty::new())
         })
         .await
     }
 
-    async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> Res<Empty> {
-        traced("resume", &req.id, "", async {
+    async fn resume(&self, ctx: &TtrpcContext, req: api::ResumeRequest) -> Res<Empty> {
+        traced(ctx, "resume", &req.id, "", async {
             self.sup.resume(&req.id).await.map_err(to_status)?;
             Ok(Empty::new())
         })
         .await
     }
 
-    async fn checkpoint(&self, _ctx: &TtrpcContext, req: api::CheckpointTaskRequest) -> Res<Empty> {
-        traced("checkpoint", &req.id, "", async {
+    async fn checkpoint(&self, ctx: &TtrpcContext, req: api::CheckpointTaskRequest) -> Res<Empty> {
+        traced(ctx, "checkpoint", &req.id, "", async {
             let opts = decode_checkpoint_options(&req).map_err(to_status)?;
             self.sup
                 .checkpoint(&req.id, opts)
@@ -470,8 +485,8 @@ impl Task for TaskService {
         .await
     }
 
-    async fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> Res<Empty> {
-        traced("update", &req.id, "", async {
+    async fn update(&self, ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> Res<Empty> {
+        traced(ctx, "update", &req.id, "", async {
             let Some(resources) = req.resources.as_ref() else {
                 return Err(to_status(Error::InvalidArgument(
                     "update carries no resources".into(),
@@ -486,8 +501,8 @@ impl Task for TaskService {
         .await
     }
 
-    async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> Res<api::StatsResponse> {
-        traced("stats", &req.id, "", async {
+    async fn stats(&self, ctx: &TtrpcContext, req: api::StatsRequest) -> Res<api::StatsResponse> {
+        traced(ctx, "stats", &req.id, "", async {
             let metrics = self.sup.stats(&req.id).map_err(to_status)?;
             Ok(api::StatsResponse {
                 stats: MessageField::some(metrics.to_any()),
@@ -557,6 +572,59 @@ mod tests {
         assert_eq!(
             s.message(),
             "OCI runtime create failed: exec: \"x\": not found"
+        );
+    }
+
+    #[test]
+    fn checkpoint_options_carry_containerd_2_4s_parent_path() {
+        // The crate's CheckpointOptions (fields 1-9) plus field 10 as containerd 2.4 appends it:
+        // tag 10, wire type 2.
+        let mut value = containerd_shim_protos::shim::oci::CheckpointOptions {
+            exit: true,
+            work_path: "/w".into(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap();
+        value.extend([0x52, 7]);
+        value.extend(b"/parent");
+        let req = api::CheckpointTaskRequest {
+            path: "/img".into(),
+            options: MessageField::some(Any {
+                type_url: "containerd.runc.v1.CheckpointOptions".into(),
+                value,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let o = decode_checkpoint_options(&req).unwrap();
+        assert_eq!(
+            (
+                o.parent_path.as_str(),
+                o.exit,
+                o.work_path.to_str(),
+                o.image_path.to_str()
+            ),
+            ("/parent", true, Some("/w"), Some("/img"))
+        );
+    }
+
+    #[test]
+    fn runc_options_carry_shim_cgroup_and_criu_work_path() {
+        let pb = PbRuncOptions {
+            shim_cgroup: "/tether/shims".into(),
+            criu_work_path: "/var/lib/criu".into(),
+            ..Default::default()
+        };
+        let any = Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: pb.write_to_bytes().unwrap(),
+            ..Default::default()
+        };
+        let o = decode_options(&MessageField::some(any)).unwrap();
+        assert_eq!(
+            (o.shim_cgroup.as_str(), o.criu_work_path.as_str()),
+            ("/tether/shims", "/var/lib/criu")
         );
     }
 

@@ -143,6 +143,17 @@ fn serve(args: &Args) -> Result<()> {
     crate::logging::init(&bundle, args.debug);
     // Before anything forks, so every descendant that is orphaned comes to us.
     crate::sys::set_child_subreaper().map_err(Error::io("set child subreaper"))?;
+    if std::env::var_os("SCHED_CORE").is_some_and(|v| !v.is_empty()) {
+        // Before anything forks, so runc and the containers inherit the cookie. The Go shim
+        // fails `start` here; containerd documents the setting as "if available", so a kernel
+        // without core scheduling costs a warning, not the containers.
+        match crate::sys::sched_core_create() {
+            Ok(()) => tracing::info!("SCHED_CORE: new core-scheduling cookie for the shim"),
+            Err(e) => {
+                tracing::warn!(error = %e, "SCHED_CORE is set but this kernel cannot create a core-scheduling cookie; running without")
+            }
+        }
+    }
     let listener = listener.map_err(Error::io(
         "listener on fd 3 (the server is started by `start`)",
     ))?;

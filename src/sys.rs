@@ -19,6 +19,50 @@ pub fn set_child_subreaper() -> io::Result<()> {
     }
 }
 
+/// Gives this process (every thread of it) a new core-scheduling cookie, which the processes it
+/// forks inherit: runc, and through it the containers. `SCHED_CORE` (containerd's
+/// `sched_core`). Fails with EINVAL on a kernel without `CONFIG_SCHED_CORE` and ENODEV on a
+/// machine without SMT.
+pub fn sched_core_create() -> io::Result<()> {
+    // SAFETY: PR_SCHED_CORE_CREATE takes plain integers (pid 0 = this process, the scope) and
+    // touches no memory of ours.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SCHED_CORE,
+            libc::PR_SCHED_CORE_CREATE,
+            0,
+            libc::PR_SCHED_CORE_SCOPE_THREAD_GROUP,
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The core-scheduling cookie of process `pid` (0 when it has none), for tests and diagnosis.
+pub fn sched_core_cookie(pid: i32) -> io::Result<u64> {
+    let mut cookie: u64 = 0;
+    // SAFETY: PR_SCHED_CORE_GET writes one u64 to the address given, which is `cookie`, alive
+    // and writable for the whole call.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SCHED_CORE,
+            libc::PR_SCHED_CORE_GET,
+            pid,
+            libc::PR_SCHED_CORE_SCOPE_THREAD,
+            &mut cookie as *mut u64,
+        )
+    };
+    if rc == 0 {
+        Ok(cookie)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Keeps every thread's allocations in glibc's main arena. The server is single-threaded but
 /// for the short-lived cgroup attach primer; a per-thread arena would keep ~70 kB resident for
 /// the rest of the shim's life.

@@ -412,3 +412,63 @@ fn checkpoint_of_an_open_tcp_connection_needs_open_tcp() {
     cd.ctr_ok(&["tasks", "kill", "-a", "-s", "SIGKILL", &c.id]);
     cd.wait_task_status(&c.id, "STOPPED", QUICK);
 }
+
+/// The runc option `CriuWorkPath` is where CRIU works and logs during a restore (the Go shim's
+/// `createCheckpointedState`): its `restore.log` lands there, not in the bundle.
+#[test]
+#[ignore = "VM lane: scripts/vm-test.sh"]
+fn restore_works_in_the_criu_work_path() {
+    require_criu();
+    let cd = Containerd::start();
+    let c = Counter::start(&cd, "ckw", "");
+    let shim = ShimConn::connect(&cd, &c.id);
+    let image = cd.dir().join(format!("image-{}", c.id));
+    fs::create_dir_all(&image).unwrap();
+    checkpoint(
+        &shim,
+        &image,
+        CheckpointOptions {
+            exit: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("Checkpoint: {e:?}"));
+    cd.wait_task_status(&c.id, "STOPPED", QUICK);
+
+    let new = unique_id("restored");
+    cd.track_id(&new);
+    let bundle = bundle_like(&cd, &c.id, &new);
+    let work = cd.dir().join(format!("criu-work-{new}"));
+    let options = containerd_shim_protos::shim::oci::Options {
+        binary_name: runtime_binary(),
+        criu_work_path: work.display().to_string(),
+        ..Default::default()
+    };
+    let req = api::CreateTaskRequest {
+        id: new.clone(),
+        bundle: bundle.display().to_string(),
+        checkpoint: image.display().to_string(),
+        options: Some(Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: options.write_to_bytes().expect("encode options"),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    let created: ttrpc::Result<api::CreateTaskResponse> = shim.call("Create", &req, RPC_TIMEOUT);
+    created.unwrap_or_else(|e| panic!("Create from checkpoint: {e:?}"));
+    let started = start(&shim, &new).unwrap_or_else(|e| panic!("Start (restore): {e:?}"));
+    assert!(alive(started.pid as i32), "restored init {started:?}");
+    let log = work.join("restore.log");
+    assert!(
+        fs::metadata(&log).is_ok_and(|m| m.len() > 0),
+        "CRIU's restore.log is not in CriuWorkPath {}",
+        work.display()
+    );
+    assert!(
+        !bundle.join("work").join("criu-restore").exists(),
+        "the default work dir in the bundle was used as well"
+    );
+    kill_and_delete(&shim, &new);
+}

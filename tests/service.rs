@@ -220,6 +220,8 @@ fn servers_of(socket: &Path) -> Vec<i32> {
 struct Guard {
     /// Extra environment for the shim (it reaches the server through `start`).
     env: Vec<(String, String)>,
+    /// Extra flags for the shim's actions, e.g. `-debug` (passed on to the server).
+    flags: Vec<String>,
     dir: TempDir,
     namespace: String,
     /// The `-address` given to the shim: a containerd address that is never dialled (no
@@ -271,6 +273,7 @@ impl Guard {
         if with_bundle_flag {
             cmd.arg("-bundle").arg(&bundle);
         }
+        cmd.args(&self.flags);
         cmd.arg(action)
             .current_dir(&bundle)
             .env_remove("TTRPC_ADDRESS")
@@ -332,6 +335,12 @@ impl Shim {
     }
 
     async fn launch_with_env(tag: &str, env: Vec<(String, String)>) -> Shim {
+        Shim::launch_with(tag, env, false).await
+    }
+
+    /// With `logged`, the server runs with `-debug` and logs into a plain file `log` in the
+    /// start bundle (containerd's FIFO would need a reader); see [`Shim::log`].
+    async fn launch_with(tag: &str, env: Vec<(String, String)>, logged: bool) -> Shim {
         require_root_and_fixture();
         let dir = tempfile::Builder::new()
             .prefix("tether-svc-")
@@ -344,11 +353,19 @@ impl Shim {
         // The guard exists before anything that can fail once a server may be running.
         let g = Guard {
             env,
+            flags: if logged {
+                vec!["-debug".into()]
+            } else {
+                Vec::new()
+            },
             dir,
             namespace,
             address,
             socket: socket.clone(),
         };
+        if logged {
+            fs::write(g.bundle(&id).join("log"), "").unwrap();
+        }
         let out = g.action(&id, "start", false);
         let bundle = g.bundle(&id);
         assert!(out.status.success(), "start failed: {}", describe(&out));
@@ -422,6 +439,11 @@ impl Shim {
 
     fn bundle(&self, id: &str) -> PathBuf {
         self.g.bundle(id)
+    }
+
+    /// The server's log so far (a shim from [`Shim::launch_with`] with `logged`).
+    fn log(&self) -> String {
+        fs::read_to_string(self.bundle(&self.id).join("log")).unwrap_or_default()
     }
 
     fn options(&self) -> MessageField<Any> {
@@ -1768,6 +1790,7 @@ async fn start_refuses_an_invalid_id() {
     let socket = expected_socket(&address, &namespace, id);
     let g = Guard {
         env: Vec::new(),
+        flags: Vec::new(),
         dir,
         namespace,
         address,
@@ -2163,6 +2186,238 @@ async fn create_from_checkpoint_restores_at_start() {
     ok("Kill", shim.kill(&id, SIGKILL, false).await);
     assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
     assert_eq!(ok("Delete", shim.delete(&id).await).exit_status, 137);
+}
+
+/// The runc options' `CriuWorkPath` is restore's `--work-path` (as the Go shim's
+/// `createCheckpointedState`), and containerd 2.4's `CheckpointOptions.parent_path` (field 10,
+/// which the protos crate lacks) is checkpoint's `--parent-path`.
+#[tokio::test]
+async fn criu_work_path_and_parent_path_reach_the_runtime() {
+    let shim = Shim::launch("criuopts").await;
+    let id = unique_id("c");
+    let b = shim.bundle(&id);
+    let image = b.join("image");
+    fs::create_dir_all(&image).unwrap();
+    let work = shim.g.dir.path().join("criu-work");
+    let mut req = shim.create_request(&id);
+    req.checkpoint = image.display().to_string();
+    req.options = MessageField::some(Any {
+        type_url: RUNC_OPTIONS_URL.into(),
+        value: RuncOptions {
+            binary_name: FAKE_RUNC.into(),
+            root: shim.g.runc_root().display().to_string(),
+            criu_work_path: work.display().to_string(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap(),
+        ..Default::default()
+    });
+    ok("Create from a checkpoint", shim.create_with(req).await);
+    ok("Start (restore)", shim.start(&id).await);
+    let args = fs::read_to_string(b.join("fake-restore-args")).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    let after = |args: &[&str], flag: &str| {
+        args.iter()
+            .position(|a| *a == flag)
+            .map(|i| args[i + 1].to_string())
+    };
+    assert_eq!(
+        after(&args, "--work-path").as_deref(),
+        work.to_str(),
+        "{args:?}"
+    );
+    assert!(work.is_dir(), "the shim makes the CRIU work dir");
+
+    // containerd 2.4 appends field 10 to the message the crate knows (tag 10, length-delimited).
+    let mut value = containerd_shim_protos::shim::oci::CheckpointOptions::default()
+        .write_to_bytes()
+        .unwrap();
+    let parent = b.join("pre-dump-1").display().to_string();
+    value.push(0x52);
+    value.push(parent.len() as u8);
+    value.extend(parent.as_bytes());
+    let req = api::CheckpointTaskRequest {
+        id: id.clone(),
+        path: b.join("dump-2").display().to_string(),
+        options: MessageField::some(Any {
+            type_url: "containerd.runc.v1.CheckpointOptions".into(),
+            value,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    ok(
+        "Checkpoint with a parent",
+        bounded("Checkpoint", shim.task.checkpoint(ctx(), &req)).await,
+    );
+    let args = fs::read_to_string(b.join("fake-checkpoint-args")).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(after(&args, "--parent-path"), Some(parent), "{args:?}");
+    ok("Kill", shim.kill(&id, SIGKILL, false).await);
+    ok("Wait", shim.wait(&id).await);
+    ok("Delete", shim.delete(&id).await);
+}
+
+/// containerd 2.x sends the W3C trace context of a traced request in its ttrpc metadata: the
+/// trace id is on that request's log lines, and the runtime calls made for it get
+/// `TRACEPARENT`/`TRACESTATE`. A request without one (or with a malformed one) passes none on,
+/// even when the shim's own environment has one.
+#[tokio::test]
+async fn trace_context_reaches_the_log_and_the_runtime() {
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = format!("00-{TRACE_ID}-00f067aa0ba902b7-01");
+    let stale = "00-11111111111111111111111111111111-2222222222222222-01";
+    let shim = Shim::launch_with("trace", vec![("TRACEPARENT".into(), stale.into())], true).await;
+    let root = shim.g.runc_root().join(&shim.g.namespace);
+    fs::create_dir_all(&root).unwrap();
+    let recorded = root.join("fake-trace-env");
+    fs::write(&recorded, "").unwrap();
+    let traced = |pairs: &[(&str, &str)]| {
+        ttrpc::context::with_metadata(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+                .collect(),
+        )
+    };
+
+    let id = unique_id("c");
+    let ctx_create = traced(&[
+        ("traceparent", &parent),
+        ("tracestate", "congo=t61rcWkgMzE"),
+    ]);
+    ok(
+        "Create with a trace context",
+        bounded(
+            "Create",
+            shim.task.create(ctx_create, &shim.create_request(&id)),
+        )
+        .await,
+    );
+    let start = api::StartRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    ok(
+        "Start without one",
+        bounded("Start", shim.task.start(ctx(), &start)).await,
+    );
+    // `all` makes it a runtime call (a plain kill of the init is a pidfd signal).
+    let kill = api::KillRequest {
+        id: id.clone(),
+        signal: SIGKILL,
+        all: true,
+        ..Default::default()
+    };
+    let malformed = traced(&[("traceparent", "00-abc-def-01")]);
+    ok(
+        "Kill with a malformed one",
+        bounded("Kill", shim.task.kill(malformed, &kill)).await,
+    );
+    ok("Wait", shim.wait(&id).await);
+    ok("Delete", shim.delete(&id).await);
+    let env = fs::read_to_string(&recorded).unwrap();
+    let line = |sub: &str| {
+        env.lines()
+            .find(|l| l.starts_with(&format!("{sub} ")))
+            .unwrap_or_else(|| panic!("no {sub} call recorded: {env}"))
+            .to_string()
+    };
+    assert_eq!(
+        line("create"),
+        format!("create TRACEPARENT={parent} TRACESTATE=congo=t61rcWkgMzE")
+    );
+    for sub in ["start", "kill", "delete"] {
+        assert_eq!(
+            line(sub),
+            format!("{sub} TRACEPARENT= TRACESTATE="),
+            "{env}"
+        );
+    }
+
+    // The log: Shutdown logs inside its request span at debug level.
+    let shutdown_ctx = traced(&[("traceparent", &parent)]);
+    let req = api::ShutdownRequest {
+        id: shim.id.clone(),
+        ..Default::default()
+    };
+    ok(
+        "Shutdown",
+        bounded("Shutdown", shim.task.shutdown(shutdown_ctx, &req)).await,
+    );
+    let mut log = String::new();
+    let found = wait_until_async(Duration::from_secs(10), || {
+        log = shim.log();
+        log.lines().any(|l| l.contains("shutdown requested"))
+    })
+    .await;
+    assert!(found, "no shutdown line in the log: {log}");
+    let shutdown_line = log
+        .lines()
+        .find(|l| l.contains("shutdown requested"))
+        .unwrap();
+    assert!(
+        shutdown_line.contains("rpc=\"shutdown\"")
+            && shutdown_line.contains(&format!("trace_id={TRACE_ID}")),
+        "{shutdown_line}"
+    );
+    assert!(
+        !log.contains("1111111111111111"),
+        "the shim's own TRACEPARENT never shows: {log}"
+    );
+}
+
+/// `SCHED_CORE` set for `start` (containerd's `sched_core`): the server takes a new
+/// core-scheduling cookie that the runtime and the container inherit. Where the kernel has no
+/// core scheduling (no `CONFIG_SCHED_CORE`: EINVAL; no SMT: ENODEV) the shim says so once in
+/// its log and the container still runs.
+#[tokio::test]
+async fn sched_core_gives_the_shim_and_its_containers_one_cookie() {
+    let shim = Shim::launch_with("schedcore", vec![("SCHED_CORE".into(), "1".into())], true).await;
+    let id = unique_id("c");
+    shim.create_ok(&id).await;
+    let pid = ok("Start", shim.start(&id).await).pid as i32;
+    match tether::sched_core_cookie(std::process::id() as i32) {
+        Ok(_) => {
+            let own = tether::sched_core_cookie(shim.pid).unwrap();
+            assert_ne!(own, 0, "the shim has a cookie");
+            assert_eq!(
+                tether::sched_core_cookie(pid).unwrap(),
+                own,
+                "the container inherits the shim's cookie"
+            );
+            assert!(
+                shim.log().contains("new core-scheduling cookie"),
+                "{}",
+                shim.log()
+            );
+        }
+        Err(e) => {
+            let errno = e.raw_os_error();
+            assert!(
+                errno == Some(libc::EINVAL) || errno == Some(libc::ENODEV),
+                "PR_SCHED_CORE_GET: {e}"
+            );
+            let mut log = String::new();
+            let warned = wait_until_async(Duration::from_secs(10), || {
+                log = shim.log();
+                log.contains("SCHED_CORE is set but")
+            })
+            .await;
+            assert!(warned, "no warning in the log: {log}");
+            assert_eq!(
+                log.matches("SCHED_CORE is set but").count(),
+                1,
+                "warned once: {log}"
+            );
+        }
+    }
+    let s = ok("State", shim.state(&id).await);
+    assert_eq!((status(&s), s.pid), (Status::RUNNING, pid as u32));
+    ok("Kill", shim.kill(&id, SIGKILL, false).await);
+    ok("Wait", shim.wait(&id).await);
+    ok("Delete", shim.delete(&id).await);
 }
 
 /// A restore that fails leaves the container CREATED with its checkpoint, as the Go shim's

@@ -414,3 +414,86 @@ fn binary_v2_logger_that_never_says_ready_fails_the_start() {
     );
     assert_eq!(cd.task(&id).map(|t| t.1), Some("RUNNING".to_string()));
 }
+
+/// A traced containerd request reaches the shim's log and runc with its trace id.
+///
+/// containerd 2.0+ puts the W3C `traceparent` of each request into the ttrpc metadata of its
+/// calls to the shim (`otelttrpc`), but only when its tracing is on: with no
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` its tracing plugins skip loading and nothing is sent (so
+/// `Containerd::start` sends nothing). tether writes the trace id on the request's log lines
+/// and gives runc `TRACEPARENT` for the calls that request makes. 1.6 and 1.7 have no
+/// propagation to shims: no trace id anywhere. The Go shim of 2.1 passes none to runc either
+/// (containerd 2.4 added that).
+#[test]
+fn traced_requests_carry_their_trace_id_to_the_log_and_runc() {
+    require_root();
+    let cd = Containerd::start_traced("http://127.0.0.1:9");
+    // runc, recording each call's subcommand and TRACEPARENT.
+    let calls = cd.dir().join("runtime-calls");
+    let wrapper = cd.dir().join("traced-runtime");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case $a in create|start|delete) echo \"$a ${{TRACEPARENT:-}}\" >>{calls}; break;; esac; done\nexec {runtime} \"$@\"\n",
+            calls = calls.display(),
+            runtime = runtime_binary(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let options = cd.dir().join("traced.toml");
+    std::fs::write(
+        &options,
+        format!("BinaryName = \"{}\"\n", wrapper.display()),
+    )
+    .unwrap();
+    let id = unique_id("traced");
+    cd.ctr_ok(
+        &cd.run_args(&id, &["true"])
+            .flag("--runtime-config-path")
+            .flag(&options.display().to_string())
+            .build(),
+    );
+    let log = std::fs::read_to_string(cd.log_path()).unwrap();
+    let recorded = std::fs::read_to_string(&calls).unwrap_or_default();
+    let create_call = recorded
+        .lines()
+        .find(|l| l.starts_with("create"))
+        .map(str::to_string);
+    let tether = runtime() == DEFAULT_RUNTIME;
+    if containerd_version() < (2, 0) || !tether {
+        assert!(
+            !log.contains("trace_id=") && !recorded.contains("00-"),
+            "containerd {:?} with {}: no trace context expected\n{recorded}",
+            containerd_version(),
+            runtime()
+        );
+        return;
+    }
+    // The trace id of the Create request, as tether logged it.
+    let trace_id = log
+        .lines()
+        .filter(|l| l.contains("rpc=\"create\""))
+        .find_map(|l| l.split("trace_id=").nth(1))
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect::<String>()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no create line with a trace id in {}",
+                tail(cd.log_path(), 40)
+            )
+        });
+    assert_eq!(trace_id.len(), 32, "{trace_id}");
+    let create_call = create_call.unwrap_or_else(|| panic!("no runc create recorded: {recorded}"));
+    assert!(
+        create_call.starts_with(&format!("create 00-{trace_id}-")),
+        "runc create carries the Create request's trace context: {create_call:?} (trace {trace_id})"
+    );
+}

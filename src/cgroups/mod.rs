@@ -23,7 +23,8 @@
 //! - `files`: reading and parsing cgroup files;
 //! - `v1` and `v2`: the metrics of each layout, the only modules that know containerd's
 //!   cgroups messages;
-//! - [`oom`]: the OOM watchers.
+//! - [`oom`]: the OOM watchers;
+//! - [`join`]: moving a process into a named cgroup (the `ShimCgroup` option).
 //!
 //! Hand-written rather than `cgroups-rs`: see `files`.
 
@@ -38,6 +39,7 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 
 mod files;
+pub mod join;
 mod locate;
 pub mod oom;
 #[cfg(test)]

@@ -55,6 +55,12 @@ impl Runc {
         let log_offset = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
         let mut cmd = Command::new(&self.binary);
         cmd.args(self.argv(sub)).env_remove("NOTIFY_SOCKET");
+        // The trace context of the request this call serves, and never one inherited from
+        // our own environment.
+        cmd.env_remove("TRACEPARENT").env_remove("TRACESTATE");
+        if let Some(trace) = crate::trace_context::current() {
+            cmd.envs(trace.env());
+        }
         let capture = stdio.is_none();
         match stdio {
             Some(s) => {

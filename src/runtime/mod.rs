@@ -70,6 +70,8 @@ pub struct Runc {
     pub systemd_cgroup: bool,
     pub no_pivot_root: bool,
     pub no_new_keyring: bool,
+    /// `--work-path` of a restore (`CriuWorkPath`); `None`: the caller's default in the bundle.
+    pub criu_work_path: Option<PathBuf>,
     pub timeout: Duration,
 }
 
@@ -92,6 +94,8 @@ impl Runc {
             systemd_cgroup: opts.systemd_cgroup,
             no_pivot_root: opts.no_pivot_root,
             no_new_keyring: opts.no_new_keyring,
+            criu_work_path: (!opts.criu_work_path.is_empty())
+                .then(|| PathBuf::from(&opts.criu_work_path)),
             timeout: DEFAULT_TIMEOUT,
         }
     }

@@ -16,6 +16,12 @@ pub struct RuncOptions {
     pub no_new_keyring: bool,
     pub io_uid: u32,
     pub io_gid: u32,
+    /// `ShimCgroup`: the cgroup the server moves itself into at `start` (a path under each v1
+    /// hierarchy, or under the cgroup2 mount).
+    pub shim_cgroup: String,
+    /// `CriuWorkPath`: CRIU's work directory (logs, temporary files) for a restore; empty
+    /// means one inside the bundle.
+    pub criu_work_path: String,
 }
 
 impl RuncOptions {
@@ -64,6 +70,8 @@ impl RuncOptions {
                 "NoNewKeyring" => o.no_new_keyring = boolean(&value)?,
                 "IoUid" => o.io_uid = uint(&value)?,
                 "IoGid" => o.io_gid = uint(&value)?,
+                "ShimCgroup" => o.shim_cgroup = string(value)?,
+                "CriuWorkPath" => o.criu_work_path = string(value)?,
                 _ => {}
             }
         }
@@ -142,6 +150,8 @@ Root = '/run/tether-runc'
 NoPivotRoot = false
 IoUid = 1_000
 IoGid = 1000
+ShimCgroup = "/tether/shims"
+CriuWorkPath = "/var/lib/criu-work"
 Unknown = "ignored"
 "#;
         let o = RuncOptions::from_toml(text).unwrap();
@@ -153,6 +163,8 @@ Unknown = "ignored"
                 systemd_cgroup: true,
                 io_uid: 1000,
                 io_gid: 1000,
+                shim_cgroup: "/tether/shims".into(),
+                criu_work_path: "/var/lib/criu-work".into(),
                 ..Default::default()
             }
         );

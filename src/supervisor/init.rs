@@ -235,7 +235,11 @@ impl Supervisor {
     ) -> Result<u32> {
         let collector = self.collector();
         let pid_file = bundle.join("init.pid");
-        let work = bundle.join("work").join("criu-restore");
+        // `CriuWorkPath` keeps CRIU's logs where the operator wants them; else the bundle.
+        let work = runc
+            .criu_work_path
+            .clone()
+            .unwrap_or_else(|| bundle.join("work").join("criu-restore"));
         let made = {
             let work = work.clone();
             off_thread("restore", move || {

@@ -882,6 +882,9 @@ pub struct Containerd {
     /// root (`/run/containerd/runc/k8s.io`) another containerd on the host may share, so
     /// `Drop` only `runc delete`s the ids given to [`Containerd::track_id`] there.
     cri: bool,
+    /// Extra environment for containerd, and so for the shims it starts
+    /// ([`Containerd::start_traced`]).
+    env: Vec<(String, String)>,
     // Declared last so it is removed after everything else has been torn down.
     dir: tempfile::TempDir,
 }
@@ -895,7 +898,15 @@ impl Containerd {
 
     /// Like [`Containerd::start`] with an explicit shim binary and log level.
     pub fn start_with(opts: ContainerdOptions) -> Containerd {
-        Containerd::start_impl(opts, None)
+        Containerd::start_impl(opts, None, None)
+    }
+
+    /// Like [`Containerd::start`] with containerd's OpenTelemetry tracing on: the tracing
+    /// plugins enabled and `OTEL_EXPORTER_OTLP_ENDPOINT` (how 2.x configures it; 1.6/1.7 have
+    /// no shim propagation to test) set to `endpoint` over OTLP/HTTP. Nothing needs to listen
+    /// there: spans and their trace context exist, and their export fails in the background.
+    pub fn start_traced(endpoint: &str) -> Containerd {
+        Containerd::start_impl(ContainerdOptions::default(), None, Some(endpoint))
     }
 
     /// Like [`Containerd::start_with`], but with containerd's CRI plugin enabled (the
@@ -903,10 +914,14 @@ impl Containerd {
     /// namespace for `ctr` and cleanup. containerd answering `ctr version` does not mean the
     /// CRI service is ready: the caller waits for its `Status` RPC.
     pub fn start_cri(opts: ContainerdOptions, cri: CriOptions) -> Containerd {
-        Containerd::start_impl(opts, Some(cri))
+        Containerd::start_impl(opts, Some(cri), None)
     }
 
-    fn start_impl(opts: ContainerdOptions, cri: Option<CriOptions>) -> Containerd {
+    fn start_impl(
+        opts: ContainerdOptions,
+        cri: Option<CriOptions>,
+        otlp_endpoint: Option<&str>,
+    ) -> Containerd {
         require_root();
         let mut base = std::env::temp_dir();
         // Unix socket paths are limited to 108 bytes; keep the grpc address short.
@@ -931,6 +946,17 @@ impl Containerd {
             Some(cri) => cri_containerd_config(text, &d, &cri.config),
             None => text,
         };
+        let (text, env) = match otlp_endpoint {
+            Some(endpoint) => (
+                text.replace("  \"io.containerd.tracing.processor.v1.otlp\",\n", "")
+                    .replace("  \"io.containerd.internal.v1.tracing\",\n", ""),
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.into()),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()),
+                ],
+            ),
+            None => (text, Vec::new()),
+        };
         let shim_dir = opts
             .shim
             .parent()
@@ -947,6 +973,7 @@ impl Containerd {
             shim_dir,
             ids: Mutex::new(Vec::new()),
             cri: cri.is_some(),
+            env,
             dir,
         };
         cd.spawn();
@@ -989,6 +1016,7 @@ impl Containerd {
         cmd.arg("--config")
             .arg(&self.config)
             .env("PATH", path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(logf.try_clone().expect("dup log fd"))
             .stderr(logf);
