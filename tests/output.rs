@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -289,5 +290,83 @@ fn output_is_exact_under_load() {
         cut.is_empty(),
         "runs that were not exact:\n{}",
         cut.join("\n")
+    );
+}
+
+/// A `Delete` whose output nobody reads still finishes: an exec writes more than its pipes
+/// and the FIFO hold to a FIFO that is open but never read, exits, and `Delete` gives the
+/// output up once nothing moved for the drain's stall period (10 s), logging why.
+#[test]
+fn delete_finishes_when_nobody_reads_the_output() {
+    use containerd_shim_protos::api;
+    use containerd_shim_protos::protobuf::well_known_types::any::Any;
+    require_root();
+    let cd = Containerd::start();
+    let id = sleeper(&cd, &runtime());
+    let fifo = cd.dir().join("unread-stdout");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Held open, never read: a client that went away without closing.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let spec = serde_json::json!({
+        "args": ["sh", "-c", "seq -s ' ' 300000"],
+        "cwd": "/",
+        "env": ["PATH=/bin"],
+        "user": {"uid": 0, "gid": 0},
+    });
+    let exec = api::ExecProcessRequest {
+        id: id.clone(),
+        exec_id: "unread".into(),
+        stdout: fifo.to_string_lossy().into_owned(),
+        spec: Some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+            value: serde_json::to_vec(&spec).unwrap(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    let quick = Duration::from_secs(30) * time_scale();
+    let conn = ShimConn::connect(&cd, &id);
+    conn.call::<_, api::Empty>("Exec", &exec, quick).unwrap();
+    let process = |exec_id: &str| (id.clone(), exec_id.to_string());
+    let (cid, eid) = process("unread");
+    let start = api::StartRequest {
+        id: cid.clone(),
+        exec_id: eid.clone(),
+        ..Default::default()
+    };
+    conn.call::<_, api::StartResponse>("Start", &start, quick)
+        .unwrap();
+    let wait = api::WaitRequest {
+        id: cid.clone(),
+        exec_id: eid.clone(),
+        ..Default::default()
+    };
+    let status = conn
+        .call::<_, api::WaitResponse>("Wait", &wait, quick)
+        .unwrap()
+        .exit_status;
+    assert_eq!(status, 0, "the exec did not exit on its own");
+    let delete = api::DeleteRequest {
+        id: cid,
+        exec_id: eid,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    conn.call::<_, api::DeleteResponse>("Delete", &delete, Duration::from_secs(60))
+        .expect("Delete of an exec whose output nobody reads");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(40),
+        "Delete took {took:?}: it should give the output up after about 10 s without progress"
+    );
+    let log = std::fs::read_to_string(cd.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("read none of the output"),
+        "no WARN says why the output was given up"
     );
 }
