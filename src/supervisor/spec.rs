@@ -66,6 +66,23 @@ pub(super) fn systemd_running() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
 
+/// Whether runc can use the cgroup driver the runtime options ask for. Only `SystemdCgroup`
+/// decides, as in the Go shim: a `slice:prefix:name` cgroupsPath without it is a plain path to
+/// runc's cgroupfs driver (relative to runc's own cgroup). Asking for systemd where it is not
+/// running is refused here, before runc fails deep in its set-up with a message that names
+/// neither the option nor the way out.
+pub(super) fn check_cgroup_driver(systemd_cgroup: bool, systemd_running: bool) -> Result<()> {
+    if systemd_cgroup && !systemd_running {
+        return Err(Error::FailedPrecondition(
+            "the runtime options say SystemdCgroup = true but systemd is not running on this \
+             node (no /run/systemd/system): set SystemdCgroup = false to use runc's cgroupfs \
+             driver"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// runc's systemd driver takes `[slice]:[prefix]:[name]` (e.g. a kubelet's
 /// `kubepods-besteffort-pod<uid>.slice:cri-containerd:<id>`); cgroupfs paths are directories
 /// (`/kubepods/besteffort/pod<uid>/<id>`) and never look like that.
@@ -98,6 +115,23 @@ mod tests {
             "a.slice:b:c:d",
         ] {
             assert!(!is_systemd_cgroups_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn only_the_options_choose_the_systemd_driver() {
+        // Without SystemdCgroup any cgroupsPath goes to runc as it is, systemd or not.
+        assert!(check_cgroup_driver(false, false).is_ok());
+        assert!(check_cgroup_driver(false, true).is_ok());
+        assert!(check_cgroup_driver(true, true).is_ok());
+        match check_cgroup_driver(true, false) {
+            Err(Error::FailedPrecondition(m)) => {
+                assert!(
+                    m.contains("systemd is not running") && m.contains("SystemdCgroup"),
+                    "{m}"
+                )
+            }
+            other => panic!("want FailedPrecondition, got {other:?}"),
         }
     }
 
