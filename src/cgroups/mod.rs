@@ -23,7 +23,8 @@
 //! - `files`: reading and parsing cgroup files;
 //! - `v1` and `v2`: the metrics of each layout, the only modules that know containerd's
 //!   cgroups messages;
-//! - [`oom`]: the OOM watchers.
+//! - [`oom`]: the OOM watchers;
+//! - `kill`: killing the whole cgroup without the OCI runtime (`cgroup.kill`, or pidfds).
 //!
 //! Hand-written rather than `cgroups-rs`: see `files`.
 
@@ -38,6 +39,7 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 
 mod files;
+mod kill;
 mod locate;
 pub mod oom;
 #[cfg(test)]
@@ -46,6 +48,7 @@ mod v1;
 mod v2;
 
 use files::read_counter;
+pub use kill::Killed;
 use locate::{locate, CgroupMount};
 
 /// A container's resource usage, in the message containerd expects for the host's cgroup layout.

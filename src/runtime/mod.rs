@@ -30,6 +30,27 @@ pub const DEFAULT_ROOT: &str = "/run/containerd/runc";
 /// How long one runtime call may take before it is killed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long `runc kill` may take by default before the shim kills the container itself (see
+/// `supervisor/teardown.rs`). A kill is a few milliseconds of work for the runtime; waiting
+/// longer only keeps a pod Terminating.
+pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Environment knob for the kill deadline, in milliseconds (as `TETHER_RUNTIME_TIMEOUT_MS` is
+/// for every call); never longer than the runtime deadline.
+pub const KILL_TIMEOUT_ENV: &str = "TETHER_KILL_TIMEOUT_MS";
+
+/// The kill deadline from [`KILL_TIMEOUT_ENV`], read once.
+fn kill_timeout() -> Duration {
+    static KILL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *KILL.get_or_init(|| {
+        std::env::var(KILL_TIMEOUT_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&ms| ms > 0)
+            .map_or(DEFAULT_KILL_TIMEOUT, Duration::from_millis)
+    })
+}
+
 /// stdio handed to a runc call whose children inherit it (create, exec).
 #[derive(Default)]
 pub struct RuncStdio {
@@ -71,6 +92,8 @@ pub struct Runc {
     pub no_pivot_root: bool,
     pub no_new_keyring: bool,
     pub timeout: Duration,
+    /// Deadline of `kill` (capped by `timeout`).
+    pub kill_timeout: Duration,
 }
 
 impl Runc {
@@ -93,6 +116,7 @@ impl Runc {
             no_pivot_root: opts.no_pivot_root,
             no_new_keyring: opts.no_new_keyring,
             timeout: DEFAULT_TIMEOUT,
+            kill_timeout: kill_timeout(),
         }
     }
 
@@ -201,15 +225,20 @@ impl Runc {
             .map(drop)
     }
 
-    /// `runc kill`; "already finished" style failures become NotFound.
+    /// `runc kill` under the kill deadline; "already finished" style failures become
+    /// NotFound.
     pub async fn kill(&self, reaper: &Reaper, id: &str, signal: u32, all: bool) -> Result<()> {
+        let runc = Runc {
+            timeout: self.timeout.min(self.kill_timeout),
+            ..self.clone()
+        };
         let mut args: Vec<OsString> = vec!["kill".into()];
         if all {
             args.push("--all".into());
         }
         args.push(id.into());
         args.push(signal.to_string().into());
-        self.call(reaper, "kill", &args, None)
+        runc.call(reaper, "kill", &args, None)
             .await
             .map(drop)
             .map_err(|e| classify_kill_error(e, &self.root, id))

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::exits::exit_info;
-use super::{off_thread, read_pid, Deleted, Phase, Proc, Supervisor, DRAIN_LIMIT};
+use super::spec::read_pid;
+use super::{off_thread, Deleted, Phase, Proc, Supervisor, DRAIN_LIMIT};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::io::{ProcessIo, StdioConfig};

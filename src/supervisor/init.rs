@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::exits::{exit_info, Collector};
-use super::spec::{check_cgroup_driver, persist_options, systemd_running, SpecFacts};
+use super::spec::{
+    check_cgroup_driver, persist_options, read_pid_file, systemd_running, SpecFacts,
+};
 use super::{
-    off_thread, read_pid_file, Container, CreateRequest, Deleted, Phase, Proc, Restore, Supervisor,
-    DRAIN_LIMIT,
+    off_thread, Container, CreateRequest, Deleted, Phase, Proc, Restore, Supervisor, DRAIN_LIMIT,
 };
 use crate::error::{Error, Result};
 use crate::events::Event;
@@ -300,12 +301,13 @@ impl Supervisor {
                 }
             }
         }
-        if let Err(e) = runc.delete(&self.shared.reaper, id, false).await {
-            let mut t = self.shared.lock();
-            let c = t.container(id)?;
-            c.init.phase = Phase::Settled;
-            c.init.io = io;
-            return Err(e);
+        match runc.delete(&self.shared.reaper, id, false).await {
+            Err(Error::DeadlineExceeded(why)) => {
+                // A wedged runtime must not keep the container (and its exit) forever.
+                self.delete_without_runtime(id, &why).await;
+            }
+            Err(e) => return self.delete_failed(id, io, e),
+            Ok(()) => {}
         }
         drop(io);
         let c = {
@@ -363,6 +365,17 @@ impl Supervisor {
             exited_at: Some(exit.at),
         });
         Ok(Deleted { pid, exit })
+    }
+}
+
+impl Supervisor {
+    /// A failed `runc delete`: the container stays, with its output, for a retry.
+    fn delete_failed(&self, id: &str, io: Option<ProcessIo>, e: Error) -> Result<Deleted> {
+        let mut t = self.shared.lock();
+        let c = t.container(id)?;
+        c.init.phase = Phase::Settled;
+        c.init.io = io;
+        Err(e)
     }
 }
 

@@ -1,10 +1,12 @@
-//! What `Create` reads from the bundle (the OCI spec's few facts the shim acts on) and what it
-//! leaves there for the `delete` action, which runs without a server. All of it is blocking file
-//! I/O, so `init.rs` runs it off the runtime thread.
+//! What `Create` reads from the bundle (the OCI spec's few facts the shim acts on, runc's pid
+//! files) and what it leaves there for the `delete` action, which runs without a server. All of
+//! it is blocking file I/O, run off the runtime thread.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use super::off_thread;
 use crate::error::{Error, Result};
+use crate::process::Pid;
 use crate::runtime::RuncOptions;
 
 /// Writes `options.json` and `runtime` for the `delete` action, which runs without us.
@@ -20,6 +22,23 @@ pub(super) fn persist_options(bundle: &Path, opts: &RuncOptions) -> Result<()> {
         std::fs::write(&path, data).map_err(Error::io(format!("write {}", path.display())))?;
     }
     Ok(())
+}
+
+/// Reads a pid file runc wrote, off the runtime thread.
+pub(super) async fn read_pid_file(path: PathBuf) -> Result<Pid> {
+    off_thread("read pid file", move || read_pid(&path)).await
+}
+
+pub(super) fn read_pid(path: &Path) -> Result<Pid> {
+    let s = std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
+    s.trim()
+        .parse()
+        .ok()
+        .and_then(Pid::new)
+        .ok_or_else(|| Error::Runtime {
+            op: "create",
+            msg: format!("bad pid file {}: {s:?}", path.display()),
+        })
 }
 
 /// What `Create` needs to know from the bundle's OCI spec. Read once at create, never on the
