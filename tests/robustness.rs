@@ -486,3 +486,117 @@ fn a_wedged_runtime_kill_still_tears_the_container_down() {
         "the container's cgroup is left behind"
     );
 }
+
+/// containerd#10589 against the real stack: an exec's start is held inside runc (a wrapper
+/// whose `exec` waits while `dir/hold-exec` exists), the init is SIGKILLed, and a second exec
+/// is made. The init's exit is held back, so the task is RUNNING by State; the second exec is
+/// accepted and only its Start fails ("init process is not running", not Exec's "is not
+/// running"). Once the held exec ends, the task stops with one TaskExit (137).
+#[test]
+fn an_exec_made_while_the_init_exit_is_held_fails_only_at_start() {
+    require_root();
+    let cd = Containerd::start();
+    let dir = cd.dir().to_path_buf();
+    let hold = dir.join("hold-exec");
+    let held = dir.join("held-execs");
+    let wrapper = dir.join("runc-held-exec");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do\n  case $a in\n    exec) if [ -e '{}' ]; then echo $$ >>'{}'; exec sleep 1000; fi ;;\n  esac\ndone\nexec runc \"$@\"\n",
+            hold.display(),
+            held.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let options = dir.join("held-exec.toml");
+    std::fs::write(
+        &options,
+        format!("BinaryName = \"{}\"\n", wrapper.display()),
+    )
+    .unwrap();
+    let events = EventStream::start(&cd);
+    let id = unique_id("heldexec");
+    let args = cd
+        .run_args(&id, &["sleep", "1000"])
+        .detach()
+        .flag("--runtime-config-path")
+        .flag(&options.to_string_lossy())
+        .build();
+    cd.ctr_ok(&args);
+    let init = cd.wait_task_status(&id, "RUNNING", QUICK);
+
+    std::fs::write(&hold, "").unwrap();
+    let mut first = cd
+        .ctr_cmd(&["tasks", "exec", "--exec-id", "e1", &id, "sleep", "100"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ctr tasks exec e1");
+    assert!(
+        wait_until(QUICK, || held.exists()),
+        "runc exec of e1 never ran"
+    );
+    cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &id]);
+    assert!(wait_until(QUICK, || !alive(init)), "the init survived");
+    std::fs::remove_file(&hold).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        cd.task(&id).map(|t| t.1),
+        Some("RUNNING".to_string()),
+        "State agrees with the events while the init's exit is held"
+    );
+    let second = cd.ctr(&["tasks", "exec", "--exec-id", "e2", &id, "true"]);
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "e2 ran: {}", describe(&second));
+    assert!(
+        said.contains("init process is not running"),
+        "e2 must be accepted by Exec and refused by Start: {}",
+        describe(&second)
+    );
+
+    let hung: i32 = std::fs::read_to_string(&held)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) of the wrapper process this test made hang; it is alive (held above).
+    unsafe { libc::kill(hung, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + QUICK;
+    let status = loop {
+        if let Some(s) = first.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ctr exec e1 never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "e1 started after all");
+    cd.wait_task_status(&id, "STOPPED", QUICK);
+    std::thread::sleep(Duration::from_millis(500));
+    let exits: Vec<_> = events
+        .task_events()
+        .into_iter()
+        .filter(|e| e.topic == "/tasks/exit" && e.field("container_id") == Some(id.as_str()))
+        .collect();
+    assert_eq!(
+        exits.len(),
+        1,
+        "one TaskExit, the init's: {}",
+        events.show()
+    );
+    assert_eq!(
+        exits[0].payload.get("exit_status").and_then(|v| v.as_u64()),
+        Some(137)
+    );
+    cd.ctr_ok(&["tasks", "delete", &id]);
+    cd.ctr_ok(&["containers", "delete", &id]);
+}
