@@ -345,15 +345,16 @@ fn output_at_exit_is_never_truncated() {
     }
 }
 
-/// A runc wrapper in `dir` whose `kill` hangs (its pid appended to `dir/hung-kills`), like the
-/// wedged runtime of containerd#14081; every other call is the real runc.
-fn runc_with_a_hung_kill(dir: &std::path::Path) -> std::path::PathBuf {
-    let wrapper = dir.join("runc-hung-kill");
+/// A runc wrapper in `dir` whose `verb` (e.g. `kill`) hangs, its pid appended to
+/// `dir/hung-<verb>`, like the wedged runtime of containerd#14081; every other call is the real
+/// runc.
+fn runc_hanging_on(dir: &std::path::Path, verb: &str) -> std::path::PathBuf {
+    let wrapper = dir.join(format!("runc-hung-{verb}"));
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nfor a in \"$@\"; do\n  case $a in\n    kill) echo $$ >>'{}'; exec sleep 1000 ;;\n  esac\ndone\nexec runc \"$@\"\n",
-            dir.join("hung-kills").display()
+            "#!/bin/sh\nfor a in \"$@\"; do\n  case $a in\n    {verb}) echo $$ >>'{}'; exec sleep 1000 ;;\n  esac\ndone\nexec runc \"$@\"\n",
+            dir.join(format!("hung-{verb}")).display()
         ),
     )
     .unwrap();
@@ -375,7 +376,7 @@ fn runc_with_a_hung_kill(dir: &std::path::Path) -> std::path::PathBuf {
 fn a_wedged_runtime_kill_still_tears_the_container_down() {
     require_root();
     let cd = Containerd::start();
-    let wrapper = runc_with_a_hung_kill(cd.dir());
+    let wrapper = runc_hanging_on(cd.dir(), "kill");
     let options = cd.dir().join("hung-kill.toml");
     std::fs::write(
         &options,
@@ -424,7 +425,7 @@ fn a_wedged_runtime_kill_still_tears_the_container_down() {
         answered >= Duration::from_secs(9) && answered < Duration::from_secs(30),
         "the kill deadline (10 s) was not what held the Kill: {answered:?}"
     );
-    let hung = std::fs::read_to_string(cd.dir().join("hung-kills"))
+    let hung = std::fs::read_to_string(cd.dir().join("hung-kill"))
         .expect("tether called the runtime's kill");
     for pid in hung.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
         assert!(
@@ -598,5 +599,62 @@ fn an_exec_made_while_the_init_exit_is_held_fails_only_at_start() {
         Some(137)
     );
     cd.ctr_ok(&["tasks", "delete", &id]);
+    cd.ctr_ok(&["containers", "delete", &id]);
+}
+
+/// A paused container is SIGKILLed while the runtime's `resume` hangs: its processes die only
+/// once thawed, so after the kill deadline the shim thaws the cgroup itself (v1 freezer here),
+/// the task stops with 137 and is deleted as usual.
+#[test]
+fn a_paused_container_dies_of_sigkill_when_the_runtime_cannot_resume_it() {
+    require_root();
+    let cd = Containerd::start();
+    let wrapper = runc_hanging_on(cd.dir(), "resume");
+    let options = cd.dir().join("hung-resume.toml");
+    std::fs::write(
+        &options,
+        format!("BinaryName = \"{}\"\n", wrapper.display()),
+    )
+    .unwrap();
+    let id = unique_id("frozen");
+    let args = cd
+        .run_args(&id, &["sleep", "1000"])
+        .detach()
+        .flag("--runtime-config-path")
+        .flag(&options.to_string_lossy())
+        .build();
+    cd.ctr_ok(&args);
+    let init = cd.wait_task_status(&id, "RUNNING", QUICK);
+    cd.ctr_ok(&["tasks", "pause", &id]);
+    cd.wait_task_status(&id, "PAUSED", QUICK);
+    let t0 = std::time::Instant::now();
+    let out = cd.ctr_timeout(
+        &["tasks", "kill", "--signal", "SIGKILL", &id],
+        Duration::from_secs(60),
+    );
+    let answered = t0.elapsed();
+    assert!(out.status.success(), "ctr tasks kill: {}", describe(&out));
+    cd.wait_task_status(&id, "STOPPED", QUICK);
+    eprintln!("Kill of the paused task answered after {answered:?}");
+    assert!(
+        std::fs::read_to_string(cd.dir().join("hung-resume")).is_ok(),
+        "tether never asked the runtime to resume"
+    );
+    assert!(wait_until(QUICK, || !alive(init)), "the init survived");
+    let log = std::fs::read_to_string(cd.log_path()).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("thawed the container's cgroup")),
+        "no WARN about the thaw:\n{}",
+        tail(cd.log_path(), 40)
+    );
+    let out = cd.ctr(&["tasks", "delete", &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exit code 137")
+            || String::from_utf8_lossy(&out.stdout).contains("137"),
+        "{}",
+        describe(&out)
+    );
     cd.ctr_ok(&["containers", "delete", &id]);
 }

@@ -120,6 +120,18 @@ impl ContainerCgroup {
             let _ = fs::write(dir.join("freezer.state"), "THAWED");
         }
     }
+
+    /// Thaws the cgroup without the runtime (`freezer.state` on v1, `cgroup.freeze` on v2).
+    pub fn thaw(&self) -> Result<()> {
+        let (file, value) = match &self.layout {
+            Layout::Unified(dir) => (dir.join("cgroup.freeze"), "0"),
+            Layout::V1(_) => match self.dir("freezer") {
+                Some(dir) => (dir.join("freezer.state"), "THAWED"),
+                None => return Err(Error::NotFound("no v1 freezer hierarchy".into())),
+            },
+        };
+        fs::write(&file, value).map_err(Error::io(format!("write {}", file.display())))
+    }
 }
 
 impl ContainerCgroup {

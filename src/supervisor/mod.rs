@@ -462,10 +462,8 @@ impl Supervisor {
             self.runtime_kill(id, &runc, signal, all).await?;
         }
         if state == State::Paused && signal == libc::SIGKILL.unsigned_abs() {
-            // Frozen processes only die once thawed; a kill must not wait for a resume.
-            if let Err(e) = runc.resume(&self.shared.reaper, id).await {
-                tracing::warn!(error = %e, "resume after SIGKILL of a paused container");
-            }
+            // Frozen processes only die once thawed.
+            self.thaw_after_sigkill(id, &runc).await;
         }
         Ok(())
     }

@@ -8,6 +8,8 @@
 //!   init through its pidfd. The exit is then reaped and reported as any other, once, with
 //!   its real status. Other signals keep the runtime's DeadlineExceeded: only a kill is safe to
 //!   take over without the runtime's knowledge of the container.
+//! - The resume after a paused container's SIGKILL has the kill deadline too; past it the
+//!   shim thaws the cgroup itself.
 //! - A `runc delete` that does not finish in time no longer fails `Delete`: the container's
 //!   processes are killed as above, its cgroup directories removed, and the delete completes
 //!   with the exit already recorded. Only the runtime's own state (`<root>/<id>`) and its
@@ -41,6 +43,34 @@ impl Supervisor {
                 self.kill_without_runtime(id, "kill", &why).await
             }
             other => other,
+        }
+    }
+
+    /// A paused container's processes die of a SIGKILL only once thawed: `runc resume` under
+    /// the kill deadline, and if the runtime does not answer, the shim thaws the cgroup.
+    pub(super) async fn thaw_after_sigkill(&self, id: &str, runc: &Runc) {
+        let bounded = Runc {
+            timeout: runc.timeout.min(runc.kill_timeout),
+            ..runc.clone()
+        };
+        let Err(e) = bounded.resume(&self.shared.reaper, id).await else {
+            return;
+        };
+        let cgroup = {
+            let t = self.shared.lock();
+            t.containers.get(id).and_then(|c| c.cgroup.clone())
+        };
+        let thawed = match cgroup {
+            Some(cg) => off_thread("thaw cgroup", move || cg.thaw()).await,
+            None => Err(Error::NotFound(
+                "no cgroup of the container is known".into(),
+            )),
+        };
+        match thawed {
+            Ok(()) => tracing::warn!(container = %id, runtime_error = %e,
+                "the runtime's resume after SIGKILL failed; thawed the container's cgroup"),
+            Err(t) => tracing::warn!(container = %id, runtime_error = %e, error = %t,
+                "resume after SIGKILL of a paused container"),
         }
     }
 
