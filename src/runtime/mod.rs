@@ -31,24 +31,21 @@ pub const DEFAULT_ROOT: &str = "/run/containerd/runc";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long `runc kill` may take by default before the shim kills the container itself (see
-/// `supervisor/teardown.rs`). A kill is a few milliseconds of work for the runtime; waiting
-/// longer only keeps a pod Terminating.
+/// `supervisor/teardown.rs`). A kill is little work for the runtime; waiting longer only keeps a
+/// pod Terminating.
 pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Environment knob for the kill deadline, in milliseconds (as `TETHER_RUNTIME_TIMEOUT_MS` is
 /// for every call); never longer than the runtime deadline.
 pub const KILL_TIMEOUT_ENV: &str = "TETHER_KILL_TIMEOUT_MS";
 
-/// The kill deadline from [`KILL_TIMEOUT_ENV`], read once.
+/// The kill deadline from [`KILL_TIMEOUT_ENV`] (the environment containerd gave the shim).
 fn kill_timeout() -> Duration {
-    static KILL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *KILL.get_or_init(|| {
-        std::env::var(KILL_TIMEOUT_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|&ms| ms > 0)
-            .map_or(DEFAULT_KILL_TIMEOUT, Duration::from_millis)
-    })
+    std::env::var(KILL_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .map_or(DEFAULT_KILL_TIMEOUT, Duration::from_millis)
 }
 
 /// stdio handed to a runc call whose children inherit it (create, exec).
