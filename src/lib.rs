@@ -19,7 +19,8 @@
 //!   and the only place errors become ttrpc status codes.
 //! - `supervisor`: the process table, exit routing and event ordering rules; inside it,
 //!   `init` (a container's create/start/restore/delete), `exec`, `exits` (exit routing, the
-//!   init's exit last), `oom` and `spec` (what Create reads from the bundle).
+//!   init's exit last), `oom`, `spec` (what Create reads from the bundle) and `teardown`
+//!   (killing and deleting without a runtime that misses its deadline).
 //! - `process`: process ids (`ProcessId`, `Pid`), the per-process state machine and id
 //!   validation; pure.
 //! - `runtime`: invoking runc: its options and options file (`options`), command lines
@@ -29,8 +30,8 @@
 //! - `io`: container stdio: pipes to runc, spliced (or copied) to containerd's FIFOs.
 //! - [`mount`]: mounting the rootfs a `Create` carries (idmapped where it asks), and
 //!   unmounting it.
-//! - [`cgroups`]: finding a container's cgroup (v1 or v2), its metrics for `Stats` and its OOM
-//!   kills. It returns containerd's cgroups `Metrics` messages directly: they are a data format
+//! - [`cgroups`]: finding a container's cgroup (v1 or v2), its metrics for `Stats`, its OOM
+//!   kills, and killing all of it without the runtime (`cgroup.kill`, or pidfds). It returns containerd's cgroups `Metrics` messages directly: they are a data format
 //!   with hundreds of fields, and a mirror type would only copy them.
 //! - `reaper`: the one `waitpid(-1)` loop and spawn-and-wait for every child we fork.
 //! - [`events`]: the ordered publisher of task events to containerd.

@@ -585,3 +585,146 @@ fn cri_pod_lifecycle_through_the_runtime_handler() {
     });
     eprintln!("done in {:?}", t0.elapsed());
 }
+
+/// critest 1.33 on containerd 1.6/1.7 gives its pods the parent `test.slice`, so containerd's
+/// CRI names their cgroups in systemd's form, `test.slice:cri-containerd:<id>`, even with the
+/// cgroupfs driver. Without `SystemdCgroup` (not set here) runc's cgroupfs driver takes that as
+/// a path relative to its own cgroup, as under the Go shim: the pod runs, the container's cgroup
+/// is where runc made it (below the shim's cgroup, named with the colons), ContainerStats reads
+/// it, and teardown removes it. The Go shim passes it too (`TETHER_TEST_RUNTIME`).
+#[test]
+fn a_pod_whose_parent_is_a_slice_runs_on_cgroupfs() {
+    let (handler, _) = handler();
+    let cd = cri_client::start_containerd(cri_config());
+    let dir = cd.dir().to_path_buf();
+    let (wrapper, wrapper_log) = cri_client::runc_wrapper(&dir);
+    fs::write(
+        dir.join("tether.toml"),
+        format!("BinaryName = \"{}\"\n", wrapper.display()),
+    )
+    .unwrap();
+    let cri = Cri::connect(cd.address(), RPC_TIMEOUT);
+    cri.wait_runtime_ready(Duration::from_secs(20));
+    cri_client::import_pod_images(
+        &cd,
+        &cri,
+        &dir,
+        SANDBOX_IMAGE,
+        WORKLOAD_IMAGE,
+        Duration::from_secs(10),
+    );
+    let pod = pod_config(
+        &dir.join("pod-logs"),
+        &common::unique_id("uid"),
+        "test.slice",
+    );
+    let mut guard = cri_client::PodGuard {
+        cri: &cri,
+        id: None,
+    };
+    let sandbox = cri.run_pod(&pod, &handler, &mut guard);
+    cd.track_id(&sandbox);
+    let sleeper = cri.create(
+        &sandbox,
+        &pod,
+        container_config("sleeper", &["/bin/sleep", "1000"], 0),
+    );
+    cd.track_id(&sleeper);
+    cri.start(&sleeper)
+        .unwrap_or_else(|s| panic!("StartContainer: {:?}: {}", s.code(), s.message()));
+    let status = cri.container_status(&sleeper);
+    assert_eq!(
+        status.state,
+        ContainerState::ContainerRunning as i32,
+        "sleeper: {}",
+        brief(&status)
+    );
+    if handler == "tether" {
+        // (The runc handler, for the Go shim, does not read tether.toml.)
+        let calls = fs::read_to_string(&wrapper_log).unwrap_or_default();
+        assert!(
+            calls
+                .lines()
+                .any(|l| l.contains(" create ") && l.contains(&sleeper))
+                && !calls.contains("--systemd-cgroup"),
+            "runc created the container with its cgroupfs driver; it saw:\n{calls}"
+        );
+    }
+
+    // runc made `<its own cgroup>/test.slice:cri-containerd:<id>` in every hierarchy.
+    let pid = fs::read_to_string(cd.bundle(&sleeper).join("init.pid")).unwrap();
+    let cgroups = fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).unwrap();
+    let wanted = format!("/test.slice:cri-containerd:{sleeper}");
+    let memory = cgroups
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            let unified = controllers.is_empty() && !cgroups.contains(":memory:");
+            (controllers.split(',').any(|c| c == "memory") || unified).then(|| path.to_string())
+        })
+        .unwrap_or_else(|| panic!("no memory cgroup for pid {}:\n{cgroups}", pid.trim()));
+    assert!(
+        memory.ends_with(&wanted),
+        "sleeper's memory cgroup {memory} does not end in {wanted}"
+    );
+    let memory_dir = if cgroups.contains(":memory:") {
+        format!("/sys/fs/cgroup/memory{memory}")
+    } else {
+        format!("/sys/fs/cgroup{memory}")
+    };
+    assert!(Path::new(&memory_dir).is_dir(), "{memory_dir}");
+
+    // Stats come from that cgroup.
+    let stats = cri.container_stats(&sleeper);
+    let mem = stats.memory.as_ref().expect("memory stats");
+    let usage = mem.usage_bytes.as_ref().map_or(0, |v| v.value);
+    let working_set = mem.working_set_bytes.as_ref().map_or(0, |v| v.value);
+    assert!(
+        usage > 0 || working_set > 0,
+        "no memory usage in ContainerStats: {stats:?}"
+    );
+    eprintln!("sleeper in {memory_dir}: usage {usage} B, working set {working_set} B");
+
+    cri.ok(
+        "StopContainer",
+        cri.rs().stop_container(StopContainerRequest {
+            container_id: sleeper.clone(),
+            timeout: 1,
+        }),
+    );
+    let stopped = cri.container_status(&sleeper);
+    assert_eq!(
+        stopped.state,
+        ContainerState::ContainerExited as i32,
+        "sleeper after StopContainer: {}",
+        brief(&stopped)
+    );
+    cri.ok(
+        "RemoveContainer",
+        cri.rs().remove_container(RemoveContainerRequest {
+            container_id: sleeper.clone(),
+        }),
+    );
+    guard.remove();
+    poll(
+        Duration::from_secs(10),
+        "the container's cgroup removed",
+        || {
+            if Path::new(&memory_dir).exists() {
+                Err(format!("{memory_dir} still exists"))
+            } else {
+                Ok(())
+            }
+        },
+    );
+    let left = poll(Duration::from_secs(10), "no shim left", || {
+        let s = shim_servers(&cd);
+        if s.is_empty() {
+            Ok(s)
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
+    assert!(left.is_empty());
+}

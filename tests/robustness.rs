@@ -344,3 +344,317 @@ fn output_at_exit_is_never_truncated() {
         assert_eq!(out.stdout.len(), 1 << 20, "run {i}: stdout truncated");
     }
 }
+
+/// A runc wrapper in `dir` whose `verb` (e.g. `kill`) hangs, its pid appended to
+/// `dir/hung-<verb>`, like the wedged runtime of containerd#14081; every other call is the real
+/// runc.
+fn runc_hanging_on(dir: &std::path::Path, verb: &str) -> std::path::PathBuf {
+    let wrapper = dir.join(format!("runc-hung-{verb}"));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do\n  case $a in\n    {verb}) echo $$ >>'{}'; exec sleep 1000 ;;\n  esac\ndone\nexec runc \"$@\"\n",
+            dir.join(format!("hung-{verb}")).display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    wrapper
+}
+
+/// containerd#14081 against the real stack (containerd, ctr, runc, this host's v1 cgroups):
+/// `runc kill` hangs, so `ctr tasks kill --all -s SIGKILL` would never end. tether kills the
+/// runtime's call after its kill deadline (the default, 10 s) and the container's cgroup itself:
+/// both processes die, the task is STOPPED with 137, containerd gets exactly one TaskExit for it
+/// (after its TaskStart), the shim log says at WARN what it did, and the task and container are
+/// then deleted as usual. (The Go shim waits on such a runc forever.)
+#[test]
+fn a_wedged_runtime_kill_still_tears_the_container_down() {
+    require_root();
+    let cd = Containerd::start();
+    let wrapper = runc_hanging_on(cd.dir(), "kill");
+    let options = cd.dir().join("hung-kill.toml");
+    std::fs::write(
+        &options,
+        format!("BinaryName = \"{}\"\n", wrapper.display()),
+    )
+    .unwrap();
+    let events = EventStream::start(&cd);
+    let id = unique_id("wedged");
+    let args = cd
+        .run_args(&id, &["sh", "-c", "sleep 1000 & exec sleep 1001"])
+        .detach()
+        .flag("--runtime-config-path")
+        .flag(&options.to_string_lossy())
+        .build();
+    cd.ctr_ok(&args);
+    let init = cd.wait_task_status(&id, "RUNNING", QUICK);
+    let cgroups = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+    let memory = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+        .expect("a v1 memory cgroup (this test is the v1 path)");
+    let procs_file = format!("/sys/fs/cgroup/memory{memory}/cgroup.procs");
+    assert!(
+        wait_until(QUICK, || std::fs::read_to_string(&procs_file)
+            .is_ok_and(|p| p.lines().count() == 2)),
+        "sh's child never started: {:?}",
+        std::fs::read_to_string(&procs_file)
+    );
+    let pids: Vec<i32> = std::fs::read_to_string(&procs_file)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+
+    let t0 = std::time::Instant::now();
+    let out = cd.ctr_timeout(
+        &["tasks", "kill", "--all", "--signal", "SIGKILL", &id],
+        Duration::from_secs(60),
+    );
+    let answered = t0.elapsed();
+    assert!(out.status.success(), "ctr tasks kill: {}", describe(&out));
+    cd.wait_task_status(&id, "STOPPED", QUICK);
+    let stopped = t0.elapsed();
+    eprintln!("Kill answered after {answered:?}, task STOPPED after {stopped:?}");
+    assert!(
+        answered >= Duration::from_secs(9) && answered < Duration::from_secs(30),
+        "the kill deadline (10 s) was not what held the Kill: {answered:?}"
+    );
+    let hung = std::fs::read_to_string(cd.dir().join("hung-kill"))
+        .expect("tether called the runtime's kill");
+    for pid in hung.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        assert!(
+            wait_until(QUICK, || !alive(pid)),
+            "the hung runc kill {pid} was left running"
+        );
+    }
+    for pid in pids {
+        assert!(
+            wait_until(QUICK, || !alive(pid)),
+            "container process {pid} survived"
+        );
+    }
+    assert!(wait_until(QUICK, || events
+        .task_events()
+        .iter()
+        .any(
+            |e| e.topic == "/tasks/exit" && e.field("container_id") == Some(id.as_str())
+        )));
+    std::thread::sleep(Duration::from_millis(500));
+    let topics = events.task_topics(&id);
+    let exits: Vec<_> = events
+        .task_events()
+        .into_iter()
+        .filter(|e| e.topic == "/tasks/exit" && e.field("container_id") == Some(id.as_str()))
+        .collect();
+    assert_eq!(exits.len(), 1, "exactly one TaskExit: {}", events.show());
+    assert_eq!(
+        exits[0].payload.get("exit_status").and_then(|v| v.as_u64()),
+        Some(137),
+        "{}",
+        exits[0].line
+    );
+    let start_at = topics.iter().position(|t| t == "/tasks/start");
+    let exit_at = topics.iter().position(|t| t == "/tasks/exit");
+    assert!(start_at < exit_at && start_at.is_some(), "{topics:?}");
+    let log = std::fs::read_to_string(cd.log_path()).unwrap_or_default();
+    let warned = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("did not finish in time"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no WARN from the shim about killing the container itself:\n{}",
+                tail(cd.log_path(), 40)
+            )
+        });
+    eprintln!("shim: {warned}");
+    let out = cd.ctr(&["tasks", "delete", &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exit code 137")
+            || String::from_utf8_lossy(&out.stdout).contains("137"),
+        "{}",
+        describe(&out)
+    );
+    cd.ctr_ok(&["containers", "delete", &id]);
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/memory{memory}")).exists(),
+        "the container's cgroup is left behind"
+    );
+}
+
+/// containerd#10589 against the real stack: an exec's start is held inside runc (a wrapper
+/// whose `exec` waits while `dir/hold-exec` exists), the init is SIGKILLed, and a second exec
+/// is made. The init's exit is held back, so the task is RUNNING by State; the second exec is
+/// accepted and only its Start fails ("init process is not running", not Exec's "is not
+/// running"). Once the held exec ends, the task stops with one TaskExit (137).
+#[test]
+fn an_exec_made_while_the_init_exit_is_held_fails_only_at_start() {
+    require_root();
+    let cd = Containerd::start();
+    let dir = cd.dir().to_path_buf();
+    let hold = dir.join("hold-exec");
+    let held = dir.join("held-execs");
+    let wrapper = dir.join("runc-held-exec");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do\n  case $a in\n    exec) if [ -e '{}' ]; then echo $$ >>'{}'; exec sleep 1000; fi ;;\n  esac\ndone\nexec runc \"$@\"\n",
+            hold.display(),
+            held.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let options = dir.join("held-exec.toml");
+    std::fs::write(
+        &options,
+        format!("BinaryName = \"{}\"\n", wrapper.display()),
+    )
+    .unwrap();
+    let events = EventStream::start(&cd);
+    let id = unique_id("heldexec");
+    let args = cd
+        .run_args(&id, &["sleep", "1000"])
+        .detach()
+        .flag("--runtime-config-path")
+        .flag(&options.to_string_lossy())
+        .build();
+    cd.ctr_ok(&args);
+    let init = cd.wait_task_status(&id, "RUNNING", QUICK);
+
+    std::fs::write(&hold, "").unwrap();
+    let mut first = cd
+        .ctr_cmd(&["tasks", "exec", "--exec-id", "e1", &id, "sleep", "100"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ctr tasks exec e1");
+    assert!(
+        wait_until(QUICK, || held.exists()),
+        "runc exec of e1 never ran"
+    );
+    cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &id]);
+    assert!(wait_until(QUICK, || !alive(init)), "the init survived");
+    std::fs::remove_file(&hold).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        cd.task(&id).map(|t| t.1),
+        Some("RUNNING".to_string()),
+        "State agrees with the events while the init's exit is held"
+    );
+    let second = cd.ctr(&["tasks", "exec", "--exec-id", "e2", &id, "true"]);
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "e2 ran: {}", describe(&second));
+    assert!(
+        said.contains("init process is not running"),
+        "e2 must be accepted by Exec and refused by Start: {}",
+        describe(&second)
+    );
+
+    let hung: i32 = std::fs::read_to_string(&held)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) of the wrapper process this test made hang; it is alive (held above).
+    unsafe { libc::kill(hung, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + QUICK;
+    let status = loop {
+        if let Some(s) = first.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ctr exec e1 never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "e1 started after all");
+    cd.wait_task_status(&id, "STOPPED", QUICK);
+    std::thread::sleep(Duration::from_millis(500));
+    let exits: Vec<_> = events
+        .task_events()
+        .into_iter()
+        .filter(|e| e.topic == "/tasks/exit" && e.field("container_id") == Some(id.as_str()))
+        .collect();
+    assert_eq!(
+        exits.len(),
+        1,
+        "one TaskExit, the init's: {}",
+        events.show()
+    );
+    assert_eq!(
+        exits[0].payload.get("exit_status").and_then(|v| v.as_u64()),
+        Some(137)
+    );
+    cd.ctr_ok(&["tasks", "delete", &id]);
+    cd.ctr_ok(&["containers", "delete", &id]);
+}
+
+/// A paused container is SIGKILLed while the runtime's `resume` hangs: its processes die only
+/// once thawed, so after the kill deadline the shim thaws the cgroup itself (v1 freezer here),
+/// the task stops with 137 and is deleted as usual.
+#[test]
+fn a_paused_container_dies_of_sigkill_when_the_runtime_cannot_resume_it() {
+    require_root();
+    let cd = Containerd::start();
+    let wrapper = runc_hanging_on(cd.dir(), "resume");
+    let options = cd.dir().join("hung-resume.toml");
+    std::fs::write(
+        &options,
+        format!("BinaryName = \"{}\"\n", wrapper.display()),
+    )
+    .unwrap();
+    let id = unique_id("frozen");
+    let args = cd
+        .run_args(&id, &["sleep", "1000"])
+        .detach()
+        .flag("--runtime-config-path")
+        .flag(&options.to_string_lossy())
+        .build();
+    cd.ctr_ok(&args);
+    let init = cd.wait_task_status(&id, "RUNNING", QUICK);
+    cd.ctr_ok(&["tasks", "pause", &id]);
+    cd.wait_task_status(&id, "PAUSED", QUICK);
+    let t0 = std::time::Instant::now();
+    let out = cd.ctr_timeout(
+        &["tasks", "kill", "--signal", "SIGKILL", &id],
+        Duration::from_secs(60),
+    );
+    let answered = t0.elapsed();
+    assert!(out.status.success(), "ctr tasks kill: {}", describe(&out));
+    cd.wait_task_status(&id, "STOPPED", QUICK);
+    eprintln!("Kill of the paused task answered after {answered:?}");
+    assert!(
+        std::fs::read_to_string(cd.dir().join("hung-resume")).is_ok(),
+        "tether never asked the runtime to resume"
+    );
+    assert!(wait_until(QUICK, || !alive(init)), "the init survived");
+    let log = std::fs::read_to_string(cd.log_path()).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("thawed the container's cgroup")),
+        "no WARN about the thaw:\n{}",
+        tail(cd.log_path(), 40)
+    );
+    let out = cd.ctr(&["tasks", "delete", &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exit code 137")
+            || String::from_utf8_lossy(&out.stdout).contains("137"),
+        "{}",
+        describe(&out)
+    );
+    cd.ctr_ok(&["containers", "delete", &id]);
+}

@@ -658,3 +658,88 @@ fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+// ------------------------------------------------------------------------------------------------
+// Killing a whole cgroup without the runtime (a wedged `runc kill`)
+// ------------------------------------------------------------------------------------------------
+
+/// The cgroup of a process in a v1 [`Scratch`], from only the scratch's hierarchies (the others
+/// still hold this test process, which the kill refuses to touch).
+fn scratch_cgroup(pid: u32) -> ContainerCgroup {
+    let all = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let ours: String = all
+        .lines()
+        .filter(|l| {
+            l.split(':').nth(1).is_some_and(|cs| {
+                cs.split(',')
+                    .any(|c| ["memory", "pids", "cpu", "cpuacct"].contains(&c))
+            })
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    ContainerCgroup::from_parts(&ours, &mountinfo, Path::new("/")).unwrap()
+}
+
+/// v1 (this host's layout): SIGKILL through pidfds to every process `cgroup.procs` lists,
+/// children forked inside included, until the cgroup is empty.
+#[test]
+fn killing_a_v1_cgroup_reaches_every_process_in_it() {
+    let scratch = Scratch::new();
+    assert!(!scratch.unified, "this test is for a v1 host");
+    let mut child = Gated::spawn("sleep 1000 & sleep 1000 & echo ready; wait");
+    scratch.add(child.pid());
+    child.release();
+    assert_eq!(child.line(Duration::from_secs(10)), "ready");
+    let cg = scratch_cgroup(child.pid());
+    assert_eq!(cg.procs().unwrap().len(), 3, "sh and two sleeps");
+    let me = ContainerCgroup::for_pid(std::process::id() as i32).unwrap();
+    assert!(
+        matches!(
+            me.kill_all(Duration::from_millis(100)),
+            Err(Error::FailedPrecondition(_))
+        ),
+        "a cgroup holding the caller is refused"
+    );
+    let t0 = Instant::now();
+    let killed = cg.kill_all(Duration::from_secs(5)).expect("kill_all");
+    assert!(
+        matches!(killed, tether::cgroups::Killed::Pidfds(n) if n >= 3),
+        "{killed:?}"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(child.wait(Duration::from_secs(5)).signal(), Some(9));
+    assert!(cg.procs().unwrap().is_empty(), "{:?}", cg.procs());
+    eprintln!("v1 cgroup killed through pidfds in {:?}", t0.elapsed());
+}
+
+/// v2: one write to `cgroup.kill` kills every process, a frozen cgroup's too; then the empty
+/// directory is removed as the runtime's delete would.
+#[test]
+fn killing_a_v2_cgroup_uses_cgroup_kill_even_when_frozen() {
+    let cg2 = Cgroup2Dir::new();
+    let mut child = Gated::spawn("sleep 1000 & sleep 1000 & echo ready; wait");
+    write(&cg2.dir.join("cgroup.procs"), &child.pid().to_string());
+    child.release();
+    assert_eq!(child.line(Duration::from_secs(10)), "ready");
+    cg2.freeze(true);
+    assert!(wait_for(|| cg2.events().contains("frozen 1")));
+    let mnt = cg2.dir.parent().unwrap();
+    let name = cg2.dir.file_name().unwrap().to_string_lossy().into_owned();
+    let mountinfo = format!("99 1 0:99 / {} rw - cgroup2 cgroup2 rw\n", mnt.display());
+    let cg =
+        ContainerCgroup::from_parts(&format!("0::/{name}\n"), &mountinfo, Path::new("/")).unwrap();
+    assert!(cg.is_unified());
+    assert_eq!(cg.procs().unwrap().len(), 3);
+    let t0 = Instant::now();
+    assert_eq!(
+        cg.kill_all(Duration::from_secs(5)).expect("kill_all"),
+        tether::cgroups::Killed::CgroupKill
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(child.wait(Duration::from_secs(5)).signal(), Some(9));
+    eprintln!("v2 cgroup killed through cgroup.kill in {:?}", t0.elapsed());
+    cg2.freeze(false);
+    assert!(cg.remove_dirs().is_empty(), "the emptied cgroup is removed");
+    assert!(!cg2.dir.exists());
+}

@@ -62,6 +62,7 @@ const RUNC_OPTIONS_URL: &str = "containerd.runc.v1.Options";
 const V2: &str = "containerd.task.v2.Task";
 
 const SIGKILL: u32 = 9;
+const SIGTERM: u32 = 15;
 
 // ---------------------------------------------------------------------------------------------
 // Preconditions
@@ -2650,9 +2651,11 @@ async fn a_hung_runtime_call_times_out_and_blocks_nothing() {
 
     let hung = {
         let task = shim.task.clone();
+        // Not SIGKILL: a SIGKILL the runtime does not deliver the shim delivers itself (see
+        // `a_sigkill_the_runtime_does_not_deliver_is_delivered_by_the_shim`).
         let req = api::KillRequest {
             id: a.clone(),
-            signal: SIGKILL,
+            signal: SIGTERM,
             all: true,
             ..Default::default()
         };
@@ -2733,6 +2736,89 @@ async fn a_hung_runtime_call_times_out_and_blocks_nothing() {
         .expect("Wait b never returned")
         .unwrap();
     assert_eq!(ok("Wait b", w).exit_status, 137);
+}
+
+/// A wedged runtime (containerd#14081): `kill --all` with SIGKILL hangs. After the kill deadline
+/// (`TETHER_KILL_TIMEOUT_MS`, here 1 s, far below the 60 s runtime deadline) the shim kills the
+/// runtime's call and the container itself; with fake-runc the container has no cgroup of its
+/// own (the init shares the shim's), so the init is killed through its pidfd. Kill answers OK,
+/// the init's exit is reported as any other (Wait: 137) and Delete completes.
+#[tokio::test]
+async fn a_sigkill_the_runtime_does_not_deliver_is_delivered_by_the_shim() {
+    let shim = Shim::launch_with_env(
+        "wedged",
+        vec![("TETHER_KILL_TIMEOUT_MS".into(), "1000".into())],
+    )
+    .await;
+    let id = unique_id("c");
+    let pid = shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+    let bundle = shim.bundle(&id);
+    fs::write(bundle.join("fake-hang-kill"), "").unwrap();
+    let t0 = Instant::now();
+    ok("Kill --all SIGKILL", shim.kill(&id, SIGKILL, true).await);
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "the kill deadline was not what TETHER_KILL_TIMEOUT_MS said: {took:?}"
+    );
+    let hung: i32 = fs::read_to_string(bundle.join("fake-hung-pid"))
+        .expect("the runtime's kill ran")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_until_async(Duration::from_secs(2), || exited(hung)).await,
+        "the hung runtime process {hung} was left running"
+    );
+    assert!(
+        wait_exited(pid as i32, Duration::from_secs(5)).await,
+        "the init {pid} survived"
+    );
+    assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 137);
+    assert_eq!(status(&ok("State", shim.state(&id).await)), Status::STOPPED);
+    fs::remove_file(bundle.join("fake-hang-kill")).unwrap();
+    let d = ok("Delete", shim.delete(&id).await);
+    assert_eq!((d.pid, d.exit_status), (pid, 137), "{d:?}");
+    eprintln!("Kill with a hung runtime answered after {took:?}");
+}
+
+/// `runc delete` hangs at Delete: after the runtime deadline the call is killed and Delete
+/// completes anyway, with the exit status recorded before (not lost, not 137); the container
+/// is gone from the shim.
+#[tokio::test]
+async fn a_runtime_delete_that_hangs_does_not_keep_the_container() {
+    let shim = Shim::launch_with_env(
+        "wedgeddel",
+        vec![("TETHER_RUNTIME_TIMEOUT_MS".into(), "1500".into())],
+    )
+    .await;
+    let id = unique_id("c");
+    let bundle = shim.bundle(&id);
+    fs::write(bundle.join("fake-cmd"), "exit 3").unwrap();
+    let pid = shim.create_ok(&id).await;
+    ok("Start", shim.start(&id).await);
+    assert_eq!(ok("Wait", shim.wait(&id).await).exit_status, 3);
+    fs::write(bundle.join("fake-hang-delete"), "").unwrap();
+    let t0 = Instant::now();
+    let d = ok("Delete with a hung runtime", shim.delete(&id).await);
+    let took = t0.elapsed();
+    assert_eq!((d.pid, d.exit_status), (pid, 3), "{d:?}");
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(10),
+        "Delete took {took:?}"
+    );
+    let hung: i32 = fs::read_to_string(bundle.join("fake-hung-pid"))
+        .expect("the runtime's delete ran")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_until_async(Duration::from_secs(2), || exited(hung)).await,
+        "the hung runtime process {hung} was left running"
+    );
+    expect_code("State after Delete", shim.state(&id).await, Code::NOT_FOUND);
+    fs::remove_file(bundle.join("fake-hang-delete")).unwrap();
 }
 
 /// Without a pid namespace of its own, a container's other processes outlive its init, so the

@@ -630,3 +630,156 @@ async fn an_exit_storm_reports_each_exit_once_with_its_status() {
     assert_eq!(c.wait(&id, "").await, 137);
     c.delete(&id, "").await;
 }
+
+/// The code and message of a refused call.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(what: &str, r: ttrpc::Result<T>) -> (ttrpc::Code, String) {
+    match r {
+        Err(ttrpc::Error::RpcStatus(s)) => (s.code(), s.message().to_string()),
+        other => panic!("{what}: want an error status, got {other:?}"),
+    }
+}
+
+fn exec_request(id: &str, exec_id: &str) -> api::ExecProcessRequest {
+    api::ExecProcessRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        spec: MessageField::some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+            value: br#"{"args":["sh"],"cwd":"/"}"#.to_vec(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// containerd#10589's client test (containerd 2.1.9): an exec's start is held inside the
+/// runtime, the init is SIGKILLed, and a second exec is created. The init's exit is held back
+/// (an exec is starting), so by its events and by State the task still runs: the second Exec is
+/// accepted, as the Go shim accepts it, and only its Start fails (FailedPrecondition). Once the
+/// held start ends, the init's TaskExit goes out once, as the container's last event, and only
+/// then is a new Exec refused.
+#[tokio::test]
+async fn an_exec_created_while_the_init_exit_is_held_is_accepted_and_only_its_start_fails() {
+    let c = Client::connect().await;
+    let id = unique("heldexec");
+    let init = c.create(&id, &[]).await;
+    c.start(&id, "").await;
+    let bundle = harness().dir.join("bundles").join(&id);
+    fs::write(bundle.join("fake-hang-exec"), "").unwrap();
+    ok(
+        "Exec e1",
+        bounded("Exec", c.task.exec(ctx(), &exec_request(&id, "e1"))).await,
+    );
+    let held = {
+        let (task, req) = (
+            c.task.clone(),
+            api::StartRequest {
+                id: id.clone(),
+                exec_id: "e1".into(),
+                ..Default::default()
+            },
+        );
+        tokio::spawn(async move { task.start(ctx(), &req).await })
+    };
+    let hung_file = bundle.join("fake-hung-pid");
+    let deadline = Instant::now() + LIMIT;
+    while !hung_file.exists() {
+        assert!(Instant::now() < deadline, "runc exec of e1 never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.kill(&id, 9).await;
+    // Reaped by the server (this process): its /proc entry is gone.
+    let deadline = Instant::now() + LIMIT;
+    while PathBuf::from(format!("/proc/{init}")).exists() {
+        assert!(Instant::now() < deadline, "the init {init} was not reaped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        exits(&events_of(&id), &id).is_empty(),
+        "the init's exit went out while an exec was starting: {:#?}",
+        events_of(&id)
+    );
+    let state_req = api::StateRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    let state = ok(
+        "State",
+        bounded("State", c.task.state(ctx(), &state_req)).await,
+    );
+    assert_eq!(
+        state.status.enum_value(),
+        Ok(api::Status::RUNNING),
+        "State agrees with the events: {state:?}"
+    );
+    ok(
+        "Exec e2 while the init's exit is held",
+        bounded("Exec", c.task.exec(ctx(), &exec_request(&id, "e2"))).await,
+    );
+    assert!(
+        events_of(&id)
+            .iter()
+            .any(|e| matches!(e, Event::ExecAdded { exec_id, .. } if exec_id == "e2")),
+        "TaskExecAdded for e2: {:#?}",
+        events_of(&id)
+    );
+    let start_e2 = api::StartRequest {
+        id: id.clone(),
+        exec_id: "e2".into(),
+        ..Default::default()
+    };
+    let (code, msg) = refused(
+        "Start e2",
+        bounded("Start", c.task.start(ctx(), &start_e2)).await,
+    );
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION, "{msg}");
+    assert!(msg.contains("init process is not running"), "{msg}");
+
+    // The runtime's exec ends (killed), so e1's start fails and nothing holds the exit.
+    let hung: i32 = fs::read_to_string(&hung_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let hung_fd = pidfd_open(hung);
+    // SAFETY: pidfd_send_signal with a descriptor we own, a signal number and null info.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            hung_fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+    let e1 = bounded("held Start e1", held).await.unwrap();
+    assert!(e1.is_err(), "e1's start succeeded: {e1:?}");
+    let events = wait_events(&id, "init exit", |e| !exits(e, &id).is_empty()).await;
+    assert_eq!(exits(&events, &id).len(), 1, "{events:#?}");
+    assert!(
+        matches!(events.last(), Some(Event::Exit { id: p, exit_status: 137, .. }) if *p == id),
+        "the init's exit (137) is the container's last event: {events:#?}"
+    );
+    for exec_id in ["e1", "e2"] {
+        assert!(
+            exits(&events, exec_id).is_empty() && started(&events, &id, exec_id).is_none(),
+            "{exec_id} never ran: {events:#?}"
+        );
+    }
+    let state = ok(
+        "State",
+        bounded("State", c.task.state(ctx(), &state_req)).await,
+    );
+    assert_eq!(state.status.enum_value(), Ok(api::Status::STOPPED));
+    let (code, msg) = refused(
+        "Exec e3 after the init's exit",
+        bounded("Exec", c.task.exec(ctx(), &exec_request(&id, "e3"))).await,
+    );
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION, "{msg}");
+    fs::remove_file(bundle.join("fake-hang-exec")).unwrap();
+    c.delete(&id, "e1").await;
+    c.delete(&id, "e2").await;
+    c.delete(&id, "").await;
+}

@@ -226,6 +226,52 @@ mod tests {
         assert_eq!(cg.dir("memory"), Some(Path::new("/sys/fs/cgroup/c")));
     }
 
+    /// containerd's CRI turns a pod parent ending in `.slice` into `slice:prefix:name`; without
+    /// `SystemdCgroup` runc's cgroupfs driver takes that as a path relative to its own cgroup
+    /// (the shim's). The colons belong to the path, not to `/proc/<pid>/cgroup`'s fields.
+    #[test]
+    fn a_systemd_form_path_used_by_cgroupfs_is_found_where_runc_made_it() {
+        let id = "0123abcd";
+        let v1_mounts = "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                         36 31 0:33 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+                         37 31 0:34 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n";
+        let shim = "/system.slice/containerd.service";
+        let proc_cgroup = format!(
+            "5:memory:{shim}/test.slice:cri-containerd:{id}\n\
+             4:cpu,cpuacct:{shim}/test.slice:cri-containerd:{id}\n\
+             3:pids:{shim}/test.slice:cri-containerd:{id}\n\
+             0::{shim}\n"
+        );
+        let cg = ContainerCgroup::from_parts(&proc_cgroup, v1_mounts, Path::new("/")).unwrap();
+        assert!(!cg.is_unified());
+        assert_eq!(
+            cg.dir("memory").unwrap(),
+            Path::new(&format!(
+                "/sys/fs/cgroup/memory{shim}/test.slice:cri-containerd:{id}"
+            ))
+        );
+        assert_eq!(
+            cg.dir("cpuacct").unwrap(),
+            Path::new(&format!(
+                "/sys/fs/cgroup/cpu,cpuacct{shim}/test.slice:cri-containerd:{id}"
+            ))
+        );
+        let v2_mounts = "31 23 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let cg = ContainerCgroup::from_parts(
+            &format!("0::{shim}/test.slice:cri-containerd:{id}\n"),
+            v2_mounts,
+            Path::new("/"),
+        )
+        .unwrap();
+        assert!(cg.is_unified());
+        assert_eq!(
+            cg.dir("memory").unwrap(),
+            Path::new(&format!(
+                "/sys/fs/cgroup{shim}/test.slice:cri-containerd:{id}"
+            ))
+        );
+    }
+
     #[test]
     fn mountinfo_fields_are_unescaped() {
         assert_eq!(unescape("/a\\040b"), "/a b");

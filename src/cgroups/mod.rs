@@ -25,6 +25,7 @@
 //!   cgroups messages;
 //! - [`oom`]: the OOM watchers;
 //! - [`join`]: moving a process into a named cgroup (the `ShimCgroup` option).
+//! - `kill`: killing the whole cgroup without the OCI runtime (`cgroup.kill`, or pidfds).
 //!
 //! Hand-written rather than `cgroups-rs`: see `files`.
 
@@ -40,6 +41,7 @@ use crate::error::{Error, Result};
 
 mod files;
 pub mod join;
+mod kill;
 mod locate;
 pub mod oom;
 #[cfg(test)]
@@ -48,6 +50,7 @@ mod v1;
 mod v2;
 
 use files::read_counter;
+pub use kill::Killed;
 use locate::{locate, CgroupMount};
 
 /// A container's resource usage, in the message containerd expects for the host's cgroup layout.

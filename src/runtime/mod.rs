@@ -30,6 +30,24 @@ pub const DEFAULT_ROOT: &str = "/run/containerd/runc";
 /// How long one runtime call may take before it is killed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long `runc kill` may take by default before the shim kills the container itself (see
+/// `supervisor/teardown.rs`). A kill is little work for the runtime; waiting longer only keeps a
+/// pod Terminating.
+pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Environment knob for the kill deadline, in milliseconds (as `TETHER_RUNTIME_TIMEOUT_MS` is
+/// for every call); never longer than the runtime deadline.
+pub const KILL_TIMEOUT_ENV: &str = "TETHER_KILL_TIMEOUT_MS";
+
+/// The kill deadline from [`KILL_TIMEOUT_ENV`] (the environment containerd gave the shim).
+fn kill_timeout() -> Duration {
+    std::env::var(KILL_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .map_or(DEFAULT_KILL_TIMEOUT, Duration::from_millis)
+}
+
 /// stdio handed to a runc call whose children inherit it (create, exec).
 #[derive(Default)]
 pub struct RuncStdio {
@@ -73,6 +91,8 @@ pub struct Runc {
     /// `--work-path` of a restore (`CriuWorkPath`); `None`: the caller's default in the bundle.
     pub criu_work_path: Option<PathBuf>,
     pub timeout: Duration,
+    /// Deadline of `kill` (capped by `timeout`).
+    pub kill_timeout: Duration,
 }
 
 impl Runc {
@@ -97,6 +117,7 @@ impl Runc {
             criu_work_path: (!opts.criu_work_path.is_empty())
                 .then(|| PathBuf::from(&opts.criu_work_path)),
             timeout: DEFAULT_TIMEOUT,
+            kill_timeout: kill_timeout(),
         }
     }
 
@@ -205,15 +226,20 @@ impl Runc {
             .map(drop)
     }
 
-    /// `runc kill`; "already finished" style failures become NotFound.
+    /// `runc kill` under the kill deadline; "already finished" style failures become
+    /// NotFound.
     pub async fn kill(&self, reaper: &Reaper, id: &str, signal: u32, all: bool) -> Result<()> {
+        let runc = Runc {
+            timeout: self.timeout.min(self.kill_timeout),
+            ..self.clone()
+        };
         let mut args: Vec<OsString> = vec!["kill".into()];
         if all {
             args.push("--all".into());
         }
         args.push(id.into());
         args.push(signal.to_string().into());
-        self.call(reaper, "kill", &args, None)
+        runc.call(reaper, "kill", &args, None)
             .await
             .map(drop)
             .map_err(|e| classify_kill_error(e, &self.root, id))

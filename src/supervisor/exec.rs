@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::exits::exit_info;
-use super::{off_thread, read_pid, Deleted, Phase, Proc, Supervisor, DRAIN_STALL};
+use super::spec::read_pid;
+use super::{off_thread, Deleted, Phase, Proc, Supervisor, DRAIN_STALL};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::io::{ProcessIo, StdioConfig};
@@ -40,7 +41,11 @@ impl Supervisor {
         obj.insert("terminal".into(), stdio.terminal.into());
         let mut t = self.shared.lock();
         let c = t.container(id)?;
-        if c.init_exited() {
+        // Refused only once the init's exit is published. While it is held back (execs still
+        // running, or `kill --all` in flight) the task is running by its events and by State,
+        // so Exec is accepted and only its Start fails, as in the Go shim (its init stays
+        // "running" until the exit is handled; containerd#10589's client test relies on it).
+        if c.init.state == State::Stopped {
             return Err(Error::FailedPrecondition(format!(
                 "container {id} is not running"
             )));
@@ -65,9 +70,10 @@ impl Supervisor {
         let launch = {
             let mut t = self.shared.lock();
             let c = t.container(id)?;
+            // The init was reaped: no new exec may run, even while its exit is held back.
             if c.init_exited() {
                 return Err(Error::FailedPrecondition(format!(
-                    "container {id} is not running"
+                    "container {id} init process is not running"
                 )));
             }
             let (runc, bundle, io_owner) = (c.runc.clone(), c.bundle.clone(), c.io_owner);

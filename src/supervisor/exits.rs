@@ -160,8 +160,8 @@ impl Supervisor {
         if kill_all {
             let (runc, sup, id) = (c.runc.clone(), self.clone(), id.to_string());
             tokio::spawn(async move {
-                if let Err(e) = runc
-                    .kill(&sup.shared.reaper, &id, libc::SIGKILL.unsigned_abs(), true)
+                if let Err(e) = sup
+                    .runtime_kill(&id, &runc, libc::SIGKILL.unsigned_abs(), true)
                     .await
                 {
                     tracing::debug!(container = %id, error = %e, "kill --all after init exit");

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::exits::{exit_info, Collector};
-use super::spec::{persist_options, systemd_running, SpecFacts};
+use super::spec::{
+    check_cgroup_driver, persist_options, read_pid_file, systemd_running, SpecFacts,
+};
 use super::{
-    off_thread, read_pid_file, Container, CreateRequest, Deleted, Phase, Proc, Restore, Supervisor,
-    DRAIN_STALL,
+    off_thread, Container, CreateRequest, Deleted, Phase, Proc, Restore, Supervisor, DRAIN_STALL,
 };
 use crate::error::{Error, Result};
 use crate::events::Event;
@@ -76,10 +77,12 @@ impl Supervisor {
     async fn create_container(&self, req: &CreateRequest) -> Result<(Container, Collector)> {
         let bundle = &req.bundle;
         let (spec, options) = self.prepare_bundle(req).await?;
-        if spec.systemd_cgroups_path && !req.options.systemd_cgroup {
-            // Only runc's systemd driver understands this path: a kubelet on the systemd
-            // cgroup driver sends it whatever the runtime options say.
-            tracing::info!(container = %req.id, "cgroupsPath is slice:prefix:name; using the systemd cgroup driver");
+        if spec.systemd_cgroups_path && !options.systemd_cgroup {
+            // As with the Go shim, the options decide the driver, not the path's form: runc's
+            // cgroupfs driver takes `slice:prefix:name` as a plain path, relative to its own
+            // cgroup (containerd's CRI gives that form to any pod whose parent ends in
+            // `.slice`, critest's `test.slice` included). The cgroup is found from the init.
+            tracing::info!(container = %req.id, "cgroupsPath is in systemd's slice:prefix:name form, SystemdCgroup is false: runc's cgroupfs driver takes it as a path");
         }
         let kill_all_on_exit = !spec.private_pid_namespace;
         let mounted_rootfs = !req.rootfs.is_empty();
@@ -155,27 +158,12 @@ impl Supervisor {
     /// options runc gets.
     async fn prepare_bundle(&self, req: &CreateRequest) -> Result<(SpecFacts, RuncOptions)> {
         let bundle = req.bundle.clone();
-        let mut options = req.options.clone();
+        let options = req.options.clone();
         let rootfs = req.rootfs.clone();
         let delay = self.shared.mount_delay;
         off_thread("mount", move || {
             let spec = SpecFacts::read(&bundle)?;
-            if spec.systemd_cgroups_path {
-                options.systemd_cgroup = true;
-            }
-            if options.systemd_cgroup && !systemd_running() {
-                // runc would refuse too, after its own set-up, with a message that names neither
-                // the path nor the option that asked for systemd.
-                return Err(Error::FailedPrecondition(format!(
-                    "the systemd cgroup driver is needed ({}) but systemd is not running on this \
-                     node (no /run/systemd/system): use a cgroupfs cgroupsPath and SystemdCgroup = false",
-                    if spec.systemd_cgroups_path {
-                        "cgroupsPath is in systemd's slice:prefix:name form"
-                    } else {
-                        "the runtime options say SystemdCgroup = true"
-                    }
-                )));
-            }
+            check_cgroup_driver(options.systemd_cgroup, systemd_running())?;
             persist_options(&bundle, &options)?;
             if !rootfs.is_empty() {
                 let target = bundle.join("rootfs");
@@ -315,12 +303,13 @@ impl Supervisor {
                 io.drain(DRAIN_STALL).await;
             }
         }
-        if let Err(e) = runc.delete(&self.shared.reaper, id, false).await {
-            let mut t = self.shared.lock();
-            let c = t.container(id)?;
-            c.init.phase = Phase::Settled;
-            c.init.io = io;
-            return Err(e);
+        match runc.delete(&self.shared.reaper, id, false).await {
+            Err(Error::DeadlineExceeded(why)) => {
+                // A wedged runtime must not keep the container (and its exit) forever.
+                self.delete_without_runtime(id, &why).await;
+            }
+            Err(e) => return self.delete_failed(id, io, e),
+            Ok(()) => {}
         }
         drop(io);
         let c = {
@@ -378,6 +367,17 @@ impl Supervisor {
             exited_at: Some(exit.at),
         });
         Ok(Deleted { pid, exit })
+    }
+}
+
+impl Supervisor {
+    /// A failed `runc delete`: the container stays, with its output, for a retry.
+    fn delete_failed(&self, id: &str, io: Option<ProcessIo>, e: Error) -> Result<Deleted> {
+        let mut t = self.shared.lock();
+        let c = t.container(id)?;
+        c.init.phase = Phase::Settled;
+        c.init.io = io;
+        Err(e)
     }
 }
 

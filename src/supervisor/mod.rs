@@ -23,10 +23,11 @@
 //! - `oom.rs`: the cgroup's OOM kills as `TaskOOM`.
 //! - `spec.rs`: what `Create` reads from the bundle and leaves in it.
 //! - `resources.rs`: checks of `Update`'s resources.
+//! - `teardown.rs`: killing and deleting without a runtime that does not answer in time.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -38,6 +39,7 @@ mod init;
 mod oom;
 mod resources;
 mod spec;
+mod teardown;
 
 use crate::cgroups::{ContainerCgroup, Metrics};
 use crate::error::{Error, Result};
@@ -371,23 +373,6 @@ async fn off_thread<T: Send + 'static>(
     })
 }
 
-/// Reads a pid file runc wrote, off the runtime thread.
-async fn read_pid_file(path: PathBuf) -> Result<Pid> {
-    off_thread("read pid file", move || read_pid(&path)).await
-}
-
-fn read_pid(path: &Path) -> Result<Pid> {
-    let s = std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
-    s.trim()
-        .parse()
-        .ok()
-        .and_then(Pid::new)
-        .ok_or_else(|| Error::Runtime {
-            op: "create",
-            msg: format!("bad pid file {}: {s:?}", path.display()),
-        })
-}
-
 impl Supervisor {
     /// Builds the supervisor and starts routing the reaper's unclaimed exits into it.
     pub fn new(
@@ -473,13 +458,11 @@ impl Supervisor {
             (c.runc.clone(), c.init.state, signalled)
         };
         if !signalled {
-            runc.kill(&self.shared.reaper, id, signal, all).await?;
+            self.runtime_kill(id, &runc, signal, all).await?;
         }
         if state == State::Paused && signal == libc::SIGKILL.unsigned_abs() {
-            // Frozen processes only die once thawed; a kill must not wait for a resume.
-            if let Err(e) = runc.resume(&self.shared.reaper, id).await {
-                tracing::warn!(error = %e, "resume after SIGKILL of a paused container");
-            }
+            // Frozen processes only die once thawed.
+            self.thaw_after_sigkill(id, &runc).await;
         }
         Ok(())
     }

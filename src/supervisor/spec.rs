@@ -1,10 +1,12 @@
-//! What `Create` reads from the bundle (the OCI spec's few facts the shim acts on) and what it
-//! leaves there for the `delete` action, which runs without a server. All of it is blocking file
-//! I/O, so `init.rs` runs it off the runtime thread.
+//! What `Create` reads from the bundle (the OCI spec's few facts the shim acts on, runc's pid
+//! files) and what it leaves there for the `delete` action, which runs without a server. All of
+//! it is blocking file I/O, run off the runtime thread.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use super::off_thread;
 use crate::error::{Error, Result};
+use crate::process::Pid;
 use crate::runtime::RuncOptions;
 
 /// Writes `options.json` and `runtime` for the `delete` action, which runs without us.
@@ -20,6 +22,23 @@ pub(super) fn persist_options(bundle: &Path, opts: &RuncOptions) -> Result<()> {
         std::fs::write(&path, data).map_err(Error::io(format!("write {}", path.display())))?;
     }
     Ok(())
+}
+
+/// Reads a pid file runc wrote, off the runtime thread.
+pub(super) async fn read_pid_file(path: PathBuf) -> Result<Pid> {
+    off_thread("read pid file", move || read_pid(&path)).await
+}
+
+pub(super) fn read_pid(path: &Path) -> Result<Pid> {
+    let s = std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
+    s.trim()
+        .parse()
+        .ok()
+        .and_then(Pid::new)
+        .ok_or_else(|| Error::Runtime {
+            op: "create",
+            msg: format!("bad pid file {}: {s:?}", path.display()),
+        })
 }
 
 /// What `Create` needs to know from the bundle's OCI spec. Read once at create, never on the
@@ -66,6 +85,23 @@ pub(super) fn systemd_running() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
 
+/// Whether runc can use the cgroup driver the runtime options ask for. Only `SystemdCgroup`
+/// decides, as in the Go shim: a `slice:prefix:name` cgroupsPath without it is a plain path to
+/// runc's cgroupfs driver (relative to runc's own cgroup). Asking for systemd where it is not
+/// running is refused here, before runc fails deep in its set-up with a message that names
+/// neither the option nor the way out.
+pub(super) fn check_cgroup_driver(systemd_cgroup: bool, systemd_running: bool) -> Result<()> {
+    if systemd_cgroup && !systemd_running {
+        return Err(Error::FailedPrecondition(
+            "the runtime options say SystemdCgroup = true but systemd is not running on this \
+             node (no /run/systemd/system): set SystemdCgroup = false to use runc's cgroupfs \
+             driver"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// runc's systemd driver takes `[slice]:[prefix]:[name]` (e.g. a kubelet's
 /// `kubepods-besteffort-pod<uid>.slice:cri-containerd:<id>`); cgroupfs paths are directories
 /// (`/kubepods/besteffort/pod<uid>/<id>`) and never look like that.
@@ -98,6 +134,23 @@ mod tests {
             "a.slice:b:c:d",
         ] {
             assert!(!is_systemd_cgroups_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn only_the_options_choose_the_systemd_driver() {
+        // Without SystemdCgroup any cgroupsPath goes to runc as it is, systemd or not.
+        assert!(check_cgroup_driver(false, false).is_ok());
+        assert!(check_cgroup_driver(false, true).is_ok());
+        assert!(check_cgroup_driver(true, true).is_ok());
+        match check_cgroup_driver(true, false) {
+            Err(Error::FailedPrecondition(m)) => {
+                assert!(
+                    m.contains("systemd is not running") && m.contains("SystemdCgroup"),
+                    "{m}"
+                )
+            }
+            other => panic!("want FailedPrecondition, got {other:?}"),
         }
     }
 
