@@ -34,6 +34,7 @@
 //!   with hundreds of fields, and a mirror type would only copy them.
 //! - `reaper`: the one `waitpid(-1)` loop and spawn-and-wait for every child we fork.
 //! - [`events`]: the ordered publisher of task events to containerd.
+//! - `exit_record`: the init's exit status in the bundle (`exitstatus.json`), for `delete`.
 //! - `logging`: `tracing` output into the bundle's `log` FIFO, never blocking; its own small
 //!   subscriber.
 //! - `signals`: SIGCHLD, SIGTERM and SIGINT as readiness on a pipe.
@@ -53,6 +54,7 @@ pub mod cli;
 pub(crate) mod daemonize;
 pub mod error;
 pub mod events;
+pub(crate) mod exit_record;
 pub(crate) mod info;
 pub(crate) mod io;
 pub(crate) mod logging;
