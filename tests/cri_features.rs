@@ -119,7 +119,7 @@ fn tether_handler_reports_features_and_mounts_recursively_read_only() {
         resp.runtime_handlers
             .iter()
             .find(|h| h.name == name)
-            .and_then(|h| h.features.clone())
+            .and_then(|h| h.features)
             .map(|f| (f.recursive_read_only_mounts, f.user_namespaces))
     };
     assert_eq!(

@@ -116,17 +116,17 @@ fn killed_shim_reports_the_real_exit_status() {
     assert!(cd.shim_pids().contains(&shim), "{shim} is not a shim");
 
     std::fs::write(cd.rootfs().join(&flag), b"").unwrap();
-    let exit_events = |status: &str| {
+    let exit_events = |status: u64| {
         events
             .task_events()
             .into_iter()
             .filter(|e| e.topic == "/tasks/exit" && e.field("container_id") == Some(&id))
-            .filter(|e| e.payload["exit_status"].to_string() == status)
+            .filter(|e| e.payload["exit_status"].as_u64() == Some(status))
             .count()
     };
     // The shim's own TaskExit: by then the record is in the bundle.
     assert!(
-        wait_until(Duration::from_secs(10), || exit_events("7") == 1),
+        wait_until(Duration::from_secs(10), || exit_events(7) == 1),
         "no TaskExit with 7:\n{}",
         events.show()
     );
@@ -139,11 +139,11 @@ fn killed_shim_reports_the_real_exit_status() {
     assert!(kill(shim, libc::SIGKILL));
     // containerd's own TaskExit from `shim delete` after the connection closed.
     assert!(
-        wait_until(Duration::from_secs(10), || exit_events("7") == 2),
+        wait_until(Duration::from_secs(10), || exit_events(7) == 2),
         "containerd published no second TaskExit with 7 (137 means delete made it up):\n{}",
         events.show()
     );
-    assert_eq!(exit_events("137"), 0, "{}", events.show());
+    assert_eq!(exit_events(137), 0, "{}", events.show());
 
     let out = cd.ctr(&["tasks", "delete", &id]);
     let text = format!(

@@ -423,7 +423,7 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
             .runtime_handlers
             .iter()
             .find(|h| h.name == "tether")
-            .and_then(|h| h.features.clone());
+            .and_then(|h| h.features);
         assert!(
             features.as_ref().is_some_and(|f| f.user_namespaces),
             "CRI Status: the tether handler's features {features:?} in {:?}",
