@@ -4,6 +4,8 @@
 //! lock), and one task forwards them to containerd's `Events/Forward` over ttrpc at
 //! `TTRPC_ADDRESS`. A failed delivery is retried in place: the head of the queue blocks the rest,
 //! so a retry can never reorder events (the Go shim re-queues failures behind later events).
+//! A gate (`publish_after`) holds the queue until some work is done: an init's exit record is
+//! in the bundle before its `TaskExit` leaves.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,6 +1,7 @@
 //! Where each reaped exit goes, and the order exits are published in: an exit seen during a
 //! start waits for the start event, an exit of a pid not known yet is collected for the create
-//! or start in flight, and the init's exit is the container's last.
+//! or start in flight, and the init's exit is the container's last. The init's exit is also
+//! recorded in the bundle (`exit_record`) before its `TaskExit` leaves, for `shim delete`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
