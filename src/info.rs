@@ -38,17 +38,25 @@ pub fn info(stdin: &mut impl Read) -> Result<Vec<u8>> {
         .map_err(Error::io("read runtime options from stdin"))?;
     let options = parse_options(&raw)?;
     let runc = crate::service::decode_options(&options)?;
-    let binary = if runc.binary_name.is_empty() {
-        "runc".to_string()
-    } else {
+    let named = !runc.binary_name.is_empty();
+    let binary = if named {
         runc.binary_name
+    } else {
+        "runc".to_string()
     };
     // A runtime that runs but has no `features` (runc before 1.1, crun before 1.8.6, youki)
     // still gets an answer, without features, as from the Go shim (its manager `Info`):
     // containerd 2.2+ asks on every non-runc Create and logs a failed `-info` as an ERROR
-    // each time ("failed to load runtime info"). A runtime that cannot be run at all stays an
-    // error, as in the Go shim (its `exec.LookPath`).
-    let features = match features(&binary)? {
+    // each time ("failed to load runtime info"). A runtime the options name that cannot be
+    // run at all stays an error, as in the Go shim (its `exec.LookPath`). Without options the
+    // default `runc` may be missing on a host whose runtimes all name their binary (crun only):
+    // containerd 2.2+'s per-Create `-info` sends no options whatever the handler's are
+    // (`loadShimInfo`), so that is answered without features too.
+    let found = match features(&binary) {
+        Err(e) if !named => Err(e.to_string()),
+        other => other?,
+    };
+    let features = match found {
         Ok(json) => MessageField::some(Any {
             type_url: FEATURES_TYPE_URL.into(),
             value: json,

@@ -111,6 +111,23 @@ fn info_uses_the_configured_runtime_and_refuses_bad_input() {
     assert!(!ok && stdout.is_empty(), "{stderr}");
     assert!(stderr.contains("/nonexistent/oci-runtime"), "{stderr}");
 
+    // No options and no `runc` to run (a crun-only host; containerd 2.2+ sends no options
+    // before a Create): answered without features, as a runtime without `features` is.
+    let mut child = Command::new(shim_binary())
+        .arg("-info")
+        .env("PATH", dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tether -info");
+    let stderr = String::from_utf8_lossy(&child.stderr).into_owned();
+    assert!(child.status.success(), "{stderr}");
+    let info = RuntimeInfo::parse_from_bytes(&std::mem::take(&mut child.stdout)).unwrap();
+    assert!(
+        info.features.is_none() && info.options.is_none(),
+        "{info:?}"
+    );
+    assert!(stderr.contains("\"runc\""), "{stderr}");
+
     let (ok, stdout, stderr) = run_info(b"this is not a protobuf");
     assert!(!ok && stdout.is_empty(), "{stderr}");
     assert!(stderr.contains("not a protobuf Any"), "{stderr}");
