@@ -8,11 +8,15 @@
 # named by TETHER_TEST_RUNTIME (default io.containerd.tether.v2); set
 # TETHER_TEST_RUNTIME=io.containerd.runc.v2 to run them against the reference Go shim.
 #
-# The integration suites (core, exec, resources, robustness, cri, versions) run once per containerd
-# version: first against the containerd on PATH (Debian 12's 1.6.20), then against each newer
-# build scripts/containerd-versions.sh fetches (1.7.24, 2.1.9), through TETHER_CONTAINERD.
-# With TETHER_CONTAINERD set by the caller (their own containerd build: a directory holding
-# containerd, ctr and containerd-shim-runc-v2) everything runs against that one instead.
+# The integration suites run once per containerd version: first everything against the
+# containerd on PATH (Debian 12's 1.6.20), then every suite that drives containerd (core, exec,
+# resources, robustness, cri, versions, exit_status, lifecycle, memory) against each newer build
+# scripts/containerd-versions.sh provides (1.7.24, 2.1.9, 2.2.7, 2.3.4, 2.4.0-beta.0), through
+# TETHER_CONTAINERD. The other targets (unit tests, service, supervisor, properties, root_*,
+# start_params) start no containerd, so a second run would repeat the first. One matrix run
+# per version takes a few minutes (see the README for the numbers), so all suites run on all
+# versions. With TETHER_CONTAINERD set by the caller (their own containerd build: a directory
+# holding containerd, ctr and containerd-shim-runc-v2) everything runs against that one instead.
 #
 # Extra arguments are passed to the test binaries, e.g. `scripts/test.sh --test-threads=1`.
 set -euo pipefail
@@ -22,8 +26,9 @@ cd "$(dirname "$0")/.."
 
 # Installs containerd, runc and busybox-static if missing (quiet when all are there).
 scripts/setup.sh
-# containerd 1.7.24 and 2.1.9 (also when TETHER_CONTAINERD is set: tests/userns.rs always runs
-# under 2.1.9) and runc 1.3.6 (tests/userns.rs), cached under /var/cache/tether.
+# containerd 1.7.24, 2.1.9, 2.2.7, 2.3.4 and 2.4.0-beta.0 (also when TETHER_CONTAINERD is set:
+# tests/userns.rs always runs under 2.1.9 and 2.4.0-beta.0) and runc 1.3.6 (tests/userns.rs,
+# tests/cri_features.rs), cached under /var/cache/tether.
 scripts/containerd-versions.sh
 scripts/runc-versions.sh
 matrix=()
@@ -63,12 +68,16 @@ status=${PIPESTATUS[0]}
 set -e
 
 # The same integration suites under each newer containerd (their results count in the sum).
+matrix_suites=(--test core --test exec --test resources --test robustness --test cri
+    --test versions --test exit_status --test lifecycle --test memory)
 for dir in "${matrix[@]}"; do
-    echo "+ TETHER_CONTAINERD=$dir cargo test --no-fail-fast --test core --test exec --test resources --test robustness --test cri --test versions${*:+ -- $*}"
+    echo "+ TETHER_CONTAINERD=$dir cargo test --no-fail-fast ${matrix_suites[*]}${*:+ -- $*}"
     set +e
-    TETHER_CONTAINERD=$dir cargo test --no-fail-fast --test core --test exec --test resources \
-        --test robustness --test cri --test versions -- "$@" 2>&1 | tee -a "$matrix_log"
+    m_start=$SECONDS
+    TETHER_CONTAINERD=$dir cargo test --no-fail-fast "${matrix_suites[@]}" -- "$@" 2>&1 |
+        tee -a "$matrix_log"
     m_status=${PIPESTATUS[0]}
+    echo "test.sh: matrix run under $dir took $((SECONDS - m_start)) s"
     set -e
     if [ "$status" -eq 0 ]; then
         status=$m_status
@@ -94,20 +103,34 @@ else
 fi
 
 # A user-namespaced pod (tests/userns.rs, #[ignore]d in the main run, whose containerd 1.6 and
-# runc 1.1 cannot run one): containerd 2.1.9's CRI, tether, runc 1.3.6. Its results go to the
-# CRIU run's log, whose tests count as run instead of skipped in the closing line.
-userns_containerd=$(scripts/containerd-versions.sh --print | grep '/2\.1\.9/') ||
-    { echo "test.sh: scripts/containerd-versions.sh has no 2.1.9 for tests/userns.rs" >&2; exit 1; }
+# runc 1.1 cannot run one), with tether and runc 1.3.6: under containerd 2.1.9's CRI (tether
+# named by runtime_path under runc's runtime type) and under 2.4.0-beta.0's (tether's own
+# runtime type, whose features 2.4's CRI asks for). tests/cri_features.rs (2.4+ only): the
+# handler's features in CRI Status and a recursive read-only mount. A test's first run goes to
+# the CRIU run's log, whose tests count as run instead of skipped in the closing line; the
+# second userns run counts like a matrix run.
 userns_runc=$(scripts/runc-versions.sh --print)
-echo "+ TETHER_CONTAINERD=$userns_containerd TETHER_USERNS_RUNC=$userns_runc cargo test --test userns -- --ignored${*:+ $*}"
-set +e
-TETHER_CONTAINERD=$userns_containerd TETHER_USERNS_RUNC=$userns_runc \
-    cargo test --test userns -- --ignored "$@" 2>&1 | tee -a "$criu_log"
-userns_status=${PIPESTATUS[0]}
-set -e
-if [ "$status" -eq 0 ]; then
-    status=$userns_status
-fi
+# containerd version, log to count it in, test targets...
+run_ignored() {
+    local want=$1 into=$2 dir r
+    shift 2
+    dir=$(scripts/containerd-versions.sh --print | grep -F "/$want/") ||
+        { echo "test.sh: scripts/containerd-versions.sh has no $want" >&2; exit 1; }
+    echo "+ TETHER_CONTAINERD=$dir TETHER_USERNS_RUNC=$userns_runc cargo test $* -- --ignored${extra_args:+ $extra_args}"
+    set +e
+    TETHER_CONTAINERD=$dir TETHER_USERNS_RUNC=$userns_runc \
+        cargo test "$@" -- --ignored "${test_args[@]}" 2>&1 | tee -a "$into"
+    r=${PIPESTATUS[0]}
+    set -e
+    if [ "$status" -eq 0 ]; then
+        status=$r
+    fi
+}
+test_args=("$@")
+extra_args="$*"
+run_ignored 2.1.9 "$criu_log" --test userns
+run_ignored 2.4.0-beta.0 "$matrix_log" --test userns
+run_ignored 2.4.0-beta.0 "$criu_log" --test cri_features
 
 # --- VM lane (scripts/vm-test.sh): cgroup v2, CRIU and the CRI plugin on a real modern node,
 # in a QEMU guest. TETHER_VM_LANE=0 leaves it out, loudly. Its tests that are #[ignore]d here

@@ -154,7 +154,11 @@ where
         Some("delete") => Action::Delete,
         Some(other) => return Err(ParseError::UnknownAction(other.to_string())),
     };
-    if !matches!(args.action, Action::Version | Action::Info) && args.namespace.is_empty() {
+    // `start` may get its namespace from containerd 2.3's bootstrap parameters on stdin
+    // instead (`bootstrap::resolve` refuses a start with neither).
+    if !matches!(args.action, Action::Version | Action::Info | Action::Start)
+        && args.namespace.is_empty()
+    {
         return Err(ParseError::Missing("namespace"));
     }
     Ok(args)
@@ -251,8 +255,10 @@ mod tests {
             ParseError::UnknownAction("bogus".into())
         );
         assert_eq!(
-            parse(["start"]).unwrap_err(),
+            parse(["delete"]).unwrap_err(),
             ParseError::Missing("namespace")
         );
+        // containerd 2.3+ may give `start` nothing but bootstrap parameters on stdin.
+        assert_eq!(parse(["start"]).unwrap().action, Action::Start);
     }
 }

@@ -61,16 +61,13 @@ pub fn start(args: &Args, bundle: &Path) -> Result<Vec<u8>> {
     // which is where we use them, except `ShimCgroup`, which only `start` can apply.
     let mut stdin = Vec::new();
     let _ = std::io::stdin().take(10 << 20).read_to_end(&mut stdin);
-    let boot = crate::bootstrap::parse(&stdin, &args.id, &args.namespace);
+    // containerd 2.3 deprecated the flags: the bootstrap parameters name the task when sent.
+    let params = crate::bootstrap::resolve(args, &stdin)?;
 
-    crate::process::validate_id("container", &args.id)?;
-    let group = grouping_key(bundle, &args.id);
-    let dir = Path::new(
-        boot.as_ref()
-            .and_then(|b| b.socket_dir.as_deref())
-            .unwrap_or(SOCKET_DIR),
-    );
-    if boot.as_ref().is_some_and(|b| b.socket_dir.is_some()) {
+    crate::process::validate_id("container", &params.id)?;
+    let group = grouping_key(bundle, &params.id);
+    let dir = Path::new(params.socket_dir.as_deref().unwrap_or(SOCKET_DIR));
+    if params.socket_dir.is_some() {
         // The bundle's `s` link names a custom socket dir. containerd never reads it: the Go
         // shim (2.3+) writes it for its own server's socket cleanup; kept for tools that
         // follow the Go shim's bundle layout.
@@ -83,7 +80,7 @@ pub fn start(args: &Args, bundle: &Path) -> Result<Vec<u8>> {
         .map_err(Error::io(format!("create {}", dir.display())))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(Error::io(format!("chmod {}", dir.display())))?;
-    let path = socket_path(dir, &args.address, &args.namespace, &group);
+    let path = socket_path(dir, &params.address, &params.namespace, &group);
     let address = format!("unix://{}", path.display());
 
     let listener = match UnixListener::bind(&path) {
@@ -92,7 +89,7 @@ pub fn start(args: &Args, bundle: &Path) -> Result<Vec<u8>> {
             if UnixStream::connect(&path).is_ok() {
                 // A live server already serves this group: share it.
                 write_atomic(&bundle.join("address"), address.as_bytes())?;
-                return Ok(crate::bootstrap::announce(&address, boot.is_some()));
+                return Ok(crate::bootstrap::announce(&address, params.bootstrapped));
             }
             // Left over from a server that died: replace it.
             fs::remove_file(&path)
@@ -104,7 +101,7 @@ pub fn start(args: &Args, bundle: &Path) -> Result<Vec<u8>> {
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
         .map_err(Error::io("chmod socket"))?;
 
-    let spawned = spawn_server(args, bundle, &path, &listener, boot.as_ref());
+    let spawned = spawn_server(&params, bundle, &path, &listener);
     let pid = match spawned {
         Ok(pid) => pid,
         Err(e) => {
@@ -112,7 +109,7 @@ pub fn start(args: &Args, bundle: &Path) -> Result<Vec<u8>> {
             return Err(e);
         }
     };
-    if let Err(e) = join_shim_cgroup(pid, &stdin, boot.is_some()) {
+    if let Err(e) = join_shim_cgroup(pid, &stdin, params.bootstrapped) {
         // As the Go shim: a server that cannot be put where it was asked is not left running.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
@@ -124,27 +121,26 @@ pub fn start(args: &Args, bundle: &Path) -> Result<Vec<u8>> {
     adjust_oom_score(pid);
     write_atomic(&bundle.join("address"), address.as_bytes())?;
     write_atomic(&bundle.join("shim.pid"), pid.to_string().as_bytes())?;
-    Ok(crate::bootstrap::announce(&address, boot.is_some()))
+    Ok(crate::bootstrap::announce(&address, params.bootstrapped))
 }
 
 /// Re-executes this binary as the server: new session, stdio on /dev/null (containerd reads
 /// `start`'s output until EOF, so the server must not hold it), listener on fd 3.
 fn spawn_server(
-    args: &Args,
+    params: &crate::bootstrap::StartParams,
     bundle: &Path,
     socket: &Path,
     listener: &UnixListener,
-    boot: Option<&crate::bootstrap::Bootstrap>,
 ) -> Result<u32> {
     let exe = std::env::current_exe().map_err(Error::io("find own executable"))?;
     let mut cmd = Command::new(exe);
     cmd.args([
         "-namespace",
-        &args.namespace,
+        &params.namespace,
         "-id",
-        &args.id,
+        &params.id,
         "-address",
-        &args.address,
+        &params.address,
     ])
     .arg("-socket")
     .arg(socket)
@@ -152,14 +148,14 @@ fn spawn_server(
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::null());
-    if !args.publish_binary.is_empty() {
-        cmd.args(["-publish-binary", &args.publish_binary]);
+    if !params.publish_binary.is_empty() {
+        cmd.args(["-publish-binary", &params.publish_binary]);
     }
-    if args.debug || boot.is_some_and(|b| b.debug) {
+    if params.debug {
         cmd.arg("-debug");
     }
-    if let Some(b) = boot.filter(|b| !b.ttrpc_address.is_empty()) {
-        cmd.env("TTRPC_ADDRESS", &b.ttrpc_address);
+    if let Some(ttrpc) = &params.ttrpc_address {
+        cmd.env("TTRPC_ADDRESS", ttrpc);
     }
     crate::sys::detach_with_listener(&mut cmd, listener.as_raw_fd());
     let child = cmd.spawn().map_err(Error::io("start shim server"))?;

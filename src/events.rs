@@ -4,6 +4,8 @@
 //! lock), and one task forwards them to containerd's `Events/Forward` over ttrpc at
 //! `TTRPC_ADDRESS`. A failed delivery is retried in place: the head of the queue blocks the rest,
 //! so a retry can never reorder events (the Go shim re-queues failures behind later events).
+//! A gate (`publish_after`) holds the queue until some work is done: an init's exit record is
+//! in the bundle before its `TaskExit` leaves.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -235,7 +237,14 @@ enum Msg {
     Event(Event, SystemTime),
     /// Answered once every earlier event was delivered or given up on.
     Flush(oneshot::Sender<()>),
+    /// Nothing after this leaves before it is answered (or dropped, or [`GATE_LIMIT`] passed):
+    /// the init's exit record is written before its `TaskExit` goes out.
+    Gate(oneshot::Receiver<()>),
 }
+
+/// How long a [`Msg::Gate`] may hold the queue: a write to the bundle that hangs (a wedged
+/// disk) must not stop every later event.
+const GATE_LIMIT: Duration = Duration::from_secs(10);
 
 /// At most this many events wait for containerd (a few MB at worst). Beyond it the oldest
 /// event that is not an exit is dropped: exits are what containerd cannot learn again cheaply
@@ -301,7 +310,7 @@ fn push_bounded(pending: &mut Pending, msg: Msg, limit: usize) -> Option<&'stati
             })
             .collect();
         let droppable = |m: &Msg, spare_births: bool| match m {
-            Msg::Event(Event::Exit { .. }, _) | Msg::Flush(_) => false,
+            Msg::Event(Event::Exit { .. }, _) | Msg::Flush(_) | Msg::Gate(_) => false,
             Msg::Event(e, _) => !spare_births || born(e).is_none_or(|k| !exits.contains(&k)),
         };
         let victim = items
@@ -345,6 +354,28 @@ impl EventSink {
     pub(crate) fn publish(&self, event: Event) {
         tracing::debug!(topic = event.topic(), ?event, "queue event");
         self.push(Msg::Event(event, SystemTime::now()));
+    }
+
+    /// Publishes `event` once `gate` is answered; events published later wait behind it.
+    pub(crate) fn publish_after(&self, gate: oneshot::Receiver<()>, event: Event) {
+        tracing::debug!(topic = event.topic(), ?event, "queue event behind a gate");
+        let mut items = self.queue.items.lock().unwrap_or_else(|p| p.into_inner());
+        // A gate is not an event: it is never dropped and does not count.
+        push_bounded(&mut items, Msg::Gate(gate), QUEUE_LIMIT);
+        let dropped = push_bounded(
+            &mut items,
+            Msg::Event(event, SystemTime::now()),
+            QUEUE_LIMIT,
+        );
+        drop(items);
+        if let Some(topic) = dropped {
+            tracing::error!(
+                topic,
+                limit = QUEUE_LIMIT,
+                "event queue full; dropped an event"
+            );
+        }
+        self.queue.ready.notify_one();
     }
 
     fn push(&self, msg: Msg) {
@@ -419,6 +450,12 @@ async fn forward(queue: EventSink, dest: Destination) {
             Msg::Event(e, at) => (e, at),
             Msg::Flush(done) => {
                 let _ = done.send(());
+                continue;
+            }
+            Msg::Gate(gate) => {
+                if tokio::time::timeout(GATE_LIMIT, gate).await.is_err() {
+                    tracing::warn!(limit = ?GATE_LIMIT, "gate not opened in time; sending on");
+                }
                 continue;
             }
         };
@@ -572,7 +609,7 @@ mod tests {
             .filter_map(|m| match m {
                 Msg::Event(e @ Event::Exit { id, .. }, _) => Some(format!("{} {id}", e.topic())),
                 Msg::Event(e, _) => born(e).map(|(_, id)| format!("{} {id}", e.topic())),
-                Msg::Flush(_) => None,
+                Msg::Flush(_) | Msg::Gate(_) => None,
             })
             .collect()
     }

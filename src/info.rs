@@ -4,9 +4,9 @@
 //! containerd runs `<shim> -info` (no `-namespace`, no action) with the runtime options `Any`
 //! on stdin, possibly empty: for `ctr plugins inspect-runtime`, for every Create with idmapped
 //! mounts (where a failure fails the Create), and on 2.2+ for every Create of a non-runc
-//! runtime. The `features` field is the OCI runtime's own `features` JSON, so the options'
-//! runtime binary (`BinaryName`, from runc options or the CRI's `ConfigPath` file, as Create
-//! reads them) answers for itself: crun's features for crun.
+//! runtime (with no options then: `runc` answers). The `features` field is the OCI runtime's
+//! own `features` JSON, so the options' runtime binary (`BinaryName`, from runc options or the
+//! CRI's `ConfigPath` file, as Create reads them) answers for itself: crun's features for crun.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -38,12 +38,35 @@ pub fn info(stdin: &mut impl Read) -> Result<Vec<u8>> {
         .map_err(Error::io("read runtime options from stdin"))?;
     let options = parse_options(&raw)?;
     let runc = crate::service::decode_options(&options)?;
-    let binary = if runc.binary_name.is_empty() {
-        "runc".to_string()
-    } else {
+    let named = !runc.binary_name.is_empty();
+    let binary = if named {
         runc.binary_name
+    } else {
+        "runc".to_string()
     };
-    let features = features(&binary)?;
+    // A runtime that runs but has no `features` (runc before 1.1, crun before 1.8.6, youki)
+    // still gets an answer, without features, as from the Go shim (its manager `Info`):
+    // containerd 2.2+ asks on every non-runc Create and logs a failed `-info` as an ERROR
+    // each time ("failed to load runtime info"). A runtime the options name that cannot be
+    // run at all stays an error, as in the Go shim (its `exec.LookPath`). Without options the
+    // default `runc` may be missing on a host whose runtimes all name their binary (crun only):
+    // containerd 2.2+'s per-Create `-info` sends no options whatever the handler's are
+    // (`loadShimInfo`), so that is answered without features too.
+    let found = match features(&binary) {
+        Err(e) if !named => Err(e.to_string()),
+        other => other?,
+    };
+    let features = match found {
+        Ok(json) => MessageField::some(Any {
+            type_url: FEATURES_TYPE_URL.into(),
+            value: json,
+            ..Default::default()
+        }),
+        Err(why) => {
+            eprintln!("containerd-shim-tether-v2: RuntimeInfo without features: {why}");
+            MessageField::none()
+        }
+    };
     let info = RuntimeInfo {
         name: RUNTIME_NAME.into(),
         version: MessageField::some(RuntimeVersion {
@@ -52,11 +75,7 @@ pub fn info(stdin: &mut impl Read) -> Result<Vec<u8>> {
             ..Default::default()
         }),
         options,
-        features: MessageField::some(Any {
-            type_url: FEATURES_TYPE_URL.into(),
-            value: features,
-            ..Default::default()
-        }),
+        features,
         ..Default::default()
     };
     info.write_to_bytes()
@@ -84,12 +103,11 @@ fn parse_options(raw: &[u8]) -> Result<MessageField<Any>> {
     Ok(MessageField::some(any))
 }
 
-/// `<binary> features`: its stdout, checked to be a JSON object.
-fn features(binary: &str) -> Result<Vec<u8>> {
+/// `<binary> features`: `Ok(Ok(json))` with its stdout, checked to be a JSON object;
+/// `Ok(Err(why))` when the runtime ran but gave none; `Err` when it cannot be run at all.
+fn features(binary: &str) -> Result<std::result::Result<Vec<u8>, String>> {
     let fail = |why: String| {
-        Error::Unimplemented(format!(
-            "OCI runtime {binary:?} gave no features (`{binary} features`): {why}"
-        ))
+        format!("OCI runtime {binary:?} gave no features (`{binary} features`): {why}")
     };
     let mut child = Command::new(binary)
         .arg("features")
@@ -97,7 +115,7 @@ fn features(binary: &str) -> Result<Vec<u8>> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| Error::Unimplemented(fail(e.to_string())))?;
     // Readers on threads, so a runtime that writes a lot cannot block on a full pipe.
     let mut out = child.stdout.take().expect("piped stdout");
     let mut err = child.stderr.take().expect("piped stderr");
@@ -119,9 +137,9 @@ fn features(binary: &str) -> Result<Vec<u8>> {
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(fail(format!("no answer within {FEATURES_TIMEOUT:?}")));
+                return Ok(Err(fail(format!("no answer within {FEATURES_TIMEOUT:?}"))));
             }
-            Err(e) => return Err(fail(e.to_string())),
+            Err(e) => return Ok(Err(fail(e.to_string()))),
         }
     };
     let stdout = out_t.join().unwrap_or_default();
@@ -129,17 +147,17 @@ fn features(binary: &str) -> Result<Vec<u8>> {
     if !status.success() {
         let msg = String::from_utf8_lossy(&stderr);
         let msg = msg.trim();
-        return Err(fail(if msg.is_empty() {
+        return Ok(Err(fail(if msg.is_empty() {
             status.to_string()
         } else {
             format!("{status}: {msg}")
-        }));
+        })));
     }
-    match serde_json::from_slice::<serde_json::Value>(&stdout) {
+    Ok(match serde_json::from_slice::<serde_json::Value>(&stdout) {
         Ok(serde_json::Value::Object(_)) => Ok(stdout),
         Ok(_) => Err(fail("output is not a JSON object".into())),
         Err(e) => Err(fail(format!("output is not JSON: {e}"))),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -174,11 +192,14 @@ mod tests {
     }
 
     #[test]
-    fn a_runtime_without_features_is_an_error() {
-        // `false features` exits 1; a missing binary cannot be spawned.
-        for bin in ["false", "/nonexistent/runtime"] {
-            let e = features(bin).unwrap_err();
-            assert!(e.to_string().contains(bin), "{e}");
-        }
+    fn a_runtime_without_features_gives_none_and_a_missing_one_an_error() {
+        // `false features` exits 1: the runtime is there, its features are not.
+        let why = features("false").unwrap().unwrap_err();
+        assert!(
+            why.contains("false") && why.contains("exit status: 1"),
+            "{why}"
+        );
+        let e = features("/nonexistent/runtime").unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/runtime"), "{e}");
     }
 }

@@ -37,6 +37,7 @@
 //! - [`events`]: the ordered publisher of task events to containerd.
 //! - `trace_context`: a request's W3C trace context (ttrpc metadata) into its log lines and the
 //!   runtime's environment.
+//! - `exit_record`: the init's exit status in the bundle (`exitstatus.json`), for `delete`.
 //! - `logging`: `tracing` output into the bundle's `log` FIFO, never blocking; its own small
 //!   subscriber.
 //! - `signals`: SIGCHLD, SIGTERM and SIGINT as readiness on a pipe.
@@ -56,6 +57,7 @@ pub mod cli;
 pub(crate) mod daemonize;
 pub mod error;
 pub mod events;
+pub(crate) mod exit_record;
 pub(crate) mod info;
 pub(crate) mod io;
 pub(crate) mod logging;

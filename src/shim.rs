@@ -61,7 +61,9 @@ fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Clean up after a server that is gone: force-delete the runc container, unmount the rootfs,
-/// and report the task as killed (137). Idempotent; runs on every teardown, so it is quick.
+/// and report the init's exit as the server recorded it in the bundle, or as killed (137) when
+/// nothing was recorded (the server died before its init). Idempotent; runs on every
+/// teardown, so it is quick.
 fn delete(args: &Args) -> Result<()> {
     crate::process::validate_id("container", &args.id)?;
     let bundle = if args.bundle.is_empty() {
@@ -90,17 +92,34 @@ fn delete(args: &Args) -> Result<()> {
     }
     crate::mount::unmount_all(&bundle.join("rootfs"));
     remove_dead_socket(&bundle);
-    let pid = std::fs::read_to_string(bundle.join("init.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let bytes =
-        crate::service::encode_delete_response(pid, 128 + libc::SIGKILL as u32, SystemTime::now())?;
+    let (pid, status, at) = match recorded_exit(&bundle) {
+        Some(r) => (r.pid, r.status, r.at),
+        None => {
+            let pid = std::fs::read_to_string(bundle.join("init.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            (pid, 128 + libc::SIGKILL as u32, SystemTime::now())
+        }
+    };
+    let bytes = crate::service::encode_delete_response(pid, status, at)?;
     use std::io::Write;
     std::io::stdout()
         .write_all(&bytes)
         .map_err(Error::io("write DeleteResponse"))?;
     Ok(())
+}
+
+/// The exit the server recorded (`exit_record`). A record that cannot be read is ignored with
+/// a warning on stderr, which containerd logs: the answer is then 137, as with none.
+fn recorded_exit(bundle: &Path) -> Option<crate::exit_record::Recorded> {
+    match crate::exit_record::read(bundle) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("WARN ignoring the recorded exit status, reporting 137: {e}");
+            None
+        }
+    }
 }
 
 /// Removes the bundle's server socket if nothing serves it any more (a grouped server that is

@@ -144,10 +144,35 @@ fn handler() -> &'static str {
     }
 }
 
+/// containerd 2.4+ with tether under test: the `tether` handler is tether's own runtime type,
+/// with no options, so its runc is the `runc` first on containerd's `PATH` (the wrapper).
+/// 2.4's CRI asks a non-runc runtime type for its features (containerd#13504,
+/// `introspectRuntimeFeatures` in `internal/cri/server/service.go` at v2.4.0-beta.0) and then
+/// lets it run user-namespaced pods. The handler has no options section: with one, its options
+/// are `runtimeoptions.v1.Options` and StartContainer still fails in containerd's client, as
+/// [`configpath_options_fail_a_user_namespaced_container`] shows on 2.4.0-beta.0 too.
+fn native_runtime_type() -> bool {
+    handler() == "tether" && common::containerd_version() >= (2, 4)
+}
+
 /// Config version 3 (containerd 2.x). Both handlers run the wrapper around runc 1.2+ through
-/// runc's options (`BinaryName`).
+/// runc's options (`BinaryName`); with [`native_runtime_type`], the `tether` handler finds it
+/// on `PATH` instead.
 fn cri_config() -> String {
     let shim = common::shim_binary().display().to_string();
+    let tether = if native_runtime_type() {
+        r#"    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether]
+      runtime_type = "io.containerd.tether.v2""#
+            .to_string()
+    } else {
+        format!(
+            r#"    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether]
+      runtime_type = "io.containerd.runc.v2"
+      runtime_path = "{shim}"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether.options]
+        BinaryName = "{{dir}}/runc-wrapper""#
+        )
+    };
     format!(
         r#"[plugins."io.containerd.cri.v1.images".pinned_images]
   sandbox = "{SANDBOX_IMAGE}"
@@ -176,11 +201,7 @@ fn cri_config() -> String {
       runtime_path = "{shim}"
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether-noidmap.options]
         BinaryName = "{{dir}}/runc-noidmap"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether]
-      runtime_type = "io.containerd.runc.v2"
-      runtime_path = "{shim}"
-      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tether.options]
-        BinaryName = "{{dir}}/runc-wrapper"
+{tether}
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["{{dir}}/cni/bin"]
     conf_dir = "{{dir}}/cni/net.d"
@@ -339,7 +360,32 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
     let handler = handler();
     let _cni_cache = CniCacheGuard::new();
 
-    let cd = start_containerd(cri_config());
+    // With tether's own runtime type, the wrapper is `runc` in the shim's directory, first on
+    // containerd's PATH (see `native_runtime_type`); the directory outlives containerd.
+    let path_dir = tempfile::tempdir().unwrap();
+    // Both handlers' runc: a wrapper logging each call (the `features` call of `-info` among
+    // them) around runc 1.2+; written before containerd starts, as 2.4's CRI asks for the
+    // features then.
+    let wrapper_log = path_dir.path().join("runc-wrapper.log");
+    let wrapper = format!(
+        "#!/bin/sh\necho \"$(readlink /proc/$PPID/exe): $*\" >>'{}'\nexec '{}' \"$@\"\n",
+        wrapper_log.display(),
+        runc.display()
+    );
+    write_executable(&path_dir.path().join("runc"), &wrapper);
+    let cd = if native_runtime_type() {
+        let shim = path_dir.path().join(common::SHIM_BINARY_NAME);
+        std::os::unix::fs::symlink(common::shim_binary(), &shim).unwrap();
+        cri_client::start_containerd_with(
+            common::ContainerdOptions {
+                shim,
+                ..Default::default()
+            },
+            cri_config(),
+        )
+    } else {
+        start_containerd(cri_config())
+    };
     let dir = cd.dir().to_path_buf();
     write_executable(&dir.join("cni/bin/tether-fake-cni"), FAKE_CNI);
     fs::write(
@@ -347,17 +393,8 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
         r#"{"cniVersion":"1.0.0","name":"tether-userns","plugins":[{"type":"tether-fake-cni"}]}"#,
     )
     .unwrap();
-    // Both handlers' runc: a wrapper logging each call (the `features` call of `-info` among
-    // them) around runc 1.2+.
-    let wrapper_log = dir.join("runc-wrapper.log");
-    write_executable(
-        &dir.join("runc-wrapper"),
-        &format!(
-            "#!/bin/sh\necho \"$(readlink /proc/$PPID/exe): $*\" >>'{}'\nexec '{}' \"$@\"\n",
-            wrapper_log.display(),
-            runc.display()
-        ),
-    );
+    // The same wrapper where the runc-type handlers' options name it.
+    write_executable(&dir.join("runc-wrapper"), &wrapper);
     let cri = Cri::connect(cd.address(), rpc_timeout());
 
     // The CRI service, and the CNI config it loads, come up in the background.
@@ -377,6 +414,22 @@ fn user_namespaced_pod_runs_with_idmapped_rootfs() {
             }
         },
     );
+
+    if native_runtime_type() {
+        // What the kubelet reads: the handler supports user namespaces (runc 1.2+'s features:
+        // "user" namespaces and idmapped mounts), through tether's -info.
+        let resp = cri.ok("Status", cri.rs().status(StatusRequest { verbose: false }));
+        let features = resp
+            .runtime_handlers
+            .iter()
+            .find(|h| h.name == "tether")
+            .and_then(|h| h.features);
+        assert!(
+            features.as_ref().is_some_and(|f| f.user_namespaces),
+            "CRI Status: the tether handler's features {features:?} in {:?}",
+            resp.runtime_handlers
+        );
+    }
 
     cri_client::import_pod_images(
         &cd,

@@ -1,6 +1,7 @@
 //! Where each reaped exit goes, and the order exits are published in: an exit seen during a
 //! start waits for the start event, an exit of a pid not known yet is collected for the create
-//! or start in flight, and the init's exit is the container's last.
+//! or start in flight, and the init's exit is the container's last. The init's exit is also
+//! recorded in the bundle (`exit_record`) before its `TaskExit` leaves, for `shim delete`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
@@ -214,12 +215,46 @@ impl Supervisor {
         c.init.exit.send_replace(Some(exit));
         let pid = Pid::or_zero(c.init.pid);
         tracing::info!(container = %id, pid, status = exit.status, "init exited");
-        self.shared.events.publish(Event::Exit {
-            container_id: id.to_string(),
-            id: id.to_string(),
-            pid,
-            exit_status: exit.status,
-            exited_at: exit.at,
-        });
+        let recorded = record_exit(id, &c.bundle, pid, exit);
+        self.shared.events.publish_after(
+            recorded,
+            Event::Exit {
+                container_id: id.to_string(),
+                id: id.to_string(),
+                pid,
+                exit_status: exit.status,
+                exited_at: exit.at,
+            },
+        );
     }
+}
+
+/// Writes the init's exit into its bundle (`exit_record`) on a thread of its own; the returned
+/// receiver is answered when the write is done (or failed: a status `delete` cannot read back
+/// is only logged, the exit itself still goes out). Events queued behind it wait for it, so a
+/// `TaskExit` never reaches containerd before its record is on disk.
+fn record_exit(
+    id: &str,
+    bundle: &std::path::Path,
+    pid: u32,
+    exit: ExitInfo,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let (done, gate) = tokio::sync::oneshot::channel();
+    let (id, bundle) = (id.to_string(), bundle.to_path_buf());
+    let record = crate::exit_record::Recorded {
+        pid,
+        status: exit.status,
+        at: exit.at,
+    };
+    tokio::spawn(async move {
+        let written = super::off_thread("record exit", move || {
+            crate::exit_record::write(&bundle, &record)
+        })
+        .await;
+        if let Err(e) = written {
+            tracing::warn!(container = %id, error = %e, "could not record the exit status in the bundle");
+        }
+        let _ = done.send(());
+    });
+    gate
 }

@@ -340,10 +340,15 @@ pub fn limited_container(
 /// configs name under its temp dir: `cni/bin`, `cni/net.d` (empty unless the test adds a
 /// plugin) and `pod-logs`.
 pub fn start_containerd(config: String) -> crate::common::Containerd {
-    let cd = crate::common::Containerd::start_cri(
-        crate::common::ContainerdOptions::default(),
-        crate::common::CriOptions { config },
-    );
+    start_containerd_with(crate::common::ContainerdOptions::default(), config)
+}
+
+/// [`start_containerd`] with explicit options (e.g. a shim dir that also holds a `runc`).
+pub fn start_containerd_with(
+    opts: crate::common::ContainerdOptions,
+    config: String,
+) -> crate::common::Containerd {
+    let cd = crate::common::Containerd::start_cri(opts, crate::common::CriOptions { config });
     for d in ["cni/bin", "cni/net.d", "pod-logs"] {
         fs::create_dir_all(cd.dir().join(d)).unwrap();
     }

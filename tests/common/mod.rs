@@ -1160,9 +1160,16 @@ impl Containerd {
     }
 
     /// `ctr --address <addr> --namespace <ns> <args>` as a `Command` (not run).
+    ///
+    /// ctr 2.x prints every deprecation containerd reports as a warning on its own stderr,
+    /// mixed with the container's (`NewClient` in `cmd/ctr/commands/client.go`), and containerd
+    /// 2.2+ reports cgroup v1 hosts as deprecated (`emitPlatformWarnings` in
+    /// `core/runtime/v2/task_manager_linux.go`). ctr's documented switch turns that off, so
+    /// stderr is the container's again.
     pub fn ctr_cmd<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
         let mut cmd = Command::new(containerd_tool("ctr"));
-        cmd.arg("--address")
+        cmd.env("CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS", "1")
+            .arg("--address")
             .arg(&self.address)
             .arg("--namespace")
             .arg(&self.namespace);
