@@ -167,6 +167,7 @@ pub fn decode_options(any: &MessageField<Any>) -> Result<RuncOptions, Error> {
         no_new_keyring: o.no_new_keyring,
         io_uid: o.io_uid,
         io_gid: o.io_gid,
+        ..RuncOptions::default()
     })
 }
 

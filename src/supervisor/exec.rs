@@ -9,7 +9,7 @@ use super::exits::exit_info;
 use super::{off_thread, read_pid, Deleted, Phase, Proc, Supervisor, DRAIN_LIMIT};
 use crate::error::{Error, Result};
 use crate::events::Event;
-use crate::io::{ProcessIo, StdioConfig};
+use crate::io::{ProcessIo, SpoolConfig, StdioConfig};
 use crate::process::{validate_id, ExitInfo, Kind, Op, Pid, ProcessId, State};
 use crate::runtime::Runc;
 
@@ -22,6 +22,7 @@ struct LaunchExec {
     spec: Vec<u8>,
     /// uid/gid owning the stdio pipes.
     io_owner: (u32, u32),
+    spool: SpoolConfig,
 }
 
 impl Supervisor {
@@ -71,6 +72,7 @@ impl Supervisor {
                 )));
             }
             let (runc, bundle, io_owner) = (c.runc.clone(), c.bundle.clone(), c.io_owner);
+            let spool = c.spool.clone();
             let p = c.process(&process)?;
             if p.starting() {
                 return Err(Error::FailedPrecondition(format!(
@@ -85,6 +87,7 @@ impl Supervisor {
                 stdio: p.stdio.clone(),
                 spec: std::mem::take(&mut p.spec),
                 io_owner,
+                spool,
             }
         };
         let collector = self.collector();
@@ -131,8 +134,11 @@ impl Supervisor {
         exec_id: &str,
         launch: &LaunchExec,
     ) -> Result<(Pid, ProcessIo, Option<OwnedFd>)> {
-        let (mut io, runc_stdio) =
-            ProcessIo::open(&launch.stdio, &self.io_context(id, launch.io_owner)).await?;
+        let (mut io, runc_stdio) = ProcessIo::open(
+            &launch.stdio,
+            &self.io_context(id, launch.io_owner, &launch.spool),
+        )
+        .await?;
         let spec_file = launch.bundle.join(format!("{exec_id}.process.json"));
         let pid_file = launch.bundle.join(format!("{exec_id}.pid"));
         let written = {
