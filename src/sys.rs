@@ -291,33 +291,6 @@ pub fn splice_to_file(
     Ok(n as usize)
 }
 
-/// Splices up to `len` bytes of a regular file, from `offset`, into a pipe or FIFO; the file's
-/// own position is neither used nor moved. Non-blocking on the pipe side.
-pub fn splice_from_file(
-    from: &impl AsRawFd,
-    offset: u64,
-    to: &impl AsRawFd,
-    len: usize,
-) -> io::Result<usize> {
-    let mut off = i64::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-    // SAFETY: `off` is a live local the kernel reads and updates for the call; the output
-    // offset is null because `to` is a pipe.
-    let n = unsafe {
-        libc::splice(
-            from.as_raw_fd(),
-            &mut off,
-            to.as_raw_fd(),
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
-}
-
 /// Bytes sitting unread in a pipe or FIFO (FIONREAD).
 pub fn unread_bytes(fd: &impl AsRawFd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;

@@ -10,7 +10,10 @@
 //! back) and the loop splices directly again.
 //!
 //! The file is created on the first stall only, so an idle shim keeps its memory and fd count.
-//! Bytes move by `splice` (pipe to file, file to FIFO), never through the heap. Any failure to
+//! Output moves into the file by `splice` (the kernel copies it into the page cache). It moves
+//! out by `pread` and `write` through one buffer per episode, not by `splice`: a page spliced
+//! from a file into a pipe stays shared with the file, so overwriting the ring's start would
+//! change output the FIFO still holds. Any failure to
 //! create or extend the file (missing or read-only directory, ENOSPC) is logged once and the
 //! stream falls back to blocking; what was spooled is still delivered.
 
@@ -18,14 +21,14 @@ use std::fs::File;
 use std::io::ErrorKind::{Interrupted, WouldBlock};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::unix::pipe;
 
 use crate::runtime::SpoolWhenFull;
-use crate::sys::{splice_from_file, splice_to_file, unread_bytes};
+use crate::sys::{splice_to_file, unread_bytes};
 
 /// How long a FIFO may stay full before its reader counts as away and output is spooled.
 /// A reader that is alive but slower than the writer (ctr, containerd's CRI log writer) takes
@@ -37,6 +40,9 @@ pub const STALL: Duration = Duration::from_millis(250);
 /// Spool size per output stream when the options do not name one. It holds a 30 s containerd
 /// restart of a stream writing about 2 MiB/s, and costs nothing until a stall.
 pub const DEFAULT_SIZE: u64 = 64 << 20;
+
+/// The buffer output leaves the spool through, per episode.
+const OUT_BUF: usize = 128 << 10;
 
 /// How far past the bytes it must drop a drop-oldest spool looks for a line end to drop too.
 const LINE_LOOKAHEAD: usize = 64 << 10;
@@ -50,8 +56,19 @@ pub struct SpoolConfig {
     pub when_full: SpoolWhenFull,
     /// The container, for logs.
     pub container: String,
-    /// Set once a spool of this process failed, so the warning is logged once.
-    warned: Arc<AtomicBool>,
+    /// Counters shared by the process's streams.
+    stats: Arc<SpoolStats>,
+}
+
+/// What a process's spools did, for logs and tests.
+#[derive(Debug, Default)]
+pub struct SpoolStats {
+    /// Set once a spool failed, so the warning is logged once.
+    warned: AtomicBool,
+    /// Bytes that went through a spool file.
+    pub spooled: AtomicU64,
+    /// Bytes discarded by drop-oldest.
+    pub dropped: AtomicU64,
 }
 
 impl SpoolConfig {
@@ -61,7 +78,7 @@ impl SpoolConfig {
             size,
             when_full,
             container: container.to_string(),
-            warned: Arc::default(),
+            stats: Arc::default(),
         }
     }
 
@@ -91,7 +108,7 @@ impl SpoolConfig {
     }
 
     fn warn_once(&self, stream: &str, what: &str, e: &std::io::Error) {
-        if !self.warned.swap(true, Ordering::Relaxed) {
+        if !self.stats.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(container = %self.container, stream, dir = %self.dir.display(), error = %e,
                 "{what}; output blocks while its reader is away, as without a spool");
         }
@@ -147,6 +164,9 @@ impl Spooler {
             "output reader is away; spooling");
         let mut ring = Ring::new(file, self.cfg.size);
         let outcome = self.episode(&mut ring, from, to).await;
+        let stats = &self.cfg.stats;
+        stats.spooled.fetch_add(ring.tail, Ordering::Relaxed);
+        stats.dropped.fetch_add(ring.dropped, Ordering::Relaxed);
         if ring.dropped > 0 {
             tracing::warn!(container = %self.cfg.container, stream = self.stream,
                 dropped_bytes = ring.dropped, "spool was full: dropped the oldest output");
@@ -164,6 +184,7 @@ impl Spooler {
     ) -> Spooled {
         let drop_oldest = self.cfg.when_full == SpoolWhenFull::DropOldest;
         let mut eof = false;
+        let mut buf = vec![0u8; OUT_BUF];
         // Appending stopped for good (the file could not grow): deliver, then block.
         let mut stuck = false;
         loop {
@@ -176,7 +197,7 @@ impl Spooler {
                     if let Err(e) = w {
                         return Spooled::SinkFailed(e);
                     }
-                    match to.try_io(|| ring.deliver(to)) {
+                    match ring.deliver(to, &mut buf) {
                         Ok(_) => {}
                         Err(e) if e.kind() == WouldBlock || e.kind() == Interrupted => {}
                         Err(e) => return Spooled::SinkFailed(e),
@@ -219,7 +240,7 @@ fn open_file(dir: &Path) -> std::io::Result<File> {
                 || e.raw_os_error() == Some(libc::EISDIR) => {}
         Err(e) => return Err(e),
     }
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let name = dir.join(format!(
         ".tether-spool-{}-{}",
         std::process::id(),
@@ -328,24 +349,270 @@ impl Ring {
         Ok(())
     }
 
-    /// Splices the oldest spooled bytes into the FIFO; WouldBlock when it is full. Gives the
+    /// Writes the oldest spooled bytes into the FIFO; WouldBlock when it is full. Gives the
     /// file's blocks back when it empties.
-    fn deliver(&mut self, to: &pipe::Sender) -> std::io::Result<usize> {
+    fn deliver(&mut self, to: &pipe::Sender, buf: &mut [u8]) -> std::io::Result<usize> {
         let at = self.head % self.size;
-        let len = self.len().min(self.size - at) as usize;
-        let n = match splice_from_file(&self.file, at, to, len) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                // A filesystem that cannot splice out: copy through a buffer.
-                let mut buf = vec![0u8; len.min(64 << 10)];
-                let got = self.file.read_at(&mut buf, at)?;
-                to.try_write(&buf[..got])?
-            }
-            r => r?,
-        };
+        let len = (self.len().min(self.size - at) as usize).min(buf.len());
+        let got = self.file.read_at(&mut buf[..len], at)?;
+        if got == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the spool file is shorter than what was spooled",
+            ));
+        }
+        let n = to.try_write(&buf[..got])?;
         self.head += n as u64;
         if self.is_empty() && self.tail > 0 {
             self.file.set_len(0)?;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::copy::{pump_spooled, Sink, Source};
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    /// Numbered lines, 8 bytes each.
+    fn lines(count: usize) -> Vec<u8> {
+        (0..count)
+            .flat_map(|i| format!("{i:07}\n").into_bytes())
+            .collect()
+    }
+
+    /// A container's output pipe pumped into a FIFO held read-write (as `ProcessIo` does),
+    /// whose reader does not read until [`Stream::read_all`].
+    struct Stream {
+        _dir: tempfile::TempDir,
+        reader: std::fs::File,
+        pump: tokio::task::JoinHandle<Option<Sink>>,
+        writer: std::thread::JoinHandle<()>,
+        /// Bytes the writer has written so far.
+        written: Arc<AtomicUsize>,
+    }
+
+    fn stream(data: Vec<u8>, cfg: SpoolConfig) -> Stream {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let to = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(&fifo)
+            .unwrap();
+        let reader = std::fs::File::open(&fifo).unwrap();
+        let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+        let from = pipe::Receiver::from_owned_fd(r).unwrap();
+        let written = Arc::new(AtomicUsize::new(0));
+        let progress = written.clone();
+        let writer = std::thread::spawn(move || {
+            let mut w = std::fs::File::from(w);
+            for chunk in data.chunks(4096) {
+                w.write_all(chunk).unwrap();
+                progress.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+        });
+        let spooler = Spooler::new(cfg, "stdout");
+        let pump = tokio::spawn(pump_spooled(Source::Pipe(from), Sink::Fifo(to), spooler));
+        Stream {
+            _dir: dir,
+            reader,
+            pump,
+            writer,
+            written,
+        }
+    }
+
+    impl Stream {
+        /// Waits (yielding to the pump) until the writer wrote `len` bytes; false after `limit`.
+        async fn wrote(&self, len: usize, limit: Duration) -> bool {
+            let deadline = Instant::now() + limit;
+            while self.written.load(Ordering::Relaxed) < len {
+                if Instant::now() > deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            true
+        }
+
+        /// The reader comes back and reads to EOF (the pump ends and its FIFO end is closed).
+        async fn read_all(self) -> Vec<u8> {
+            let mut reader = self.reader;
+            let got = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                reader.read_to_end(&mut got).unwrap();
+                got
+            });
+            let sink = tokio::time::timeout(Duration::from_secs(30), self.pump)
+                .await
+                .expect("the pump ended")
+                .unwrap();
+            assert!(
+                matches!(sink, Some(Sink::Fifo(_))),
+                "the FIFO is handed back"
+            );
+            drop(sink);
+            self.writer.join().unwrap();
+            got.join().unwrap()
+        }
+    }
+
+    fn config(dir: &Path, size: u64, when_full: SpoolWhenFull) -> SpoolConfig {
+        SpoolConfig::new(dir.to_path_buf(), size, when_full, "test")
+    }
+
+    /// Descriptors of this process open on a file in `dir` (the spool, unlinked).
+    fn open_in(dir: &Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|p| p.starts_with(dir))
+            .count()
+    }
+
+    /// The reader goes away while the container writes far more than its pipe and the FIFO
+    /// hold: the writer never blocks (up to the spool's size), the spool is a file that is
+    /// closed again once delivered, and the returning reader gets every byte once, in order.
+    #[tokio::test]
+    async fn an_absent_reader_does_not_block_the_writer_and_gets_everything_once() {
+        let spool_dir = tempfile::tempdir().unwrap();
+        let cfg = config(spool_dir.path(), 32 << 20, SpoolWhenFull::Block);
+        let want = lines(2 << 20); // 16 MiB
+        let s = stream(want.clone(), cfg.clone());
+        assert_eq!(open_in(spool_dir.path()), 0, "no spool file before a stall");
+        assert!(
+            s.wrote(want.len(), Duration::from_secs(15)).await,
+            "the writer blocked after {} of {} bytes",
+            s.written.load(Ordering::Relaxed),
+            want.len()
+        );
+        assert_eq!(
+            open_in(spool_dir.path()),
+            1,
+            "the spool is an open, unlinked file"
+        );
+        let got = s.read_all().await;
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes were lost, reordered or repeated");
+        assert_eq!(
+            open_in(spool_dir.path()),
+            0,
+            "the spool file is closed once empty"
+        );
+        let spooled = cfg.stats.spooled.load(Ordering::Relaxed);
+        assert!(
+            spooled > 8 << 20,
+            "only {spooled} bytes went through the spool"
+        );
+        assert!(std::fs::read_dir(spool_dir.path())
+            .unwrap()
+            .next()
+            .is_none());
+    }
+
+    /// A full drop-oldest spool discards the oldest spooled lines, whole, and counts them: the
+    /// reader gets a prefix (what was in the pipes at the stall, and the spool's delivered
+    /// start) and the newest lines, with one gap, and the count is exactly what is missing.
+    #[tokio::test]
+    async fn drop_oldest_drops_only_the_oldest_whole_lines_and_counts_them() {
+        let spool_dir = tempfile::tempdir().unwrap();
+        let cfg = config(spool_dir.path(), 1 << 20, SpoolWhenFull::DropOldest);
+        let want = lines(1 << 20); // 8 MiB
+        let s = stream(want.clone(), cfg.clone());
+        assert!(
+            s.wrote(want.len(), Duration::from_secs(15)).await,
+            "a drop-oldest spool blocked the writer"
+        );
+        let got = s.read_all().await;
+        let dropped = cfg.stats.dropped.load(Ordering::Relaxed) as usize;
+        assert!(dropped > 0, "nothing was dropped");
+        assert_eq!(
+            got.len() + dropped,
+            want.len(),
+            "the count is what is missing"
+        );
+        assert!(
+            got.len() % 8 == 0 && got.len() >= 1 << 20,
+            "got {} bytes",
+            got.len()
+        );
+        let numbers: Vec<usize> = got
+            .chunks(8)
+            .map(|l| {
+                assert_eq!(l[7], b'\n', "a cut line: {:?}", String::from_utf8_lossy(l));
+                std::str::from_utf8(&l[..7]).unwrap().parse().unwrap()
+            })
+            .collect();
+        let gaps: Vec<_> = numbers.windows(2).filter(|w| w[1] != w[0] + 1).collect();
+        assert_eq!(numbers[0], 0, "the oldest lines before the stall are kept");
+        assert_eq!(
+            *numbers.last().unwrap(),
+            (1 << 20) - 1,
+            "the newest line is kept"
+        );
+        assert_eq!(
+            gaps.len(),
+            1,
+            "one gap, where the oldest spooled lines were"
+        );
+    }
+
+    /// A full block spool stops reading: the writer blocks after pipe, FIFO and spool are
+    /// full, and still loses nothing once the reader returns.
+    #[tokio::test]
+    async fn a_full_block_spool_blocks_the_writer_and_loses_nothing() {
+        let spool_dir = tempfile::tempdir().unwrap();
+        let cfg = config(spool_dir.path(), 1 << 20, SpoolWhenFull::Block);
+        let want = lines(1 << 20); // 8 MiB
+        let s = stream(want.clone(), cfg.clone());
+        assert!(
+            s.wrote(1 << 20, Duration::from_secs(10)).await,
+            "the spool took nothing"
+        );
+        assert!(
+            !s.wrote(want.len(), Duration::from_secs(2)).await,
+            "the writer never blocked"
+        );
+        let at = s.written.load(Ordering::Relaxed);
+        assert!(at < 3 << 20, "{at} bytes written past a 1 MiB spool");
+        let got = s.read_all().await;
+        assert!(got == want, "bytes were lost, reordered or repeated");
+    }
+
+    /// A spool directory that is missing, or on a filesystem where no file can be made: the
+    /// stream behaves as without a spool (the writer blocks, nothing is lost), and the
+    /// failure is warned about once for all the process's streams.
+    #[tokio::test]
+    async fn an_unusable_spool_dir_falls_back_to_blocking_and_warns_once() {
+        let missing = tempfile::tempdir().unwrap().path().join("missing");
+        for dir in [missing.as_path(), Path::new("/proc/self")] {
+            let cfg = config(dir, 32 << 20, SpoolWhenFull::DropOldest);
+            let want = lines(1 << 19); // 4 MiB
+            let (a, b) = (
+                stream(want.clone(), cfg.clone()),
+                stream(want.clone(), cfg.clone()),
+            );
+            assert!(
+                !a.wrote(want.len(), Duration::from_secs(2)).await,
+                "{dir:?}: not blocked"
+            );
+            assert!(
+                !b.wrote(want.len(), Duration::ZERO).await,
+                "{dir:?}: not blocked"
+            );
+            assert!(
+                cfg.stats.warned.load(Ordering::Relaxed),
+                "{dir:?}: no warning"
+            );
+            assert_eq!(cfg.stats.spooled.load(Ordering::Relaxed), 0);
+            assert!(a.read_all().await == want, "{dir:?}: stdout changed");
+            assert!(b.read_all().await == want, "{dir:?}: stderr changed");
+        }
     }
 }
