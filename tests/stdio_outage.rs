@@ -1,0 +1,292 @@
+//! A container's output while containerd is down (issue 20: containerd#11805, #11511, #9342).
+//!
+//! One private containerd with the CRI plugin runs two pods side by side, one on the `tether`
+//! handler and one on `runc` (the Go shim). In each, a busybox awk writes numbered 1 KiB lines
+//! to stdout as fast as it can, [`LINES`] of them, then sleeps. Once both are writing,
+//! containerd is stopped for [`OUTAGE`] and started again. During the outage the test samples
+//! how much each container has written (`wchar` in `/proc/<pid>/io`).
+//!
+//! tether must keep the container writing (its spool, `SpoolSize` in the handler's options
+//! file, takes what the FIFO cannot), and after recovery the CRI log file must hold every line
+//! exactly once, in order. For the Go shim the progress during the outage is printed, not
+//! asserted: it blocks once its pipe and the FIFO are full, which is the behaviour tether's
+//! spool removes.
+//!
+//! Both handlers always run: the test is a comparison, so `TETHER_TEST_RUNTIME` is not
+//! consulted.
+
+mod common;
+#[path = "common/cri_client.rs"]
+mod cri_client;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::Containerd;
+use cri_client::{CgroupParentGuard, Cri, PodGuard, SANDBOX_IMAGE, WORKLOAD_IMAGE};
+use k8s_cri::v1::{LinuxPodSandboxConfig, LinuxSandboxSecurityContext, PodSandboxConfig};
+use k8s_cri::v1::{PodSandboxMetadata, StopContainerRequest};
+
+/// How long containerd is down: what the issue asks.
+const OUTAGE: Duration = Duration::from_secs(30);
+/// Lines each container writes, 1 KiB each: 256 MiB, far more than a pipe and a FIFO hold.
+const LINES: usize = 256 * 1024;
+const LINE_LEN: usize = 1024;
+/// tether's spool per stream: room for the whole stream.
+const SPOOL_SIZE: u64 = 512 << 20;
+/// Bound for one CRI call.
+const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// awk printing `LINES` lines `<9-digit number> <filler>` of `LINE_LEN` bytes, then sleeping.
+fn writer_argv() -> Vec<String> {
+    let program = format!(
+        "BEGIN {{ f = sprintf(\"%0{}d\", 0); for (i = 1; i <= {LINES}; i++) printf \"%09d %s\\n\", i, f; fflush(); system(\"exec sleep 100000\") }}",
+        LINE_LEN - 11
+    );
+    vec!["/bin/awk".into(), program]
+}
+
+fn pod_config(log_dir: &Path, name: &str, cgroup_parent: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: common::unique_id("uid"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        log_directory: log_dir.to_string_lossy().into_owned(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: cgroup_parent.into(),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(cri_client::host_network_namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Bytes process `pid` has written (`wchar`); 0 once it is gone.
+fn wchar(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("wchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One pod with its writer container.
+struct Writer {
+    handler: &'static str,
+    sandbox: String,
+    container: String,
+    pid: i32,
+    log: PathBuf,
+}
+
+/// The numbered lines of a CRI log file (`<time> <stream> <P|F> <text>`, `P` parts joined),
+/// checked to be 1, 2, 3, … with nothing repeated. Returns how many there are.
+fn check_log(path: &Path) -> Result<usize, String> {
+    let f = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut line = String::new();
+    let mut pending = String::new();
+    let mut next = 1usize;
+    for (n, entry) in BufReader::with_capacity(1 << 20, f).lines().enumerate() {
+        let entry = entry.map_err(|e| format!("line {n}: {e}"))?;
+        let mut parts = entry.splitn(4, ' ');
+        let (_time, stream, tag) = (parts.next(), parts.next(), parts.next());
+        let text = parts.next().unwrap_or("");
+        if stream != Some("stdout") {
+            return Err(format!("entry {n}: not stdout: {entry:.80}"));
+        }
+        pending.push_str(text);
+        match tag {
+            Some("P") => continue,
+            Some("F") => {}
+            other => return Err(format!("entry {n}: tag {other:?}")),
+        }
+        std::mem::swap(&mut line, &mut pending);
+        pending.clear();
+        let number: usize = line
+            .get(..9)
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| format!("entry {n}: no number: {line:.80}"))?;
+        if number != next || line.len() != LINE_LEN - 1 {
+            return Err(format!(
+                "entry {n}: line {number} ({} bytes) where line {next} was due",
+                line.len()
+            ));
+        }
+        next += 1;
+    }
+    Ok(next - 1)
+}
+
+#[test]
+fn output_written_while_containerd_is_down_is_spooled_and_delivered_exactly() {
+    common::require_root();
+    let t0 = Instant::now();
+    let mut cd = cri_client::start_containerd(cri_client::handlers_config(SANDBOX_IMAGE));
+    let dir = cd.dir().to_path_buf();
+    fs::write(
+        dir.join("tether.toml"),
+        format!("SpoolSize = {SPOOL_SIZE}\nSpoolWhenFull = \"block\"\n"),
+    )
+    .unwrap();
+    let cri = Cri::connect(cd.address(), RPC_TIMEOUT);
+    cri.wait_runtime_ready(Duration::from_secs(20));
+    cri_client::import_pod_images(
+        &cd,
+        &cri,
+        &dir,
+        SANDBOX_IMAGE,
+        WORKLOAD_IMAGE,
+        Duration::from_secs(10),
+    );
+    let log_dir = dir.join("pod-logs");
+    let cgroup_parent = format!("/{}", common::unique_id("tether-outage"));
+    let _cgroup_guard = CgroupParentGuard(cgroup_parent.clone());
+    let argv = writer_argv();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+
+    let mut guards = Vec::new();
+    let mut writers = Vec::new();
+    for handler in ["tether", "runc"] {
+        let pod_logs = log_dir.join(handler);
+        fs::create_dir_all(&pod_logs).unwrap();
+        let pod = pod_config(&pod_logs, &format!("outage-{handler}"), &cgroup_parent);
+        let mut guard = PodGuard {
+            cri: &cri,
+            id: None,
+        };
+        let sandbox = cri.run_pod(&pod, handler, &mut guard);
+        cd.track_id(&sandbox);
+        guards.push(guard);
+        let sandbox = sandbox.clone();
+        let config = cri_client::limited_container("writer", WORKLOAD_IMAGE, &argv, 0);
+        let container = cri.create(&sandbox, &pod, config);
+        cd.track_id(&container);
+        cri.start(&container)
+            .unwrap_or_else(|s| panic!("StartContainer on {handler}: {s:?}"));
+        let pid_file = cd.bundle(&container).join("init.pid");
+        let pid = cri_client::poll(Duration::from_secs(10), "the writer's pid", || {
+            fs::read_to_string(&pid_file)
+                .map_err(|e| e.to_string())?
+                .trim()
+                .parse::<i32>()
+                .map_err(|e| e.to_string())
+        });
+        writers.push(Writer {
+            handler,
+            sandbox,
+            container,
+            pid,
+            log: pod_logs.join("writer.log"),
+        });
+    }
+    eprintln!("both writers started after {:?}", t0.elapsed());
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The outage.
+    let before: Vec<u64> = writers.iter().map(|w| wchar(w.pid)).collect();
+    let down = Instant::now();
+    cd.stop();
+    let mut samples = vec![before.clone()];
+    while down.elapsed() < OUTAGE {
+        std::thread::sleep(Duration::from_secs(1).min(OUTAGE.saturating_sub(down.elapsed())));
+        samples.push(writers.iter().map(|w| wchar(w.pid)).collect());
+    }
+    let after = samples.last().unwrap().clone();
+    let tether_spool_files = spool_files(&cd, &writers[0].sandbox);
+    cd.restart();
+    let outage = down.elapsed();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    for (i, w) in writers.iter().enumerate() {
+        let trace: Vec<String> = samples
+            .iter()
+            .map(|s| format!("{:.1}", mib(s[i])))
+            .collect();
+        eprintln!(
+            "{}: wrote {:.1} MiB before the outage and {:.1} MiB during it ({:.1} s); MiB each second: {}",
+            w.handler,
+            mib(before[i]),
+            mib(after[i] - before[i]),
+            outage.as_secs_f64(),
+            trace.join(" ")
+        );
+    }
+    eprintln!("tether's open spool files during the outage: {tether_spool_files:?}");
+
+    // tether: the container was never held up by the missing reader. It wrote all of its
+    // output, most of it while containerd was down.
+    let total = (LINES * LINE_LEN) as u64;
+    // (wchar also counts a few bytes awk writes besides its output.)
+    assert!(
+        after[0] >= total,
+        "tether's container was blocked during the outage: wrote {} of {total} bytes",
+        after[0]
+    );
+    assert!(
+        !tether_spool_files.is_empty(),
+        "tether's shim held no spool file while containerd was down"
+    );
+
+    // After recovery every line reaches the CRI log exactly once, in order.
+    cri.wait_runtime_ready(Duration::from_secs(30));
+    for w in &writers {
+        let started = Instant::now();
+        let mut last = Err(String::from("not checked"));
+        while started.elapsed() < Duration::from_secs(120) {
+            last = check_log(&w.log);
+            match &last {
+                Ok(n) if *n == LINES => break,
+                Ok(_) => std::thread::sleep(Duration::from_secs(1)),
+                Err(_) => break,
+            }
+        }
+        eprintln!(
+            "{}: CRI log after recovery: {last:?} lines (in order, once each) after {:?}",
+            w.handler,
+            started.elapsed()
+        );
+        if w.handler == "tether" {
+            assert_eq!(last, Ok(LINES), "tether: the CRI log {}", w.log.display());
+        }
+        let _ = cri.call(
+            "StopContainer",
+            cri.rs().stop_container(StopContainerRequest {
+                container_id: w.container.clone(),
+                timeout: 1,
+            }),
+        );
+    }
+    let log = fs::read_to_string(cd.log_path()).unwrap_or_default();
+    for l in log.lines().filter(|l| l.contains("spool")) {
+        eprintln!("containerd log: {l:.300}");
+    }
+    for mut g in guards {
+        g.remove();
+    }
+    eprintln!("done after {:?}", t0.elapsed());
+}
+
+/// Unlinked files the shim of `sandbox` (the pod's shim) holds open under containerd's directories: the
+/// spool (in the bundle's `work` directory by default).
+fn spool_files(cd: &Containerd, sandbox: &str) -> Vec<String> {
+    let Ok(pid) = fs::read_to_string(cd.bundle(sandbox).join("shim.pid")) else {
+        return vec![];
+    };
+    let fds = format!("/proc/{}/fd", pid.trim());
+    fs::read_dir(&fds)
+        .map(|d| {
+            d.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+                .map(|p| p.to_string_lossy().into_owned())
+                .filter(|p| p.ends_with("(deleted)") && p.starts_with(&*cd.dir().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
