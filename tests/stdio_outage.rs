@@ -436,3 +436,94 @@ fn poll_join<T>(t: std::thread::JoinHandle<T>, limit: Duration) -> T {
     }
     t.join().unwrap()
 }
+
+/// Unmounts a test's tmpfs when dropped.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A spool directory that fills up (a 1 MiB tmpfs, ENOSPC): what was spooled is still
+/// delivered, then the stream blocks as without a spool, the container keeps running, and
+/// the failure is logged once.
+#[test]
+fn a_full_spool_directory_falls_back_to_blocking_and_is_logged_once() {
+    const LINES_WRITTEN: usize = 8 * 1024;
+    common::require_root();
+    let cd = Containerd::start();
+    let spool_dir = cd.dir().join("small-spool");
+    fs::create_dir_all(&spool_dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&spool_dir)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a 1 MiB tmpfs");
+    let _unmount = Unmount(spool_dir.clone());
+    let options = cd.dir().join("spool.toml");
+    fs::write(
+        &options,
+        format!(
+            "SpoolDir = \"{}\"\nSpoolSize = 67108864\n",
+            spool_dir.display()
+        ),
+    )
+    .unwrap();
+    let id = common::unique_id("enospc");
+    let argv = writer_argv(LINES_WRITTEN);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let args = cd
+        .run_args(&id, &argv)
+        .flag("--runtime-config-path")
+        .flag(&options.to_string_lossy());
+    let mut ctr = cd.ctr_cmd(&args.build());
+    ctr.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = ctr.spawn().unwrap();
+    let pid = cd.wait_task_status(&id, "RUNNING", Duration::from_secs(20));
+    let total = (LINES_WRITTEN * LINE_LEN) as u64;
+    // Long enough for a stall, a full tmpfs and the writer to block.
+    std::thread::sleep(Duration::from_secs(3));
+    let written = wchar(pid);
+    eprintln!(
+        "{}: wrote {:.1} of {:.1} MiB with a 1 MiB spool filesystem and ctr's stdout unread",
+        common::runtime(),
+        written as f64 / (1 << 20) as f64,
+        total as f64 / (1 << 20) as f64
+    );
+    assert!(
+        written < total,
+        "the writer did not block ({written} bytes)"
+    );
+    assert_eq!(
+        cd.task(&id).map(|t| t.1),
+        Some("RUNNING".to_string()),
+        "the container runs on"
+    );
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0u8; LINES_WRITTEN * LINE_LEN];
+        std::io::Read::read_exact(&mut out, &mut got).map(|()| got)
+    });
+    let got = poll_join(reader, Duration::from_secs(60)).expect("ctr printed all the output");
+    let _ = cd.ctr(&["tasks", "kill", "-s", "SIGKILL", &id]);
+    let _ = child.wait();
+    for (i, line) in got.chunks(LINE_LEN).enumerate() {
+        let number: Option<usize> = std::str::from_utf8(&line[..9])
+            .ok()
+            .and_then(|d| d.parse().ok());
+        assert_eq!(number, Some(i + 1), "line {} is out of place", i + 1);
+    }
+    if common::runtime() == common::DEFAULT_RUNTIME {
+        let log = fs::read_to_string(cd.log_path()).unwrap_or_default();
+        let warnings = log
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("spool file"))
+            .count();
+        assert_eq!(warnings, 1, "the spool failure is logged once");
+    }
+}
