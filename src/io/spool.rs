@@ -5,17 +5,19 @@
 //! other shim. With it, once the FIFO has stayed full for [`STALL`], the copy loop moves the
 //! container's output into an unlinked file instead, a ring of at most `size` bytes, and hands
 //! the file to the FIFO, oldest first, as the reader comes back. While the spool holds
-//! anything, new output is appended behind it, so nothing is reordered, and a byte is spliced
-//! out of the file exactly once. When the spool empties, the file is closed (its disk is given
+//! anything, new output is appended behind it, so nothing is reordered, and each byte leaves
+//! the file exactly once. When the spool empties, the file is closed (its disk is given
 //! back) and the loop splices directly again.
 //!
 //! The file is created on the first stall only, so an idle shim keeps its memory and fd count.
 //! Output moves into the file by `splice` (the kernel copies it into the page cache). It moves
 //! out by `pread` and `write` through one buffer per episode, not by `splice`: a page spliced
 //! from a file into a pipe stays shared with the file, so overwriting the ring's start would
-//! change output the FIFO still holds. Any failure to
-//! create or extend the file (missing or read-only directory, ENOSPC) is logged once and the
-//! stream falls back to blocking; what was spooled is still delivered.
+//! change output the FIFO still holds.
+//!
+//! Any failure to create or extend the file (missing or read-only directory, ENOSPC) is logged
+//! once per process and the stream falls back to blocking; what was spooled is still delivered.
+//! A terminal's output is not spooled (it is copied through a buffer, not spliced).
 
 use std::fs::File;
 use std::io::ErrorKind::{Interrupted, WouldBlock};
@@ -38,7 +40,8 @@ use crate::sys::{splice_to_file, unread_bytes};
 pub const STALL: Duration = Duration::from_millis(250);
 
 /// Spool size per output stream when the options do not name one. It holds a 30 s containerd
-/// restart of a stream writing about 2 MiB/s, and costs nothing until a stall.
+/// restart of a stream writing about 2 MiB/s, costs nothing until a stall, and bounds a
+/// process's disk use to 128 MiB (two streams) on the node's containerd root.
 pub const DEFAULT_SIZE: u64 = 64 << 20;
 
 /// The buffer output leaves the spool through, per episode.
