@@ -34,10 +34,11 @@ use crate::sys::{splice_to_file, unread_bytes};
 
 /// How long a FIFO may stay full before its reader counts as away and output is spooled.
 /// A reader that is alive but slower than the writer (ctr, containerd's CRI log writer) takes
-/// something from a full FIFO within milliseconds, so it keeps the direct (batched) path; a
-/// quarter second is far above that, and short against the time a blocked service's own
-/// health checks allow. A false alarm costs only a detour through the file.
-pub const STALL: Duration = Duration::from_millis(250);
+/// something from a full FIFO far sooner, even when starved of CPU on a loaded node or
+/// throttled by its cgroup's CPU quota, so it keeps the direct (batched) path; a false alarm
+/// would cost copies through the file. A second is still short against a containerd restart,
+/// and the container is held up at most that long once per outage.
+pub const STALL: Duration = Duration::from_secs(1);
 
 /// Spool size per output stream when the options do not name one. It holds a 30 s containerd
 /// restart of a stream writing about 2 MiB/s, costs nothing until a stall, and bounds a
