@@ -181,6 +181,7 @@ pub fn decode_options(any: &MessageField<Any>) -> Result<RuncOptions, Error> {
         io_gid: o.io_gid,
         shim_cgroup: o.shim_cgroup,
         criu_work_path: o.criu_work_path,
+        ..RuncOptions::default()
     })
 }
 

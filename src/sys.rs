@@ -308,6 +308,33 @@ pub fn splice(from: &impl AsRawFd, to: &impl AsRawFd, len: usize) -> io::Result<
     Ok(n as usize)
 }
 
+/// Splices up to `len` bytes from a pipe into a regular file at `offset`; the file's own
+/// position is neither used nor moved. Non-blocking on the pipe side.
+pub fn splice_to_file(
+    from: &impl AsRawFd,
+    to: &impl AsRawFd,
+    offset: u64,
+    len: usize,
+) -> io::Result<usize> {
+    let mut off = i64::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: `off` is a live local the kernel reads and updates for the call; the input
+    // offset is null because `from` is a pipe.
+    let n = unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            std::ptr::null_mut(),
+            to.as_raw_fd(),
+            &mut off,
+            len,
+            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Bytes sitting unread in a pipe or FIFO (FIONREAD).
 pub fn unread_bytes(fd: &impl AsRawFd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;

@@ -9,6 +9,7 @@ use tokio::net::unix::pipe;
 use super::batch::Batcher;
 use super::console::Console;
 use super::progress::Progress;
+use super::spool::{SpoolConfig, Spooled, Spooler, STALL};
 use crate::error::{Error, Result};
 
 /// Where copied bytes come from.
@@ -113,7 +114,23 @@ pub fn open_log_file(path: &Path) -> Result<Sink> {
 ///
 /// A write error drops the sink but the loop keeps reading: the writer side of `src` (the
 /// container) must never block forever because a reader went away.
-pub async fn pump(mut src: Source, sink: Sink, progress: std::sync::Arc<Progress>) -> Option<Sink> {
+pub async fn pump(src: Source, sink: Sink, progress: std::sync::Arc<Progress>) -> Option<Sink> {
+    pump_spooled(
+        src,
+        sink,
+        Spooler::new(SpoolConfig::disabled(), ""),
+        progress,
+    )
+    .await
+}
+
+/// [`pump`], with a spool behind a pipe-to-FIFO stream whose reader goes away (`spool.rs`).
+pub async fn pump_spooled(
+    mut src: Source,
+    sink: Sink,
+    mut spooler: Spooler,
+    progress: std::sync::Arc<Progress>,
+) -> Option<Sink> {
     let mut sink = Some(sink);
     // No buffer until the stream carries something: a quiet container (most are) costs its
     // shim no heap for its three streams.
@@ -121,7 +138,7 @@ pub async fn pump(mut src: Source, sink: Sink, progress: std::sync::Arc<Progress
         return sink;
     }
     if let (Source::Pipe(from), Some(Sink::Fifo(to))) = (&src, &mut sink) {
-        match splice_all(from, to, &progress).await {
+        match splice_all(from, to, &mut spooler, &progress).await {
             Spliced::Eof => return sink,
             Spliced::Unsupported => {}
             Spliced::SinkFailed(e) => {
@@ -167,8 +184,14 @@ enum Spliced {
 /// Readiness is tracked per side: `from` is waited on only when it is empty, `to` only when
 /// it is full. Only we read `from`, so once FIONREAD says it holds data, a splice that would
 /// block means `to` is full. Once `to` has been full, the client reads slower than the
-/// container writes, and [`Batcher`] takes over until that changes.
-async fn splice_all(from: &pipe::Receiver, to: &mut pipe::Sender, progress: &Progress) -> Spliced {
+/// container writes, and [`Batcher`] takes over until that changes. Once `to` has been full for
+/// [`STALL`], its reader is away, and the spool takes the output until it was delivered.
+async fn splice_all(
+    from: &pipe::Receiver,
+    to: &mut pipe::Sender,
+    spooler: &mut Spooler,
+    progress: &Progress,
+) -> Spliced {
     use crate::sys::{splice, unread_bytes};
     use std::io::ErrorKind::{Interrupted, WouldBlock};
     let mut moved_any = false;
@@ -209,6 +232,18 @@ async fn splice_all(from: &pipe::Receiver, to: &mut pipe::Sender, progress: &Pro
             }
             Err(e) if e.kind() == Interrupted => {}
             Err(e) if e.kind() == WouldBlock => {
+                if spooler.enabled() {
+                    match tokio::time::timeout(STALL, to.writable()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Spliced::SinkFailed(e),
+                        Err(_) => match spooler.run(from, to, progress).await {
+                            Some(Spooled::Drained) => continue,
+                            Some(Spooled::Eof) => return Spliced::Eof,
+                            Some(Spooled::SinkFailed(e)) => return Spliced::SinkFailed(e),
+                            None => {}
+                        },
+                    }
+                }
                 // `to` is full: wait for the client to read, then let the batcher refill.
                 if let Err(e) = to.writable().await {
                     return Spliced::SinkFailed(e);

@@ -16,10 +16,12 @@ mod binary;
 mod console;
 mod copy;
 mod progress;
+mod spool;
 mod uri;
 
 pub use binary::LoggerEnv;
 pub use progress::Delivery;
+pub use spool::SpoolConfig;
 pub use uri::{parse_target, Target};
 
 use std::os::fd::OwnedFd;
@@ -69,6 +71,8 @@ pub struct IoContext<'a> {
     pub logger_env: LoggerEnv<'a>,
     /// uid/gid owning the pipes (user-namespaced containers); 0/0 leaves them as they are.
     pub owner: (u32, u32),
+    /// The spool behind each output FIFO while its reader is away.
+    pub spool: SpoolConfig,
 }
 
 /// The shim's side of one process's stdio.
@@ -162,8 +166,8 @@ impl ProcessIo {
             runc.stderr = Some(err_w);
             return Ok((io, runc));
         }
-        runc.stdout = io.output(&stdout, owner)?;
-        runc.stderr = io.output(&stderr, owner)?;
+        runc.stdout = io.output(&stdout, owner, ctx.spool.clone(), "stdout")?;
+        runc.stderr = io.output(&stderr, owner, ctx.spool.clone(), "stderr")?;
         io.seal_outputs();
         Ok((io, runc))
     }
@@ -214,7 +218,13 @@ impl ProcessIo {
     }
 
     /// Starts the copy for one output stream and returns the pipe end for runc.
-    fn output(&mut self, target: &Target, owner: Option<(Uid, Gid)>) -> Result<Option<OwnedFd>> {
+    fn output(
+        &mut self,
+        target: &Target,
+        owner: Option<(Uid, Gid)>,
+        spool: SpoolConfig,
+        stream: &'static str,
+    ) -> Result<Option<OwnedFd>> {
         if *target == Target::None {
             return Ok(None);
         }
@@ -226,9 +236,11 @@ impl ProcessIo {
             nix::fcntl::FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_SIZE),
         );
         let r = pipe::Receiver::from_owned_fd(r).map_err(Error::io("output pipe"))?;
-        self.outputs.push(tokio::spawn(copy::pump(
+        let spooler = spool::Spooler::new(spool, stream);
+        self.outputs.push(tokio::spawn(copy::pump_spooled(
             Source::Pipe(r),
             sink,
+            spooler,
             self.progress.clone(),
         )));
         Ok(Some(w))

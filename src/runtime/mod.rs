@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::reaper::Reaper;
 
 use call::{classify_kill_error, says_no_such_container};
-pub use options::RuncOptions;
+pub use options::{RuncOptions, SpoolWhenFull};
 
 /// Default base of runc state dirs; the namespace is appended, as the Go shim does.
 pub const DEFAULT_ROOT: &str = "/run/containerd/runc";

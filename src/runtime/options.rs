@@ -22,6 +22,36 @@ pub struct RuncOptions {
     /// `CriuWorkPath`: CRIU's work directory (logs, temporary files) for a restore; empty
     /// means one inside the bundle.
     pub criu_work_path: String,
+    /// Where each output stream's spool file lives; empty: the bundle's `work` directory.
+    /// Only the runtime options file sets the spool (runc's options have no such fields).
+    pub spool_dir: String,
+    /// Bytes each output stream may spool while its reader is away; None: the default,
+    /// 0: no spool (a full FIFO blocks the container, as with every other shim).
+    pub spool_size: Option<u64>,
+    pub spool_when_full: SpoolWhenFull,
+}
+
+/// What a full spool does with more output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpoolWhenFull {
+    /// Stop reading: the container blocks on its next write, as without a spool.
+    #[default]
+    Block,
+    /// Discard the oldest spooled output (whole lines where possible), counted in a warning.
+    DropOldest,
+}
+
+impl std::str::FromStr for SpoolWhenFull {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<SpoolWhenFull, String> {
+        match s {
+            "block" => Ok(SpoolWhenFull::Block),
+            "drop-oldest" => Ok(SpoolWhenFull::DropOldest),
+            _ => Err(format!(
+                "SpoolWhenFull = {s:?}: expected \"block\" or \"drop-oldest\""
+            )),
+        }
+    }
 }
 
 impl RuncOptions {
@@ -31,6 +61,14 @@ impl RuncOptions {
     /// ```toml
     /// SystemdCgroup = true
     /// BinaryName = "/usr/local/bin/crun"
+    /// ```
+    ///
+    /// and tether's own keys for the output spool (see `crate::io` spool):
+    ///
+    /// ```toml
+    /// SpoolDir = "/var/lib/tether-spool"   # default: the bundle's work directory
+    /// SpoolSize = 67108864                 # bytes per output stream; 0 disables
+    /// SpoolWhenFull = "drop-oldest"        # or "block" (the default)
     /// ```
     ///
     /// A small TOML subset: `Key = value` lines (string, boolean or integer), `#` comments
@@ -72,6 +110,15 @@ impl RuncOptions {
                 "IoGid" => o.io_gid = uint(&value)?,
                 "ShimCgroup" => o.shim_cgroup = string(value)?,
                 "CriuWorkPath" => o.criu_work_path = string(value)?,
+                "SpoolDir" => o.spool_dir = string(value)?,
+                "SpoolSize" => {
+                    o.spool_size = Some(match value {
+                        TomlValue::Int(i) => u64::try_from(i)
+                            .map_err(|_| at(format!("{key} = {i} is out of range")))?,
+                        _ => return Err(at(format!("{key} must be an integer"))),
+                    })
+                }
+                "SpoolWhenFull" => o.spool_when_full = string(value)?.parse().map_err(at)?,
                 _ => {}
             }
         }
@@ -183,9 +230,31 @@ Unknown = "ignored"
             "Root = 1",
             "just words",
             "BinaryName = \"a\" b",
+            "SpoolWhenFull = \"drop\"",
+            "SpoolWhenFull = 1",
+            "SpoolSize = -1",
+            "SpoolDir = true",
         ] {
             let e = RuncOptions::from_toml(bad).unwrap_err();
             assert!(e.starts_with("line 1: "), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn options_file_sets_the_spool() {
+        let o = RuncOptions::from_toml(
+            "SpoolDir = \"/var/spool/t\"\nSpoolSize = 1_048_576\nSpoolWhenFull = \"drop-oldest\"",
+        )
+        .unwrap();
+        assert_eq!(o.spool_dir, "/var/spool/t");
+        assert_eq!(o.spool_size, Some(1 << 20));
+        assert_eq!(o.spool_when_full, SpoolWhenFull::DropOldest);
+        let o = RuncOptions::from_toml("SpoolSize = 0\nSpoolWhenFull = \"block\"").unwrap();
+        assert_eq!(
+            (o.spool_size, o.spool_when_full),
+            (Some(0), SpoolWhenFull::Block)
+        );
+        let e = RuncOptions::from_toml("\nSpoolWhenFull = \"Drop-Oldest\"").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("drop-oldest"), "{e}");
     }
 }

@@ -10,7 +10,7 @@ use super::spec::read_pid;
 use super::{off_thread, Deleted, Phase, Proc, Supervisor, DRAIN_STALL};
 use crate::error::{Error, Result};
 use crate::events::Event;
-use crate::io::{ProcessIo, StdioConfig};
+use crate::io::{ProcessIo, SpoolConfig, StdioConfig};
 use crate::process::{validate_id, ExitInfo, Kind, Op, Pid, ProcessId, State};
 use crate::runtime::Runc;
 
@@ -23,6 +23,7 @@ struct LaunchExec {
     spec: Vec<u8>,
     /// uid/gid owning the stdio pipes.
     io_owner: (u32, u32),
+    spool: SpoolConfig,
 }
 
 impl Supervisor {
@@ -77,6 +78,7 @@ impl Supervisor {
                 )));
             }
             let (runc, bundle, io_owner) = (c.runc.clone(), c.bundle.clone(), c.io_owner);
+            let spool = c.spool.clone();
             let p = c.process(&process)?;
             if p.starting() {
                 return Err(Error::FailedPrecondition(format!(
@@ -91,6 +93,7 @@ impl Supervisor {
                 stdio: p.stdio.clone(),
                 spec: std::mem::take(&mut p.spec),
                 io_owner,
+                spool,
             }
         };
         let collector = self.collector();
@@ -137,8 +140,11 @@ impl Supervisor {
         exec_id: &str,
         launch: &LaunchExec,
     ) -> Result<(Pid, ProcessIo, Option<OwnedFd>)> {
-        let (mut io, runc_stdio) =
-            ProcessIo::open(&launch.stdio, &self.io_context(id, launch.io_owner)).await?;
+        let (mut io, runc_stdio) = ProcessIo::open(
+            &launch.stdio,
+            &self.io_context(id, launch.io_owner, &launch.spool),
+        )
+        .await?;
         let spec_file = launch.bundle.join(format!("{exec_id}.process.json"));
         let pid_file = launch.bundle.join(format!("{exec_id}.pid"));
         let written = {

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::events::Event;
-use crate::io::ProcessIo;
+use crate::io::{ProcessIo, SpoolConfig};
 use crate::mount;
 use crate::process::{validate_id, ExitInfo, Kind, Op, Pid, ProcessId, State};
 use crate::runtime::{Runc, RuncOptions};
@@ -87,7 +87,8 @@ impl Supervisor {
         let kill_all_on_exit = !spec.private_pid_namespace;
         let mounted_rootfs = !req.rootfs.is_empty();
         let rootfs = bundle.join("rootfs");
-        let ctx = self.io_context(&req.id, (options.io_uid, options.io_gid));
+        let spool = SpoolConfig::from_options(&options, bundle, &req.id);
+        let ctx = self.io_context(&req.id, (options.io_uid, options.io_gid), &spool);
         let (mut io, runc_stdio) = match ProcessIo::open(&req.stdio, &ctx).await {
             Ok(x) => x,
             Err(e) => {
@@ -109,6 +110,7 @@ impl Supervisor {
             execs: HashMap::new(),
             init_exit: None,
             io_owner: (options.io_uid, options.io_gid),
+            spool: spool.clone(),
             kill_all_on_exit,
             mounted_rootfs,
             cgroup: None,

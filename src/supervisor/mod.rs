@@ -44,7 +44,7 @@ mod teardown;
 use crate::cgroups::{ContainerCgroup, Metrics};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventSink};
-use crate::io::{IoContext, LoggerEnv, ProcessIo, StdioConfig, DRAIN_STALL};
+use crate::io::{IoContext, LoggerEnv, ProcessIo, SpoolConfig, StdioConfig, DRAIN_STALL};
 use crate::mount::Mount;
 use crate::process::{ExitInfo, Kind, Op, Pid, ProcessId, State};
 use crate::reaper::{Exit, Reaper};
@@ -134,6 +134,8 @@ struct Container {
     kill_all_on_exit: bool,
     /// uid/gid owning the stdio pipes (user-namespaced containers).
     io_owner: (u32, u32),
+    /// The spool behind every output stream of the container's processes.
+    spool: SpoolConfig,
     /// The container's cgroup, found from its init at create (None if it was already gone):
     /// `Stats` reads it, and the OOM count is checked against it before the init's exit.
     cgroup: Option<ContainerCgroup>,
@@ -702,7 +704,12 @@ impl Supervisor {
             .metrics()
     }
 
-    fn io_context<'a>(&'a self, container_id: &'a str, owner: (u32, u32)) -> IoContext<'a> {
+    fn io_context<'a>(
+        &'a self,
+        container_id: &'a str,
+        owner: (u32, u32),
+        spool: &SpoolConfig,
+    ) -> IoContext<'a> {
         IoContext {
             reaper: &self.shared.reaper,
             logger_env: LoggerEnv {
@@ -710,6 +717,7 @@ impl Supervisor {
                 namespace: &self.shared.namespace,
             },
             owner,
+            spool: spool.clone(),
         }
     }
 }
