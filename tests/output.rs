@@ -15,7 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::pty::PtyChild;
+use common::pty::{Pace, PtyChild};
 use common::*;
 
 /// `seq -s " " N`, as the container prints it (a terminal turns the final `\n` into `\r\n`).
@@ -81,12 +81,12 @@ fn exec_seq(cd: &Containerd, id: &str, exec: &str, n: u32, tty: bool) -> Vec<Str
     v
 }
 
-/// Runs `args` through ctr, its stdout read as fast as possible (a terminal with `tty`), or at
-/// most `rate` bytes a second; returns ctr's exit code and everything it printed.
-fn run_ctr(cd: &Containerd, args: &[String], tty: bool, rate: Option<u64>) -> (i32, Vec<u8>) {
+/// Runs `args` through ctr, its stdout (a terminal with `tty`) read at `pace`; returns ctr's
+/// exit code and everything it printed.
+fn run_ctr(cd: &Containerd, args: &[String], tty: bool, pace: Pace) -> (i32, Vec<u8>) {
     let limit = Duration::from_secs(180) * time_scale();
     if tty {
-        let pty = PtyChild::spawn_reading(cd.ctr_cmd(args), 24, 80, Some(rate.unwrap_or(u64::MAX)));
+        let pty = PtyChild::spawn_reading(cd.ctr_cmd(args), 24, 80, Some(pace));
         let (status, bytes) = pty.wait_bytes(limit);
         return (status.code().unwrap_or(-1), bytes);
     }
@@ -94,7 +94,7 @@ fn run_ctr(cd: &Containerd, args: &[String], tty: bool, rate: Option<u64>) -> (i
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn ctr");
     let mut out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || read_at(&mut out, rate));
+    let reader = std::thread::spawn(move || read_at(&mut out, pace));
     let started = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -110,23 +110,19 @@ fn run_ctr(cd: &Containerd, args: &[String], tty: bool, rate: Option<u64>) -> (i
     (status.code().unwrap_or(-1), reader.join().unwrap())
 }
 
-/// Reads `r` to EOF, at most `rate` bytes a second.
-fn read_at(r: &mut impl std::io::Read, rate: Option<u64>) -> Vec<u8> {
+/// Reads `r` to EOF at `pace`.
+fn read_at(r: &mut impl std::io::Read, pace: Pace) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     let started = Instant::now();
+    let mut paused = false;
     loop {
         let n = match r.read(&mut buf) {
             Ok(0) | Err(_) => return got,
             Ok(n) => n,
         };
         got.extend_from_slice(&buf[..n]);
-        if let Some(rate) = rate {
-            let due = Duration::from_secs_f64(got.len() as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
+        pace.keep(started, got.len(), &mut paused);
     }
 }
 
@@ -164,21 +160,23 @@ fn sleeper(cd: &Containerd, runtime: &str) -> String {
     id
 }
 
-/// A client that reads a tail slower than any fixed limit used to allow: at 12 KiB/s, the
-/// 224 KiB of `seq -s " " 40000` take about 19 s, almost all of it after the exec exited (the
-/// pipes, pty and FIFO between them hold the whole output). Every byte arrives, and `Delete`
-/// (which ctr sends once `Wait` answered) waits for it rather than closing the streams.
+/// A client that reads slowly and looks away for a while near the end: at 12 KiB/s, the
+/// 341 KiB of `seq -s " " 60000` take about 28 s, and the client reads nothing for 7.5 s once
+/// only 200 KiB are left. By then the exec has long exited (the pipes, pty and FIFO between it
+/// and the client hold the rest), and ctr sent `Delete` once `Wait` answered. Every byte
+/// arrives: `Delete` gives up on output only after 10 s in which the client took nothing, where
+/// it used to close the streams 7 s after the exit (2 s in `Wait`, 5 s in `Delete`).
 fn slow_client_gets_everything(tty: bool) {
     require_root();
     let cd = Containerd::start();
     let id = sleeper(&cd, &runtime());
-    let want = expected(40_000, tty);
-    let (code, got) = run_ctr(
-        &cd,
-        &exec_seq(&cd, &id, "slow", 40_000, tty),
-        tty,
-        Some(12 * 1024),
-    );
+    let want = expected(60_000, tty);
+    let pace = Pace {
+        rate: Some(12 * 1024),
+        pause_at: Some(want.len() - 200 * 1024),
+        pause: Duration::from_millis(7500),
+    };
+    let (code, got) = run_ctr(&cd, &exec_seq(&cd, &id, "slow", 60_000, tty), tty, pace);
     assert_eq!(code, 0, "ctr exec failed");
     assert_exact(&got, &want, tty);
 }
@@ -225,7 +223,7 @@ fn exec_loop(cd: &Containerd, runtime: &str, tty: bool, runs: usize) -> Vec<Stri
             cd,
             &exec_seq(cd, &id, &format!("e{i}"), 1_000_000, tty),
             tty,
-            None,
+            Pace::default(),
         );
         if code != 0 || !same(&got, &want, tty) {
             failed.push(format!("run {i}: exit {code}, {}", difference(&got, &want)));
@@ -244,7 +242,7 @@ fn init_loop(cd: &Containerd, runtime: &str, runs: usize) -> Vec<String> {
             .run_args(&id, &["sh", "-c", "seq -s ' ' 1000000"])
             .runtime(runtime)
             .build();
-        let (code, got) = run_ctr(cd, &args, false, None);
+        let (code, got) = run_ctr(cd, &args, false, Pace::default());
         if code != 0 || got != want {
             failed.push(format!("run {i}: exit {code}, {}", difference(&got, &want)));
         }
@@ -293,34 +291,31 @@ fn output_is_exact_under_load() {
     );
 }
 
-/// A `Delete` whose output nobody reads still finishes: an exec writes more than its pipes
-/// and the FIFO hold to a FIFO that is open but never read, exits, and `Delete` gives the
-/// output up once nothing moved for the drain's stall period (10 s), logging why.
-#[test]
-fn delete_finishes_when_nobody_reads_the_output() {
+/// Exec `sh -c <script>` straight through the shim's task API (as containerd would), with
+/// `stdout` (a FIFO the test made) as its output; returns the exec's exit status once `Wait`
+/// answered, and how long `Delete` then took.
+fn exec_through_the_shim(
+    cd: &Containerd,
+    id: &str,
+    exec_id: &str,
+    script: &str,
+    tty: bool,
+    stdout: &std::path::Path,
+) -> (u32, Duration) {
     use containerd_shim_protos::api;
     use containerd_shim_protos::protobuf::well_known_types::any::Any;
-    require_root();
-    let cd = Containerd::start();
-    let id = sleeper(&cd, &runtime());
-    let fifo = cd.dir().join("unread-stdout");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    // Held open, never read: a client that went away without closing.
-    let _reader = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&fifo)
-        .unwrap();
     let spec = serde_json::json!({
-        "args": ["sh", "-c", "seq -s ' ' 300000"],
+        "args": ["sh", "-c", script],
         "cwd": "/",
         "env": ["PATH=/bin"],
+        "terminal": tty,
         "user": {"uid": 0, "gid": 0},
     });
     let exec = api::ExecProcessRequest {
-        id: id.clone(),
-        exec_id: "unread".into(),
-        stdout: fifo.to_string_lossy().into_owned(),
+        id: id.into(),
+        exec_id: exec_id.into(),
+        terminal: tty,
+        stdout: stdout.to_string_lossy().into_owned(),
         spec: Some(Any {
             type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
             value: serde_json::to_vec(&spec).unwrap(),
@@ -330,36 +325,89 @@ fn delete_finishes_when_nobody_reads_the_output() {
         ..Default::default()
     };
     let quick = Duration::from_secs(30) * time_scale();
-    let conn = ShimConn::connect(&cd, &id);
+    let conn = ShimConn::connect(cd, id);
     conn.call::<_, api::Empty>("Exec", &exec, quick).unwrap();
-    let process = |exec_id: &str| (id.clone(), exec_id.to_string());
-    let (cid, eid) = process("unread");
     let start = api::StartRequest {
-        id: cid.clone(),
-        exec_id: eid.clone(),
+        id: id.into(),
+        exec_id: exec_id.into(),
         ..Default::default()
     };
     conn.call::<_, api::StartResponse>("Start", &start, quick)
         .unwrap();
     let wait = api::WaitRequest {
-        id: cid.clone(),
-        exec_id: eid.clone(),
+        id: id.into(),
+        exec_id: exec_id.into(),
         ..Default::default()
     };
     let status = conn
-        .call::<_, api::WaitResponse>("Wait", &wait, quick)
+        .call::<_, api::WaitResponse>("Wait", &wait, Duration::from_secs(120))
         .unwrap()
         .exit_status;
-    assert_eq!(status, 0, "the exec did not exit on its own");
     let delete = api::DeleteRequest {
-        id: cid,
-        exec_id: eid,
+        id: id.into(),
+        exec_id: exec_id.into(),
         ..Default::default()
     };
     let started = Instant::now();
-    conn.call::<_, api::DeleteResponse>("Delete", &delete, Duration::from_secs(60))
-        .expect("Delete of an exec whose output nobody reads");
-    let took = started.elapsed();
+    conn.call::<_, api::DeleteResponse>("Delete", &delete, Duration::from_secs(120))
+        .expect("Delete");
+    (status, started.elapsed())
+}
+
+fn make_fifo(cd: &Containerd, name: &str) -> std::path::PathBuf {
+    let fifo = cd.dir().join(name);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    fifo
+}
+
+/// A client that looks away for 8 s near the end of a terminal exec's output, with 80 KiB
+/// left (more than the FIFO holds, so tether still holds output when the exec has exited):
+/// `Delete`, sent once `Wait` answered, waits for it, since the client read something less
+/// than 10 s ago, and the client gets every byte once it reads again. tether used to close
+/// the streams 7 s after the exit (2 s in `Wait`, 5 s in `Delete`) and lose what it held.
+#[test]
+fn a_client_that_looks_away_near_the_end_gets_every_byte() {
+    require_root();
+    let cd = Containerd::start();
+    let id = sleeper(&cd, &runtime());
+    let want = expected(60_000, true);
+    let fifo = make_fifo(&cd, "away-stdout");
+    let reader = {
+        let (fifo, total) = (fifo.clone(), want.len());
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::open(fifo).unwrap();
+            let pace = Pace {
+                rate: None,
+                pause_at: Some(total - 80 * 1024),
+                pause: Duration::from_secs(8),
+            };
+            read_at(&mut f, pace)
+        })
+    };
+    let (status, _) = exec_through_the_shim(&cd, &id, "away", "seq -s ' ' 60000", true, &fifo);
+    assert_eq!(status, 0);
+    let got = reader.join().unwrap();
+    assert_exact(&got, &want, true);
+}
+
+/// A `Delete` whose output nobody reads still finishes: an exec writes more than its pipes
+/// and the FIFO hold to a FIFO that is open but never read, exits, and `Delete` gives the
+/// output up once nothing moved for the drain's stall period (10 s), logging why.
+#[test]
+fn delete_finishes_when_nobody_reads_the_output() {
+    require_root();
+    let cd = Containerd::start();
+    let id = sleeper(&cd, &runtime());
+    let fifo = make_fifo(&cd, "unread-stdout");
+    // Held open, never read: a client that went away without closing.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let (status, took) =
+        exec_through_the_shim(&cd, &id, "unread", "seq -s ' ' 300000", false, &fifo);
+    assert_eq!(status, 0, "the exec did not exit on its own");
     assert!(
         took >= Duration::from_secs(9) && took < Duration::from_secs(40),
         "Delete took {took:?}: it should give the output up after about 10 s without progress"

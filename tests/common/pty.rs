@@ -12,6 +12,38 @@ use std::time::{Duration, Instant};
 
 use super::wait_until;
 
+/// How a test's reader takes output: at most `rate` bytes a second (`None`: as fast as it
+/// can), and once it has `pause_at` bytes, nothing at all for `pause`. A slow client, or one
+/// that looks away for a while.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pace {
+    pub rate: Option<u64>,
+    pub pause_at: Option<usize>,
+    pub pause: Duration,
+}
+
+impl Pace {
+    /// Called after each read with the bytes read so far: sleeps as the pace asks.
+    pub fn keep(&self, started: Instant, total: usize, paused: &mut bool) {
+        let mut offset = Duration::ZERO;
+        if let Some(at) = self.pause_at {
+            if total >= at {
+                if !*paused {
+                    *paused = true;
+                    thread::sleep(self.pause);
+                }
+                offset = self.pause;
+            }
+        }
+        if let Some(rate) = self.rate {
+            let due = Duration::from_secs_f64(total as f64 / rate as f64) + offset;
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                thread::sleep(wait);
+            }
+        }
+    }
+}
+
 /// A command running on a fresh pseudo-terminal as its controlling terminal (session leader,
 /// stdin/stdout/stderr = the pty slave). The test holds the master: it reads everything the
 /// command writes and can change the window size (the kernel then sends SIGWINCH).
@@ -40,9 +72,9 @@ impl PtyChild {
         PtyChild::spawn_reading(cmd, rows, cols, None)
     }
 
-    /// [`PtyChild::spawn`] on a raw terminal with a reader that takes at most `rate` bytes a
-    /// second (`Some(u64::MAX)`: as fast as it can): a byte-exact, possibly slow, client.
-    pub fn spawn_reading(mut cmd: Command, rows: u16, cols: u16, rate: Option<u64>) -> PtyChild {
+    /// [`PtyChild::spawn`] on a raw terminal whose reader keeps `pace`: a byte-exact,
+    /// possibly slow, client.
+    pub fn spawn_reading(mut cmd: Command, rows: u16, cols: u16, pace: Option<Pace>) -> PtyChild {
         let what = format!("{cmd:?}");
         // SAFETY: plain libc calls on a fd we own; results are checked.
         let master_fd =
@@ -75,7 +107,7 @@ impl PtyChild {
             .open(&slave_path)
             .unwrap_or_else(|e| panic!("open {slave_path}: {e}"));
         set_winsize(master.as_raw_fd(), rows, cols);
-        if rate.is_some() {
+        if pace.is_some() {
             // A byte-exact reader: the terminal passes output as it is (no `\n` -> `\r\n`), even
             // after the command restored its own settings.
             let mut t = nix::sys::termios::tcgetattr(&slave).expect("tcgetattr");
@@ -108,19 +140,17 @@ impl PtyChild {
         let reader = thread::spawn(move || {
             let mut buf = [0u8; 4096];
             let started = Instant::now();
-            let mut total = 0u64;
+            let mut total = 0usize;
+            let mut paused = false;
             loop {
                 let n = match (&*m).read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
-                total += n as u64;
-                if let Some(rate) = rate {
-                    let due = Duration::from_secs_f64(total as f64 / rate as f64);
-                    if let Some(wait) = due.checked_sub(started.elapsed()) {
-                        thread::sleep(wait);
-                    }
+                total += n;
+                if let Some(pace) = &pace {
+                    pace.keep(started, total, &mut paused);
                 }
             }
         });
