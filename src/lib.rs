@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! The binary has three actions (see [`cli`]): `start` and `delete` are short-lived commands
-//! containerd runs; without an action word the binary is the long-lived server.
+//! containerd runs; without an action word the binary is the long-lived server. `install` and
+//! `uninstall` are for people (and deploy/'s DaemonSet), never containerd.
 //!
 //! - [`cli`]: Go-flag style argument parsing; pure.
 //! - [`shim`]: the three actions: `start` (via `daemonize`), `delete` (crash cleanup) and
@@ -39,6 +40,9 @@
 //! - `signals`: SIGCHLD, SIGTERM and SIGINT as readiness on a pipe.
 //! - `sys`: the few raw OS calls that need `unsafe`.
 //! - [`error`]: the one error type.
+//! - [`install`]: the `install`/`uninstall` actions: the binary and a runtime handler in
+//!   containerd's config (`install/config.rs`, edited with `toml_edit`), reversibly.
+//! - [`version`]: the `-v` text: version, commit, build date and the protocols spoken.
 #![deny(unsafe_code)]
 
 // The public surface is what the binary, the tests and the benchmark use: the actions
@@ -54,6 +58,7 @@ pub(crate) mod daemonize;
 pub mod error;
 pub mod events;
 pub(crate) mod info;
+pub mod install;
 pub(crate) mod io;
 pub(crate) mod logging;
 #[doc(hidden)]
@@ -69,11 +74,12 @@ pub mod shim;
 pub(crate) mod signals;
 pub(crate) mod supervisor;
 pub(crate) mod sys;
+pub mod version;
 
 pub use io::{parse_target, Target};
 pub use process::{validate_id, MAX_ID_LEN};
 #[doc(hidden)]
 pub use runtime::primer;
 
-/// Version reported by `-v` and `Connect`.
+/// Version reported by `-v` (with the commit and build date of [`version`]) and `Connect`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
