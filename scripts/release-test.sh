@@ -70,6 +70,9 @@ bin=$root/usr/bin/containerd-shim-tether-v2
 "$bin" -v
 commit=$(git rev-parse --short=12 HEAD)
 "$bin" -v | grep -q "Revision: $commit" || fail "installed binary is not from commit $commit"
+# release.sh's default SOURCE_DATE_EPOCH (the last commit's time) is the binary's build date.
+built=$(date -u -d "@$(git log -1 --format=%ct)" +%Y-%m-%dT%H:%M:%SZ)
+"$bin" -v | grep -q "Built:    $built" || fail "installed binary's Built is not $built"
 
 echo "+ TETHER_SHIM_DIR=$root/usr/bin scripts/demo.sh"
 if ! TETHER_SHIM_DIR=$root/usr/bin scripts/demo.sh >"$work/demo.log" 2>&1; then
