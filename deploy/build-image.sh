@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the installer image (deploy/daemonset.yaml runs it) as an OCI image archive, with no
-# container builder and no registry: the layer is a tar of the static shim, a static busybox
+# container builder and no registry: the layer is a tar of the static shim and installer
+# (tether-install, taken from the shim's directory), a static busybox
 # (sh, sleep, sha256sum, nsenter) and deploy/entrypoint.sh; config, manifest and index are
 # written here. The same image as deploy/Containerfile.
 #
@@ -25,7 +26,10 @@ NAME=docker.io/library/tether-installer:$VERSION
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 : "${SOURCE_DATE_EPOCH:=$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
 
-[ -x "$BIN" ] || { echo "build-image.sh: no shim binary $BIN (cargo build --release)" >&2; exit 1; }
+INSTALLER=$(dirname "$BIN")/tether-install
+for b in "$BIN" "$INSTALLER"; do
+    [ -x "$b" ] || { echo "build-image.sh: no $b (cargo build --release)" >&2; exit 1; }
+done
 case "$(file -b "$BUSYBOX")" in
 *static*) ;;
 *) echo "build-image.sh: $BUSYBOX is not static (apt-get install busybox-static)" >&2; exit 1 ;;
@@ -43,6 +47,7 @@ mkdir -p "$root/bin" "$root/tmp" "$work/layout/blobs/sha256"
 install -m 755 "$BUSYBOX" "$root/bin/busybox"
 for applet in sh sleep sha256sum nsenter cat; do ln -s busybox "$root/bin/$applet"; done
 install -m 755 "$BIN" "$root/containerd-shim-tether-v2"
+install -m 755 "$INSTALLER" "$root/tether-install"
 install -m 755 deploy/entrypoint.sh "$root/entrypoint.sh"
 
 # blob FILE MEDIATYPE: stores FILE under blobs/ and prints its descriptor.
@@ -55,7 +60,7 @@ blob() {
 }
 
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
-    -C "$root" -cf "$work/layer.tar" bin containerd-shim-tether-v2 entrypoint.sh tmp
+    -C "$root" -cf "$work/layer.tar" bin containerd-shim-tether-v2 entrypoint.sh tether-install tmp
 diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
 gzip -9n <"$work/layer.tar" >"$work/layer.tar.gz"
 layer=$(blob "$work/layer.tar.gz" application/vnd.oci.image.layer.v1.tar+gzip)

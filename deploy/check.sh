@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Validates deploy/'s Kubernetes manifests (and the RuntimeClass `install` prints) against
+# Validates deploy/'s Kubernetes manifests (and the RuntimeClass `tether-install` prints) against
 # the Kubernetes OpenAPI schemas, offline: kubernetes-validate (PyPI) ships the JSON schemas
 # of every Kubernetes release inside the package, so once installed it needs no network
 # and no cluster (kubectl --dry-run needs an API server; kubeconform downloads schemas at
@@ -29,8 +29,8 @@ kv() { "$VENV/bin/kubernetes-validate" --strict -k "$K8S" "$@"; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 files=(deploy/daemonset.yaml deploy/runtimeclass.yaml)
-# What `containerd-shim-tether-v2 install` prints (src/install/mod.rs runtime_class).
-bin=target/$(rustc -vV | sed -n 's/^host: //p')/release/containerd-shim-tether-v2
+# What `tether-install install` prints (src/install/mod.rs runtime_class).
+bin=target/$(rustc -vV | sed -n 's/^host: //p')/release/tether-install
 if [ -x "$bin" ]; then
     mkdir -p "$work/etc"
     "$bin" install -config "$work/etc/config.toml" -bin-dir "$work/bin" -config-version 2 \

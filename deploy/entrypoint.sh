@@ -1,6 +1,6 @@
 #!/bin/sh
 # The installer image's entrypoint (deploy/daemonset.yaml): runs
-# `containerd-shim-tether-v2 install` (or `uninstall`, as the first argument says) against
+# `tether-install install` (or `uninstall`, as the first argument says) against
 # the host's /etc/containerd and bin dir, mounted under /host, then restarts the host's
 # containerd in the host's namespaces (hostPID, privileged) if the config changed, as
 # kata-deploy does. Then it sleeps, so the DaemonSet's pod stays Running.
@@ -17,7 +17,7 @@ bin_dir=${BIN_DIR:-/host/usr/local/bin}
 before=$(sha256sum "$config" 2>/dev/null || echo none)
 set -- -config "$config" -bin-dir "$bin_dir"
 [ -z "${CONFIG_VERSION:-}" ] || set -- "$@" -config-version "$CONFIG_VERSION"
-/containerd-shim-tether-v2 "$action" "$@"
+/tether-install "$action" "$@" -shim /containerd-shim-tether-v2
 after=$(sha256sum "$config" 2>/dev/null || echo none)
 
 if [ "$before" != "$after" ] && [ "${RESTART:-1}" = 1 ]; then

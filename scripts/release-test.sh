@@ -27,19 +27,21 @@ for arch in x86_64 aarch64; do
     tgz=$dist/$name.tar.gz
     mkdir -p "$work/unpack"
     tar -C "$work/unpack" -xzf "$tgz"
-    for f in containerd-shim-tether-v2 LICENSE INSTALL.md SHA256SUMS config/tether.toml \
+    for f in containerd-shim-tether-v2 tether-install LICENSE INSTALL.md SHA256SUMS config/tether.toml \
         config/containerd-1.x-config-v2.toml config/containerd-2.x-config-v3.toml \
         config/runtimeclass.yaml; do
         [ -s "$work/unpack/$name/$f" ] || fail "$name.tar.gz lacks $f"
     done
     (cd "$work/unpack/$name" && sha256sum -c --quiet SHA256SUMS) || fail "$name SHA256SUMS"
-    info=$(file -b "$work/unpack/$name/containerd-shim-tether-v2")
-    echo "$name: $info"
-    case "$arch:$info" in
-    x86_64:*x86-64*static*) ;;
-    aarch64:*"ARM aarch64"*static*) ;;
-    *) fail "$name: not a static $arch executable: $info" ;;
-    esac
+    for b in containerd-shim-tether-v2 tether-install; do
+        info=$(file -b "$work/unpack/$name/$b")
+        echo "$name/$b: $info"
+        case "$arch:$info" in
+        x86_64:*x86-64*static*) ;;
+        aarch64:*"ARM aarch64"*static*) ;;
+        *) fail "$name/$b: not a static $arch executable: $info" ;;
+        esac
+    done
 done
 
 # Reproducible: the same checkout packaged again gives the same bytes.
@@ -67,6 +69,7 @@ dpkg --root="$root" --log=/dev/null -i "$deb"
 bin=$root/usr/bin/containerd-shim-tether-v2
 [ -x "$bin" ] || fail "$bin missing"
 [ -s "$root/usr/share/doc/containerd-shim-tether/examples/tether.toml" ] || fail "no example options file"
+[ -x "$root/usr/bin/tether-install" ] || fail "no tether-install"
 "$bin" -v
 commit=$(git rev-parse --short=12 HEAD)
 "$bin" -v | grep -q "Revision: $commit" || fail "installed binary is not from commit $commit"
@@ -84,5 +87,5 @@ grep -q "pid [0-9]*: $bin " "$work/demo.log" || fail "the demo's shim was not $b
 
 echo "+ dpkg --root=$root -r containerd-shim-tether"
 dpkg --root="$root" --log=/dev/null -r containerd-shim-tether
-[ ! -e "$bin" ] || fail "$bin left after removal"
+[ ! -e "$bin" ] && [ ! -e "$root/usr/bin/tether-install" ] || fail "binaries left after removal"
 echo "release-test: passed"

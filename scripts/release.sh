@@ -4,11 +4,13 @@
 #   scripts/release.sh [OUT_DIR]      # default: target/dist
 #
 # For x86_64 (this machine's build) and aarch64 (the cross-build of scripts/cross-arm64.sh):
-#   tether-<version>-linux-<arch>.tar.gz   the static binary, LICENSE, config snippets for
+#   tether-<version>-linux-<arch>.tar.gz   the static shim and tether-install (the node
+#                                          installer), LICENSE, config snippets for
 #                                          containerd 1.x (config v2) and 2.x (v3), an example
 #                                          runtime options file, the RuntimeClass, SHA256SUMS
 #   containerd-shim-tether_<version>-1_<debarch>.deb
-#                                          /usr/bin/containerd-shim-tether-v2 and the same
+#                                          /usr/bin/containerd-shim-tether-v2,
+#                                          /usr/bin/tether-install and the same
 #                                          examples under /usr/share/doc/containerd-shim-tether
 #   SHA256SUMS                             of all of the above
 #
@@ -41,10 +43,14 @@ export SOURCE_DATE_EPOCH
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 
-echo "+ cargo build --release --bin containerd-shim-tether-v2 (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH)"
-cargo build --release --bin containerd-shim-tether-v2
-# Builds (and checks with `file`) target/aarch64-unknown-linux-gnu/release/.
+echo "+ cargo build --release --bins (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH)"
+cargo build --release --bin containerd-shim-tether-v2 --bin tether-install
+# Builds (and checks with `file`) target/aarch64-unknown-linux-gnu/release/'s shim; the
+# installer with the same linker.
 scripts/cross-arm64.sh
+echo "+ cargo build --release --target aarch64-unknown-linux-gnu --bin tether-install"
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    cargo build --release --target aarch64-unknown-linux-gnu --bin tether-install
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -71,13 +77,17 @@ for triple in "$HOST" aarch64-unknown-linux-gnu; do
     *) echo "release.sh: no package name for $triple" >&2; exit 1 ;;
     esac
     bin=target/$triple/release/containerd-shim-tether-v2
-    [ -x "$bin" ] || { echo "release.sh: $bin missing" >&2; exit 1; }
+    installer=target/$triple/release/tether-install
+    for b in "$bin" "$installer"; do
+        [ -x "$b" ] || { echo "release.sh: $b missing" >&2; exit 1; }
+    done
 
     # --- tarball
     name=tether-$VERSION-linux-$arch
     dir=$work/$name
     mkdir -p "$dir/config"
     install -m 755 "$bin" "$dir/containerd-shim-tether-v2"
+    install -m 755 "$installer" "$dir/tether-install"
     install -m 644 LICENSE "$dir/LICENSE"
     install -m 644 docs/install.md "$dir/INSTALL.md"
     examples "$dir/config"
@@ -90,6 +100,7 @@ for triple in "$HOST" aarch64-unknown-linux-gnu; do
     doc=$pkg/usr/share/doc/containerd-shim-tether
     mkdir -p "$pkg/DEBIAN" "$pkg/usr/bin" "$doc/examples"
     install -m 755 "$bin" "$pkg/usr/bin/containerd-shim-tether-v2"
+    install -m 755 "$installer" "$pkg/usr/bin/tether-install"
     examples "$doc/examples"
     chmod 644 "$doc/examples"/*
     install -m 644 docs/install.md "$doc/INSTALL.md"
@@ -116,7 +127,7 @@ Description: containerd runtime v2 shim for runc, written in Rust
  The per-container monitor between containerd and runc: runtime type
  io.containerd.tether.v2, binary containerd-shim-tether-v2 (static).
  Use it with ctr --runtime io.containerd.tether.v2, or as a CRI runtime
- handler: containerd-shim-tether-v2 install adds it to containerd's config.
+ handler: tether-install install adds it to containerd's config.
 EOF
     (cd "$pkg" && find usr -type f -printf '%P\n' | LC_ALL=C sort |
         sed 's|^|usr/|' | xargs md5sum >DEBIAN/md5sums)

@@ -19,10 +19,6 @@ pub enum Action {
     Version,
     /// `-info` (containerd 2.0+): print a `RuntimeInfo` protobuf and exit (`src/info.rs`).
     Info,
-    /// `install [flags]`: put the binary and a runtime handler on this node (`src/install`).
-    Install,
-    /// `uninstall [flags]`: take back what `install` did.
-    Uninstall,
 }
 
 /// Parsed command line.
@@ -39,8 +35,6 @@ pub struct Args {
     pub socket: String,
     pub debug: bool,
     pub action: Action,
-    /// The words after `install` / `uninstall`: the installer's own flags.
-    pub rest: Vec<String>,
 }
 
 /// Why the command line was refused.
@@ -56,10 +50,7 @@ impl fmt::Display for ParseError {
         match self {
             ParseError::MissingValue(flag) => write!(f, "flag needs an argument: -{flag}"),
             ParseError::UnknownAction(a) => {
-                write!(
-                    f,
-                    "unknown action {a:?} (want start, delete, install or uninstall)"
-                )
+                write!(f, "unknown action {a:?} (want start or delete)")
             }
             ParseError::Missing(flag) => write!(f, "-{flag} is required"),
         }
@@ -86,27 +77,22 @@ where
         socket: String::new(),
         debug: false,
         action: Action::Serve,
-        rest: Vec::new(),
     };
     let mut version = false;
     let mut info = false;
     let mut i = 0;
     let mut action_word = None;
-    // Where the words after the action word start.
-    let mut after = argv.len();
     while i < argv.len() {
         let token = &argv[i];
         i += 1;
         let Some(flag) = token.strip_prefix("--").or_else(|| token.strip_prefix('-')) else {
             // Go's flag package stops at the first non-flag word: that is the action.
             action_word = Some(token.clone());
-            after = i;
             break;
         };
         if flag.is_empty() {
             // A bare "--" ends the flags.
             action_word = argv.get(i).cloned();
-            after = (i + 1).min(argv.len());
             break;
         }
         let (name, inline) = match flag.split_once('=') {
@@ -166,22 +152,9 @@ where
         None => Action::Serve,
         Some("start") => Action::Start,
         Some("delete") => Action::Delete,
-        Some(word @ ("install" | "uninstall")) => {
-            // The rest is the installer's (`-config`, `-bin-dir`, ...), parsed there.
-            args.rest = argv[after..].to_vec();
-            if word == "install" {
-                Action::Install
-            } else {
-                Action::Uninstall
-            }
-        }
         Some(other) => return Err(ParseError::UnknownAction(other.to_string())),
     };
-    let standalone = matches!(
-        args.action,
-        Action::Version | Action::Info | Action::Install | Action::Uninstall
-    );
-    if !standalone && args.namespace.is_empty() {
+    if !matches!(args.action, Action::Version | Action::Info) && args.namespace.is_empty() {
         return Err(ParseError::Missing("namespace"));
     }
     Ok(args)
@@ -251,16 +224,6 @@ mod tests {
     fn version_needs_nothing_else() {
         assert_eq!(parse(["-v"]).unwrap().action, Action::Version);
         assert_eq!(parse(["--version"]).unwrap().action, Action::Version);
-    }
-
-    #[test]
-    fn install_takes_its_own_flags() {
-        let a = parse(["install", "-config", "/c.toml", "-bin-dir", "/b"]).unwrap();
-        assert_eq!(a.action, Action::Install);
-        assert_eq!(a.rest, ["-config", "/c.toml", "-bin-dir", "/b"]);
-        let a = parse(["-debug", "uninstall"]).unwrap();
-        assert_eq!(a.action, Action::Uninstall);
-        assert!(a.rest.is_empty());
     }
 
     #[test]

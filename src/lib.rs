@@ -3,8 +3,8 @@
 //! # Layout
 //!
 //! The binary has three actions (see [`cli`]): `start` and `delete` are short-lived commands
-//! containerd runs; without an action word the binary is the long-lived server. `install` and
-//! `uninstall` are for people (and deploy/'s DaemonSet), never containerd.
+//! containerd runs; without an action word the binary is the long-lived server. A second
+//! binary, `tether-install` (`src/bin/`), puts the shim on a node: [`install`].
 //!
 //! - [`cli`]: Go-flag style argument parsing; pure.
 //! - [`shim`]: the three actions: `start` (via `daemonize`), `delete` (crash cleanup) and
@@ -40,8 +40,9 @@
 //! - `signals`: SIGCHLD, SIGTERM and SIGINT as readiness on a pipe.
 //! - `sys`: the few raw OS calls that need `unsafe`.
 //! - [`error`]: the one error type.
-//! - [`install`]: the `install`/`uninstall` actions: the binary and a runtime handler in
-//!   containerd's config (`install/config.rs`, edited with `toml_edit`), reversibly.
+//! - [`install`]: `tether-install install`/`uninstall`: the shim binary and a runtime handler
+//!   in containerd's config (`install/config.rs`, edited with `toml_edit`), reversibly. Not
+//!   linked into the shim.
 //! - [`version`]: the `-v` text: version, commit, build date and the protocols spoken.
 #![deny(unsafe_code)]
 

@@ -18,7 +18,6 @@ pub fn run(args: Args) -> i32 {
             print!("{}", crate::version::text());
             Ok(())
         }
-        Action::Install | Action::Uninstall => return install(&args),
         Action::Info => crate::info::info(&mut std::io::stdin().lock()).and_then(|out| {
             use std::io::Write;
             std::io::stdout()
@@ -35,26 +34,6 @@ pub fn run(args: Args) -> i32 {
             // For start, containerd reads stdout+stderr together and shows this text.
             eprintln!("containerd-shim-tether-v2: {e}");
             1
-        }
-    }
-}
-
-/// `install` / `uninstall`: exit 2 for a bad command line, 1 for any other failure.
-fn install(args: &Args) -> i32 {
-    use crate::install::{self, InstallError};
-    let result = install::parse_options(&args.rest).and_then(|o| match args.action {
-        Action::Install => install::install(&o),
-        _ => install::uninstall(&o),
-    });
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("containerd-shim-tether-v2: {e}");
-            if matches!(e, InstallError::Usage(_)) {
-                2
-            } else {
-                1
-            }
         }
     }
 }

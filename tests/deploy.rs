@@ -98,7 +98,11 @@ fn the_installer_image_imports_and_installs_through_tether() {
     assert_eq!(
         fs::read(bin_dir.join("containerd-shim-tether-v2")).unwrap(),
         fs::read(&bin).unwrap(),
-        "the image's binary was not put in the bin dir"
+        "the image's shim was not put in the bin dir"
+    );
+    assert!(
+        !bin_dir.join("tether-install").exists(),
+        "the installer itself was installed"
     );
 
     run("uninstaller", "uninstall");

@@ -1,5 +1,5 @@
-//! `containerd-shim-tether-v2 install` / `uninstall` against real containerd configs
-//! (issue 22, item 5).
+//! `tether-install install` / `uninstall` against real containerd configs (issue 22,
+//! item 5).
 //!
 //! For every containerd the suite knows (the one on `PATH`, 1.6 on Debian 12, and each build
 //! `scripts/containerd-versions.sh --print` lists: 1.7, 2.x): its own `containerd config
@@ -89,9 +89,14 @@ fn builds() -> Vec<Build> {
     builds
 }
 
-/// Runs the shim binary with `args` (bounded).
+/// The installer cargo built next to the shim.
+fn installer() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tether-install"))
+}
+
+/// Runs `tether-install` with `args` (bounded).
 fn shim(args: &[&str]) -> Output {
-    let mut cmd = Command::new(shim_binary());
+    let mut cmd = Command::new(installer());
     cmd.args(args).stdin(Stdio::null());
     output_timeout(cmd, TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -428,9 +433,9 @@ fn install_without_root_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     fs::write(&config, "version = 2\n").unwrap();
-    // The test binary may sit under a root-only dir: run a copy nobody can read.
-    let exe = dir.path().join("containerd-shim-tether-v2");
-    fs::copy(shim_binary(), &exe).unwrap();
+    // The test binary may sit under a root-only dir: run a copy anybody can read.
+    let exe = dir.path().join("tether-install");
+    fs::copy(installer(), &exe).unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let mut cmd = Command::new("setpriv");

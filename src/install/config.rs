@@ -21,7 +21,7 @@ pub const RUNTIME_TYPE: &str = "io.containerd.tether.v2";
 const RUNC_TYPE: &str = "io.containerd.runc.v2";
 /// The comment above the handler's table, so a reader of the file knows who put it there.
 pub const MARKER: &str =
-    "# Added by `containerd-shim-tether-v2 install`; `containerd-shim-tether-v2 uninstall` removes it.\n";
+    "# Added by `tether-install install`; `tether-install uninstall` removes it.\n";
 
 /// A containerd config version the installer edits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,9 @@
-//! `install` and `uninstall`: put tether on a node (the binary, and a runtime handler in
-//! containerd's config) and take it off again exactly.
+//! `tether-install install` and `uninstall`: put tether on a node (the shim binary, and a
+//! runtime handler in containerd's config) and take it off again exactly.
+//!
+//! A binary of its own (`src/bin/tether-install.rs`), not a subcommand of the shim: linked
+//! into `containerd-shim-tether-v2`, this code and `toml_edit` cost every idle shim about
+//! 120 kB more RSS (pages touched at start-up), and a node runs one shim per pod.
 //!
 //! `install` records what it did in a state file next to the config
 //! (`<config>.tether-install.json`): the config's bytes before, the sha256 of what it wrote,
@@ -96,6 +100,9 @@ pub struct Options {
     pub config_version: Option<Schema>,
     /// The containerd binary to ask (`containerd --version`) for an empty config.
     pub containerd: PathBuf,
+    /// The shim binary to put in place; default: `containerd-shim-tether-v2` next to this
+    /// installer.
+    pub shim: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -107,6 +114,7 @@ impl Default for Options {
             options_file: None,
             config_version: None,
             containerd: "containerd".into(),
+            shim: None,
         }
     }
 }
@@ -154,10 +162,11 @@ pub fn parse_options(argv: &[String]) -> Result<Options> {
                 })
             }
             "containerd" => o.containerd = value.into(),
+            "shim" => o.shim = Some(value.into()),
             _ => {
                 return Err(InstallError::Usage(format!(
                     "unknown flag -{name} (flags: -config, -bin-dir, -handler, -options-file, \
-                     -config-version, -containerd)"
+                     -config-version, -containerd, -shim)"
                 )))
             }
         }
@@ -270,18 +279,27 @@ fn containerd_schema(bin: &Path) -> Result<Schema> {
     Ok(if major >= 2 { Schema::V3 } else { Schema::V2 })
 }
 
-/// Copies the running binary to `<bin_dir>/containerd-shim-tether-v2`; whether it created
-/// the file (it did not exist before).
-fn put_binary(bin_dir: &Path) -> Result<(PathBuf, bool)> {
+/// The shim to install: `-shim`, else `containerd-shim-tether-v2` next to this installer.
+fn shim_source(o: &Options) -> Result<PathBuf> {
+    if let Some(s) = &o.shim {
+        return Ok(s.clone());
+    }
+    let exe =
+        fs::read_link("/proc/self/exe").map_err(io_err("resolve", Path::new("/proc/self/exe")))?;
+    Ok(exe.with_file_name(BINARY))
+}
+
+/// Copies the shim to `<bin_dir>/containerd-shim-tether-v2`; whether it created the file
+/// (it did not exist before).
+fn put_binary(shim: &Path, bin_dir: &Path) -> Result<(PathBuf, bool)> {
     let dest = std::path::absolute(bin_dir.join(BINARY)).map_err(io_err("resolve", bin_dir))?;
-    let exe = Path::new("/proc/self/exe");
-    let me = fs::read(exe).map_err(io_err("read", exe))?;
+    let me = fs::read(shim).map_err(io_err("read the shim binary", shim))?;
     let existing = read_optional(&dest)?;
     if existing.as_deref() != Some(&me[..]) {
         write_atomic(&dest, &me, 0o755)?;
         eprintln!("installed {}", dest.display());
     } else {
-        eprintln!("{} is this binary already", dest.display());
+        eprintln!("{} is that binary already", dest.display());
     }
     Ok((dest, existing.is_none()))
 }
@@ -320,7 +338,7 @@ pub fn install(o: &Options) -> Result<()> {
         })?),
         None => None,
     };
-    let (binary, created) = put_binary(&o.bin_dir)?;
+    let (binary, created) = put_binary(&shim_source(o)?, &o.bin_dir)?;
     // A binary created by an earlier install stays ours to remove.
     let created = created || previous.as_ref().is_some_and(|s| s.binary.is_some());
     let binary = created.then(|| -> Result<Binary> {
