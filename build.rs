@@ -17,6 +17,7 @@ use std::process::Command;
 
 fn main() {
     compile_protos();
+    build_stamp();
     println!("cargo:rerun-if-changed=layout/symbol-order.txt");
     println!("cargo:rerun-if-env-changed=TETHER_NO_LAYOUT");
     println!("cargo:rerun-if-env-changed=TETHER_LINK_MAP");
@@ -52,6 +53,82 @@ fn main() {
         // Symbols of an older build that no longer exist are expected, not news.
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     }
+}
+
+/// `TETHER_GIT_COMMIT` and `TETHER_BUILD_DATE` for `--version` (src/version.rs): the commit
+/// from `git rev-parse` when building from a checkout (else "unknown", as from a source
+/// tarball), the date from `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
+fn build_stamp() {
+    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    println!("cargo:rerun-if-env-changed=TETHER_GIT_COMMIT");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    // A packager building outside the checkout can name the commit itself.
+    let commit = env::var("TETHER_GIT_COMMIT")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            let head = git(&["rev-parse", "--short=12", "HEAD"])?;
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some();
+            Some(if dirty { format!("{head}-dirty") } else { head })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    // Rebuild the stamp when HEAD moves (a commit, a checkout).
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        let dir = Path::new(&dir);
+        for f in ["HEAD", "index"] {
+            if dir.join(f).exists() {
+                println!("cargo:rerun-if-changed={}", dir.join(f).display());
+            }
+        }
+        if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
+                let p = Path::new(&common).join(head_ref);
+                if p.exists() {
+                    println!("cargo:rerun-if-changed={}", p.display());
+                }
+            }
+        }
+    }
+    let epoch = env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        });
+    println!("cargo:rustc-env=TETHER_GIT_COMMIT={commit}");
+    println!("cargo:rustc-env=TETHER_BUILD_DATE={}", utc_date(epoch));
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, Howard Hinnant's
+/// algorithm), so build.rs needs no date crate.
+fn utc_date(epoch: i64) -> String {
+    let days = epoch.div_euclid(86_400);
+    let secs = epoch.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3_600,
+        secs % 3_600 / 60,
+        secs % 60
+    )
 }
 
 /// rustc 1.90+ links this target with its own lld unless a linker is configured.

@@ -5,7 +5,8 @@
 #   scripts/demo.sh    # as root, or through sudo (it asks for it itself)
 #
 # TETHER_TEST_RUNTIME picks another runtime (e.g. io.containerd.runc.v2 for the reference
-# Go shim). Everything the demo creates is removed on exit: containers, containerd, shims,
+# Go shim). TETHER_SHIM_DIR runs an installed containerd-shim-tether-v2 from that directory
+# instead of building one. Everything the demo creates is removed on exit: containers, containerd, shims,
 # runc state, mounts and the temp dir.
 set -euo pipefail
 
@@ -22,12 +23,19 @@ run() { printf '$ %s\n' "${*/#ctrx/ctr}"; "$@"; }
 say "Installing missing system packages (scripts/setup.sh)"
 scripts/setup.sh
 
-say "Building the shim (cargo build --release)"
-cargo build --release
-# Where cargo put it (.cargo/config.toml names a target, so target/<triple>/release).
-BIN=$(cargo build --release --bin containerd-shim-tether-v2 --message-format=json 2>/dev/null |
-    grep -o '"executable":"[^"]*containerd-shim-tether-v2"' | tail -1 | cut -d'"' -f4)
-BIN_DIR=$(dirname "${BIN:-missing/containerd-shim-tether-v2}")
+if [ -n "${TETHER_SHIM_DIR:-}" ]; then
+    # An installed binary (scripts/release-test.sh: the .deb's /usr/bin), not a build.
+    say "Using the installed shim in $TETHER_SHIM_DIR"
+    BIN_DIR=$TETHER_SHIM_DIR
+    "$BIN_DIR/containerd-shim-tether-v2" -v
+else
+    say "Building the shim (cargo build --release)"
+    cargo build --release
+    # Where cargo put it (.cargo/config.toml names a target, so target/<triple>/release).
+    BIN=$(cargo build --release --bin containerd-shim-tether-v2 --message-format=json 2>/dev/null |
+        grep -o '"executable":"[^"]*containerd-shim-tether-v2"' | tail -1 | cut -d'"' -f4)
+    BIN_DIR=$(dirname "${BIN:-missing/containerd-shim-tether-v2}")
+fi
 [ -x "$BIN_DIR/containerd-shim-tether-v2" ] || { echo "no $BIN_DIR/containerd-shim-tether-v2" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/tether-demo-XXXXXX)

@@ -2,11 +2,12 @@
 # Installs what the integration tests and the demo need on Debian/Ubuntu:
 # containerd (with ctr), runc, busybox-static and protobuf-compiler (`protoc`, which the
 # k8s-cri dev-dependency of tests/cri.rs runs at build time) and criu (checkpoint/restore,
-# exercised end to end where `criu check` passes). Idempotent: does nothing, and prints
+# exercised end to end where `criu check` passes) and file (deploy/build-image.sh and the
+# release checks tell binaries apart with it). Idempotent: does nothing, and prints
 # nothing, when all of them are already installed. Installing needs root.
 set -euo pipefail
 
-packages=(containerd runc busybox-static protobuf-compiler criu)
+packages=(containerd runc busybox-static protobuf-compiler criu file)
 
 missing=()
 for pkg in "${packages[@]}"; do

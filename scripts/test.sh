@@ -57,6 +57,15 @@ echo "+ layout/check.sh"
 layout/check.sh
 scripts/cross-arm64.sh
 
+# Release packages and deploy/ (docs/install.md): scripts/release.sh's tarballs and .debs
+# (contents, sums, `file` on both architectures, reproducible), the amd64 .deb installed with
+# dpkg into a clean root and the demo run through that installed binary; deploy/'s manifests
+# against the Kubernetes schemas. (tests/install.rs and tests/deploy.rs run with the rest.)
+echo "+ scripts/release-test.sh"
+scripts/release-test.sh
+echo "+ deploy/check.sh"
+deploy/check.sh
+
 echo "+ cargo test --all-targets --no-fail-fast${*:+ -- $*}"
 log=$(mktemp)
 criu_log=$(mktemp)

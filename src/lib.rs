@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! The binary has three actions (see [`cli`]): `start` and `delete` are short-lived commands
-//! containerd runs; without an action word the binary is the long-lived server.
+//! containerd runs; without an action word the binary is the long-lived server. A second
+//! binary, `tether-install` (`src/bin/`), puts the shim on a node: [`install`].
 //!
 //! - [`cli`]: Go-flag style argument parsing; pure.
 //! - [`shim`]: the three actions: `start` (via `daemonize`), `delete` (crash cleanup) and
@@ -43,6 +44,10 @@
 //! - `signals`: SIGCHLD, SIGTERM and SIGINT as readiness on a pipe.
 //! - `sys`: the few raw OS calls that need `unsafe`.
 //! - [`error`]: the one error type.
+//! - [`install`]: `tether-install install`/`uninstall`: the shim binary and a runtime handler
+//!   in containerd's config (`install/config.rs`, edited with `toml_edit`), reversibly. Not
+//!   linked into the shim.
+//! - [`version`]: the `-v` text: version, commit, build date and the protocols spoken.
 #![deny(unsafe_code)]
 
 // The public surface is what the binary, the tests and the benchmark use: the actions
@@ -59,6 +64,7 @@ pub mod error;
 pub mod events;
 pub(crate) mod exit_record;
 pub(crate) mod info;
+pub mod install;
 pub(crate) mod io;
 pub(crate) mod logging;
 #[doc(hidden)]
@@ -75,6 +81,7 @@ pub(crate) mod signals;
 pub(crate) mod supervisor;
 pub(crate) mod sys;
 pub(crate) mod trace_context;
+pub mod version;
 
 pub use io::{parse_target, Target};
 pub use process::{validate_id, MAX_ID_LEN};
@@ -84,5 +91,5 @@ pub use runtime::primer;
 #[doc(hidden)]
 pub use sys::sched_core_cookie;
 
-/// Version reported by `-v` and `Connect`.
+/// Version reported by `-v` (with the commit and build date of [`version`]) and `Connect`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -15,7 +15,7 @@ use crate::server::ServerConfig;
 pub fn run(args: Args) -> i32 {
     let result = match args.action {
         Action::Version => {
-            println!("containerd-shim-tether-v2:\n  Version:  {}", crate::VERSION);
+            print!("{}", crate::version::text());
             Ok(())
         }
         Action::Info => crate::info::info(&mut std::io::stdin().lock()).and_then(|out| {

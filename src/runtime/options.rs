@@ -186,6 +186,14 @@ fn trailing_ok(after: &str) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
 
+    /// The example the release tarball and the Debian package ship (scripts/release.sh).
+    #[test]
+    fn the_shipped_example_file_parses() {
+        let o = RuncOptions::from_toml(include_str!("../../packaging/tether.toml")).unwrap();
+        assert_eq!(o.binary_name, "/usr/sbin/runc");
+        assert!(!o.systemd_cgroup);
+    }
+
     #[test]
     fn options_file_uses_runc_option_names() {
         let text = r#"
