@@ -250,6 +250,9 @@ fn init_loop(cd: &Containerd, runtime: &str, runs: usize) -> Vec<String> {
     failed
 }
 
+/// One loop of runs for a runtime; returns the failed runs' descriptions.
+type Loop<'a> = dyn Fn(&str) -> Vec<String> + 'a;
+
 /// The three loops, one after another under one CPU hog, each for tether and then for the Go
 /// shim in the same containerd: tether's runs must all be exact; the Go shim's are printed
 /// beside them.
@@ -259,7 +262,7 @@ fn output_is_exact_under_load() {
     let cd = Containerd::start();
     let n = runs();
     let _hog = CpuHog::start();
-    let loops: [(&str, &dyn Fn(&str) -> Vec<String>); 3] = [
+    let loops: [(&str, &Loop); 3] = [
         ("exec with a terminal", &|rt| exec_loop(&cd, rt, true, n)),
         ("exec", &|rt| exec_loop(&cd, rt, false, n)),
         ("init", &|rt| init_loop(&cd, rt, n)),
