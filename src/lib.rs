@@ -37,6 +37,8 @@
 //! - `logging`: `tracing` output into the bundle's `log` FIFO, never blocking; its own small
 //!   subscriber.
 //! - `signals`: SIGCHLD, SIGTERM and SIGINT as readiness on a pipe.
+//! - [`upgrade`]: replacing the running code of a server in place (same pid, state handed
+//!   over in a memfd), and the `upgrade` command that asks servers to do it.
 //! - `sys`: the few raw OS calls that need `unsafe`.
 //! - [`error`]: the one error type.
 #![deny(unsafe_code)]
@@ -69,6 +71,7 @@ pub mod shim;
 pub(crate) mod signals;
 pub(crate) mod supervisor;
 pub(crate) mod sys;
+pub mod upgrade;
 
 pub use io::{parse_target, Target};
 pub use process::{validate_id, MAX_ID_LEN};

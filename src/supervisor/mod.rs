@@ -26,7 +26,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -34,10 +34,14 @@ use tokio::sync::{mpsc, watch};
 
 mod exec;
 mod exits;
+mod handoff;
 mod init;
 mod oom;
 mod resources;
 mod spec;
+
+pub use handoff::TableState;
+use spec::{read_pid, read_pid_file};
 
 use crate::cgroups::{ContainerCgroup, Metrics};
 use crate::error::{Error, Result};
@@ -370,23 +374,6 @@ async fn off_thread<T: Send + 'static>(
             "its thread ended without an answer",
         )))
     })
-}
-
-/// Reads a pid file runc wrote, off the runtime thread.
-async fn read_pid_file(path: PathBuf) -> Result<Pid> {
-    off_thread("read pid file", move || read_pid(&path)).await
-}
-
-fn read_pid(path: &Path) -> Result<Pid> {
-    let s = std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
-    s.trim()
-        .parse()
-        .ok()
-        .and_then(Pid::new)
-        .ok_or_else(|| Error::Runtime {
-            op: "create",
-            msg: format!("bad pid file {}: {s:?}", path.display()),
-        })
 }
 
 impl Supervisor {

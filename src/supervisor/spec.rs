@@ -2,9 +2,10 @@
 //! leaves there for the `delete` action, which runs without a server. All of it is blocking file
 //! I/O, so `init.rs` runs it off the runtime thread.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::process::Pid;
 use crate::runtime::RuncOptions;
 
 /// Writes `options.json` and `runtime` for the `delete` action, which runs without us.
@@ -73,6 +74,24 @@ fn is_systemd_cgroups_path(p: &str) -> bool {
     let parts: Vec<&str> = p.split(':').collect();
     matches!(parts[..], [slice, _, name] if !p.starts_with('/') && !name.is_empty() && (slice.is_empty() || slice.ends_with(".slice")))
 }
+
+/// Reads a pid file runc wrote, off the runtime thread.
+pub(super) async fn read_pid_file(path: PathBuf) -> Result<Pid> {
+    super::off_thread("read pid file", move || read_pid(&path)).await
+}
+
+pub(super) fn read_pid(path: &Path) -> Result<Pid> {
+    let s = std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
+    s.trim()
+        .parse()
+        .ok()
+        .and_then(Pid::new)
+        .ok_or_else(|| Error::Runtime {
+            op: "create",
+            msg: format!("bad pid file {}: {s:?}", path.display()),
+        })
+}
+
 
 #[cfg(test)]
 mod tests {

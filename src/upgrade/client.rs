@@ -1,0 +1,198 @@
+//! `containerd-shim-tether-v2 upgrade [--pid PID]... [--namespace NS [--id ID]]`: asks every
+//! running tether server (or the ones named) to re-execute the binary now at its path, and
+//! prints one line per server. Exits 1 if any server did not end up on the new binary, if none
+//! runs, or if not run as root.
+//!
+//! Servers are found through `/proc`: a process whose executable is named
+//! `containerd-shim-tether-v2*` and whose command line is a server's (no action word, a
+//! `-socket`); its socket path, namespace and id come from that command line.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::{Outcome, Status, SERVICE};
+
+/// How long one server may take to report the end of its upgrade.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// One running server.
+#[derive(Debug, Clone)]
+struct Server {
+    pid: u32,
+    namespace: String,
+    id: String,
+    socket: PathBuf,
+}
+
+#[derive(Default)]
+struct Wanted {
+    pids: Vec<u32>,
+    namespace: Option<String>,
+    id: Option<String>,
+}
+
+fn parse(argv: &[String]) -> Result<Wanted, String> {
+    let mut w = Wanted::default();
+    let mut it = argv.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{flag} needs a value"));
+        match flag.trim_start_matches('-') {
+            "pid" => w.pids.push(value()?.parse().map_err(|e| format!("--pid: {e}"))?),
+            "namespace" => w.namespace = Some(value()?),
+            "id" => w.id = Some(value()?),
+            _ => return Err(format!("unknown argument {flag:?} (want --pid, --namespace, --id)")),
+        }
+    }
+    if w.id.is_some() && w.namespace.is_none() {
+        return Err("--id needs --namespace".into());
+    }
+    Ok(w)
+}
+
+/// Every tether server process on this host.
+fn servers() -> Vec<Server> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut found: Vec<Server> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter_map(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+            let name = exe.file_name()?.to_str()?;
+            if !name.starts_with("containerd-shim-tether-v2") {
+                return None;
+            }
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let argv: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .skip(1)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let args = crate::cli::parse(argv).ok()?;
+            (args.action == crate::cli::Action::Serve && !args.socket.is_empty()).then(|| {
+                Server {
+                    pid,
+                    namespace: args.namespace,
+                    id: args.id,
+                    socket: PathBuf::from(args.socket),
+                }
+            })
+        })
+        .collect();
+    found.sort_by_key(|s| s.pid);
+    found
+}
+
+async fn call(client: &ttrpc::asynchronous::Client, method: &str) -> Result<Vec<u8>, String> {
+    let mut req = ttrpc::Request::new();
+    req.service = SERVICE.into();
+    req.method = method.into();
+    req.timeout_nano = Duration::from_secs(10).as_nanos() as i64;
+    let res = client.request(req).await.map_err(|e| e.to_string())?;
+    Ok(res.payload)
+}
+
+async fn connect(s: &Server) -> Result<ttrpc::asynchronous::Client, String> {
+    ttrpc::asynchronous::Client::connect(&format!("unix://{}", s.socket.display()))
+        .await
+        .map_err(|e| format!("connect {}: {e}", s.socket.display()))
+}
+
+async fn status(client: &ttrpc::asynchronous::Client) -> Result<Status, String> {
+    let bytes = call(client, "Status").await?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("bad Status answer: {e}"))
+}
+
+/// Asks one server to upgrade and waits for the outcome.
+async fn upgrade_one(s: &Server) -> Result<Outcome, String> {
+    let client = connect(s).await?;
+    let bytes = call(&client, "Upgrade").await?;
+    let attempt: u64 = serde_json::from_slice(&bytes).map_err(|e| format!("bad Upgrade answer: {e}"))?;
+    drop(client);
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        // A fresh connection each time: one opened during the handoff waits in the listen
+        // backlog and is answered by whichever image takes over.
+        let st = match connect(s).await {
+            Ok(c) => status(&c).await,
+            Err(e) => Err(e),
+        };
+        match st {
+            Ok(st) if st.pid != s.pid => {
+                return Err(format!("answered by pid {}, not {}", st.pid, s.pid))
+            }
+            Ok(Status {
+                outcome: Some(o), ..
+            }) if o.attempt == attempt => return Ok(o),
+            Ok(_) => {}
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => {}
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no outcome within {LIMIT:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub fn main(argv: &[String]) -> i32 {
+    let wanted = match parse(argv) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("upgrade: {e}");
+            return 2;
+        }
+    };
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("upgrade: must run as root (the servers' sockets are root's)");
+        return 1;
+    }
+    let all = servers();
+    let chosen: Vec<Server> = all
+        .into_iter()
+        .filter(|s| wanted.pids.is_empty() || wanted.pids.contains(&s.pid))
+        .filter(|s| wanted.namespace.as_ref().is_none_or(|n| *n == s.namespace))
+        .filter(|s| wanted.id.as_ref().is_none_or(|i| *i == s.id))
+        .collect();
+    if chosen.is_empty() {
+        eprintln!("upgrade: no tether server running{}", if argv.is_empty() { "" } else { " matches" });
+        return 1;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("upgrade: {e}");
+            return 1;
+        }
+    };
+    let mut failed = 0;
+    for s in &chosen {
+        let started = Instant::now();
+        let result = rt.block_on(upgrade_one(s));
+        let who = format!("pid {} namespace {} id {}", s.pid, s.namespace, s.id);
+        match result {
+            Ok(o) if o.ok => println!(
+                "{who}: {} ({}) -> {} ({}) handoff {:.3} ms (total {:.1} ms) ok",
+                o.old_version,
+                o.old_build,
+                o.new_version,
+                o.new_build,
+                o.handoff_us as f64 / 1000.0,
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
+            Ok(o) => {
+                failed += 1;
+                println!("{who}: {} ({}) kept: FAILED: {}", o.old_version, o.old_build, o.error);
+            }
+            Err(e) => {
+                failed += 1;
+                println!("{who}: FAILED: {e}");
+            }
+        }
+    }
+    i32::from(failed > 0)
+}
