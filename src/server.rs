@@ -126,7 +126,7 @@ pub(crate) async fn run_inherited(
 struct SameUser {
     listener: tokio::net::UnixListener,
     gate: Gate,
-    inherited: Vec<tokio::net::UnixStream>,
+    inherited: Vec<Gated>,
 }
 
 impl futures_core::Stream for SameUser {
@@ -141,7 +141,7 @@ impl futures_core::Stream for SameUser {
             nix::unistd::getegid().as_raw(),
         );
         if let Some(conn) = self.inherited.pop() {
-            return std::task::Poll::Ready(Some(Ok(self.gate.wrap(conn))));
+            return std::task::Poll::Ready(Some(Ok(conn)));
         }
         if self.gate.is_closed() {
             self.gate.park(cx);

@@ -4,13 +4,19 @@
 //! id, type, flags) then the body. [`Gated`] never lets one read cross the end of a header or
 //! a body, so it always knows where the next frame starts. When the [`Gate`] closes, a read
 //! that would begin a new frame waits instead: the requests not yet read stay in the kernel's
-//! socket buffer, and the next image reads them from the same descriptor. Replies are counted
-//! as they are written, so the handoff can wait until every request read has its answer.
+//! socket buffer, and the next image reads them from the same descriptor.
+//!
+//! Each request read is kept (its whole frame) until its reply is written. The handoff waits
+//! until every request still unanswered is a `Wait`, which may take as long as the process
+//! lives: those frames cross the exec with their connection and the next image reads them
+//! first, as if they had just arrived, and answers them under the same stream id. `Wait` only
+//! reads the table, so running it again is the same as having run it once.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -37,9 +43,38 @@ struct Conn {
     fd: RawFd,
     /// The read side is between frames.
     at_boundary: AtomicBool,
-    requests: AtomicU64,
-    replies: AtomicU64,
+    /// The write side is between frames (no reply half written).
+    wr_boundary: AtomicBool,
+    /// Requests read and not answered yet, by stream id: whether each may be read again by
+    /// the next image (a `Wait`), and its frame.
+    pending: Mutex<BTreeMap<u32, (bool, Vec<u8>)>>,
     eof: AtomicBool,
+}
+
+/// A connection as it crosses the exec: its descriptor and the requests to read again.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Handed {
+    pub fd: RawFd,
+    pub replay: Vec<u8>,
+}
+
+/// One whole frame that went through a [`Cursor`].
+struct Frame {
+    kind: u8,
+    stream: u32,
+    bytes: Vec<u8>,
+}
+
+/// Whether a request frame may be answered by the next image instead: a `Wait` of the task
+/// API (v2 or v3).
+fn replayable(frame: &[u8]) -> bool {
+    use protobuf::Message;
+    let Some(body) = frame.get(HEADER..) else {
+        return false;
+    };
+    ttrpc::Request::parse_from_bytes(body).is_ok_and(|r| {
+        r.method == "Wait" && r.service.starts_with("containerd.task.v")
+    })
 }
 
 /// Where a byte stream is within its current frame.
@@ -48,6 +83,9 @@ struct Cursor {
     header: [u8; HEADER],
     got: usize,
     body_left: usize,
+    /// Keep the frames' bytes (the read side).
+    keep: bool,
+    bytes: Vec<u8>,
 }
 
 impl Cursor {
@@ -64,31 +102,35 @@ impl Cursor {
         }
     }
 
-    /// Takes `bytes`; returns the frame's type if they completed it.
-    fn advance(&mut self, mut bytes: &[u8]) -> Vec<u8> {
+    /// Takes `bytes`; returns the frames they completed.
+    fn advance(&mut self, mut bytes: &[u8]) -> Vec<Frame> {
         let mut done = Vec::new();
         while !bytes.is_empty() {
-            if self.got < HEADER {
+            let n = if self.got < HEADER {
                 let n = (HEADER - self.got).min(bytes.len());
                 self.header[self.got..self.got + n].copy_from_slice(&bytes[..n]);
                 self.got += n;
-                bytes = &bytes[n..];
                 if self.got == HEADER {
-                    let len = u32::from_be_bytes([
-                        self.header[0],
-                        self.header[1],
-                        self.header[2],
-                        self.header[3],
-                    ]);
-                    self.body_left = len as usize;
+                    let h = &self.header;
+                    self.body_left = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
                 }
+                n
             } else {
                 let n = self.body_left.min(bytes.len());
                 self.body_left -= n;
-                bytes = &bytes[n..];
+                n
+            };
+            if self.keep {
+                self.bytes.extend_from_slice(&bytes[..n]);
             }
+            bytes = &bytes[n..];
             if self.got == HEADER && self.body_left == 0 {
-                done.push(self.header[8]);
+                let h = &self.header;
+                done.push(Frame {
+                    kind: h[8],
+                    stream: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+                    bytes: std::mem::take(&mut self.bytes),
+                });
                 self.got = 0;
             }
         }
@@ -120,13 +162,19 @@ impl Gate {
             .push(cx.waker().clone());
     }
 
-    /// Wraps an accepted (or inherited) connection.
+    /// Wraps an accepted connection.
     pub fn wrap(&self, stream: UnixStream) -> Gated {
+        self.wrap_replaying(stream, Vec::new())
+    }
+
+    /// Wraps a connection inherited from the previous image, whose unanswered requests
+    /// (`replay`) are read again before anything new.
+    pub fn wrap_replaying(&self, stream: UnixStream, replay: Vec<u8>) -> Gated {
         let conn = Arc::new(Conn {
             fd: stream.as_raw_fd(),
             at_boundary: AtomicBool::new(true),
-            requests: AtomicU64::new(0),
-            replies: AtomicU64::new(0),
+            wr_boundary: AtomicBool::new(true),
+            pending: Mutex::default(),
             eof: AtomicBool::new(false),
         });
         let mut conns = self.0.conns.lock().unwrap_or_else(|p| p.into_inner());
@@ -136,31 +184,46 @@ impl Gate {
             stream,
             conn,
             gate: self.clone(),
-            rd: Cursor::default(),
+            rd: Cursor {
+                keep: true,
+                ..Cursor::default()
+            },
             wr: Cursor::default(),
+            replay,
+            replayed: 0,
         }
     }
 
-    /// Whether every open connection is between frames with every request answered.
+    /// Whether every open connection is between frames, and every request read either
+    /// answered or one the next image may answer.
     pub fn quiet(&self) -> bool {
         self.live().iter().all(|c| {
-            c.at_boundary.load(SeqCst) && c.requests.load(SeqCst) == c.replies.load(SeqCst)
+            c.at_boundary.load(SeqCst)
+                && c.wr_boundary.load(SeqCst)
+                && lock(&c.pending).values().all(|(replay, _)| *replay)
         })
     }
 
-    /// The descriptors of the connections still open (the peer has not closed them).
-    pub fn fds(&self) -> Vec<RawFd> {
+    /// The connections still open (the peer has not closed them), each with the requests the
+    /// next image must read again.
+    pub fn export(&self) -> Vec<Handed> {
         self.live()
             .iter()
             .filter(|c| !c.eof.load(SeqCst))
-            .map(|c| c.fd)
+            .map(|c| Handed {
+                fd: c.fd,
+                replay: lock(&c.pending).values().flat_map(|(_, f)| f.clone()).collect(),
+            })
             .collect()
     }
 
     fn live(&self) -> Vec<Arc<Conn>> {
-        let conns = self.0.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.iter().filter_map(Weak::upgrade).collect()
+        lock(&self.0.conns).iter().filter_map(Weak::upgrade).collect()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A connection as ttrpc sees it.
@@ -170,6 +233,9 @@ pub struct Gated {
     gate: Gate,
     rd: Cursor,
     wr: Cursor,
+    /// Requests handed over by the previous image, read before the socket.
+    replay: Vec<u8>,
+    replayed: usize,
 }
 
 impl AsyncRead for Gated {
@@ -192,15 +258,27 @@ impl AsyncRead for Gated {
         }
         // A bounded read into our own buffer: never past the end of this header or body.
         let mut local = vec![0u8; this.rd.room().min(buf.remaining())];
-        let mut limited = ReadBuf::new(&mut local);
-        std::task::ready!(Pin::new(&mut this.stream).poll_read(cx, &mut limited))?;
-        let filled = limited.filled();
+        let n = if this.replayed < this.replay.len() {
+            let n = local.len().min(this.replay.len() - this.replayed);
+            local[..n].copy_from_slice(&this.replay[this.replayed..this.replayed + n]);
+            this.replayed += n;
+            n
+        } else {
+            let mut limited = ReadBuf::new(&mut local);
+            std::task::ready!(Pin::new(&mut this.stream).poll_read(cx, &mut limited))?;
+            limited.filled().len()
+        };
+        let filled = &local[..n];
         if filled.is_empty() {
             this.conn.eof.store(true, SeqCst);
         }
         buf.put_slice(filled);
-        let requests = this.rd.advance(filled).iter().filter(|&&t| t == REQUEST).count();
-        this.conn.requests.fetch_add(requests as u64, SeqCst);
+        for f in this.rd.advance(filled) {
+            if f.kind == REQUEST {
+                let replay = replayable(&f.bytes);
+                lock(&this.conn.pending).insert(f.stream, (replay, f.bytes));
+            }
+        }
         this.conn.at_boundary.store(this.rd.between_frames(), SeqCst);
         Poll::Ready(Ok(()))
     }
@@ -214,13 +292,12 @@ impl AsyncWrite for Gated {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let n = std::task::ready!(Pin::new(&mut this.stream).poll_write(cx, data))?;
-        let replies = this
-            .wr
-            .advance(&data[..n])
-            .iter()
-            .filter(|&&t| t == RESPONSE)
-            .count() as u64;
-        this.conn.replies.fetch_add(replies, SeqCst);
+        for f in this.wr.advance(&data[..n]) {
+            if f.kind == RESPONSE {
+                lock(&this.conn.pending).remove(&f.stream);
+            }
+        }
+        this.conn.wr_boundary.store(this.wr.between_frames(), SeqCst);
         Poll::Ready(Ok(n))
     }
 
@@ -257,7 +334,7 @@ mod tests {
                 let mut rest = chunk;
                 while !rest.is_empty() {
                     let n = c.room().max(1).min(rest.len());
-                    types.extend(c.advance(&rest[..n]));
+                    types.extend(c.advance(&rest[..n]).iter().map(|f| f.kind));
                     rest = &rest[n..];
                 }
             }

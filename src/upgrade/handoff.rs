@@ -186,7 +186,7 @@ impl Upgrader {
             namespace: self.namespace.clone(),
             socket: self.socket.clone(),
             listener: self.listener,
-            connections: self.gate.fds(),
+            connections: self.gate.export(),
             old_exe,
             handoff: Handoff {
                 attempt,
@@ -275,7 +275,7 @@ fn exec_in_place(exe: &std::path::Path, bytes: &[u8], snap: &Snapshot) -> Result
     let mut memfd = crate::sys::memfd("tether-upgrade").map_err(Error::io("memfd"))?;
     memfd.write_all(bytes).map_err(Error::io("write state"))?;
     let mut keep = vec![memfd.as_raw_fd(), snap.listener, snap.old_exe];
-    keep.extend(&snap.connections);
+    keep.extend(snap.connections.iter().map(|c| c.fd));
     keep.extend(snap.table.fds());
     let env = exec_env(memfd.as_raw_fd(), snap.old_exe);
     let args: Vec<std::ffi::CString> = std::env::args_os()
@@ -353,7 +353,7 @@ pub fn inherited() -> Inherited {
         .and_then(|b| state::decode(&b).map_err(|e| e.to_string()))
         .and_then(|snap| {
             let mut fds = vec![snap.listener, snap.old_exe];
-            fds.extend(&snap.connections);
+            fds.extend(snap.connections.iter().map(|c| c.fd));
             fds.extend(snap.table.fds());
             match fds.iter().find(|&&fd| !crate::sys::is_open(fd)) {
                 Some(fd) => Err(format!("descriptor {fd} named by the state is not open")),
@@ -414,17 +414,17 @@ pub fn take_over(
     gate: &Gate,
     sup: &Supervisor,
     events: &EventSink,
-) -> Result<(Vec<tokio::net::UnixStream>, Option<(u64, Outcome)>)> {
-    let _ = gate;
+) -> Result<(Vec<super::conn::Gated>, Option<(u64, Outcome)>)> {
     // The old executable was for going back; this image opens its own.
     drop(adopt(snap.old_exe));
     sup.import(snap.table)?;
     events.import(snap.events);
     let mut conns = Vec::new();
-    for fd in snap.connections {
-        let s = std::os::unix::net::UnixStream::from(adopt(fd)?);
+    for c in snap.connections {
+        let s = std::os::unix::net::UnixStream::from(adopt(c.fd)?);
         s.set_nonblocking(true).map_err(Error::io("inherited connection"))?;
-        conns.push(tokio::net::UnixStream::from_std(s).map_err(Error::io("inherited connection"))?);
+        let s = tokio::net::UnixStream::from_std(s).map_err(Error::io("inherited connection"))?;
+        conns.push(gate.wrap_replaying(s, c.replay));
     }
     let h = snap.handoff;
     let handoff_us = monotonic_ns().saturating_sub(h.paused_at_ns) / 1000;

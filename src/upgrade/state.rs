@@ -42,7 +42,7 @@ pub struct Snapshot {
     /// The listening socket.
     pub listener: RawFd,
     /// Accepted ttrpc connections, each stopped at a frame boundary with nothing in flight.
-    pub connections: Vec<RawFd>,
+    pub connections: Vec<crate::upgrade::conn::Handed>,
     /// The executable this server ran before the upgrade, open: where a failed start goes back.
     pub old_exe: RawFd,
     pub handoff: Handoff,
@@ -147,7 +147,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, Refused> {
     let snap: Snapshot = serde_json::from_slice(body).map_err(|e| Refused::Body(e.to_string()))?;
     let fds = [snap.listener, snap.old_exe]
         .into_iter()
-        .chain(snap.connections.iter().copied());
+        .chain(snap.connections.iter().map(|c| c.fd));
     if let Some(fd) = fds.into_iter().find(|&fd| fd < 3) {
         return Err(Refused::Body(format!("descriptor {fd} cannot be inherited")));
     }
@@ -164,7 +164,12 @@ mod tests {
             namespace: "ns".into(),
             socket: "/run/s".into(),
             listener: 3,
-            connections: vec![7, 9],
+            connections: [7, 9]
+                .map(|fd| crate::upgrade::conn::Handed {
+                    fd,
+                    replay: Vec::new(),
+                })
+                .to_vec(),
             old_exe: 5,
             handoff: Handoff {
                 attempt: 1,
@@ -181,7 +186,8 @@ mod tests {
     fn a_state_round_trips() {
         let bytes = encode_as(&sample(), VERSION);
         let back = decode(&bytes).unwrap();
-        assert_eq!((back.listener, back.connections), (3, vec![7, 9]));
+        let fds: Vec<RawFd> = back.connections.iter().map(|c| c.fd).collect();
+        assert_eq!((back.listener, fds), (3, vec![7, 9]));
         assert_eq!(back.handoff.paused_at_ns, 42);
     }
 
@@ -218,7 +224,10 @@ mod tests {
     #[test]
     fn a_low_descriptor_is_refused() {
         let mut s = sample();
-        s.connections.push(1);
+        s.connections.push(crate::upgrade::conn::Handed {
+            fd: 1,
+            replay: Vec::new(),
+        });
         assert!(matches!(decode(&encode_as(&s, VERSION)), Err(Refused::Body(_))));
     }
 }

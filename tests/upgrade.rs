@@ -1,0 +1,329 @@
+//! Upgrading running tether servers in place (issue 19, docs/upgrade.md), on the real stack: a
+//! private containerd, ctr and runc (tests/common).
+//!
+//! Each test copies the built shim into a directory of its own, which goes first on
+//! containerd's PATH; "a new binary" is that copy replaced (by rename, as package managers do)
+//! with the same build plus a marker appended: the ELF runs the same, but its bytes, and so
+//! the build id `upgrade` reports, differ, and `/proc/PID/exe` names the new file. Every
+//! `upgrade` names its servers with `--pid`: other tests' servers run on the same host.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const QUICK: Duration = Duration::from_secs(30);
+
+/// A shim directory of the test's own, holding a copy of the built binary.
+struct ShimDir {
+    dir: tempfile::TempDir,
+}
+
+impl ShimDir {
+    fn new() -> ShimDir {
+        let dir = tempfile::Builder::new()
+            .prefix("tether-upgrade-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let s = ShimDir { dir };
+        s.install(&fs::read(shim_binary()).unwrap());
+        s
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join(SHIM_BINARY_NAME)
+    }
+
+    /// Replaces the binary by rename (the running servers keep the old inode).
+    fn install(&self, bytes: &[u8]) {
+        let tmp = self.dir.path().join(".new");
+        fs::write(&tmp, bytes).unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::rename(&tmp, self.path()).unwrap();
+    }
+
+    /// The built binary with `marker` appended: same code, different bytes.
+    fn install_marked(&self, marker: &str) {
+        let mut bytes = fs::read(shim_binary()).unwrap();
+        bytes.extend_from_slice(format!("\ntether-test-build-marker {marker}\n").as_bytes());
+        self.install(&bytes);
+    }
+
+    fn inode(&self) -> u64 {
+        fs::metadata(self.path()).unwrap().ino()
+    }
+
+    /// Runs `upgrade --pid ...` with the binary now installed.
+    fn upgrade(&self, pids: &[i32]) -> (bool, String) {
+        let mut cmd = Command::new(self.path());
+        cmd.arg("upgrade");
+        for p in pids {
+            cmd.args(["--pid", &p.to_string()]);
+        }
+        let out = output_timeout(cmd, Duration::from_secs(120)).unwrap();
+        (out.status.success(), describe(&out))
+    }
+}
+
+/// The inode `/proc/PID/exe` runs.
+fn exe_inode(pid: i32) -> u64 {
+    fs::metadata(format!("/proc/{pid}/exe")).unwrap().ino()
+}
+
+fn start(shim: &ShimDir) -> Containerd {
+    Containerd::start_with(ContainerdOptions {
+        shim: shim.path(),
+        debug: true,
+    })
+}
+
+/// Lines of containerd's log that say it lost a shim.
+fn disconnects(cd: &Containerd) -> Vec<String> {
+    fs::read_to_string(cd.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.contains("shim disconnected")
+                || l.contains("ttrpc: closed")
+                || l.contains("connection reset")
+                || l.contains("cleaning up after shim")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Checks a stream of numbered lines: 1, 2, 3... with none lost or repeated. Returns the count.
+fn check_numbered(out: &str) -> usize {
+    let nums: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for (i, n) in nums.iter().enumerate() {
+        assert_eq!(
+            *n,
+            i as u64 + 1,
+            "line {i} of the stream is {n}: a line was lost or repeated"
+        );
+    }
+    nums.len()
+}
+
+fn wait_lines(path: &Path, at_least: usize) {
+    assert!(
+        wait_until(QUICK, || fs::read_to_string(path)
+            .map(|s| s.lines().count() >= at_least)
+            .unwrap_or(false)),
+        "{} never reached {at_least} lines",
+        path.display()
+    );
+}
+
+/// The basic upgrade: a streaming container, a quiet one with execs exiting across the
+/// handoff, a `binary://` logger; every container keeps its pid, the stream loses and repeats
+/// nothing, each exec's exit is reported once with its code, containerd never loses a shim.
+#[test]
+fn upgrade_keeps_containers_stream_and_exits() {
+    let shim = ShimDir::new();
+    let cd = start(&shim);
+    let events = EventStream::start(&cd);
+    let old_inode = shim.inode();
+
+    // A stream of numbered lines, without pause, into ctr's stdout.
+    let stream_id = unique_id("up-stream");
+    let stream = cd.ctr_spawn(
+        &cd.run_args(
+            &stream_id,
+            &["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; usleep 200; done"],
+        )
+        .build(),
+    );
+    cd.wait_task_status(&stream_id, "RUNNING", QUICK);
+    // A quiet container whose execs exit across the upgrade.
+    let quiet = unique_id("up-quiet");
+    cd.ctr_ok(&cd.run_args(&quiet, &["sleep", "1000"]).detach().build());
+    cd.wait_task_status(&quiet, "RUNNING", QUICK);
+    // A container logging through a binary:// logger.
+    let logged = unique_id("up-log");
+    let log_dir = cd.dir().join("logger");
+    let log_file = log_dir.join("stdout");
+    let logger = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/logger.sh");
+    cd.ctr_ok(
+        &cd.run_args(
+            &logged,
+            &["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; usleep 2000; done"],
+        )
+        .detach()
+        .flag("--log-uri")
+        .flag(&format!("binary://{}?dir={}", logger.display(), log_dir.display()))
+        .build(),
+    );
+    cd.wait_task_status(&logged, "RUNNING", QUICK);
+    wait_lines(&log_file, 5);
+
+    let ids = [stream_id.clone(), quiet.clone(), logged.clone()];
+    let shims: Vec<i32> = ids.iter().map(|id| cd.shim_pid(id).expect("shim pid")).collect();
+    let tasks_before = cd.ctr_ok(&["tasks", "ls"]);
+    let inits: Vec<i32> = ids.iter().map(|id| cd.task(id).unwrap().0).collect();
+
+    // Execs that exit at staggered times around the upgrade, each with its own code.
+    let fifo_dir = cd.dir().join("fifo");
+    let execs: Vec<(String, i32, Background)> = (0..12)
+        .map(|i| {
+            let exec_id = format!("x{i}");
+            let code = 10 + i;
+            let ms = 100 * i;
+            let bg = cd.ctr_spawn(&[
+                "tasks".to_string(),
+                "exec".into(),
+                "--fifo-dir".into(),
+                fifo_dir.to_string_lossy().into_owned(),
+                "--exec-id".into(),
+                exec_id.clone(),
+                quiet.clone(),
+                "sh".into(),
+                "-c".into(),
+                format!("usleep {}; exit {code}", ms * 1000),
+            ]);
+            (exec_id, code, bg)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    shim.install_marked("second");
+    let new_inode = shim.inode();
+    assert_ne!(old_inode, new_inode);
+    let (ok, out) = shim.upgrade(&shims);
+    assert!(ok, "upgrade failed:\n{out}");
+    assert_eq!(out.matches(" ok").count(), shims.len(), "{out}");
+    for &pid in &shims {
+        assert!(alive(pid), "shim {pid} is gone");
+        assert_eq!(exe_inode(pid), new_inode, "shim {pid} does not run the new file");
+    }
+
+    // Every exec reported its own exit code, once.
+    for (exec_id, code, bg) in execs {
+        let out = bg.wait(QUICK);
+        assert_eq!(out.status.code(), Some(code), "exec {exec_id}: {}", describe(&out));
+    }
+    assert!(wait_until(QUICK, || {
+        events
+            .task_events()
+            .iter()
+            .filter(|e| e.topic == "/tasks/exit" && e.field("container_id") == Some(&quiet))
+            .count()
+            >= 12
+    }));
+    for i in 0..12 {
+        let id = format!("x{i}");
+        let exits: Vec<_> = events
+            .task_events()
+            .into_iter()
+            .filter(|e| e.topic == "/tasks/exit" && e.field("id") == Some(&id))
+            .collect();
+        assert_eq!(exits.len(), 1, "exec {id} exits: {exits:?}\n{}", events.show());
+        assert_eq!(exits[0].payload["exit_status"], 10 + i, "{:?}", exits[0]);
+    }
+
+    // The server answers with the new code: a new exec runs, stream and logger go on.
+    cd.ctr_ok(&[
+        "tasks",
+        "exec",
+        "--fifo-dir",
+        &fifo_dir.to_string_lossy(),
+        "--exec-id",
+        "after",
+        &quiet,
+        "true",
+    ]);
+    let logged_lines = fs::read_to_string(&log_file).unwrap().lines().count();
+    wait_lines(&log_file, logged_lines + 5);
+    std::thread::sleep(Duration::from_millis(500));
+    let inits_after: Vec<i32> = ids.iter().map(|id| cd.task(id).unwrap().0).collect();
+    assert_eq!(inits, inits_after, "a container restarted");
+    assert_eq!(tasks_before, cd.ctr_ok(&["tasks", "ls"]));
+    assert_eq!(disconnects(&cd), Vec::<String>::new(), "containerd lost a shim");
+
+    cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &stream_id]);
+    let out = stream.wait(QUICK);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let n = check_numbered(&text);
+    assert!(n > 100, "only {n} lines streamed");
+    check_numbered(&fs::read_to_string(&log_file).unwrap());
+    let started = Instant::now();
+    for id in [&quiet, &logged] {
+        cd.ctr_ok(&["tasks", "kill", "-a", "-s", "SIGKILL", id]);
+        cd.wait_task_status(id, "STOPPED", QUICK);
+        cd.ctr_ok(&["tasks", "rm", id]);
+    }
+    assert!(started.elapsed() < QUICK);
+}
+
+/// Failed upgrades: a garbage file, a binary that exits at once, and one that is not tether.
+/// Each is refused before it replaces the running code; the server answers as before.
+#[test]
+fn failed_upgrades_keep_the_old_code_running() {
+    let shim = ShimDir::new();
+    let cd = start(&shim);
+    let id = unique_id("up-fail");
+    cd.ctr_ok(&cd.run_args(&id, &["sleep", "1000"]).detach().build());
+    let init = cd.wait_task_status(&id, "RUNNING", QUICK);
+    let pid = cd.shim_pid(&id).unwrap();
+    let running = exe_inode(pid);
+    let good = fs::read(shim_binary()).unwrap();
+    let fifo_dir = cd.dir().join("fifo");
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("garbage", b"\x7fELF this is not a binary at all".repeat(100)),
+        ("exits at once", b"#!/bin/sh\nexit 0\n".to_vec()),
+        ("not tether", b"#!/bin/sh\necho ok 9.9.9\nexit 3\n".to_vec()),
+    ];
+    for (n, (what, bytes)) in cases.into_iter().enumerate() {
+        shim.install(&bytes);
+        // The command runs from the good binary; the server re-executes what is installed.
+        let mut cmd = Command::new(shim_binary());
+        cmd.args(["upgrade", "--pid", &pid.to_string()]);
+        let out = output_timeout(cmd, Duration::from_secs(120)).unwrap();
+        let text = describe(&out);
+        assert!(!out.status.success(), "{what}: upgrade said ok:\n{text}");
+        assert!(text.contains("FAILED"), "{what}: {text}");
+        assert!(alive(pid), "{what}: the shim died");
+        assert_eq!(exe_inode(pid), running, "{what}: the shim runs another file");
+        assert_eq!(cd.task(&id).map(|t| t.0), Some(init), "{what}");
+        cd.ctr_ok(&[
+            "tasks",
+            "exec",
+            "--fifo-dir",
+            &fifo_dir.to_string_lossy(),
+            "--exec-id",
+            &format!("e{n}"),
+            &id,
+            "true",
+        ]);
+    }
+    // And after all that, a good binary still takes over.
+    shim.install(&good);
+    let mut good_marked = good.clone();
+    good_marked.extend_from_slice(b"\nmarker\n");
+    shim.install(&good_marked);
+    let (ok, out) = shim.upgrade(&[pid]);
+    assert!(ok, "{out}");
+    assert_eq!(exe_inode(pid), shim.inode());
+    assert_eq!(cd.task(&id).map(|t| t.0), Some(init));
+    assert_eq!(disconnects(&cd), Vec::<String>::new());
+    cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &id]);
+    cd.wait_task_status(&id, "STOPPED", QUICK);
+}
+
+/// `upgrade` with nothing to upgrade says so and fails.
+#[test]
+fn upgrade_without_a_server_fails() {
+    let mut cmd = Command::new(shim_binary());
+    cmd.args(["upgrade", "--pid", "999999999"]);
+    let out = output_timeout(cmd, QUICK).unwrap();
+    assert!(!out.status.success());
+    assert!(describe(&out).contains("no tether server"), "{}", describe(&out));
+}
