@@ -97,6 +97,13 @@ fn disconnects(cd: &Containerd) -> Vec<String> {
         .collect()
 }
 
+/// `ctr tasks ls` as sorted rows (containerd lists them in no fixed order).
+fn tasks_sorted(cd: &Containerd) -> Vec<(String, i32, String)> {
+    let mut t = parse_tasks(&cd.ctr_ok(&["tasks", "ls"]));
+    t.sort();
+    t
+}
+
 /// Checks a stream of numbered lines: 1, 2, 3... with none lost or repeated. Returns the count.
 fn check_numbered(out: &str) -> usize {
     let nums: Vec<u64> = out
@@ -167,7 +174,7 @@ fn upgrade_keeps_containers_stream_and_exits() {
 
     let ids = [stream_id.clone(), quiet.clone(), logged.clone()];
     let shims: Vec<i32> = ids.iter().map(|id| cd.shim_pid(id).expect("shim pid")).collect();
-    let tasks_before = cd.ctr_ok(&["tasks", "ls"]);
+    let tasks_before = tasks_sorted(&cd);
     let inits: Vec<i32> = ids.iter().map(|id| cd.task(id).unwrap().0).collect();
 
     // Execs that exit at staggered times around the upgrade, each with its own code.
@@ -245,7 +252,7 @@ fn upgrade_keeps_containers_stream_and_exits() {
     std::thread::sleep(Duration::from_millis(500));
     let inits_after: Vec<i32> = ids.iter().map(|id| cd.task(id).unwrap().0).collect();
     assert_eq!(inits, inits_after, "a container restarted");
-    assert_eq!(tasks_before, cd.ctr_ok(&["tasks", "ls"]));
+    assert_eq!(tasks_before, tasks_sorted(&cd));
     assert_eq!(disconnects(&cd), Vec::<String>::new(), "containerd lost a shim");
 
     cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &stream_id]);
