@@ -22,26 +22,51 @@ const QUICK: Duration = Duration::from_secs(30);
 /// A shim directory of the test's own, holding a copy of the built binary.
 struct ShimDir {
     dir: tempfile::TempDir,
+    /// What containerd runs: the binary itself, or a script that sets test knobs and execs it.
+    entry: PathBuf,
 }
 
 impl ShimDir {
     fn new() -> ShimDir {
+        ShimDir::with_env(&[])
+    }
+
+    /// With `env` set for the servers: containerd runs a script that sets it and execs the
+    /// binary in `real/` (the server's own path, which `upgrade` re-executes).
+    fn with_env(env: &[(&str, &str)]) -> ShimDir {
         let dir = tempfile::Builder::new()
             .prefix("tether-upgrade-")
             .tempdir_in("/tmp")
             .unwrap();
-        let s = ShimDir { dir };
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let entry = if env.is_empty() {
+            real.join(SHIM_BINARY_NAME)
+        } else {
+            let script = dir.path().join(SHIM_BINARY_NAME);
+            let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let text = format!(
+                "#!/bin/sh\nexec env {} {} \"$@\"\n",
+                vars.join(" "),
+                real.join(SHIM_BINARY_NAME).display()
+            );
+            fs::write(&script, text).unwrap();
+            fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+            script
+        };
+        let s = ShimDir { dir, entry };
         s.install(&fs::read(shim_binary()).unwrap());
         s
     }
 
+    /// The binary the servers run.
     fn path(&self) -> PathBuf {
-        self.dir.path().join(SHIM_BINARY_NAME)
+        self.dir.path().join("real").join(SHIM_BINARY_NAME)
     }
 
     /// Replaces the binary by rename (the running servers keep the old inode).
     fn install(&self, bytes: &[u8]) {
-        let tmp = self.dir.path().join(".new");
+        let tmp = self.dir.path().join("real/.new");
         fs::write(&tmp, bytes).unwrap();
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
         fs::rename(&tmp, self.path()).unwrap();
@@ -77,7 +102,7 @@ fn exe_inode(pid: i32) -> u64 {
 
 fn start(shim: &ShimDir) -> Containerd {
     Containerd::start_with(ContainerdOptions {
-        shim: shim.path(),
+        shim: shim.entry.clone(),
         debug: true,
     })
 }
@@ -333,4 +358,68 @@ fn upgrade_without_a_server_fails() {
     let out = output_timeout(cmd, QUICK).unwrap();
     assert!(!out.status.success());
     assert!(describe(&out).contains("no tether server"), "{}", describe(&out));
+}
+
+/// A new binary that passes the pre-flight but cannot take over once exec'd (a test knob makes
+/// it refuse): the server goes back to the old executable through the descriptor it kept,
+/// with everything intact, and says why.
+#[test]
+fn a_new_image_that_refuses_goes_back_to_the_old_code() {
+    let shim = ShimDir::with_env(&[("TETHER_TEST_REFUSE_TAKEOVER", "1")]);
+    let cd = start(&shim);
+    let id = unique_id("up-back");
+    let stream = cd.ctr_spawn(
+        &cd.run_args(
+            &id,
+            &["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; usleep 500; done"],
+        )
+        .build(),
+    );
+    let init = cd.wait_task_status(&id, "RUNNING", QUICK);
+    let pid = cd.shim_pid(&id).unwrap();
+    let running = exe_inode(pid);
+    shim.install_marked("refuses");
+    let (ok, out) = shim.upgrade(&[pid]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("TETHER_TEST_REFUSE_TAKEOVER is set"), "{out}");
+    assert!(alive(pid));
+    assert_eq!(exe_inode(pid), running, "not back on the old executable");
+    assert_eq!(cd.task(&id).map(|t| t.0), Some(init));
+    let fifo_dir = cd.dir().join("fifo");
+    cd.ctr_ok(&[
+        "tasks",
+        "exec",
+        "--fifo-dir",
+        &fifo_dir.to_string_lossy(),
+        "--exec-id",
+        "after",
+        &id,
+        "true",
+    ]);
+    assert_eq!(disconnects(&cd), Vec::<String>::new());
+    cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &id]);
+    let out = stream.wait(QUICK);
+    let n = check_numbered(&String::from_utf8_lossy(&out.stdout));
+    assert!(n > 10, "{n} lines");
+}
+
+/// An older binary handed a newer state refuses it in the pre-flight (the old server writes a
+/// format number one past this build's, as a newer tether would), and nothing changes.
+#[test]
+fn an_older_binary_refuses_a_newer_state() {
+    let shim = ShimDir::with_env(&[("TETHER_TEST_STATE_VERSION", "2")]);
+    let cd = start(&shim);
+    let id = unique_id("up-newer");
+    cd.ctr_ok(&cd.run_args(&id, &["sleep", "1000"]).detach().build());
+    let init = cd.wait_task_status(&id, "RUNNING", QUICK);
+    let pid = cd.shim_pid(&id).unwrap();
+    let running = exe_inode(pid);
+    shim.install_marked("older");
+    let (ok, out) = shim.upgrade(&[pid]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("state format 2 is not one this binary reads"), "{out}");
+    assert_eq!(exe_inode(pid), running);
+    assert_eq!(cd.task(&id).map(|t| t.0), Some(init));
+    cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &id]);
+    cd.wait_task_status(&id, "STOPPED", QUICK);
 }

@@ -36,6 +36,11 @@ pub const OLD_EXE_FD_ENV: &str = "TETHER_UPGRADE_OLD_EXE_FD";
 /// Set when the new image gave the state back: why.
 pub const FAILED_ENV: &str = "TETHER_UPGRADE_FAILED";
 
+/// Test-only knob: a new image started with it set refuses every state after the exec, so a
+/// test can show the way back to the old executable (the old image, started again with
+/// [`FAILED_ENV`] set, ignores it).
+const REFUSE_ENV: &str = "TETHER_TEST_REFUSE_TAKEOVER";
+
 /// How long the handoff waits for requests in flight to be answered.
 const QUIESCE_LIMIT: Duration = Duration::from_secs(10);
 /// How long the pre-flight child may take.
@@ -348,8 +353,13 @@ pub fn inherited() -> Inherited {
     // Read through a new open file description: the descriptor itself stays as it came
     // (without close-on-exec) in case this image has to give it back.
     let bytes = std::fs::read(format!("/proc/self/fd/{state_fd}"));
+    let refuse = failed.is_none() && std::env::var_os(REFUSE_ENV).is_some();
     let checked = bytes
         .map_err(|e| format!("cannot read the state: {e}"))
+        .and_then(|b| match refuse {
+            true => Err(format!("{REFUSE_ENV} is set")),
+            false => Ok(b),
+        })
         .and_then(|b| state::decode(&b).map_err(|e| e.to_string()))
         .and_then(|snap| {
             let mut fds = vec![snap.listener, snap.old_exe];
