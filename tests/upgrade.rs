@@ -231,6 +231,7 @@ fn upgrade_keeps_containers_stream_and_exits() {
     assert_ne!(old_inode, new_inode);
     let (ok, out) = shim.upgrade(&shims);
     assert!(ok, "upgrade failed:\n{out}");
+    eprintln!("first upgrade:\n{out}");
     assert_eq!(out.matches(" ok").count(), shims.len(), "{out}");
     for &pid in &shims {
         assert!(alive(pid), "shim {pid} is gone");
@@ -272,6 +273,14 @@ fn upgrade_keeps_containers_stream_and_exits() {
         &quiet,
         "true",
     ]);
+    // A second upgrade in a row, onto yet another build.
+    shim.install_marked("third");
+    let (ok, out) = shim.upgrade(&shims);
+    assert!(ok, "second upgrade failed:\n{out}");
+    eprintln!("second upgrade:\n{out}");
+    for &pid in &shims {
+        assert_eq!(exe_inode(pid), shim.inode(), "shim {pid} not on the third build");
+    }
     let logged_lines = fs::read_to_string(&log_file).unwrap().lines().count();
     wait_lines(&log_file, logged_lines + 5);
     std::thread::sleep(Duration::from_millis(500));
@@ -420,6 +429,87 @@ fn an_older_binary_refuses_a_newer_state() {
     assert!(out.contains("state format 2 is not one this binary reads"), "{out}");
     assert_eq!(exe_inode(pid), running);
     assert_eq!(cd.task(&id).map(|t| t.0), Some(init));
+    cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &id]);
+    cd.wait_task_status(&id, "STOPPED", QUICK);
+}
+
+/// The `exit_code N` lines containerd logs as it receives `/tasks/exit` events (debug level).
+fn forwarded_exits(cd: &Containerd) -> usize {
+    fs::read_to_string(cd.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("event forwarded") && l.contains("topic=/tasks/exit"))
+        .count()
+}
+
+/// A container exits while containerd is down; the shim is upgraded meanwhile (its TaskExit
+/// is still queued, delivery failing); containerd comes back: the exit reaches it from the
+/// new image, and the exact status is kept for Delete.
+#[test]
+fn an_exit_while_containerd_is_down_survives_an_upgrade() {
+    let shim = ShimDir::new();
+    let mut cd = start(&shim);
+    let id = unique_id("up-down");
+    cd.ctr_ok(&cd.run_args(&id, &["sh", "-c", "sleep 2; exit 5"]).detach().build());
+    let init = cd.wait_task_status(&id, "RUNNING", QUICK);
+    let pid = cd.shim_pid(&id).unwrap();
+    cd.stop();
+    let before = forwarded_exits(&cd);
+    assert!(wait_until(QUICK, || !alive(init)), "the container did not exit");
+    std::thread::sleep(Duration::from_millis(500));
+    shim.install_marked("down");
+    let (ok, out) = shim.upgrade(&[pid]);
+    assert!(ok, "{out}");
+    assert_eq!(exe_inode(pid), shim.inode());
+    cd.restart();
+    assert!(
+        wait_until(Duration::from_secs(15), || forwarded_exits(&cd) > before),
+        "the exit never reached containerd:\n{}",
+        tail(cd.log_path(), 40)
+    );
+    cd.wait_task_status(&id, "STOPPED", QUICK);
+    let out = cd.ctr(&["tasks", "delete", &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exit code 5"),
+        "the exact status is kept: {}",
+        describe(&out)
+    );
+}
+
+/// An upgrade while containerd restarts: the shim's connections from the old containerd
+/// close, the new containerd reconnects (to whichever image answers), and nothing is lost.
+#[test]
+fn upgrade_while_containerd_restarts() {
+    let shim = ShimDir::new();
+    let mut cd = start(&shim);
+    let id = unique_id("up-restart");
+    cd.ctr_ok(&cd.run_args(&id, &["sleep", "1000"]).detach().build());
+    let init = cd.wait_task_status(&id, "RUNNING", QUICK);
+    let pid = cd.shim_pid(&id).unwrap();
+    shim.install_marked("restart");
+    let path = shim.path();
+    let upgrader = std::thread::spawn(move || {
+        let mut cmd = Command::new(path);
+        cmd.args(["upgrade", "--pid", &pid.to_string()]);
+        output_timeout(cmd, Duration::from_secs(120)).unwrap()
+    });
+    cd.restart();
+    let out = upgrader.join().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(exe_inode(pid), shim.inode());
+    assert_eq!(cd.wait_task_status(&id, "RUNNING", QUICK), init);
+    let fifo_dir = cd.dir().join("fifo");
+    cd.ctr_ok(&[
+        "tasks",
+        "exec",
+        "--fifo-dir",
+        &fifo_dir.to_string_lossy(),
+        "--exec-id",
+        "after",
+        &id,
+        "true",
+    ]);
     cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &id]);
     cd.wait_task_status(&id, "STOPPED", QUICK);
 }
