@@ -494,8 +494,11 @@ async fn forward(queue: EventSink, dest: Destination) {
                     ..Default::default()
                 };
                 let mut backoff = Duration::from_millis(50);
-                *queue.queue.current.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((event.clone(), at));
+                *queue
+                    .queue
+                    .current
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some((event.clone(), at));
                 loop {
                     queue.wait_unpaused().await;
                     queue.queue.sending.send_replace(true);
@@ -503,7 +506,11 @@ async fn forward(queue: EventSink, dest: Destination) {
                     queue.queue.sending.send_replace(false);
                     match sent {
                         Ok(()) => {
-                            *queue.queue.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                            *queue
+                                .queue
+                                .current
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner()) = None;
                             break;
                         }
                         Err(e) => {

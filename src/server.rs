@@ -71,7 +71,9 @@ pub(crate) async fn run_inherited(
     // Nothing has awaited since the reaper started: its loop has not run, so every exit of
     // an imported process finds it in the table.
     let (connections, previous) = match inherited {
-        Some((snap, failed)) => crate::upgrade::handoff::take_over(*snap, failed, &gate, &sup, &events)?,
+        Some((snap, failed)) => {
+            crate::upgrade::handoff::take_over(*snap, failed, &gate, &sup, &events)?
+        }
         None => (Vec::new(), None),
     };
     let upgrader = Upgrader::new(

@@ -618,7 +618,6 @@ pub fn exec_image(
     io::Error::last_os_error()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

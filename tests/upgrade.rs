@@ -131,10 +131,7 @@ fn tasks_sorted(cd: &Containerd) -> Vec<(String, i32, String)> {
 
 /// Checks a stream of numbered lines: 1, 2, 3... with none lost or repeated. Returns the count.
 fn check_numbered(out: &str) -> usize {
-    let nums: Vec<u64> = out
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
+    let nums: Vec<u64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
     for (i, n) in nums.iter().enumerate() {
         assert_eq!(
             *n,
@@ -170,7 +167,11 @@ fn upgrade_keeps_containers_stream_and_exits() {
     let stream = cd.ctr_spawn(
         &cd.run_args(
             &stream_id,
-            &["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; usleep 200; done"],
+            &[
+                "sh",
+                "-c",
+                "i=0; while :; do i=$((i+1)); echo $i; usleep 200; done",
+            ],
         )
         .build(),
     );
@@ -187,18 +188,29 @@ fn upgrade_keeps_containers_stream_and_exits() {
     cd.ctr_ok(
         &cd.run_args(
             &logged,
-            &["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; usleep 2000; done"],
+            &[
+                "sh",
+                "-c",
+                "i=0; while :; do i=$((i+1)); echo $i; usleep 2000; done",
+            ],
         )
         .detach()
         .flag("--log-uri")
-        .flag(&format!("binary://{}?dir={}", logger.display(), log_dir.display()))
+        .flag(&format!(
+            "binary://{}?dir={}",
+            logger.display(),
+            log_dir.display()
+        ))
         .build(),
     );
     cd.wait_task_status(&logged, "RUNNING", QUICK);
     wait_lines(&log_file, 5);
 
     let ids = [stream_id.clone(), quiet.clone(), logged.clone()];
-    let shims: Vec<i32> = ids.iter().map(|id| cd.shim_pid(id).expect("shim pid")).collect();
+    let shims: Vec<i32> = ids
+        .iter()
+        .map(|id| cd.shim_pid(id).expect("shim pid"))
+        .collect();
     let tasks_before = tasks_sorted(&cd);
     let inits: Vec<i32> = ids.iter().map(|id| cd.task(id).unwrap().0).collect();
 
@@ -235,13 +247,22 @@ fn upgrade_keeps_containers_stream_and_exits() {
     assert_eq!(out.matches(" ok").count(), shims.len(), "{out}");
     for &pid in &shims {
         assert!(alive(pid), "shim {pid} is gone");
-        assert_eq!(exe_inode(pid), new_inode, "shim {pid} does not run the new file");
+        assert_eq!(
+            exe_inode(pid),
+            new_inode,
+            "shim {pid} does not run the new file"
+        );
     }
 
     // Every exec reported its own exit code, once.
     for (exec_id, code, bg) in execs {
         let out = bg.wait(QUICK);
-        assert_eq!(out.status.code(), Some(code), "exec {exec_id}: {}", describe(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "exec {exec_id}: {}",
+            describe(&out)
+        );
     }
     assert!(wait_until(QUICK, || {
         events
@@ -258,7 +279,12 @@ fn upgrade_keeps_containers_stream_and_exits() {
             .into_iter()
             .filter(|e| e.topic == "/tasks/exit" && e.field("id") == Some(&id))
             .collect();
-        assert_eq!(exits.len(), 1, "exec {id} exits: {exits:?}\n{}", events.show());
+        assert_eq!(
+            exits.len(),
+            1,
+            "exec {id} exits: {exits:?}\n{}",
+            events.show()
+        );
         assert_eq!(exits[0].payload["exit_status"], 10 + i, "{:?}", exits[0]);
     }
 
@@ -279,7 +305,11 @@ fn upgrade_keeps_containers_stream_and_exits() {
     assert!(ok, "second upgrade failed:\n{out}");
     eprintln!("second upgrade:\n{out}");
     for &pid in &shims {
-        assert_eq!(exe_inode(pid), shim.inode(), "shim {pid} not on the third build");
+        assert_eq!(
+            exe_inode(pid),
+            shim.inode(),
+            "shim {pid} not on the third build"
+        );
     }
     let logged_lines = fs::read_to_string(&log_file).unwrap().lines().count();
     wait_lines(&log_file, logged_lines + 5);
@@ -287,7 +317,11 @@ fn upgrade_keeps_containers_stream_and_exits() {
     let inits_after: Vec<i32> = ids.iter().map(|id| cd.task(id).unwrap().0).collect();
     assert_eq!(inits, inits_after, "a container restarted");
     assert_eq!(tasks_before, tasks_sorted(&cd));
-    assert_eq!(disconnects(&cd), Vec::<String>::new(), "containerd lost a shim");
+    assert_eq!(
+        disconnects(&cd),
+        Vec::<String>::new(),
+        "containerd lost a shim"
+    );
 
     cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &stream_id]);
     let out = stream.wait(QUICK);
@@ -318,7 +352,10 @@ fn failed_upgrades_keep_the_old_code_running() {
     let good = fs::read(shim_binary()).unwrap();
     let fifo_dir = cd.dir().join("fifo");
     let cases: [(&str, Vec<u8>); 3] = [
-        ("garbage", b"\x7fELF this is not a binary at all".repeat(100)),
+        (
+            "garbage",
+            b"\x7fELF this is not a binary at all".repeat(100),
+        ),
         ("exits at once", b"#!/bin/sh\nexit 0\n".to_vec()),
         ("not tether", b"#!/bin/sh\necho ok 9.9.9\nexit 3\n".to_vec()),
     ];
@@ -332,7 +369,11 @@ fn failed_upgrades_keep_the_old_code_running() {
         assert!(!out.status.success(), "{what}: upgrade said ok:\n{text}");
         assert!(text.contains("FAILED"), "{what}: {text}");
         assert!(alive(pid), "{what}: the shim died");
-        assert_eq!(exe_inode(pid), running, "{what}: the shim runs another file");
+        assert_eq!(
+            exe_inode(pid),
+            running,
+            "{what}: the shim runs another file"
+        );
         assert_eq!(cd.task(&id).map(|t| t.0), Some(init), "{what}");
         cd.ctr_ok(&[
             "tasks",
@@ -366,7 +407,11 @@ fn upgrade_without_a_server_fails() {
     cmd.args(["upgrade", "--pid", "999999999"]);
     let out = output_timeout(cmd, QUICK).unwrap();
     assert!(!out.status.success());
-    assert!(describe(&out).contains("no tether server"), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("no tether server"),
+        "{}",
+        describe(&out)
+    );
 }
 
 /// A new binary that passes the pre-flight but cannot take over once exec'd (a test knob makes
@@ -380,7 +425,11 @@ fn a_new_image_that_refuses_goes_back_to_the_old_code() {
     let stream = cd.ctr_spawn(
         &cd.run_args(
             &id,
-            &["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; usleep 500; done"],
+            &[
+                "sh",
+                "-c",
+                "i=0; while :; do i=$((i+1)); echo $i; usleep 500; done",
+            ],
         )
         .build(),
     );
@@ -426,7 +475,10 @@ fn an_older_binary_refuses_a_newer_state() {
     shim.install_marked("older");
     let (ok, out) = shim.upgrade(&[pid]);
     assert!(!ok, "{out}");
-    assert!(out.contains("state format 2 is not one this binary reads"), "{out}");
+    assert!(
+        out.contains("state format 2 is not one this binary reads"),
+        "{out}"
+    );
     assert_eq!(exe_inode(pid), running);
     assert_eq!(cd.task(&id).map(|t| t.0), Some(init));
     cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &id]);
@@ -450,12 +502,19 @@ fn an_exit_while_containerd_is_down_survives_an_upgrade() {
     let shim = ShimDir::new();
     let mut cd = start(&shim);
     let id = unique_id("up-down");
-    cd.ctr_ok(&cd.run_args(&id, &["sh", "-c", "sleep 2; exit 5"]).detach().build());
+    cd.ctr_ok(
+        &cd.run_args(&id, &["sh", "-c", "sleep 2; exit 5"])
+            .detach()
+            .build(),
+    );
     let init = cd.wait_task_status(&id, "RUNNING", QUICK);
     let pid = cd.shim_pid(&id).unwrap();
     cd.stop();
     let before = forwarded_exits(&cd);
-    assert!(wait_until(QUICK, || !alive(init)), "the container did not exit");
+    assert!(
+        wait_until(QUICK, || !alive(init)),
+        "the container did not exit"
+    );
     std::thread::sleep(Duration::from_millis(500));
     shim.install_marked("down");
     let (ok, out) = shim.upgrade(&[pid]);

@@ -149,10 +149,7 @@ impl ProcessIo {
         if let Some(k) = state.stdin_keepalive {
             io.stdin_keepalive = Some(sender(k)?);
         }
-        let console = state
-            .console
-            .map(|m| Console::new(adopt(m)?))
-            .transpose()?;
+        let console = state.console.map(|m| Console::new(adopt(m)?)).transpose()?;
         for (src, sink, kind) in state.outputs {
             let sink_fd = sink;
             let sink = match kind {

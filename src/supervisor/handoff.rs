@@ -72,11 +72,14 @@ impl TableState {
 
 fn export_proc(p: &Proc, dups: &mut Vec<RawFd>) -> Result<ProcState> {
     if p.phase != Phase::Settled {
-        return Err(Error::FailedPrecondition("a process is starting or being deleted".into()));
+        return Err(Error::FailedPrecondition(
+            "a process is starting or being deleted".into(),
+        ));
     }
     let pidfd = match &p.pidfd {
         Some(fd) => {
-            let n = crate::sys::dup_cloexec(fd.as_raw_fd()).map_err(Error::io("duplicate a pidfd"))?;
+            let n =
+                crate::sys::dup_cloexec(fd.as_raw_fd()).map_err(Error::io("duplicate a pidfd"))?;
             dups.push(n);
             Some(n)
         }
@@ -107,7 +110,9 @@ impl Supervisor {
     pub fn export(&self) -> Result<TableState> {
         let t = self.shared.lock();
         if !t.reserved.is_empty() {
-            return Err(Error::FailedPrecondition("a create or delete is in flight".into()));
+            return Err(Error::FailedPrecondition(
+                "a create or delete is in flight".into(),
+            ));
         }
         let mut dups = Vec::new();
         let result = (|| {
@@ -153,7 +158,9 @@ impl Supervisor {
     /// Fills the (empty) table from the previous image's state and starts its stdio copies
     /// and OOM watches again. Call it before anything awaits, so the reaper has not run.
     pub fn import(&self, state: TableState) -> Result<()> {
-        self.shared.oom_published.store(state.oom_published, Relaxed);
+        self.shared
+            .oom_published
+            .store(state.oom_published, Relaxed);
         let mut t = self.shared.lock();
         for cs in state.containers {
             let proc_of = |kind: Kind, ps: ProcState| -> Result<Proc> {
@@ -187,7 +194,9 @@ impl Supervisor {
                 runc: cs.runc,
                 init: proc_of(Kind::Init, cs.init)?,
                 execs,
-                init_exit: cs.init_exit.map(|(exit, killing_all)| InitExit { exit, killing_all }),
+                init_exit: cs
+                    .init_exit
+                    .map(|(exit, killing_all)| InitExit { exit, killing_all }),
                 kill_all_on_exit: cs.kill_all_on_exit,
                 io_owner: cs.io_owner,
                 cgroup: None,

@@ -92,7 +92,6 @@ pub(super) fn read_pid(path: &Path) -> Result<Pid> {
         })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

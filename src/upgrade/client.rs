@@ -37,10 +37,16 @@ fn parse(argv: &[String]) -> Result<Wanted, String> {
     while let Some(flag) = it.next() {
         let mut value = || it.next().cloned().ok_or(format!("{flag} needs a value"));
         match flag.trim_start_matches('-') {
-            "pid" => w.pids.push(value()?.parse().map_err(|e| format!("--pid: {e}"))?),
+            "pid" => w
+                .pids
+                .push(value()?.parse().map_err(|e| format!("--pid: {e}"))?),
             "namespace" => w.namespace = Some(value()?),
             "id" => w.id = Some(value()?),
-            _ => return Err(format!("unknown argument {flag:?} (want --pid, --namespace, --id)")),
+            _ => {
+                return Err(format!(
+                    "unknown argument {flag:?} (want --pid, --namespace, --id)"
+                ))
+            }
         }
     }
     if w.id.is_some() && w.namespace.is_none() {
@@ -73,13 +79,11 @@ fn servers() -> Vec<Server> {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
             let args = crate::cli::parse(argv).ok()?;
-            (args.action == crate::cli::Action::Serve && !args.socket.is_empty()).then(|| {
-                Server {
-                    pid,
-                    namespace: args.namespace,
-                    id: args.id,
-                    socket: PathBuf::from(args.socket),
-                }
+            (args.action == crate::cli::Action::Serve && !args.socket.is_empty()).then(|| Server {
+                pid,
+                namespace: args.namespace,
+                id: args.id,
+                socket: PathBuf::from(args.socket),
             })
         })
         .collect();
@@ -111,7 +115,8 @@ async fn status(client: &ttrpc::asynchronous::Client) -> Result<Status, String> 
 async fn upgrade_one(s: &Server) -> Result<Outcome, String> {
     let client = connect(s).await?;
     let bytes = call(&client, "Upgrade").await?;
-    let attempt: u64 = serde_json::from_slice(&bytes).map_err(|e| format!("bad Upgrade answer: {e}"))?;
+    let attempt: u64 =
+        serde_json::from_slice(&bytes).map_err(|e| format!("bad Upgrade answer: {e}"))?;
     drop(client);
     let deadline = Instant::now() + LIMIT;
     loop {
@@ -159,10 +164,16 @@ pub fn main(argv: &[String]) -> i32 {
         .filter(|s| wanted.id.as_ref().is_none_or(|i| *i == s.id))
         .collect();
     if chosen.is_empty() {
-        eprintln!("upgrade: no tether server running{}", if argv.is_empty() { "" } else { " matches" });
+        eprintln!(
+            "upgrade: no tether server running{}",
+            if argv.is_empty() { "" } else { " matches" }
+        );
         return 1;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("upgrade: {e}");
@@ -186,7 +197,10 @@ pub fn main(argv: &[String]) -> i32 {
             ),
             Ok(o) => {
                 failed += 1;
-                println!("{who}: {} ({}) kept: FAILED: {}", o.old_version, o.old_build, o.error);
+                println!(
+                    "{who}: {} ({}) kept: FAILED: {}",
+                    o.old_version, o.old_build, o.error
+                );
             }
             Err(e) => {
                 failed += 1;

@@ -72,9 +72,8 @@ fn replayable(frame: &[u8]) -> bool {
     let Some(body) = frame.get(HEADER..) else {
         return false;
     };
-    ttrpc::Request::parse_from_bytes(body).is_ok_and(|r| {
-        r.method == "Wait" && r.service.starts_with("containerd.task.v")
-    })
+    ttrpc::Request::parse_from_bytes(body)
+        .is_ok_and(|r| r.method == "Wait" && r.service.starts_with("containerd.task.v"))
 }
 
 /// Where a byte stream is within its current frame.
@@ -147,7 +146,13 @@ impl Gate {
     pub fn set_closed(&self, closed: bool) {
         self.0.closed.store(closed, SeqCst);
         if !closed {
-            for w in self.0.parked.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            for w in self
+                .0
+                .parked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..)
+            {
                 w.wake();
             }
         }
@@ -212,13 +217,19 @@ impl Gate {
             .filter(|c| !c.eof.load(SeqCst))
             .map(|c| Handed {
                 fd: c.fd,
-                replay: lock(&c.pending).values().flat_map(|(_, f)| f.clone()).collect(),
+                replay: lock(&c.pending)
+                    .values()
+                    .flat_map(|(_, f)| f.clone())
+                    .collect(),
             })
             .collect()
     }
 
     fn live(&self) -> Vec<Arc<Conn>> {
-        lock(&self.0.conns).iter().filter_map(Weak::upgrade).collect()
+        lock(&self.0.conns)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 }
 
@@ -279,7 +290,9 @@ impl AsyncRead for Gated {
                 lock(&this.conn.pending).insert(f.stream, (replay, f.bytes));
             }
         }
-        this.conn.at_boundary.store(this.rd.between_frames(), SeqCst);
+        this.conn
+            .at_boundary
+            .store(this.rd.between_frames(), SeqCst);
         Poll::Ready(Ok(()))
     }
 }
@@ -297,7 +310,9 @@ impl AsyncWrite for Gated {
                 lock(&this.conn.pending).remove(&f.stream);
             }
         }
-        this.conn.wr_boundary.store(this.wr.between_frames(), SeqCst);
+        this.conn
+            .wr_boundary
+            .store(this.wr.between_frames(), SeqCst);
         Poll::Ready(Ok(n))
     }
 

@@ -121,7 +121,9 @@ impl Upgrader {
     /// must be written before the gate can be quiet.
     pub fn begin(self: &Arc<Self>) -> Result<u64> {
         if self.busy.swap(true, SeqCst) {
-            return Err(Error::FailedPrecondition("an upgrade is already under way".into()));
+            return Err(Error::FailedPrecondition(
+                "an upgrade is already under way".into(),
+            ));
         }
         let attempt = {
             let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -168,7 +170,9 @@ impl Upgrader {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         if !self.events.pause(true, Duration::from_secs(6)).await {
-            return Err(Error::DeadlineExceeded("an event delivery did not finish".into()));
+            return Err(Error::DeadlineExceeded(
+                "an event delivery did not finish".into(),
+            ));
         }
         self.reaper.pause(true);
         while !self.reaper.all_routed() {
@@ -241,7 +245,8 @@ async fn preflight(reaper: &Reaper, exe: &std::path::Path, bytes: &[u8]) -> Resu
         .spawn(&mut cmd)
         .map_err(|e| refuse(format!("cannot run it: {e}")))?;
     let mut child = spawned.child;
-    let (mut stdin, mut stdout, mut stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let (mut stdin, mut stdout, mut stderr) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let bytes = bytes.to_vec();
     // Pipes are blocking std handles: a thread feeds and drains them.
     let io = std::thread::spawn(move || {
@@ -261,22 +266,35 @@ async fn preflight(reaper: &Reaper, exe: &std::path::Path, bytes: &[u8]) -> Resu
         Ok(Ok(exit)) => exit,
         _ => {
             reaper.signal_child(child.id() as i32, libc::SIGKILL);
-            return Err(refuse(format!("pre-flight did not finish within {PREFLIGHT_LIMIT:?}")));
+            return Err(refuse(format!(
+                "pre-flight did not finish within {PREFLIGHT_LIMIT:?}"
+            )));
         }
     };
     let (out, err) = io.join().unwrap_or_default();
-    let version = out.lines().find_map(|l| l.strip_prefix("ok ")).map(str::to_string);
+    let version = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ok "))
+        .map(str::to_string);
     match (exit.status, version) {
         (0, Some(v)) => Ok(v),
         (code, _) => Err(refuse(format!(
             "pre-flight refused the state (exit {code}): {}",
-            if err.trim().is_empty() { out.trim() } else { err.trim() }
+            if err.trim().is_empty() {
+                out.trim()
+            } else {
+                err.trim()
+            }
         ))),
     }
 }
 
 /// Execs `exe` with the state in a memfd. Returns only on failure, with every flag restored.
-fn exec_in_place(exe: &std::path::Path, bytes: &[u8], snap: &Snapshot) -> Result<std::convert::Infallible> {
+fn exec_in_place(
+    exe: &std::path::Path,
+    bytes: &[u8],
+    snap: &Snapshot,
+) -> Result<std::convert::Infallible> {
     let mut memfd = crate::sys::memfd("tether-upgrade").map_err(Error::io("memfd"))?;
     memfd.write_all(bytes).map_err(Error::io("write state"))?;
     let mut keep = vec![memfd.as_raw_fd(), snap.listener, snap.old_exe];
@@ -400,14 +418,20 @@ pub fn inherited() -> Inherited {
             std::process::exit(1);
         }
         (Err(why), Some(first)) => {
-            eprintln!("tether upgrade: the old image cannot read its own state ({why}) after: {first}");
+            eprintln!(
+                "tether upgrade: the old image cannot read its own state ({why}) after: {first}"
+            );
             std::process::exit(1);
         }
     }
 }
 
 fn env_fd(name: &str) -> Option<RawFd> {
-    std::env::var(name).ok()?.parse().ok().filter(|&fd: &RawFd| fd > 2)
+    std::env::var(name)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|&fd: &RawFd| fd > 2)
 }
 
 /// Takes an inherited descriptor named by a validated state.
@@ -432,7 +456,8 @@ pub fn take_over(
     let mut conns = Vec::new();
     for c in snap.connections {
         let s = std::os::unix::net::UnixStream::from(adopt(c.fd)?);
-        s.set_nonblocking(true).map_err(Error::io("inherited connection"))?;
+        s.set_nonblocking(true)
+            .map_err(Error::io("inherited connection"))?;
         let s = tokio::net::UnixStream::from_std(s).map_err(Error::io("inherited connection"))?;
         conns.push(gate.wrap_replaying(s, c.replay));
     }
@@ -454,6 +479,11 @@ pub fn take_over(
             ..Outcome::failed(h.attempt, &h.old_build, why)
         },
     };
-    tracing::info!(attempt = h.attempt, ok = outcome.ok, handoff_us, "took over from the previous image");
+    tracing::info!(
+        attempt = h.attempt,
+        ok = outcome.ok,
+        handoff_us,
+        "took over from the previous image"
+    );
     Ok((conns, Some((h.attempt, outcome))))
 }

@@ -86,7 +86,11 @@ pub fn build_id() -> String {
         Ok(bytes)
     };
     match read() {
-        Ok(bytes) => Sha256::digest(&bytes).iter().take(6).map(|b| format!("{b:02x}")).collect(),
+        Ok(bytes) => Sha256::digest(&bytes)
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect(),
         Err(_) => String::new(),
     }
 }
@@ -118,7 +122,11 @@ struct Method {
 
 #[async_trait::async_trait]
 impl MethodHandler for Method {
-    async fn handler(&self, _ctx: TtrpcContext, _req: ttrpc::Request) -> ttrpc::Result<ttrpc::Response> {
+    async fn handler(
+        &self,
+        _ctx: TtrpcContext,
+        _req: ttrpc::Request,
+    ) -> ttrpc::Result<ttrpc::Response> {
         let mut res = ttrpc::Response::new();
         let payload = if self.upgrade {
             match self.up.begin() {

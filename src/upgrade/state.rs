@@ -127,7 +127,8 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, Refused> {
     if &bytes[..8] != MAGIC {
         return Err(Refused::NotTether);
     }
-    let word = |r: std::ops::Range<usize>| bytes[r].iter().rev().fold(0u64, |a, b| a << 8 | *b as u64);
+    let word =
+        |r: std::ops::Range<usize>| bytes[r].iter().rev().fold(0u64, |a, b| a << 8 | *b as u64);
     let version = word(8..12) as u32;
     if !(OLDEST_READ..=VERSION).contains(&version) {
         return Err(Refused::Version(version));
@@ -149,7 +150,9 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, Refused> {
         .into_iter()
         .chain(snap.connections.iter().map(|c| c.fd));
     if let Some(fd) = fds.into_iter().find(|&fd| fd < 3) {
-        return Err(Refused::Body(format!("descriptor {fd} cannot be inherited")));
+        return Err(Refused::Body(format!(
+            "descriptor {fd} cannot be inherited"
+        )));
     }
     Ok(snap)
 }
@@ -196,10 +199,7 @@ mod tests {
         let bytes = encode_as(&sample(), VERSION);
         for n in 0..bytes.len() {
             let e = decode(&bytes[..n]).unwrap_err();
-            assert!(
-                matches!(e, Refused::Truncated { .. }),
-                "{n} bytes: {e}"
-            );
+            assert!(matches!(e, Refused::Truncated { .. }), "{n} bytes: {e}");
         }
     }
 
@@ -217,8 +217,14 @@ mod tests {
     fn newer_and_foreign_states_are_refused() {
         let newer = encode_as(&sample(), VERSION + 1);
         assert_eq!(decode(&newer).unwrap_err(), Refused::Version(VERSION + 1));
-        assert_eq!(decode(b"#!/bin/sh\nexit 0\n garbage garbage garbage garbage garbage").unwrap_err(), Refused::NotTether);
-        assert_eq!(decode(&encode_as(&sample(), 0)).unwrap_err(), Refused::Version(0));
+        assert_eq!(
+            decode(b"#!/bin/sh\nexit 0\n garbage garbage garbage garbage garbage").unwrap_err(),
+            Refused::NotTether
+        );
+        assert_eq!(
+            decode(&encode_as(&sample(), 0)).unwrap_err(),
+            Refused::Version(0)
+        );
     }
 
     #[test]
@@ -228,6 +234,9 @@ mod tests {
             fd: 1,
             replay: Vec::new(),
         });
-        assert!(matches!(decode(&encode_as(&s, VERSION)), Err(Refused::Body(_))));
+        assert!(matches!(
+            decode(&encode_as(&s, VERSION)),
+            Err(Refused::Body(_))
+        ));
     }
 }
