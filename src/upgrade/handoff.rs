@@ -439,6 +439,9 @@ pub fn adopt(fd: RawFd) -> Result<OwnedFd> {
     crate::sys::adopt_fd(fd).map_err(Error::io(format!("inherited fd {fd}")))
 }
 
+/// The connections taken over, and the attempt's number and outcome (for `Status`).
+pub type TakenOver = (Vec<super::conn::Gated>, Option<(u64, Outcome)>);
+
 /// Takes over what the previous image handed on: the table (with its stdio copies and OOM
 /// watches), the undelivered events and the connections. Returns the connections and the
 /// attempt's outcome, for `Status`.
@@ -448,7 +451,7 @@ pub fn take_over(
     gate: &Gate,
     sup: &Supervisor,
     events: &EventSink,
-) -> Result<(Vec<super::conn::Gated>, Option<(u64, Outcome)>)> {
+) -> Result<TakenOver> {
     // The old executable was for going back; this image opens its own.
     drop(adopt(snap.old_exe));
     sup.import(snap.table)?;
