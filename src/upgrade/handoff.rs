@@ -390,7 +390,8 @@ pub fn inherited() -> Inherited {
         });
     match (checked, failed) {
         (Ok(snap), failed) => {
-            // SAFETY-free: single-threaded here (before any runtime or logger thread).
+            // No other thread exists yet (no runtime, no logging), so changing the environment
+            // races with nothing; children must not see these.
             for k in [STATE_FD_ENV, OLD_EXE_FD_ENV, FAILED_ENV] {
                 std::env::remove_var(k);
             }
