@@ -176,6 +176,30 @@ fn upgrade_keeps_containers_stream_and_exits() {
         .build(),
     );
     cd.wait_task_status(&stream_id, "RUNNING", QUICK);
+    // The same through a terminal: ctr runs on a pty of its own (`script`), and the copy from
+    // the container's pty master crosses the exec.
+    let tty_id = unique_id("up-tty");
+    let tty_args = cd
+        .run_args(
+            &tty_id,
+            &[
+                "sh",
+                "-c",
+                "i=0; while :; do i=$((i+1)); echo $i; usleep 1000; done",
+            ],
+        )
+        .flag("-t")
+        .build();
+    let ctr_line = cd.ctr_cmd(&tty_args);
+    let line = std::iter::once(ctr_line.get_program())
+        .chain(ctr_line.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = Command::new("script");
+    script.args(["-qfec", &line, "/dev/null"]);
+    let tty = Background::spawn(script);
+    cd.wait_task_status(&tty_id, "RUNNING", QUICK);
     // A quiet container whose execs exit across the upgrade.
     let quiet = unique_id("up-quiet");
     cd.ctr_ok(&cd.run_args(&quiet, &["sleep", "1000"]).detach().build());
@@ -206,7 +230,12 @@ fn upgrade_keeps_containers_stream_and_exits() {
     cd.wait_task_status(&logged, "RUNNING", QUICK);
     wait_lines(&log_file, 5);
 
-    let ids = [stream_id.clone(), quiet.clone(), logged.clone()];
+    let ids = [
+        stream_id.clone(),
+        quiet.clone(),
+        logged.clone(),
+        tty_id.clone(),
+    ];
     let shims: Vec<i32> = ids
         .iter()
         .map(|id| cd.shim_pid(id).expect("shim pid"))
@@ -328,6 +357,10 @@ fn upgrade_keeps_containers_stream_and_exits() {
     let text = String::from_utf8_lossy(&out.stdout);
     let n = check_numbered(&text);
     assert!(n > 100, "only {n} lines streamed");
+    cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &tty_id]);
+    let out = tty.wait(QUICK);
+    let n = check_numbered(&String::from_utf8_lossy(&out.stdout));
+    assert!(n > 100, "only {n} lines through the terminal");
     check_numbered(&fs::read_to_string(&log_file).unwrap());
     let started = Instant::now();
     for id in [&quiet, &logged] {
