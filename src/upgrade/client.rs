@@ -1,6 +1,6 @@
-//! `containerd-shim-tether-v2 upgrade [--pid PID]... [--namespace NS [--id ID]]`: asks every
-//! running tether server (or the ones named) to re-execute the binary now at its path, and
-//! prints one line per server. Exits 1 if any server did not end up on the new binary, if none
+//! `containerd-shim-tether-v2 upgrade [--pid PID]... [--namespace NS [--id ID]] [--parallel N]`:
+//! asks every running tether server (or the ones named) to re-execute the binary now at its
+//! path, N at a time (default 8), and prints one line per server. Exits 1 if any server did not end up on the new binary, if none
 //! runs, or if not run as root.
 //!
 //! Servers are found through `/proc`: a process whose executable is named
@@ -24,15 +24,21 @@ struct Server {
     socket: PathBuf,
 }
 
-#[derive(Default)]
 struct Wanted {
+    /// How many servers hand off at once.
+    parallel: usize,
     pids: Vec<u32>,
     namespace: Option<String>,
     id: Option<String>,
 }
 
 fn parse(argv: &[String]) -> Result<Wanted, String> {
-    let mut w = Wanted::default();
+    let mut w = Wanted {
+        parallel: 8,
+        pids: Vec::new(),
+        namespace: None,
+        id: None,
+    };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().cloned().ok_or(format!("{flag} needs a value"));
@@ -42,9 +48,10 @@ fn parse(argv: &[String]) -> Result<Wanted, String> {
                 .push(value()?.parse().map_err(|e| format!("--pid: {e}"))?),
             "namespace" => w.namespace = Some(value()?),
             "id" => w.id = Some(value()?),
+            "parallel" => w.parallel = value()?.parse().map_err(|e| format!("--parallel: {e}"))?,
             _ => {
                 return Err(format!(
-                    "unknown argument {flag:?} (want --pid, --namespace, --id)"
+                    "unknown argument {flag:?} (want --pid, --namespace, --id, --parallel)"
                 ))
             }
         }
@@ -180,10 +187,33 @@ pub fn main(argv: &[String]) -> i32 {
             return 1;
         }
     };
+    let all_started = Instant::now();
+    let results = rt.block_on(async {
+        // Servers hand off independently; a few at a time keeps the node's CPUs for the pods.
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(wanted.parallel.max(1)));
+        let tasks: Vec<_> = chosen
+            .iter()
+            .cloned()
+            .map(|s| {
+                let slots = slots.clone();
+                tokio::spawn(async move {
+                    let _slot = slots.acquire_owned().await;
+                    let started = Instant::now();
+                    (upgrade_one(&s).await, started.elapsed())
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(
+                t.await
+                    .unwrap_or_else(|e| (Err(e.to_string()), Duration::ZERO)),
+            );
+        }
+        results
+    });
     let mut failed = 0;
-    for s in &chosen {
-        let started = Instant::now();
-        let result = rt.block_on(upgrade_one(s));
+    for (s, (result, took)) in chosen.iter().zip(results) {
         let who = format!("pid {} namespace {} id {}", s.pid, s.namespace, s.id);
         match result {
             Ok(o) if o.ok => println!(
@@ -193,7 +223,7 @@ pub fn main(argv: &[String]) -> i32 {
                 o.new_version,
                 o.new_build,
                 o.handoff_us as f64 / 1000.0,
-                started.elapsed().as_secs_f64() * 1000.0
+                took.as_secs_f64() * 1000.0
             ),
             Ok(o) => {
                 failed += 1;
@@ -208,5 +238,11 @@ pub fn main(argv: &[String]) -> i32 {
             }
         }
     }
+    eprintln!(
+        "upgrade: {} of {} servers on the new binary in {:.1} ms",
+        chosen.len() - failed,
+        chosen.len(),
+        all_started.elapsed().as_secs_f64() * 1000.0
+    );
     i32::from(failed > 0)
 }
