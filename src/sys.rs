@@ -565,9 +565,11 @@ pub fn is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
-/// Closes a descriptor this module handed out as a raw number (an undone upgrade's duplicates).
+/// Closes a descriptor nothing owns: an undone upgrade's duplicates, or one a new image found
+/// open but not named by the state it took over.
 pub fn close_raw(fd: RawFd) {
-    // SAFETY: `fd` is a duplicate made by `dup_cloexec` that nothing else owns.
+    // SAFETY: callers pass a duplicate made by `dup_cloexec`, or a descriptor inherited across
+    // exec that no object of this image owns (checked before any is adopted).
     unsafe { libc::close(fd) };
 }
 

@@ -396,6 +396,7 @@ pub fn inherited() -> Inherited {
                 std::env::remove_var(k);
             }
             let _ = crate::sys::adopt_fd(state_fd).map(drop);
+            close_unnamed(&snap);
             Inherited::State {
                 snap: Box::new(snap),
                 failed,
@@ -424,6 +425,25 @@ pub fn inherited() -> Inherited {
             );
             std::process::exit(1);
         }
+    }
+}
+
+/// Closes every descriptor above stderr that the state does not name, as a fresh server closes
+/// everything but fd 3: whatever the old image left open by mistake ends here.
+fn close_unnamed(snap: &Snapshot) {
+    let mut named = vec![snap.listener, snap.old_exe];
+    named.extend(snap.connections.iter().map(|c| c.fd));
+    named.extend(snap.table.fds());
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    // The directory's own descriptor is closed by now; closing its number again is EBADF.
+    for fd in open.into_iter().filter(|fd| *fd > 2 && !named.contains(fd)) {
+        crate::sys::close_raw(fd);
     }
 }
 
