@@ -749,4 +749,30 @@ mod tests {
             );
         }
     }
+
+    /// An upgrade's view: nothing leaves while paused, the export is the queue in order, and
+    /// the next image delivers the imported events before anything newer.
+    #[tokio::test]
+    async fn paused_events_are_exported_in_order_and_delivered_first_after_import() {
+        let start_of = |pid| Event::Start {
+            container_id: "c".into(),
+            pid,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let old = start(Destination::Memory(tx));
+        assert!(old.pause(true, Duration::from_secs(1)).await);
+        (0..5).for_each(|pid| old.publish(start_of(pid)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(rx.try_recv().is_err(), "an event left while paused");
+        let carried = old.export();
+        let pids: Vec<_> = carried.iter().map(|(e, _)| e.clone()).collect();
+        assert_eq!(pids, (0..5).map(start_of).collect::<Vec<_>>());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let new = start(Destination::Memory(tx));
+        new.import(carried);
+        new.publish(start_of(5));
+        new.flush(Duration::from_secs(5)).await;
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok().map(|(_, e)| e)).collect();
+        assert_eq!(got, (0..6).map(start_of).collect::<Vec<_>>());
+    }
 }
