@@ -605,3 +605,19 @@ fn upgrade_while_containerd_restarts() {
     cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &id]);
     cd.wait_task_status(&id, "STOPPED", QUICK);
 }
+
+/// Only root may ask: run as nobody, the command says so and fails.
+#[test]
+fn upgrade_needs_root() {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(shim_binary())
+        .arg("upgrade");
+    let out = output_timeout(cmd, QUICK).unwrap();
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("must run as root"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -19,6 +19,8 @@ const LIMIT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 struct Server {
     pid: u32,
+    /// The path it was started from: the file there now is what it must end up running.
+    path: PathBuf,
     namespace: String,
     id: String,
     socket: PathBuf,
@@ -78,6 +80,8 @@ fn servers() -> Vec<Server> {
             if !name.starts_with("containerd-shim-tether-v2") {
                 return None;
             }
+            let exe = exe.to_string_lossy();
+            let path = PathBuf::from(exe.strip_suffix(" (deleted)").unwrap_or(&exe));
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let argv: Vec<String> = cmdline
                 .split(|&b| b == 0)
@@ -88,6 +92,7 @@ fn servers() -> Vec<Server> {
             let args = crate::cli::parse(argv).ok()?;
             (args.action == crate::cli::Action::Serve && !args.socket.is_empty()).then(|| Server {
                 pid,
+                path,
                 namespace: args.namespace,
                 id: args.id,
                 socket: PathBuf::from(args.socket),
@@ -139,7 +144,12 @@ async fn upgrade_one(s: &Server) -> Result<Outcome, String> {
             }
             Ok(Status {
                 outcome: Some(o), ..
-            }) if o.attempt == attempt => return Ok(o),
+            }) if o.attempt == attempt => {
+                if o.ok {
+                    runs_the_new_file(s)?;
+                }
+                return Ok(o);
+            }
             Ok(_) => {}
             Err(e) if Instant::now() > deadline => return Err(e),
             Err(_) => {}
@@ -148,6 +158,22 @@ async fn upgrade_one(s: &Server) -> Result<Outcome, String> {
             return Err(format!("no outcome within {LIMIT:?}"));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Checks that the server now runs the very file at its path (same inode), not only that it
+/// says so.
+fn runs_the_new_file(s: &Server) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let running = std::fs::metadata(format!("/proc/{}/exe", s.pid)).map(|m| (m.dev(), m.ino()));
+    let on_disk = std::fs::metadata(&s.path).map(|m| (m.dev(), m.ino()));
+    match (running, on_disk) {
+        (Ok(a), Ok(b)) if a == b => Ok(()),
+        (Ok(_), Ok(_)) => Err(format!(
+            "reported success but does not run the file now at {}",
+            s.path.display()
+        )),
+        (Err(e), _) | (_, Err(e)) => Err(format!("cannot compare executables: {e}")),
     }
 }
 
