@@ -621,3 +621,69 @@ fn upgrade_needs_root() {
         describe(&out)
     );
 }
+
+/// An exit storm across an upgrade: 40 execs exiting over a second while the server is
+/// upgraded twice; each exec's exit is reported once (one `/tasks/exit` each) with its own
+/// code, and `ctr` gets that code from `Wait`.
+#[test]
+fn an_exit_storm_across_upgrades_reports_each_exit_once() {
+    let shim = ShimDir::new();
+    let cd = start(&shim);
+    let events = EventStream::start(&cd);
+    let id = unique_id("up-storm");
+    cd.ctr_ok(&cd.run_args(&id, &["sleep", "1000"]).detach().build());
+    let init = cd.wait_task_status(&id, "RUNNING", QUICK);
+    let pid = cd.shim_pid(&id).unwrap();
+    let fifo_dir = cd.dir().join("fifo");
+    let n = 40;
+    let execs: Vec<Background> = (0..n)
+        .map(|i| {
+            cd.ctr_spawn(&[
+                "tasks".to_string(),
+                "exec".into(),
+                "--fifo-dir".into(),
+                fifo_dir.to_string_lossy().into_owned(),
+                "--exec-id".into(),
+                format!("s{i}"),
+                id.clone(),
+                "sh".into(),
+                "-c".into(),
+                format!("usleep {}; exit {}", i * 25_000, 40 + i),
+            ])
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for marker in ["storm-1", "storm-2"] {
+        shim.install_marked(marker);
+        let (ok, out) = shim.upgrade(&[pid]);
+        assert!(ok, "{out}");
+    }
+    for (i, bg) in execs.into_iter().enumerate() {
+        let out = bg.wait(QUICK);
+        assert_eq!(
+            out.status.code(),
+            Some(40 + i as i32),
+            "exec s{i}: {}",
+            describe(&out)
+        );
+    }
+    let exits = |eid: &str| {
+        events
+            .task_events()
+            .into_iter()
+            .filter(|e| e.topic == "/tasks/exit" && e.field("id") == Some(eid))
+            .collect::<Vec<_>>()
+    };
+    assert!(wait_until(QUICK, || (0..n)
+        .all(|i| !exits(&format!("s{i}")).is_empty())));
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..n {
+        let got = exits(&format!("s{i}"));
+        assert_eq!(got.len(), 1, "exec s{i}: {got:?}");
+        assert_eq!(got[0].payload["exit_status"], 40 + i, "{:?}", got[0]);
+    }
+    assert_eq!(cd.task(&id).map(|t| t.0), Some(init));
+    assert_eq!(disconnects(&cd), Vec::<String>::new());
+    cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &id]);
+    cd.wait_task_status(&id, "STOPPED", QUICK);
+}
