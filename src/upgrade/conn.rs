@@ -45,9 +45,9 @@ struct Conn {
     at_boundary: AtomicBool,
     /// The write side is between frames (no reply half written).
     wr_boundary: AtomicBool,
-    /// Requests read and not answered yet, by stream id: whether each may be read again by
-    /// the next image (a `Wait`), and its frame.
-    pending: Mutex<BTreeMap<u32, (bool, Vec<u8>)>>,
+    /// Requests read and not answered yet, by stream id, with their frames. Whether one may
+    /// be read again by the next image (a `Wait`) is decided only at a handoff.
+    pending: Mutex<BTreeMap<u32, Vec<u8>>>,
     eof: AtomicBool,
 }
 
@@ -196,6 +196,7 @@ impl Gate {
             wr: Cursor::default(),
             replay,
             replayed: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -205,7 +206,7 @@ impl Gate {
         self.live().iter().all(|c| {
             c.at_boundary.load(SeqCst)
                 && c.wr_boundary.load(SeqCst)
-                && lock(&c.pending).values().all(|(replay, _)| *replay)
+                && lock(&c.pending).values().all(|f| replayable(f))
         })
     }
 
@@ -217,10 +218,7 @@ impl Gate {
             .filter(|c| !c.eof.load(SeqCst))
             .map(|c| Handed {
                 fd: c.fd,
-                replay: lock(&c.pending)
-                    .values()
-                    .flat_map(|(_, f)| f.clone())
-                    .collect(),
+                replay: lock(&c.pending).values().flat_map(|f| f.clone()).collect(),
             })
             .collect()
     }
@@ -247,7 +245,11 @@ pub struct Gated {
     /// Requests handed over by the previous image, read before the socket.
     replay: Vec<u8>,
     replayed: usize,
+    scratch: Vec<u8>,
 }
+
+/// The largest read buffer a connection keeps between reads.
+const SCRATCH_KEPT: usize = 64 * 1024;
 
 impl AsyncRead for Gated {
     fn poll_read(
@@ -268,7 +270,10 @@ impl AsyncRead for Gated {
             return Poll::Ready(Ok(()));
         }
         // A bounded read into our own buffer: never past the end of this header or body.
-        let mut local = vec![0u8; this.rd.room().min(buf.remaining())];
+        // Reused: no allocation per read once it has grown.
+        let want = this.rd.room().min(buf.remaining());
+        let mut local = std::mem::take(&mut this.scratch);
+        local.resize(want, 0);
         let n = if this.replayed < this.replay.len() {
             let n = local.len().min(this.replay.len() - this.replayed);
             local[..n].copy_from_slice(&this.replay[this.replayed..this.replayed + n]);
@@ -284,10 +289,13 @@ impl AsyncRead for Gated {
             this.conn.eof.store(true, SeqCst);
         }
         buf.put_slice(filled);
-        for f in this.rd.advance(filled) {
+        let frames = this.rd.advance(filled);
+        if local.capacity() <= SCRATCH_KEPT {
+            this.scratch = local;
+        }
+        for f in frames {
             if f.kind == REQUEST {
-                let replay = replayable(&f.bytes);
-                lock(&this.conn.pending).insert(f.stream, (replay, f.bytes));
+                lock(&this.conn.pending).insert(f.stream, f.bytes);
             }
         }
         this.conn
