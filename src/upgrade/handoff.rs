@@ -131,9 +131,8 @@ impl Upgrader {
             s.attempt
         };
         let me = self.clone();
-        tokio::spawn(async move {
-            let span = tracing::info_span!("upgrade", attempt);
-            let _e = span.enter();
+        let span = tracing::info_span!("upgrade", attempt);
+        let task = async move {
             let error = me.hand_off(attempt).await;
             tracing::error!(error = %error, "upgrade failed; still running the old code");
             let build = me.status().build;
@@ -141,7 +140,8 @@ impl Upgrader {
             s.outcome = Some(Outcome::failed(attempt, &build, error.to_string()));
             drop(s);
             me.busy.store(false, SeqCst);
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
         Ok(attempt)
     }
 
