@@ -475,8 +475,10 @@ pub fn take_over(
 ) -> Result<TakenOver> {
     // The old executable was for going back; this image opens its own.
     drop(adopt(snap.old_exe));
-    sup.import(snap.table)?;
+    // Carried events first: the table's import may publish (an OOM kill during the handoff),
+    // and that must come after everything older.
     events.import(snap.events);
+    sup.import(snap.table)?;
     let mut conns = Vec::new();
     for c in snap.connections {
         let s = std::os::unix::net::UnixStream::from(adopt(c.fd)?);
