@@ -248,8 +248,10 @@ pub struct Gated {
     scratch: Vec<u8>,
 }
 
-/// The largest read buffer a connection keeps between reads.
-const SCRATCH_KEPT: usize = 64 * 1024;
+/// The largest read buffer a connection keeps between reads: headers and small requests reuse
+/// it; a large body (a `Create`'s spec) gets a buffer of its own that an idle shim does not
+/// keep.
+const SCRATCH_KEPT: usize = 4 * 1024;
 
 impl AsyncRead for Gated {
     fn poll_read(
