@@ -18,13 +18,13 @@ use containerd_shim_protos::shim_async::EventsClient;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::io::StdioConfig;
 use crate::mount::Mount;
 
 /// A task event, in domain terms.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Event {
     Create {
         container_id: String,
@@ -342,7 +342,17 @@ fn push_bounded(pending: &mut Pending, msg: Msg, limit: usize) -> Option<&'stati
 struct Queue {
     items: Mutex<Pending>,
     ready: Notify,
+    /// The event being delivered (it has left `items`), kept so an upgrade can carry it.
+    current: Mutex<Option<QueuedEvent>>,
+    /// An upgrade's handoff holds delivery: nothing leaves and nothing is being sent.
+    paused: watch::Sender<bool>,
+    /// A delivery call is in flight: the handoff waits for its answer, so an event is never
+    /// both delivered and carried.
+    sending: watch::Sender<bool>,
 }
+
+/// An undelivered event and when it happened: what an upgrade carries to the next image.
+pub(crate) type QueuedEvent = (Event, SystemTime);
 
 /// The sending side; cheap to clone. Publishing never blocks.
 #[derive(Clone)]
@@ -401,8 +411,52 @@ impl EventSink {
         let _ = tokio::time::timeout(limit, rx).await;
     }
 
+    /// Holds delivery (true) for an upgrade's handoff, waiting (at most `limit`) for a call in
+    /// flight to be answered; false if one still is. `false` resumes.
+    pub(crate) async fn pause(&self, on: bool, limit: Duration) -> bool {
+        self.queue.paused.send_replace(on);
+        if !on {
+            self.queue.ready.notify_one();
+            return true;
+        }
+        let mut sending = self.queue.sending.subscribe();
+        let idle = tokio::time::timeout(limit, sending.wait_for(|s| !s))
+            .await
+            .is_ok();
+        idle
+    }
+
+    /// The undelivered events, oldest first (delivery must be paused).
+    pub(crate) fn export(&self) -> Vec<QueuedEvent> {
+        let current = self.queue.current.lock().unwrap_or_else(|p| p.into_inner());
+        let items = self.queue.items.lock().unwrap_or_else(|p| p.into_inner());
+        current
+            .iter()
+            .cloned()
+            .chain(items.items.iter().filter_map(|m| match m {
+                Msg::Event(e, at) => Some((e.clone(), *at)),
+                // A gate is an exit record being written by this image: the new image does
+                // not wait for it (the write itself finishes or not with the old image).
+                Msg::Flush(_) | Msg::Gate(_) => None,
+            }))
+            .collect()
+    }
+
+    /// Queues events carried from the previous image, ahead of anything new.
+    pub(crate) fn import(&self, events: Vec<QueuedEvent>) {
+        for (e, at) in events {
+            self.push(Msg::Event(e, at));
+        }
+    }
+
+    async fn wait_unpaused(&self) {
+        let mut paused = self.queue.paused.subscribe();
+        let _ = paused.wait_for(|p| !p).await;
+    }
+
     async fn next(&self) -> Msg {
         loop {
+            self.wait_unpaused().await;
             // A notify_one without a waiter leaves a permit, so no wake-up is lost between
             // the check and the wait.
             if let Some(m) = self
@@ -435,6 +489,9 @@ pub(crate) fn start(dest: Destination) -> EventSink {
         queue: Arc::new(Queue {
             items: Mutex::new(Pending::default()),
             ready: Notify::new(),
+            current: Mutex::new(None),
+            paused: watch::channel(false).0,
+            sending: watch::channel(false).0,
         }),
     };
     tokio::spawn(forward(sink.clone(), dest));
@@ -476,9 +533,25 @@ async fn forward(queue: EventSink, dest: Destination) {
                     ..Default::default()
                 };
                 let mut backoff = Duration::from_millis(50);
+                *queue
+                    .queue
+                    .current
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some((event.clone(), at));
                 loop {
-                    match send(&mut client, address, namespace, &req).await {
-                        Ok(()) => break,
+                    queue.wait_unpaused().await;
+                    queue.queue.sending.send_replace(true);
+                    let sent = send(&mut client, address, namespace, &req).await;
+                    queue.queue.sending.send_replace(false);
+                    match sent {
+                        Ok(()) => {
+                            *queue
+                                .queue
+                                .current
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner()) = None;
+                            break;
+                        }
                         Err(e) => {
                             tracing::warn!(topic = event.topic(), error = %e, retry_in = ?backoff, "event delivery failed");
                             client = None;
@@ -714,5 +787,31 @@ mod tests {
                 }
             );
         }
+    }
+
+    /// An upgrade's view: nothing leaves while paused, the export is the queue in order, and
+    /// the next image delivers the imported events before anything newer.
+    #[tokio::test]
+    async fn paused_events_are_exported_in_order_and_delivered_first_after_import() {
+        let start_of = |pid| Event::Start {
+            container_id: "c".into(),
+            pid,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let old = start(Destination::Memory(tx));
+        assert!(old.pause(true, Duration::from_secs(1)).await);
+        (0..5).for_each(|pid| old.publish(start_of(pid)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(rx.try_recv().is_err(), "an event left while paused");
+        let carried = old.export();
+        let pids: Vec<_> = carried.iter().map(|(e, _)| e.clone()).collect();
+        assert_eq!(pids, (0..5).map(start_of).collect::<Vec<_>>());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let new = start(Destination::Memory(tx));
+        new.import(carried);
+        new.publish(start_of(5));
+        new.flush(Duration::from_secs(5)).await;
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok().map(|(_, e)| e)).collect();
+        assert_eq!(got, (0..6).map(start_of).collect::<Vec<_>>());
     }
 }

@@ -42,6 +42,8 @@
 //! - `logging`: `tracing` output into the bundle's `log` FIFO, never blocking; its own small
 //!   subscriber.
 //! - `signals`: SIGCHLD, SIGTERM and SIGINT as readiness on a pipe.
+//! - [`upgrade`]: replacing the running code of a server in place (same pid, state handed
+//!   over in a memfd), and the `upgrade` command that asks servers to do it.
 //! - `sys`: the few raw OS calls that need `unsafe`.
 //! - [`error`]: the one error type.
 //! - [`install`]: `tether-install install`/`uninstall`: the shim binary and a runtime handler
@@ -81,6 +83,7 @@ pub(crate) mod signals;
 pub(crate) mod supervisor;
 pub(crate) mod sys;
 pub(crate) mod trace_context;
+pub mod upgrade;
 pub mod version;
 
 pub use io::{parse_target, Target};

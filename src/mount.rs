@@ -16,7 +16,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use crate::error::{Error, Result};
 
 /// One mount as containerd sends it (`containerd.types.Mount`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Mount {
     pub kind: String,
     pub source: String,

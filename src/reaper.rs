@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -38,6 +39,15 @@ pub struct Reaper {
     /// How many children [`Reaper::stop`] is still stopping; the server waits for them before
     /// it exits, so none outlives it.
     stopping: Arc<watch::Sender<usize>>,
+    /// Where exits nobody spawned through us go.
+    unclaimed: mpsc::UnboundedSender<Exit>,
+    /// An upgrade's handoff is under way: reap nothing, so every exit not yet routed stays a
+    /// zombie for the next image to reap (`src/upgrade`).
+    paused: Arc<AtomicBool>,
+    /// Exits sent to `unclaimed`, and those the supervisor has routed: equal once the stream
+    /// is empty.
+    sent: Arc<AtomicU64>,
+    routed: Arc<AtomicU64>,
 }
 
 /// A spawned child and the future status of it.
@@ -55,12 +65,16 @@ impl Reaper {
         let reaper = Reaper {
             waiters: Arc::default(),
             stopping: Arc::new(watch::channel(0).0),
+            unclaimed: tx,
+            paused: Arc::default(),
+            sent: Arc::default(),
+            routed: Arc::default(),
         };
         let loop_reaper = reaper.clone();
         tokio::spawn(async move {
             loop {
                 // Reap first: children may have exited before the handler was installed.
-                loop_reaper.reap_all(&tx);
+                loop_reaper.reap_all();
                 if sigchld.recv().await.is_err() {
                     break;
                 }
@@ -117,9 +131,55 @@ impl Reaper {
         let _ = tokio::time::timeout(limit, rx.wait_for(|&n| n == 0)).await;
     }
 
-    /// Reaps every exited child, routing each status to its waiter or to `unclaimed`.
-    fn reap_all(&self, unclaimed: &mpsc::UnboundedSender<Exit>) {
+    /// Registers interest in a child this process did not spawn in this image (a logger
+    /// inherited across an upgrade). Call it before the loop first runs.
+    pub fn adopt(&self, pid: i32) -> oneshot::Receiver<Exit> {
+        let (tx, rx) = oneshot::channel();
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        waiters.insert(pid, tx);
+        rx
+    }
+
+    /// Stops (true) or resumes (false) reaping. Resuming reaps what exited meanwhile.
+    pub fn pause(&self, on: bool) {
+        self.paused.store(on, Ordering::SeqCst);
+        if !on {
+            self.reap_all();
+        }
+    }
+
+    /// Called by the consumer of the unclaimed stream after routing each exit.
+    pub fn routed_one(&self) {
+        self.routed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether every exit sent to the unclaimed stream has been routed.
+    pub fn all_routed(&self) -> bool {
+        self.sent.load(Ordering::SeqCst) == self.routed.load(Ordering::SeqCst)
+    }
+
+    /// Reaps every exited child, routing each status to its waiter or to `unclaimed`.
+    fn reap_all(&self) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if self.paused.load(Ordering::SeqCst) {
+            // Only the children spawned through us (an upgrade's pre-flight); the rest wait.
+            let pids: Vec<i32> = waiters.keys().copied().collect();
+            for pid in pids {
+                let status = match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(_, code)) => code,
+                    Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+                    _ => continue,
+                };
+                if let Some(w) = waiters.remove(&pid) {
+                    let _ = w.send(Exit {
+                        pid,
+                        status,
+                        at: SystemTime::now(),
+                    });
+                }
+            }
+            return;
+        }
         loop {
             let (pid, status) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), code),
@@ -140,7 +200,11 @@ impl Reaper {
             match waiters.remove(&pid) {
                 // A dropped receiver means the spawner gave up (timeout); nothing to do.
                 Some(waiter) => drop(waiter.send(exit)),
-                None => drop(unclaimed.send(exit)),
+                None => {
+                    if self.unclaimed.send(exit).is_ok() {
+                        self.sent.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
             }
         }
     }

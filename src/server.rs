@@ -14,6 +14,9 @@ use crate::events::{self, Destination};
 use crate::reaper::Reaper;
 use crate::service::{services, TaskService};
 use crate::supervisor::Supervisor;
+use crate::upgrade::conn::{Gate, Gated};
+use crate::upgrade::handoff::Upgrader;
+use crate::upgrade::state::Snapshot;
 
 /// What [`run`] needs to know besides its listener and event destination.
 #[derive(Debug, Clone)]
@@ -42,6 +45,19 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future,
 ) -> Result<()> {
+    run_inherited(listener, destination, config, shutdown, None).await
+}
+
+/// [`run`], taking over the state an upgrade handed to this image (`src/upgrade`) when there
+/// is one: its connections, process table, stdio and undelivered events.
+pub(crate) async fn run_inherited(
+    listener: tokio::net::UnixListener,
+    destination: Destination,
+    config: ServerConfig,
+    shutdown: impl Future,
+    inherited: Option<(Box<Snapshot>, Option<String>)>,
+) -> Result<()> {
+    let listener_fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
     let (reaper, exits) = Reaper::start().map_err(Error::io("install SIGCHLD handler"))?;
     let events = events::start(destination);
     let sup = Supervisor::new(
@@ -51,13 +67,37 @@ pub async fn run(
         config.namespace.clone(),
         config.runtime_timeout,
     );
+    let gate = Gate::default();
+    // Nothing has awaited since the reaper started: its loop has not run, so every exit of
+    // an imported process finds it in the table.
+    let (connections, previous) = match inherited {
+        Some((snap, failed)) => {
+            crate::upgrade::handoff::take_over(*snap, failed, &gate, &sup, &events)?
+        }
+        None => (Vec::new(), None),
+    };
+    let upgrader = Upgrader::new(
+        gate.clone(),
+        sup.clone(),
+        events.clone(),
+        reaper.clone(),
+        config.namespace.clone(),
+        config.socket.clone(),
+        listener_fd,
+        previous,
+    );
     let stop = Arc::new(Notify::new());
     let svc = Arc::new(TaskService::new(sup, stop.clone()));
+    let mut services = services(svc);
+    let (name, upgrade) = crate::upgrade::service(upgrader);
+    services.insert(name, upgrade);
     let mut server = ttrpc::asynchronous::Server::new()
-        .add_listener(ttrpc::asynchronous::transport::Listener::new(SameUser(
+        .add_listener(ttrpc::asynchronous::transport::Listener::new(SameUser {
             listener,
-        )))
-        .register_service(services(svc));
+            gate,
+            inherited: connections,
+        }))
+        .register_service(services);
     server.start().await.map_err(|e| Error::Rpc {
         context: "start ttrpc server".into(),
         message: e.to_string(),
@@ -81,27 +121,45 @@ pub async fn run(
 /// The server's listener: accepts only peers running as the server's own uid and gid
 /// (SO_PEERCRED), as the Go shim's `UnixSocketRequireSameUser` does. The socket's 0600 mode in
 /// a 0700 directory already keeps other users out; this still holds if those modes change.
-struct SameUser(tokio::net::UnixListener);
+///
+/// Every connection is [`Gated`], so an upgrade can stop it at a frame boundary; connections
+/// inherited from the previous image come first. While the gate is closed nothing is accepted:
+/// new connections wait in the listen backlog, which crosses the exec with the socket.
+struct SameUser {
+    listener: tokio::net::UnixListener,
+    gate: Gate,
+    inherited: Vec<Gated>,
+}
 
 impl futures_core::Stream for SameUser {
-    type Item = std::io::Result<tokio::net::UnixStream>;
+    type Item = std::io::Result<Gated>;
 
     fn poll_next(
-        self: std::pin::Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         let (uid, gid) = (
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
         );
+        if let Some(conn) = self.inherited.pop() {
+            return std::task::Poll::Ready(Some(Ok(conn)));
+        }
+        if self.gate.is_closed() {
+            self.gate.park(cx);
+            if !self.gate.is_closed() {
+                cx.waker().wake_by_ref();
+            }
+            return std::task::Poll::Pending;
+        }
         loop {
-            let (stream, _) = match std::task::ready!(self.0.poll_accept(cx)) {
+            let (stream, _) = match std::task::ready!(self.listener.poll_accept(cx)) {
                 Ok(accepted) => accepted,
                 Err(e) => return std::task::Poll::Ready(Some(Err(e))),
             };
             match stream.peer_cred() {
                 Ok(c) if (c.uid(), c.gid()) == (uid, gid) => {
-                    return std::task::Poll::Ready(Some(Ok(stream)))
+                    return std::task::Poll::Ready(Some(Ok(self.gate.wrap(stream))))
                 }
                 Ok(c) => {
                     tracing::warn!(

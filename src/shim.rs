@@ -150,12 +150,20 @@ fn runtime_timeout() -> Duration {
 /// descriptors, malloc arenas, logging, the child subreaper bit, fd 3, signals, the
 /// environment), then [`crate::server::run`].
 fn serve(args: &Args) -> Result<()> {
-    // SAFETY: nothing owns a descriptor yet: this is the server's first act after exec, and
-    // fd 3 is the listener `start` passed on, taken once.
-    #[allow(unsafe_code)]
-    let listener = unsafe {
-        crate::sys::close_fds_from(4);
-        crate::sys::take_inherited_fd(3)
+    // An upgrade's exec hands over many descriptors, named by its state; otherwise only fd 3.
+    let inherited = match crate::upgrade::handoff::inherited() {
+        crate::upgrade::handoff::Inherited::State { snap, failed } => Some((snap, failed)),
+        crate::upgrade::handoff::Inherited::None => None,
+    };
+    let listener = match &inherited {
+        Some((snap, _)) => crate::sys::adopt_fd(snap.listener),
+        // SAFETY: nothing owns a descriptor yet: this is the server's first act after exec,
+        // and fd 3 is the listener `start` passed on, taken once.
+        #[allow(unsafe_code)]
+        None => unsafe {
+            crate::sys::close_fds_from(4);
+            crate::sys::take_inherited_fd(3)
+        },
     };
     crate::sys::single_malloc_arena();
     let bundle = cwd()?;
@@ -206,6 +214,6 @@ fn serve(args: &Args) -> Result<()> {
                 tracing::info!("SIGTERM or SIGINT");
             }
         };
-        crate::server::run(listener, destination, config, signalled).await
+        crate::server::run_inherited(listener, destination, config, signalled, inherited).await
     })
 }

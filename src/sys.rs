@@ -593,6 +593,104 @@ pub fn idmapped_mount(
     Ok(())
 }
 
+// ---- Upgrade in place (src/upgrade): descriptors that cross an exec, and the exec itself.
+
+/// An anonymous in-memory file (close-on-exec) for the upgrade's state.
+pub fn memfd(name: &str) -> io::Result<std::fs::File> {
+    let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: memfd_create takes a NUL-terminated name that lives for the call and returns a
+    // new descriptor that nothing else owns.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Sets or clears FD_CLOEXEC on `fd`: cleared only on the descriptors an upgrade hands to the
+/// next image, and set again if that exec fails.
+pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl(F_SETFD) only changes the descriptor's flags; an fd that is not open is
+    // an error (EBADF), not undefined behaviour.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A close-on-exec duplicate of `fd`, for a descriptor a task still owns: an upgrade clears
+/// the flag on exactly the duplicates it hands over, just before its exec.
+pub fn dup_cloexec(fd: RawFd) -> io::Result<RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a borrowed descriptor returns a new one (or fails, EBADF).
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(new)
+}
+
+/// Whether `fd` is an open descriptor.
+pub fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags; a closed fd is EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// Closes a descriptor nothing owns: an undone upgrade's duplicates, or one a new image found
+/// open but not named by the state it took over.
+pub fn close_raw(fd: RawFd) {
+    // SAFETY: callers pass a duplicate made by `dup_cloexec`, or a descriptor inherited across
+    // exec that no object of this image owns (checked before any is adopted).
+    unsafe { libc::close(fd) };
+}
+
+/// Takes ownership of a descriptor inherited across an upgrade's exec (see
+/// `take_inherited_fd`); the number comes from the validated state.
+pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: the upgrade state names each inherited descriptor once, and only the import of
+    // that state adopts it, so no other owner exists.
+    unsafe { take_inherited_fd(fd) }
+}
+
+/// Replaces the process image with `exe` (a path, or an open executable when `path` is None)
+/// keeping the pid and every descriptor without FD_CLOEXEC. Returns only on failure.
+pub fn exec_image(
+    path: Option<&std::path::Path>,
+    exe_fd: RawFd,
+    args: &[std::ffi::CString],
+    env: &[std::ffi::CString],
+) -> io::Error {
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    match path {
+        Some(path) => {
+            let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+                return io::Error::other("path has a NUL byte");
+            };
+            // SAFETY: every pointer is to a NUL-terminated string kept alive by `args`, `env`
+            // or `c` for the call, and both arrays end with a null pointer.
+            unsafe { libc::execve(c.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        }
+        None => {
+            // SAFETY: as above; execveat with AT_EMPTY_PATH runs the open file `exe_fd` itself
+            // (fexecve without needing /proc).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    exe_fd,
+                    c"".as_ptr(),
+                    argv.as_ptr(),
+                    envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            };
+        }
+    }
+    io::Error::last_os_error()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

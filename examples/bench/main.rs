@@ -8,7 +8,7 @@
 //!
 //! `scripts/bench.sh` builds the release shim and runs
 //! `cargo run --release --example bench -- [--quick]`. Other flags: `--only a,b` runs only the
-//! named sections (`lifecycle exec fleet stdio cpu storm delete`).
+//! named sections (`lifecycle exec fleet stdio cpu storm delete upgrade`).
 //!
 //! How it measures:
 //! - One private containerd (temp dir, CRI disabled, log level `info` so neither shim gets
@@ -45,6 +45,7 @@ mod fleet;
 mod latency;
 mod stdio;
 mod storm;
+mod upgrade;
 
 use harness::*;
 use proc::*;
@@ -98,6 +99,8 @@ struct Plan {
     density: Vec<usize>,
     density_idle: Duration,
     density_restarts: usize,
+    /// tether servers upgraded in place together (tether only).
+    upgrade: usize,
     /// Where the results (header lines and tables) are written, besides stdout.
     out: Option<PathBuf>,
 }
@@ -122,6 +125,7 @@ impl Plan {
             density: vec![100, 300, 1000],
             density_idle: Duration::from_secs(60),
             density_restarts: 3,
+            upgrade: 20,
             out: None,
         }
     }
@@ -142,6 +146,7 @@ impl Plan {
             delete: 5,
             density: vec![100],
             density_restarts: 1,
+            upgrade: 5,
             ..Plan::full()
         }
     }
@@ -189,7 +194,7 @@ fn parse_args() -> Res<Plan> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only lifecycle,exec,fleet,stdio,cpu,storm,delete,density] \\\n             [--density-n 100,300,1000] [--out results.md]"
+                    "usage: bench [--quick] [--only lifecycle,exec,fleet,stdio,cpu,storm,delete,upgrade,density] \\\n             [--density-n 100,300,1000] [--out results.md]"
                 );
                 std::process::exit(0);
             }
@@ -388,6 +393,9 @@ fn main() {
         }
         if plan.wants("delete") {
             bench.delete()?;
+        }
+        if plan.wants("upgrade") {
+            bench.upgrade()?;
         }
         if plan.wants("density") {
             bench.density()?;

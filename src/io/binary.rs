@@ -147,6 +147,22 @@ impl Logger {
     }
 }
 
+impl Logger {
+    /// The logger's pid while it runs (an upgrade carries it to the next image).
+    pub fn running_pid(&self) -> Option<i32> {
+        self.exit.is_some().then_some(self.pid)
+    }
+
+    /// A logger started by the previous image of this process (still our child).
+    pub fn adopt(reaper: &Reaper, pid: i32) -> Logger {
+        Logger {
+            pid,
+            exit: Some(reaper.adopt(pid)),
+            reaper: reaper.clone(),
+        }
+    }
+}
+
 impl Drop for Logger {
     fn drop(&mut self) {
         self.terminate();

@@ -15,16 +15,18 @@ mod batch;
 mod binary;
 mod console;
 mod copy;
+mod handoff;
 mod progress;
 mod spool;
 mod uri;
 
 pub use binary::LoggerEnv;
+pub use handoff::IoState;
 pub use progress::Delivery;
 pub use spool::SpoolConfig;
 pub use uri::{parse_target, Target};
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +59,7 @@ const LOGGER_EXIT: Duration = Duration::from_secs(5);
 const OUTPUT_PIPE_SIZE: i32 = 256 * 1024;
 
 /// stdio as the client named it in `Create` or `Exec`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StdioConfig {
     pub stdin: String,
     pub stdout: String,
@@ -99,6 +101,8 @@ pub struct ProcessIo {
     /// Weak: the copies own the pty master, so it closes when they end (see `hang_up`).
     console: Option<WeakConsole>,
     logger: Option<Logger>,
+    /// Descriptor numbers of the copies, for an upgrade's export (`handoff.rs`).
+    noted: handoff::Noted,
 }
 
 impl ProcessIo {
@@ -143,6 +147,7 @@ impl ProcessIo {
         if let Some(fifo) = stdin_fifo {
             let (r, w) = make_pipe(owner)?;
             let w = pipe::Sender::from_owned_fd(w).map_err(Error::io("stdin pipe"))?;
+            io.noted.stdin = Some((fifo.as_raw_fd(), w.as_raw_fd()));
             // Dropping the pipe's write end at EOF is how EOF reaches the container.
             io.stdin_copy = Some(tokio::spawn(copy_then_close(
                 Source::Pipe(fifo),
@@ -236,6 +241,9 @@ impl ProcessIo {
             nix::fcntl::FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_SIZE),
         );
         let r = pipe::Receiver::from_owned_fd(r).map_err(Error::io("output pipe"))?;
+        if let Some((fd, kind)) = handoff::sink_fd(&sink) {
+            self.noted.outputs.push((Some(r.as_raw_fd()), fd, kind));
+        }
         let spooler = spool::Spooler::new(spool, stream);
         self.outputs.push(tokio::spawn(copy::pump_spooled(
             Source::Pipe(r),
@@ -287,7 +295,13 @@ impl ProcessIo {
         let Some((socket, stdin, sink)) = self.pending_console.take() else {
             return Ok(());
         };
-        let console = Console::new(socket.receive().await?, self.exited.clone())?;
+        let master = socket.receive().await?;
+        self.noted.console = Some(master.as_raw_fd());
+        self.noted.console_stdin = stdin.as_ref().map(AsRawFd::as_raw_fd);
+        if let Some((fd, kind)) = handoff::sink_fd(&sink) {
+            self.noted.outputs.push((None, fd, kind));
+        }
+        let console = Console::new(master, self.exited.clone())?;
         self.outputs.push(tokio::spawn(copy::pump(
             Source::Console(console.clone()),
             sink,

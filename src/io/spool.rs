@@ -74,6 +74,8 @@ pub struct SpoolStats {
     pub spooled: AtomicU64,
     /// Bytes discarded by drop-oldest.
     pub dropped: AtomicU64,
+    /// Streams spooling right now: their output is in a file no upgrade carries over.
+    active: AtomicU64,
 }
 
 impl SpoolConfig {
@@ -105,6 +107,11 @@ impl SpoolConfig {
             o.spool_when_full,
             container,
         )
+    }
+
+    /// Whether any stream of these settings holds output in a spool file right now.
+    pub fn spooling(&self) -> bool {
+        self.stats.active.load(Ordering::Relaxed) > 0
     }
 
     /// No spool: a full FIFO blocks the container.
@@ -173,8 +180,10 @@ impl Spooler {
         tracing::info!(container = %self.cfg.container, stream = self.stream,
             "output reader is away; spooling");
         let mut ring = Ring::new(file, self.cfg.size);
+        self.cfg.stats.active.fetch_add(1, Ordering::Relaxed);
         let outcome = self.episode(&mut ring, from, to, progress).await;
         let stats = &self.cfg.stats;
+        stats.active.fetch_sub(1, Ordering::Relaxed);
         stats.spooled.fetch_add(ring.tail, Ordering::Relaxed);
         stats.dropped.fetch_add(ring.dropped, Ordering::Relaxed);
         if ring.dropped > 0 {

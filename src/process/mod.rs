@@ -78,7 +78,7 @@ impl fmt::Display for Pid {
 }
 
 /// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExitInfo {
     /// Exit code, or 128 + signal.
     pub status: u32,

@@ -16,7 +16,7 @@
 use crate::error::{Error, Result};
 
 /// Where a process is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum State {
     /// `runc create` (or exec registration) done, not started.
     Created,

@@ -78,7 +78,7 @@ pub struct CheckpointOptions {
 pub const CRIU_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A runc bound to one container's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Runc {
     pub binary: String,
     /// `--root`: `<options.root or DEFAULT_ROOT>/<namespace>`.

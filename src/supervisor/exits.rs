@@ -80,6 +80,7 @@ impl Supervisor {
 
     /// Routes one reaped exit that no spawner claimed.
     pub(super) fn handle_exit(&self, exit: Exit) {
+        let _routed = Routed(&self.shared.reaper);
         let mut t = self.shared.lock();
         let owner = match Pid::new(exit.pid) {
             Some(pid) => t.containers.iter_mut().find_map(|(cid, c)| {
@@ -257,4 +258,14 @@ fn record_exit(
         let _ = done.send(());
     });
     gate
+}
+
+/// Counts an exit as routed once its handling is over (whatever path it took), so an upgrade
+/// knows when the reaper's stream is empty.
+struct Routed<'a>(&'a crate::reaper::Reaper);
+
+impl Drop for Routed<'_> {
+    fn drop(&mut self) {
+        self.0.routed_one();
+    }
 }

@@ -35,11 +35,14 @@ use tokio::sync::{mpsc, watch};
 
 mod exec;
 mod exits;
+mod handoff;
 mod init;
 mod oom;
 mod resources;
 mod spec;
 mod teardown;
+
+pub use handoff::TableState;
 
 use crate::cgroups::{ContainerCgroup, Metrics};
 use crate::error::{Error, Result};
