@@ -20,11 +20,13 @@ use std::time::Duration;
 use common::*;
 
 /// Bound on the idle server's resident set, in kB. A shim's RSS is mostly mapped code in
-/// 64 KiB fault-around blocks; this sits about two blocks above the laid-out static-PIE build
-/// and well below a dynamic one (figures in the README's benchmark section). It cannot also
-/// catch a lost code layout with room to spare (that costs about one block here):
+/// 64 KiB fault-around blocks; this sits about one block above the laid-out static-PIE build
+/// and well below a dynamic one (figures in docs/benchmarks.md). It grew by two blocks with the
+/// code an idle server now runs at start (the upgrade service and the frame-gated connection
+/// every containerd connection goes through, the spool and exit signal in each copy). It
+/// cannot also catch a lost code layout with room to spare (that costs about one block here):
 /// `layout/check.sh` checks the order file against the build directly.
-const RSS_BUDGET_KB: u64 = 2300;
+const RSS_BUDGET_KB: u64 = 2430;
 
 /// The server is single-threaded plus at most one helper thread.
 const THREAD_BUDGET: u64 = 2;
