@@ -265,7 +265,7 @@ fn line_panel(
             ymax = ymax.max(y);
         }
     }
-    let (xmax, ymax) = (nice_ceiling(xmax * 1.05), nice_ceiling(ymax * 1.08));
+    let (xmax, ymax) = (nice_ceiling(xmax), nice_ceiling(ymax * 1.08));
     let sx = |v: f64| px + pw * v / xmax;
     let sy = |v: f64| py + ph - ph * v / ymax;
     let _ = writeln!(
