@@ -21,7 +21,7 @@ use common::*;
 
 /// Bound on the idle server's resident set, in kB. A shim's RSS is mostly mapped code in
 /// 64 KiB fault-around blocks; this sits about two blocks above the laid-out static-PIE build
-/// and well below a dynamic one (figures in the README's benchmark section). It cannot also
+/// and well below a dynamic one (figures in docs/benchmarks/history.md). It cannot also
 /// catch a lost code layout with room to spare (that costs about one block here):
 /// `layout/check.sh` checks the order file against the build directly.
 const RSS_BUDGET_KB: u64 = 2300;
