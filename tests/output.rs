@@ -260,7 +260,9 @@ fn output_is_exact_under_load() {
     let cd = Containerd::start();
     let n = runs();
     let _hog = CpuHog::start();
-    let loops: [(&str, &dyn Fn(&str) -> Vec<String>); 3] = [
+    // One loop: its name and what it does for a runtime (the outputs it got wrong).
+    type Loop<'a> = (&'a str, &'a dyn Fn(&str) -> Vec<String>);
+    let loops: [Loop; 3] = [
         ("exec with a terminal", &|rt| exec_loop(&cd, rt, true, n)),
         ("exec", &|rt| exec_loop(&cd, rt, false, n)),
         ("init", &|rt| init_loop(&cd, rt, n)),
