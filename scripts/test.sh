@@ -14,7 +14,7 @@
 # scripts/containerd-versions.sh provides (1.7.24, 2.1.9, 2.2.7, 2.3.4, 2.4.0-beta.0), through
 # TETHER_CONTAINERD. The other targets (unit tests, service, supervisor, properties, root_*,
 # start_params) start no containerd, so a second run would repeat the first. One matrix run
-# per version takes a few minutes (see the README for the numbers), so all suites run on all
+# per version takes a few minutes (docs/testing.md has the numbers), so all suites run on all
 # versions. With TETHER_CONTAINERD set by the caller (their own containerd build: a directory
 # holding containerd, ctr and containerd-shim-runc-v2) everything runs against that one instead.
 #
@@ -65,6 +65,21 @@ echo "+ scripts/release-test.sh"
 scripts/release-test.sh
 echo "+ deploy/check.sh"
 deploy/check.sh
+
+# The benchmark's plots (docs/benchmarks.md): its unit tests render a small sample (they run
+# with cargo test below); here the committed plots must be what the code draws from the
+# committed figures, so neither can drift from the other.
+echo "+ bench --plot-from docs/benchmarks/results.json (committed plots up to date)"
+plot_dir=$(mktemp -d)
+cargo run -q --example bench -- --plot-from docs/benchmarks/results.json --plot-dir "$plot_dir" >/dev/null
+for f in density.svg latency.svg stdio.svg results.json; do
+    if ! cmp -s "$plot_dir/$f" "docs/benchmarks/$f"; then
+        echo "test.sh: docs/benchmarks/$f is not what the bench draws from docs/benchmarks/results.json;" \
+            "run: cargo run --example bench -- --plot-from docs/benchmarks/results.json" >&2
+        exit 1
+    fi
+done
+rm -rf "$plot_dir"
 
 echo "+ cargo test --all-targets --no-fail-fast${*:+ -- $*}"
 log=$(mktemp)

@@ -13,7 +13,7 @@
 # containerd restart, the `delete` action after a killed shim, a Delete after the runtime
 # forgot the container (crun words that differently), bad input, grouping, and on cgroup v2
 # Stats, OOM before the exit, Update and Pause/Resume, and SIGKILL of a paused task; plus
-# `-info` answering for crun. The README's VM-lane section says how long it takes.
+# `-info` answering for crun. docs/testing.md says how long it takes.
 #
 # Usage: scripts/vm-crun.sh [TEST-BINARY-ARGS...]   (scripts/test.sh runs it after vm-test.sh)
 #   TETHER_VM_OUT  where the guest's logs go (default target/vm-lane-crun; emptied first)

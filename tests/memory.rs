@@ -21,7 +21,7 @@ use common::*;
 
 /// Bound on the idle server's resident set, in kB. A shim's RSS is mostly mapped code in
 /// 64 KiB fault-around blocks; this sits about one block above the laid-out static-PIE build
-/// and well below a dynamic one (figures in docs/benchmarks.md). It grew by two blocks with the
+/// and well below a dynamic one (figures in docs/benchmarks/history.md). It grew by two blocks with the
 /// code an idle server now runs at start (the upgrade service and the frame-gated connection
 /// every containerd connection goes through, the spool and exit signal in each copy). It
 /// cannot also catch a lost code layout with room to spare (that costs about one block here):

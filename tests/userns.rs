@@ -13,7 +13,7 @@
 //!   `linux.mountExtensions.idmap.enabled` (`core/runtime/v2/task_manager.go`).
 //!
 //! The `tether` handler names tether by `runtime_path` under runc's runtime type, with runc's
-//! options (`BinaryName`: a wrapper logging each call to runc 1.2+), as the README's
+//! options (`BinaryName`: a wrapper logging each call to runc 1.2+), as docs/configuration.md's
 //! Kubernetes section says such pods need.
 //!
 //! Then, in the same containerd, two handlers whose container must not start: one whose runc
@@ -679,11 +679,11 @@ fn start_fails(cri: &Cri, dir: &Path, cgroup_parent: &str, handler: &str) -> Str
 }
 
 /// containerd 2.1's CRI, not the shim: a handler whose `runtime_type` is not runc's gets its
-/// options as `runtimeoptions.v1.Options` (`ConfigPath`, the form the README gives for tether),
+/// options as `runtimeoptions.v1.Options` (`ConfigPath`, the form docs/configuration.md gives),
 /// and StartContainer of a user-namespaced container then fails in containerd before the shim
 /// is asked, because it sets `IoUid`/`IoGid` in runc options
 /// (`updateContainerIOOwner` → `getRuncOptions`). The pod itself runs. This pins down why the
-/// README names tether by `runtime_path` under runc's runtime type for such pods.
+/// docs name tether by `runtime_path` under runc's runtime type for such pods.
 fn configpath_options_fail_a_user_namespaced_container(cri: &Cri, dir: &Path, cgroup_parent: &str) {
     fs::write(
         dir.join("tether.toml"),

@@ -241,6 +241,12 @@ impl Bench<'_> {
                 pair[s.idx()] = d;
             }
             self.density_rows(&pair);
+            self.report.plots.density.push(DensityPoint {
+                n,
+                pss_mb: [pair[0].pss_kb / 1024.0, pair[1].pss_kb / 1024.0],
+                start_s: [pair[0].start_s, pair[1].start_s],
+                delete_s: [pair[0].delete_s, pair[1].delete_s],
+            });
             results.push(pair);
         }
         if results.len() >= 2 {

@@ -31,6 +31,13 @@ impl Bench<'_> {
     /// with the median and p90 beside it.
     pub fn latency_rows(&mut self, what: &str, p: &Pair) {
         let (t, g) = (p.get(Shim::Tether), p.get(Shim::Go));
+        self.report.plots.latency.push(Distribution {
+            name: what.to_string(),
+            unit: "ms".into(),
+            samples: [t.to_vec(), g.to_vec()],
+            median: [median(t), median(g)],
+            p90: [percentile(t, 0.9), percentile(g, 0.9)],
+        });
         self.report.add(
             &format!("{what}, trimmed mean (ms)"),
             Cell::Num(trimmed_mean(t), 1),

@@ -33,6 +33,7 @@
 mod common;
 
 mod harness;
+mod plot;
 mod proc;
 mod report;
 mod stats;
@@ -48,6 +49,7 @@ mod storm;
 mod upgrade;
 
 use harness::*;
+use plot::*;
 use proc::*;
 use report::*;
 use stats::*;
@@ -101,8 +103,13 @@ struct Plan {
     density_restarts: usize,
     /// tether servers upgraded in place together (tether only).
     upgrade: usize,
-    /// Where the results (header lines and tables) are written, besides stdout.
+    /// Where the results (header lines and tables) are written, besides stdout. The plots
+    /// and `results.json` go into the same directory.
     out: Option<PathBuf>,
+    /// `--plot-from FILE`: only draw the plots of a `results.json` (into `--plot-dir`, default
+    /// the file's directory), measuring nothing.
+    plot_from: Option<PathBuf>,
+    plot_dir: Option<PathBuf>,
 }
 
 impl Plan {
@@ -127,6 +134,8 @@ impl Plan {
             density_restarts: 3,
             upgrade: 20,
             out: None,
+            plot_from: None,
+            plot_dir: None,
         }
     }
 
@@ -170,6 +179,8 @@ fn parse_args() -> Res<Plan> {
                 plan = Plan {
                     only: plan.only.clone(),
                     out: plan.out.clone(),
+                    plot_from: plan.plot_from.clone(),
+                    plot_dir: plan.plot_dir.clone(),
                     ..Plan::quick()
                 }
             }
@@ -192,9 +203,15 @@ fn parse_args() -> Res<Plan> {
             "--out" => {
                 plan.out = Some(args.next().ok_or("--out needs a file name")?.into());
             }
+            "--plot-from" => {
+                plan.plot_from = Some(args.next().ok_or("--plot-from needs a file name")?.into());
+            }
+            "--plot-dir" => {
+                plan.plot_dir = Some(args.next().ok_or("--plot-dir needs a directory")?.into());
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only lifecycle,exec,fleet,stdio,cpu,storm,delete,upgrade,density] \\\n             [--density-n 100,300,1000] [--out results.md]"
+                    "usage: bench [--quick] [--only lifecycle,exec,fleet,stdio,cpu,storm,delete,upgrade,density] \\\n             [--density-n 100,300,1000] [--out results.md]\n       bench --plot-from results.json [--plot-dir DIR]"
                 );
                 std::process::exit(0);
             }
@@ -270,6 +287,21 @@ fn preflight() -> Res<()> {
     Ok(())
 }
 
+/// `--plot-from`: the plots of a recorded `results.json`, nothing measured.
+fn plot_only(from: &Path, dir: Option<&Path>) -> Res<()> {
+    let text = fs::read(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    let data: PlotData =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", from.display()))?;
+    let dir = dir.unwrap_or_else(|| from.parent().unwrap_or(Path::new(".")));
+    for p in data
+        .write_all(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+    {
+        println!("{}", p.display());
+    }
+    Ok(())
+}
+
 fn main() {
     let plan = match parse_args() {
         Ok(p) => p,
@@ -278,6 +310,15 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(from) = &plan.plot_from {
+        std::process::exit(match plot_only(from, plan.plot_dir.as_deref()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("bench: {e}");
+                1
+            }
+        });
+    }
     if let Err(e) = preflight() {
         eprintln!("bench: {e}");
         std::process::exit(1);
@@ -465,6 +506,17 @@ fn main() {
     match written {
         Ok(()) => println!("(written to {})", out.display()),
         Err(e) => eprintln!("bench: cannot write {}: {e}", out.display()),
+    }
+    let mut plots = report.plots;
+    plots.source = format!("{date}; git {git}; {containerd_v}; {nproc} cores");
+    let dir = out.parent().unwrap_or(Path::new("."));
+    match plots.write_all(dir) {
+        Ok(svgs) => {
+            for p in svgs {
+                println!("(plot: {})", p.display());
+            }
+        }
+        Err(e) => eprintln!("bench: cannot write the plots into {}: {e}", dir.display()),
     }
 
     if let Err(e) = run {

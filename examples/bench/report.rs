@@ -75,6 +75,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Further Markdown tables, printed after the main one.
     pub extra: Vec<String>,
+    /// The figures the plots are drawn from (`plot.rs`), written as `results.json` too.
+    pub plots: PlotData,
 }
 
 impl Report {

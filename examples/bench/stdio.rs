@@ -36,6 +36,14 @@ impl Bench<'_> {
             }
         }
         let m = |p: &Pair, s| median(p.get(s));
+        let (t, g) = (rate.get(Shim::Tether), rate.get(Shim::Go));
+        self.report.plots.stdio.push(Distribution {
+            name: format!("{mib} MiB from the container to ctr"),
+            unit: "MiB/s".into(),
+            samples: [t.to_vec(), g.to_vec()],
+            median: [median(t), median(g)],
+            p90: [percentile(t, 0.9), percentile(g, 0.9)],
+        });
         self.report.add(
             &format!("stdio throughput, {mib} MiB to ctr (MiB/s)"),
             Cell::Num(m(&rate, Shim::Tether), 0),

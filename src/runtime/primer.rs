@@ -1,5 +1,5 @@
 //! Priming the kernel's cgroup attach lock while runc starts: takes a grace period off every
-//! `runc create` and `runc exec` (the README has the numbers).
+//! `runc create` and `runc exec` (docs/benchmarks/history.md has the numbers).
 
 use std::fs;
 use std::io::{self, Write};
