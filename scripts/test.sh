@@ -9,13 +9,16 @@
 # TETHER_TEST_RUNTIME=io.containerd.runc.v2 to run them against the reference Go shim.
 #
 # The integration suites run once per containerd version: first everything against the
-# containerd on PATH (Debian 12's 1.6.20), then every suite that drives containerd (core, exec,
-# resources, robustness, cri, versions, exit_status, lifecycle, memory) against each newer build
-# scripts/containerd-versions.sh provides (1.7.24, 2.1.9, 2.2.7, 2.3.4, 2.4.0-beta.0), through
-# TETHER_CONTAINERD. The other targets (unit tests, service, supervisor, properties, root_*,
-# start_params) start no containerd, so a second run would repeat the first. One matrix run
-# per version takes a few minutes (docs/testing.md has the numbers), so all suites run on all
-# versions. With TETHER_CONTAINERD set by the caller (their own containerd build: a directory
+# containerd on PATH (Debian 12's 1.6.20), then the suites that drive containerd's task path
+# (core, exec, resources, robustness, cri, versions, exit_status, lifecycle, memory, upgrade)
+# against each newer build scripts/containerd-versions.sh provides (1.7.24, 2.1.9, 2.2.7,
+# 2.3.4, 2.4.0-beta.0), through TETHER_CONTAINERD. The other targets either start no
+# containerd (unit tests, service, supervisor, properties, root_*, start_params), so a second
+# run would repeat the first, or are this round's long output and packaging suites (output,
+# stdio_outage, deploy: 1.6.20 only, for CI's time; install.rs and the 2.x CRI and userns runs
+# below pick their versions themselves). One matrix run per version takes a few minutes
+# (docs/testing.md has the numbers). With TETHER_CONTAINERD set by the caller (their own
+# containerd build: a directory
 # holding containerd, ctr and containerd-shim-runc-v2) everything runs against that one instead.
 #
 # Extra arguments are passed to the test binaries, e.g. `scripts/test.sh --test-threads=1`.
@@ -93,7 +96,7 @@ set -e
 
 # The same integration suites under each newer containerd (their results count in the sum).
 matrix_suites=(--test core --test exec --test resources --test robustness --test cri
-    --test versions --test exit_status --test lifecycle --test memory)
+    --test versions --test exit_status --test lifecycle --test memory --test upgrade)
 for dir in "${matrix[@]}"; do
     echo "+ TETHER_CONTAINERD=$dir cargo test --no-fail-fast ${matrix_suites[*]}${*:+ -- $*}"
     set +e
