@@ -188,6 +188,15 @@ fn parse_args() -> Res<Plan> {
                 let v = args.next().ok_or("--only needs a comma-separated list")?;
                 only = Some(v.split(',').map(|s| s.trim().to_string()).collect());
             }
+            "--upgrade-n" => {
+                let v = args.next().ok_or("--upgrade-n needs a server count")?;
+                plan.upgrade = v
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("--upgrade-n {v:?}: not a server count"))?;
+            }
             "--density-n" => {
                 let v = args
                     .next()
@@ -211,7 +220,7 @@ fn parse_args() -> Res<Plan> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only lifecycle,exec,fleet,stdio,cpu,storm,delete,upgrade,density] \\\n             [--density-n 100,300,1000] [--out results.md]\n       bench --plot-from results.json [--plot-dir DIR]"
+                    "usage: bench [--quick] [--only lifecycle,exec,fleet,stdio,cpu,storm,delete,upgrade,density] \\\n             [--density-n 100,300,1000] [--upgrade-n 20] [--out results.md]\n       bench --plot-from results.json [--plot-dir DIR]"
                 );
                 std::process::exit(0);
             }
