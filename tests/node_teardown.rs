@@ -6,30 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A runc wrapper in `dir` whose `kill` hangs (its pid appended to `dir/hung-kills`); every
-/// other call is the real runc.
-fn runc_with_a_hung_kill(dir: &Path) -> PathBuf {
-    let wrapper = dir.join("runc-hung-kill");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do\n  case $a in\n    kill) echo $$ >>'{}'; exec sleep 1000 ;;\n  esac\ndone\nexec runc \"$@\"\n",
-            dir.join("hung-kills").display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    wrapper
-}
 
 #[test]
 #[ignore = "VM lane: scripts/vm-test.sh"]
@@ -38,20 +18,14 @@ fn a_wedged_runtime_kill_is_finished_by_cgroup_kill() {
     let scale = time_scale();
     let quick = Duration::from_secs(30) * scale;
     let cd = Containerd::start();
-    let wrapper = runc_with_a_hung_kill(cd.dir());
-    let options = cd.dir().join("hung-kill.toml");
-    std::fs::write(
-        &options,
-        format!("BinaryName = \"{}\"\n", wrapper.display()),
-    )
-    .unwrap();
+    let wrapper = runc_hanging_on(cd.dir(), "kill");
+    let options = binary_options_file(cd.dir(), "hung-kill", &wrapper);
     let events = EventStream::start(&cd);
     let id = unique_id("wedged2");
     let args = cd
         .run_args(&id, &["sh", "-c", "sleep 1000 & exec sleep 1001"])
         .detach()
-        .flag("--runtime-config-path")
-        .flag(&options.to_string_lossy())
+        .runtime_config(&options)
         .build();
     cd.ctr_ok(&args);
     let init = cd.wait_task_status(&id, "RUNNING", quick);

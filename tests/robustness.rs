@@ -345,27 +345,6 @@ fn output_at_exit_is_never_truncated() {
     }
 }
 
-/// A runc wrapper in `dir` whose `verb` (e.g. `kill`) hangs, its pid appended to
-/// `dir/hung-<verb>`, like the wedged runtime of containerd#14081; every other call is the real
-/// runc.
-fn runc_hanging_on(dir: &std::path::Path, verb: &str) -> std::path::PathBuf {
-    let wrapper = dir.join(format!("runc-hung-{verb}"));
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do\n  case $a in\n    {verb}) echo $$ >>'{}'; exec sleep 1000 ;;\n  esac\ndone\nexec runc \"$@\"\n",
-            dir.join(format!("hung-{verb}")).display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    wrapper
-}
-
 /// containerd#14081 against the real stack (containerd, ctr, runc, this host's v1 cgroups):
 /// `runc kill` hangs, so `ctr tasks kill --all -s SIGKILL` would never end. tether kills the
 /// runtime's call after its kill deadline (the default, 10 s) and the container's cgroup itself:
@@ -377,19 +356,13 @@ fn a_wedged_runtime_kill_still_tears_the_container_down() {
     require_root();
     let cd = Containerd::start();
     let wrapper = runc_hanging_on(cd.dir(), "kill");
-    let options = cd.dir().join("hung-kill.toml");
-    std::fs::write(
-        &options,
-        format!("BinaryName = \"{}\"\n", wrapper.display()),
-    )
-    .unwrap();
+    let options = binary_options_file(cd.dir(), "hung-kill", &wrapper);
     let events = EventStream::start(&cd);
     let id = unique_id("wedged");
     let args = cd
         .run_args(&id, &["sh", "-c", "sleep 1000 & exec sleep 1001"])
         .detach()
-        .flag("--runtime-config-path")
-        .flag(&options.to_string_lossy())
+        .runtime_config(&options)
         .build();
     cd.ctr_ok(&args);
     let init = cd.wait_task_status(&id, "RUNNING", QUICK);
@@ -515,19 +488,13 @@ fn an_exec_made_while_the_init_exit_is_held_fails_only_at_start() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let options = dir.join("held-exec.toml");
-    std::fs::write(
-        &options,
-        format!("BinaryName = \"{}\"\n", wrapper.display()),
-    )
-    .unwrap();
+    let options = binary_options_file(&dir, "held-exec", &wrapper);
     let events = EventStream::start(&cd);
     let id = unique_id("heldexec");
     let args = cd
         .run_args(&id, &["sleep", "1000"])
         .detach()
-        .flag("--runtime-config-path")
-        .flag(&options.to_string_lossy())
+        .runtime_config(&options)
         .build();
     cd.ctr_ok(&args);
     let init = cd.wait_task_status(&id, "RUNNING", QUICK);
@@ -610,18 +577,12 @@ fn a_paused_container_dies_of_sigkill_when_the_runtime_cannot_resume_it() {
     require_root();
     let cd = Containerd::start();
     let wrapper = runc_hanging_on(cd.dir(), "resume");
-    let options = cd.dir().join("hung-resume.toml");
-    std::fs::write(
-        &options,
-        format!("BinaryName = \"{}\"\n", wrapper.display()),
-    )
-    .unwrap();
+    let options = binary_options_file(cd.dir(), "hung-resume", &wrapper);
     let id = unique_id("frozen");
     let args = cd
         .run_args(&id, &["sleep", "1000"])
         .detach()
-        .flag("--runtime-config-path")
-        .flag(&options.to_string_lossy())
+        .runtime_config(&options)
         .build();
     cd.ctr_ok(&args);
     let init = cd.wait_task_status(&id, "RUNNING", QUICK);

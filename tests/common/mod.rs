@@ -752,6 +752,36 @@ fn is_shim_cmd(pid: i32, argv: &[String]) -> bool {
 // ctr argument builder
 // ---------------------------------------------------------------------------------------------
 
+/// Writes `dir/<name>.toml`, a runtime options file naming `binary` as the OCI runtime
+/// (`BinaryName`), and returns its path: how a test puts a runc wrapper under the shim.
+pub fn binary_options_file(dir: &Path, name: &str, binary: &Path) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    fs::write(&path, format!("BinaryName = \"{}\"\n", binary.display()))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    path
+}
+
+/// A runc wrapper in `dir` whose `verb` (e.g. `kill`) hangs, its pid appended to
+/// `dir/hung-<verb>`, like the wedged runtime of containerd#14081; every other call is the real
+/// runc.
+pub fn runc_hanging_on(dir: &Path, verb: &str) -> PathBuf {
+    let wrapper = dir.join(format!("runc-hung-{verb}"));
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do\n  case $a in\n    {verb}) echo $$ >>'{}'; exec sleep 1000 ;;\n  esac\ndone\nexec runc \"$@\"\n",
+            dir.join(format!("hung-{verb}")).display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    wrapper
+}
+
 /// Builder for `ctr run` arguments. By default yields
 /// `run --rm --runtime <runtime()> --env PATH=/bin --rootfs <rootfs> <id> <cmd...>`.
 ///
@@ -796,6 +826,13 @@ impl RunArgs {
     /// first process is not pid 1 of its namespace and its orphans reparent to the shim.
     pub fn host_pid_ns(self) -> Self {
         self.flag("--with-ns").flag("pid:/proc/self/ns/pid")
+    }
+
+    /// `--runtime-config-path <path>`: the runtime options file the shim reads (see
+    /// [`binary_options_file`]).
+    pub fn runtime_config(self, path: &Path) -> Self {
+        self.flag("--runtime-config-path")
+            .flag(&path.to_string_lossy())
     }
 
     /// Any other `ctr run` flag (placed before `--rootfs`).
