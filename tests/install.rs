@@ -269,11 +269,12 @@ fn round_trip(build: &Build, original: &[u8], what: &str) {
             .unwrap_or_else(|| panic!("{what}: install lost {line:?}:\n{text}"));
         rest = &rest[at + line.len()..];
     }
-    let plugin = if build.major >= 2 && text.contains("version = 3") {
-        "io.containerd.cri.v1.runtime"
-    } else {
-        "io.containerd.grpc.v1.cri"
-    };
+    let plugin =
+        if build.major >= 2 && (text.contains("version = 3") || text.contains("version = 4")) {
+            "io.containerd.cri.v1.runtime"
+        } else {
+            "io.containerd.grpc.v1.cri"
+        };
     let doc: DocumentMut = text.parse().unwrap();
     assert_eq!(
         doc["plugins"][plugin]["containerd"]["runtimes"]["tether"]["runtime_type"].as_str(),

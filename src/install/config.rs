@@ -28,8 +28,10 @@ pub const MARKER: &str =
 pub enum Schema {
     /// `version = 2`: containerd 1.6 and 1.7 (2.x migrates it when loading).
     V2,
-    /// `version = 3`: containerd 2.x.
+    /// `version = 3`: containerd 2.0 to 2.3.
     V3,
+    /// `version = 4`: containerd 2.4's default; the CRI runtime table is where version 3 has it.
+    V4,
 }
 
 impl Schema {
@@ -37,7 +39,7 @@ impl Schema {
     pub fn cri_plugin(self) -> &'static str {
         match self {
             Schema::V2 => "io.containerd.grpc.v1.cri",
-            Schema::V3 => "io.containerd.cri.v1.runtime",
+            Schema::V3 | Schema::V4 => "io.containerd.cri.v1.runtime",
         }
     }
 
@@ -45,6 +47,7 @@ impl Schema {
         match self {
             Schema::V2 => 2,
             Schema::V3 => 3,
+            Schema::V4 => 4,
         }
     }
 }
@@ -77,7 +80,7 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::Version(v) => write!(
                 f,
-                "config version {v} is not supported (want 2 or 3; a file without `version` is \
+                "config version {v} is not supported (want 2, 3 or 4; a file without `version` is \
                  version 1: run `containerd config migrate` first)"
             ),
             ConfigError::NotATable(path) => write!(f, "{path} is not a table"),
@@ -141,6 +144,7 @@ fn schema(doc: &DocumentMut) -> Result<Option<Schema>, ConfigError> {
         Some(v) => match v.as_integer() {
             Some(2) => Ok(Some(Schema::V2)),
             Some(3) => Ok(Some(Schema::V3)),
+            Some(4) => Ok(Some(Schema::V4)),
             _ => Err(ConfigError::Version(v.to_string().trim().to_string())),
         },
         None if doc.is_empty() => Ok(None),

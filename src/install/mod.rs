@@ -154,9 +154,10 @@ pub fn parse_options(argv: &[String]) -> Result<Options> {
                 o.config_version = Some(match value.as_str() {
                     "2" => Schema::V2,
                     "3" => Schema::V3,
+                    "4" => Schema::V4,
                     _ => {
                         return Err(InstallError::Usage(format!(
-                            "-config-version {value}: want 2 or 3"
+                            "-config-version {value}: want 2, 3 or 4"
                         )))
                     }
                 })

@@ -241,9 +241,18 @@ async fn preflight(reaper: &Reaper, exe: &std::path::Path, bytes: &[u8]) -> Resu
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let refuse = |why: String| Error::FailedPrecondition(format!("{}: {why}", exe.display()));
-    let spawned = reaper
-        .spawn(&mut cmd)
-        .map_err(|e| refuse(format!("cannot run it: {e}")))?;
+    // A file whose writer has just closed it can still be busy for a moment (a process that
+    // forked while it was open has not exec'd yet): ETXTBSY is worth a few more tries.
+    let mut tries = 0;
+    let spawned = loop {
+        match reaper.spawn(&mut cmd) {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < TEXT_BUSY_TRIES => {
+                tries += 1;
+                tokio::time::sleep(TEXT_BUSY_WAIT).await;
+            }
+            r => break r.map_err(|e| refuse(format!("cannot run it: {e}")))?,
+        }
+    };
     let mut child = spawned.child;
     let (mut stdin, mut stdout, mut stderr) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take());
@@ -289,6 +298,10 @@ async fn preflight(reaper: &Reaper, exe: &std::path::Path, bytes: &[u8]) -> Resu
     }
 }
 
+/// How often, and how far apart, a new binary that is busy being written (ETXTBSY) is tried.
+const TEXT_BUSY_TRIES: u32 = 25;
+const TEXT_BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Execs `exe` with the state in a memfd. Returns only on failure, with every flag restored.
 fn exec_in_place(
     exe: &std::path::Path,
@@ -316,7 +329,17 @@ fn exec_in_place(
         }
     }
     if err.is_none() {
-        let e = crate::sys::exec_image(Some(exe), -1, &args, &env);
+        let mut tries = 0;
+        let e = loop {
+            let e = crate::sys::exec_image(Some(exe), -1, &args, &env);
+            if e.raw_os_error() != Some(libc::ETXTBSY) || tries >= TEXT_BUSY_TRIES {
+                break e;
+            }
+            // Blocks the server's one thread, but only within a handoff that already holds
+            // every request back, and for at most TEXT_BUSY_TRIES * TEXT_BUSY_WAIT.
+            tries += 1;
+            std::thread::sleep(TEXT_BUSY_WAIT);
+        };
         err = Some(Error::io(format!("exec {}", exe.display()))(e));
     }
     for fd in cleared {

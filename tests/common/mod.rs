@@ -509,7 +509,18 @@ impl Background {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        // A binary the test has just written can be busy for a moment (another test thread
+        // forked while it was open for writing and has not exec'd yet): retry ETXTBSY.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                    tries += 1;
+                    thread::sleep(Duration::from_millis(20));
+                }
+                r => break r.unwrap_or_else(|e| panic!("spawn {what}: {e}")),
+            }
+        };
         let stdin = child.stdin.take();
         let stdout = Drain::spawn(child.stdout.take().expect("piped stdout"));
         let stderr = Drain::spawn(child.stderr.take().expect("piped stderr"));
@@ -1570,6 +1581,9 @@ disabled_plugins = [
   "io.containerd.internal.v1.opt",
   "io.containerd.tracing.processor.v1.otlp",
   "io.containerd.internal.v1.tracing",
+  # NRI (1.7+; on by default in 2.x) listens on one fixed host socket, /var/run/nri/nri.sock:
+  # two CRI containerds of parallel tests would fight over it.
+  "io.containerd.nri.v1.nri",
 ]
 
 [grpc]
