@@ -145,8 +145,16 @@ fn start(build: &Build, config: &Path, dir: &Path) -> Private {
     let address = dir.join("c.sock").to_string_lossy().into_owned();
     doc["root"] = value(dir.join("root").to_str().unwrap());
     doc["state"] = value(dir.join("state").to_str().unwrap());
-    doc["grpc"]["address"] = value(&address);
-    doc["ttrpc"]["address"] = value(format!("{address}.ttrpc"));
+    // Config version 4 (containerd 2.3+'s default) moved the server addresses into the
+    // server plugins' own tables.
+    if doc.get("version").and_then(|v| v.as_integer()) == Some(4) {
+        doc["plugins"]["io.containerd.server.v1.grpc"]["address"] = value(&address);
+        doc["plugins"]["io.containerd.server.v1.ttrpc"]["address"] =
+            value(format!("{address}.ttrpc"));
+    } else {
+        doc["grpc"]["address"] = value(&address);
+        doc["ttrpc"]["address"] = value(format!("{address}.ttrpc"));
+    }
     let mut disabled = Array::new();
     for p in [
         "io.containerd.internal.v1.opt",
