@@ -425,8 +425,8 @@ root = "/var/lib/containerd"   # keep
             ConfigError::Version("1".into())
         );
         assert_eq!(
-            add("version = 4\n", "tether", None, Schema::V2).unwrap_err(),
-            ConfigError::Version("4".into())
+            add("version = 5\n", "tether", None, Schema::V2).unwrap_err(),
+            ConfigError::Version("5".into())
         );
         let not_table =
             "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\nruntimes = 1\n";
