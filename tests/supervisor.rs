@@ -718,13 +718,12 @@ async fn an_exec_created_while_the_init_exit_is_held_is_accepted_and_only_its_st
         "Exec e2 while the init's exit is held",
         bounded("Exec", c.task.exec(ctx(), &exec_request(&id, "e2"))).await,
     );
-    assert!(
-        events_of(&id)
-            .iter()
-            .any(|e| matches!(e, Event::ExecAdded { exec_id, .. } if exec_id == "e2")),
-        "TaskExecAdded for e2: {:#?}",
-        events_of(&id)
-    );
+    // Events are published after the answer, so the collector may see TaskExecAdded later.
+    wait_events(&id, "TaskExecAdded for e2", |e| {
+        e.iter()
+            .any(|e| matches!(e, Event::ExecAdded { exec_id, .. } if exec_id == "e2"))
+    })
+    .await;
     let start_e2 = api::StartRequest {
         id: id.clone(),
         exec_id: "e2".into(),
