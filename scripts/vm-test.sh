@@ -4,8 +4,9 @@
 #
 # What runs inside, one test at a time: every `tests/node_*.rs` binary with `--ignored` (their
 # tests are marked `#[ignore = "VM lane: scripts/vm-test.sh"]`), `tests/resources.rs --ignored`
-# (the checkpoint/restore tests, which need a `criu check` that passes) and `tests/cri.rs` (CRI
-# ContainerStats and OOMKilled on a cgroup v2 node). The test binaries are
+# (the checkpoint/restore tests, which need a `criu check` that passes), `tests/cri.rs` (CRI
+# ContainerStats and OOMKilled on a cgroup v2 node) and the upgrade whose handoff an OOM kill
+# lands in (`tests/upgrade.rs`, `memory.events` crossing the exec). The test binaries are
 # built here (statically linked) and run in the guest from this tree, which the guest sees
 # read-only over 9p. Their output comes back through a read-write share (`target/vm-lane/`).
 #
@@ -15,8 +16,10 @@
 #
 # Usage: scripts/vm-test.sh [TEST-BINARY-ARGS...]   e.g. scripts/vm-test.sh --exact some_test
 #   TETHER_VM_TIMEOUT   bound on the guest's whole run, seconds (default 1500)
-#   TETHER_VM_BINARIES  test targets instead of "node_*:--ignored resources:--ignored cri"
-#                       (TARGET[:FLAG]; FLAG is given to that binary before the arguments;
+#   TETHER_VM_BINARIES  test targets instead of "node_*:--ignored resources:--ignored cri
+#                       upgrade:during_the_handoff"
+#                       (TARGET[:FLAG]; FLAG is given to that binary before the arguments, a
+#                       flag or a test name filter;
 #                       with TETHER_VM_SYSTEMD=1 the default is "systemd_node*:--ignored")
 #   TETHER_VM_SYSTEMD=1 boot the guest with systemd as init (`vng --systemd`), for the
 #                       systemd cgroup driver (tests/systemd_node*.rs); see "systemd guest" below
@@ -43,7 +46,7 @@ systemd=${TETHER_VM_SYSTEMD:-0}
 if [ "$systemd" = 1 ]; then
     specs=${TETHER_VM_BINARIES:-"systemd_node*:--ignored"}
 else
-    specs=${TETHER_VM_BINARIES:-"node_*:--ignored resources:--ignored cri"}
+    specs=${TETHER_VM_BINARIES:-"node_*:--ignored resources:--ignored cri upgrade:during_the_handoff"}
 fi
 time_scale=${TETHER_VM_TIME_SCALE:-5}
 binary_bound=${TETHER_VM_BINARY_TIMEOUT:-480}

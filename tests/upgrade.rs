@@ -8,6 +8,8 @@
 //! `upgrade` names its servers with `--pid`: other tests' servers run on the same host.
 
 mod common;
+#[path = "common/cri_client.rs"]
+mod cri_client;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -686,4 +688,281 @@ fn an_exit_storm_across_upgrades_reports_each_exit_once() {
     assert_eq!(disconnects(&cd), Vec::<String>::new());
     cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &id]);
     cd.wait_task_status(&id, "STOPPED", QUICK);
+}
+
+/// An OOM kill while the handoff is under way, held there by a test knob that keeps the new
+/// binary's pre-flight waiting: the kill lands after the old image took its snapshot and
+/// before the new image runs. The new image reports it once, before the container's one exit
+/// (137), and the neighbour keeps its pid and its cgroup (its metrics are read afterwards).
+/// Run on the host's cgroup v1 and in the VM lane on cgroup v2 (`memory.events`).
+#[test]
+fn an_oom_kill_during_the_handoff_is_reported_once_before_the_exit() {
+    let scratch = tempfile::tempdir_in("/tmp").unwrap();
+    let release = scratch.path().join("release-preflight");
+    let shim = ShimDir::with_env(&[("TETHER_TEST_CHECK_WAIT_FILE", release.to_str().unwrap())]);
+    let cd = start(&shim);
+    let events = EventStream::start(&cd);
+    let id = unique_id("up-oom");
+    let trigger = format!("oom-{id}");
+    let _ = fs::remove_file(cd.rootfs().join("tmp").join(&trigger));
+    // `tail` keeps the "last line" of an endless stream without newlines in memory.
+    let script =
+        format!("while [ ! -e /tmp/{trigger} ]; do usleep 20000; done; exec tail /dev/zero");
+    cd.ctr_ok(
+        &cd.run_args(&id, &["sh", "-c", &script])
+            .detach()
+            .flag("--memory-limit")
+            .flag("16777216")
+            .build(),
+    );
+    let init = cd.wait_task_status(&id, "RUNNING", QUICK);
+    let neighbour = unique_id("up-oom-n");
+    cd.ctr_ok(&cd.run_args(&neighbour, &["sleep", "1000"]).detach().build());
+    let neighbour_pid = cd.wait_task_status(&neighbour, "RUNNING", QUICK);
+    let pids = [cd.shim_pid(&id).unwrap(), cd.shim_pid(&neighbour).unwrap()];
+
+    shim.install_marked("oom");
+    let upgrade = {
+        let mut cmd = Command::new(shim.path());
+        cmd.arg("upgrade");
+        for p in pids {
+            cmd.args(["--pid", &p.to_string()]);
+        }
+        Background::spawn(cmd)
+    };
+    // The OOM container's server is in its pre-flight: its snapshot is taken.
+    let in_preflight = || {
+        children_of(pids[0])
+            .iter()
+            .any(|c| cmdline(c.pid).iter().any(|a| a == "upgrade-check"))
+    };
+    assert!(
+        wait_until(QUICK, in_preflight),
+        "the pre-flight never started"
+    );
+    fs::write(cd.rootfs().join("tmp").join(&trigger), "").unwrap();
+    // Killed by the kernel, and not reaped: the server's reaper is paused for the handoff.
+    assert!(
+        wait_until(QUICK, || proc_stat(init).is_some_and(|s| s.state == 'Z')),
+        "the container was not OOM-killed during the handoff ({:?})",
+        proc_stat(init)
+    );
+    assert!(
+        events.task_topics(&id).iter().all(|t| t != "/tasks/oom"),
+        "an event left during the handoff: {:?}",
+        events.task_topics(&id)
+    );
+    fs::write(&release, "").unwrap();
+    let out = upgrade.wait_timeout(Duration::from_secs(120)).unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    for p in pids {
+        assert_eq!(exe_inode(p), shim.inode(), "server {p} runs the new binary");
+    }
+
+    let exit = {
+        let mut found = None;
+        wait_until(QUICK, || {
+            found = events.find(&id, "/tasks/exit");
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("no /tasks/exit: {:?}", events.task_topics(&id)))
+    };
+    assert!(exit.contains("\"exit_status\":137"), "exit event: {exit}");
+    // Anything late would show up here.
+    std::thread::sleep(Duration::from_millis(500));
+    let topics = events.task_topics(&id);
+    let count = |t: &str| topics.iter().filter(|x| *x == t).count();
+    assert_eq!(
+        (count("/tasks/oom"), count("/tasks/exit")),
+        (1, 1),
+        "{topics:?}"
+    );
+    let at = |t: &str| topics.iter().position(|x| x == t).unwrap();
+    assert!(at("/tasks/oom") < at("/tasks/exit"), "{topics:?}");
+    assert!(disconnects(&cd).is_empty(), "{:?}", disconnects(&cd));
+
+    assert_eq!(cd.task(&neighbour).map(|t| t.0), Some(neighbour_pid));
+    let metrics = cd.ctr_ok(&["tasks", "metrics", &neighbour]);
+    assert!(metrics.contains("memory"), "{metrics}");
+    cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &neighbour]);
+    cd.wait_task_status(&neighbour, "STOPPED", QUICK);
+}
+
+/// Pods of the CRI, as a kubelet runs them: 20 pod sandboxes on the tether handler, each with
+/// a container, five with a second one in the same shim, and one writing numbered lines
+/// without pause to its CRI log. Every shim is upgraded. Afterwards the CRI reports the same
+/// pods and containers in the same states, each container keeps its pid, the log has no line
+/// lost or repeated, containerd's log shows no lost shim, and ExecSync runs in every pod on
+/// the new code.
+#[test]
+fn twenty_cri_pods_keep_their_status_across_an_upgrade() {
+    use cri_client::{Cri, PodGuard, SANDBOX_IMAGE, WORKLOAD_IMAGE};
+    use k8s_cri::v1::{ListContainersRequest, ListPodSandboxRequest, PodSandboxConfig};
+    const PODS: usize = 20;
+    let shim = ShimDir::new();
+    let cd = cri_client::start_containerd_with(
+        ContainerdOptions {
+            shim: shim.entry.clone(),
+            debug: true,
+        },
+        cri_client::handlers_config(SANDBOX_IMAGE),
+    );
+    let dir = cd.dir().to_path_buf();
+    fs::write(dir.join("tether.toml"), "").unwrap();
+    let cri = Cri::connect(cd.address(), Duration::from_secs(30));
+    cri.wait_runtime_ready(Duration::from_secs(20));
+    cri_client::import_pod_images(
+        &cd,
+        &cri,
+        &dir,
+        SANDBOX_IMAGE,
+        WORKLOAD_IMAGE,
+        Duration::from_secs(10),
+    );
+    let pod_config = |i: usize| PodSandboxConfig {
+        metadata: Some(k8s_cri::v1::PodSandboxMetadata {
+            name: format!("up-{i}"),
+            uid: unique_id("uid"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        log_directory: dir
+            .join("pod-logs")
+            .join(i.to_string())
+            .display()
+            .to_string(),
+        linux: Some(k8s_cri::v1::LinuxPodSandboxConfig {
+            security_context: Some(k8s_cri::v1::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri_client::host_network_namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let stream = "i=0; while :; do i=$((i+1)); echo $i; usleep 500; done";
+    let mut guards: Vec<PodGuard> = Vec::new();
+    let mut pods = Vec::new();
+    for i in 0..PODS {
+        let pod = pod_config(i);
+        fs::create_dir_all(&pod.log_directory).unwrap();
+        let mut guard = PodGuard {
+            cri: &cri,
+            id: None,
+        };
+        let sandbox = cri.run_pod(&pod, "tether", &mut guard);
+        guards.push(guard);
+        cd.track_id(&sandbox);
+        let argv: &[&str] = if i == 0 {
+            &["sh", "-c", stream]
+        } else {
+            &["sleep", "1000"]
+        };
+        let mut containers = Vec::new();
+        let names: &[&str] = if i % 4 == 1 {
+            &["work", "side"]
+        } else {
+            &["work"]
+        };
+        for name in names {
+            let c = cri.create(
+                &sandbox,
+                &pod,
+                cri_client::limited_container(name, WORKLOAD_IMAGE, argv, 0),
+            );
+            cd.track_id(&c);
+            cri.start(&c)
+                .unwrap_or_else(|s| panic!("StartContainer: {:?}: {}", s.code(), s.message()));
+            containers.push(c);
+        }
+        pods.push((sandbox, pod, containers));
+    }
+    let log = Path::new(&pods[0].1.log_directory).join("work.log");
+    // The CRI log's lines: `<time> stdout F <line>`.
+    let logged = || -> String {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.splitn(4, ' ').nth(3))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    assert!(
+        wait_until(QUICK, || check_numbered(&logged()) > 100),
+        "the stream never reached its log"
+    );
+
+    let snapshot = || {
+        let mut pods_seen: Vec<(String, i32)> = cri
+            .ok(
+                "ListPodSandbox",
+                cri.rs().list_pod_sandbox(ListPodSandboxRequest::default()),
+            )
+            .items
+            .into_iter()
+            .map(|p| (p.id, p.state))
+            .collect();
+        pods_seen.sort();
+        let mut containers: Vec<(String, i32, i64, String)> = cri
+            .ok(
+                "ListContainers",
+                cri.rs().list_containers(ListContainersRequest::default()),
+            )
+            .containers
+            .into_iter()
+            .map(|c| {
+                let status = cri.container_status(&c.id);
+                let pid = fs::read_to_string(cd.bundle(&c.id).join("init.pid")).unwrap();
+                (
+                    c.id,
+                    status.state,
+                    status.started_at,
+                    pid.trim().to_string(),
+                )
+            })
+            .collect();
+        containers.sort();
+        (pods_seen, containers)
+    };
+    let before = snapshot();
+    assert_eq!(before.0.len(), PODS);
+    assert_eq!(before.1.len(), PODS + PODS / 4);
+    let servers: Vec<i32> = pods
+        .iter()
+        .map(|(sandbox, _, _)| cd.shim_pid(sandbox).expect("a shim per pod"))
+        .collect();
+    let mut distinct = servers.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), PODS, "one shim per pod: {servers:?}");
+
+    shim.install_marked("cri");
+    let (ok, out) = shim.upgrade(&servers);
+    assert!(ok, "{out}");
+    eprintln!("{out}");
+    for &pid in &servers {
+        assert_eq!(
+            exe_inode(pid),
+            shim.inode(),
+            "server {pid} runs the new binary"
+        );
+    }
+    for (_, _, containers) in &pods {
+        assert_eq!(cri.exec(&containers[0], &["echo", "hi"], 10).trim(), "hi");
+    }
+    let lines = check_numbered(&logged());
+    assert!(
+        wait_until(QUICK, || check_numbered(&logged()) > lines + 100),
+        "the stream stopped after the upgrade"
+    );
+    assert_eq!(snapshot(), before, "the CRI's view changed");
+    assert_eq!(
+        disconnects(&cd),
+        Vec::<String>::new(),
+        "containerd lost a shim"
+    );
+    for mut g in guards.drain(..) {
+        g.remove();
+    }
+    check_numbered(&logged());
 }

@@ -88,7 +88,8 @@ impl Metrics {
 }
 
 /// Where a process's cgroup lives, located once (at container create) and then read on demand.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An upgrade carries it: a reaped-later (zombie) init's `/proc/<pid>/cgroup` names the root.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ContainerCgroup {
     layout: Layout,
     /// Prefix of the host files read besides the cgroup's own (`proc/partitions`,
@@ -102,7 +103,7 @@ const V1_STATS_CONTROLLERS: [&str; 7] = [
     "memory", "cpu", "cpuacct", "pids", "blkio", "hugetlb", "rdma",
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Layout {
     /// Each v1 controller the process is in (`"memory"`, `"cpu"`, `"name=systemd"`...) with its
     /// directory. Co-mounted controllers (`cpu,cpuacct`) share one.

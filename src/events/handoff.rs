@@ -30,8 +30,8 @@ impl EventSink {
             .cloned()
             .chain(items.items.iter().filter_map(|m| match m {
                 Msg::Event(e, at) => Some((e.clone(), *at)),
-                // A gate is an exit record being written by this image: the new image does
-                // not wait for it (the write itself finishes or not with the old image).
+                // A gate is an exit record this image wrote: the handoff waited for every
+                // write before the export (`Supervisor::records_written`), so it is open.
                 Msg::Flush(_) | Msg::Gate(_) => None,
             }))
             .collect()

@@ -216,7 +216,7 @@ impl Supervisor {
         c.init.exit.send_replace(Some(exit));
         let pid = Pid::or_zero(c.init.pid);
         tracing::info!(container = %id, pid, status = exit.status, "init exited");
-        let recorded = record_exit(id, &c.bundle, pid, exit);
+        let recorded = record_exit(&self.shared.records_in_flight, id, &c.bundle, pid, exit);
         self.shared.events.publish_after(
             recorded,
             Event::Exit {
@@ -233,8 +233,10 @@ impl Supervisor {
 /// Writes the init's exit into its bundle (`exit_record`) on a thread of its own; the returned
 /// receiver is answered when the write is done (or failed: a status `delete` cannot read back
 /// is only logged, the exit itself still goes out). Events queued behind it wait for it, so a
-/// `TaskExit` never reaches containerd before its record is on disk.
+/// `TaskExit` never reaches containerd before its record is on disk. `in_flight` counts the
+/// writes not done yet.
 fn record_exit(
+    in_flight: &tokio::sync::watch::Sender<usize>,
     id: &str,
     bundle: &std::path::Path,
     pid: u32,
@@ -247,6 +249,8 @@ fn record_exit(
         status: exit.status,
         at: exit.at,
     };
+    in_flight.send_modify(|n| *n += 1);
+    let in_flight = in_flight.clone();
     tokio::spawn(async move {
         let written = super::off_thread("record exit", move || {
             crate::exit_record::write(&bundle, &record)
@@ -255,6 +259,7 @@ fn record_exit(
         if let Err(e) = written {
             tracing::warn!(container = %id, error = %e, "could not record the exit status in the bundle");
         }
+        in_flight.send_modify(|n| *n -= 1);
         let _ = done.send(());
     });
     gate
@@ -267,5 +272,30 @@ struct Routed<'a>(&'a crate::reaper::Reaper);
 impl Drop for Routed<'_> {
     fn drop(&mut self) {
         self.0.routed_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record counts as in flight from the reap until it is on disk, so an upgrade that
+    /// waits for none in flight never carries a `TaskExit` whose record the exec would lose.
+    #[tokio::test]
+    async fn a_record_is_counted_in_flight_until_it_is_on_disk() {
+        let dir = std::env::temp_dir().join(format!("tether-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (in_flight, _) = tokio::sync::watch::channel(0usize);
+        let exit = ExitInfo {
+            status: 3,
+            at: std::time::SystemTime::now(),
+        };
+        let gate = record_exit(&in_flight, "c", &dir, 42, exit);
+        assert_eq!(*in_flight.borrow(), 1, "counted before the write starts");
+        gate.await.unwrap();
+        assert_eq!(*in_flight.borrow(), 0);
+        let read = crate::exit_record::read(&dir).unwrap().unwrap();
+        assert_eq!((read.pid, read.status), (42, 3));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

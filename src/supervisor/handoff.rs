@@ -41,6 +41,11 @@ struct ContainerState {
     oom_counted: bool,
     oom_parent_base: Option<(u64, u64)>,
     watched_oom: bool,
+    /// Where the container's cgroup is: located again from the init's pid it would be wrong
+    /// for an init killed during the handoff (a zombie's `/proc/<pid>/cgroup` names the root).
+    /// Absent in a state written before it was carried.
+    #[serde(default)]
+    cgroup: Option<crate::cgroups::ContainerCgroup>,
     mounted_rootfs: bool,
     /// The spool settings of the container's output streams: (dir, size, when full).
     spool: (PathBuf, u64, SpoolWhenFull),
@@ -107,6 +112,15 @@ fn export_proc(p: &Proc, dups: &mut Vec<RawFd>) -> Result<ProcState> {
 }
 
 impl Supervisor {
+    /// Waits (at most `limit`) until no exit record is being written; false if one still is.
+    /// The export must come after: `TaskExit` is carried, so its record must be on disk.
+    pub async fn records_written(&self, limit: std::time::Duration) -> bool {
+        let mut n = self.shared.records_in_flight.subscribe();
+        tokio::time::timeout(limit, n.wait_for(|n| *n == 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// The table with duplicates of every descriptor it owns, or why it cannot be handed over
     /// now (a create, start, delete or restore in flight). On error nothing is left open.
     pub fn export(&self) -> Result<TableState> {
@@ -148,6 +162,7 @@ impl Supervisor {
                     oom_counted: c.oom_counted,
                     oom_parent_base: c.oom_parent_base,
                     watched_oom: c.oom_watch.is_some(),
+                    cgroup: c.cgroup.clone(),
                     mounted_rootfs: c.mounted_rootfs,
                     spool: (c.spool.dir.clone(), c.spool.size, c.spool.when_full),
                 });
@@ -222,8 +237,15 @@ impl Supervisor {
                 mounted_rootfs: cs.mounted_rootfs,
                 spool,
             };
-            if cs.watched_oom && c.init.state != State::Stopped {
-                self.watch_cgroup(&cs.id, &mut c);
+            match cs.cgroup {
+                Some(cg) if cs.watched_oom && c.init.state != State::Stopped => {
+                    self.watch_oom_in(&cs.id, &mut c, cg)
+                }
+                Some(cg) => c.cgroup = Some(cg),
+                None if cs.watched_oom && c.init.state != State::Stopped => {
+                    self.watch_cgroup(&cs.id, &mut c)
+                }
+                None => {}
             }
             // What was reported before the exec stays reported; a kill during the handoff is
             // reported now, before anything else of this container.

@@ -115,6 +115,9 @@ struct Shared {
     mount_delay: Option<Duration>,
     /// `TaskOOM`s published so far, all containers together.
     oom_published: std::sync::atomic::AtomicU64,
+    /// Exit records being written (`exits::record_exit`): an upgrade waits for none, since a
+    /// write still on its thread would die with the exec.
+    records_in_flight: tokio::sync::watch::Sender<usize>,
 }
 
 #[derive(Default)]
@@ -400,6 +403,7 @@ impl Supervisor {
             runtime_timeout,
             mount_delay,
             oom_published: Default::default(),
+            records_in_flight: tokio::sync::watch::channel(0).0,
         });
         let sup = Supervisor { shared };
         let routing = sup.clone();

@@ -25,13 +25,14 @@ impl Supervisor {
     /// memory controller, or be gone already).
     pub(super) fn watch_cgroup(&self, id: &str, c: &mut Container) {
         let Some(pid) = c.init.pid else { return };
-        let cg = match ContainerCgroup::for_pid(pid.raw()) {
-            Ok(cg) => cg,
-            Err(e) => {
-                tracing::debug!(container = %id, error = %e, "no cgroup found");
-                return;
-            }
-        };
+        match ContainerCgroup::for_pid(pid.raw()) {
+            Ok(cg) => self.watch_oom_in(id, c, cg),
+            Err(e) => tracing::debug!(container = %id, error = %e, "no cgroup found"),
+        }
+    }
+
+    /// [`Self::watch_cgroup`] for a cgroup already located (an upgrade carries it).
+    pub(super) fn watch_oom_in(&self, id: &str, c: &mut Container, cg: ContainerCgroup) {
         let count = cg.oom_kill_count();
         c.oom_counted = count.is_some();
         c.oom_reported = count.unwrap_or(0);

@@ -178,6 +178,12 @@ impl Upgrader {
         while !self.reaper.all_routed() {
             tokio::task::yield_now().await;
         }
+        // The reaper is paused and every exit routed, so no new record starts now.
+        if !self.sup.records_written(Duration::from_secs(2)).await {
+            return Err(Error::DeadlineExceeded(
+                "an exit status was still being recorded in its bundle".into(),
+            ));
+        }
         // From here to the exec nothing awaits except the pre-flight child.
         let table = self.sup.export()?;
         let table_fds = table.fds();

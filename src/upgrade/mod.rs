@@ -98,6 +98,7 @@ pub fn build_id() -> String {
 /// `upgrade-check`: reads a state on stdin and says whether this binary can take it over.
 pub fn check() -> i32 {
     use std::io::Read;
+    hold_for_test();
     let mut bytes = Vec::new();
     if let Err(e) = std::io::stdin().lock().read_to_end(&mut bytes) {
         eprintln!("read state: {e}");
@@ -112,6 +113,21 @@ pub fn check() -> i32 {
             eprintln!("{e}");
             1
         }
+    }
+}
+
+/// Test-only knob: the pre-flight waits (at most a minute) until the file this names exists,
+/// so a test can make things happen while a handoff is under way (tests/upgrade.rs).
+const CHECK_WAIT_ENV: &str = "TETHER_TEST_CHECK_WAIT_FILE";
+
+fn hold_for_test() {
+    let Some(file) = std::env::var_os(CHECK_WAIT_ENV) else {
+        return;
+    };
+    let file = std::path::PathBuf::from(file);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !file.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
