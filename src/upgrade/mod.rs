@@ -71,22 +71,40 @@ impl Outcome {
 
 /// A short id of the running executable (12 hex digits of a SHA-256 over its length, its
 /// first and its last 64 KiB): two builds of one version, or a rebuilt binary, tell apart by
-/// it, without hashing megabytes on every start.
+/// it, without hashing megabytes on every start. Hashed through a stack buffer: a heap
+/// buffer of that size, freed, stayed resident in the server (glibc's heap does not shrink
+/// below live allocations).
 pub fn build_id() -> String {
     use sha2::{Digest, Sha256};
     use std::io::{Read, Seek, SeekFrom};
     const PART: u64 = 64 * 1024;
-    let read = || -> std::io::Result<Vec<u8>> {
+    let hash = || -> std::io::Result<Sha256> {
         let mut f = std::fs::File::open("/proc/self/exe")?;
         let len = f.metadata()?.len();
-        let mut bytes = len.to_le_bytes().to_vec();
-        (&mut f).take(PART).read_to_end(&mut bytes)?;
+        let mut h = Sha256::new();
+        h.update(len.to_le_bytes());
+        let mut buf = [0u8; 8192];
+        let mut part = |f: &mut std::fs::File, h: &mut Sha256| -> std::io::Result<()> {
+            let mut left = PART;
+            while left > 0 {
+                let want = buf.len().min(left as usize);
+                let n = f.read(&mut buf[..want])?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                left -= n as u64;
+            }
+            Ok(())
+        };
+        part(&mut f, &mut h)?;
         f.seek(SeekFrom::Start(len.saturating_sub(PART)))?;
-        f.take(PART).read_to_end(&mut bytes)?;
-        Ok(bytes)
+        part(&mut f, &mut h)?;
+        Ok(h)
     };
-    match read() {
-        Ok(bytes) => Sha256::digest(&bytes)
+    match hash() {
+        Ok(h) => h
+            .finalize()
             .iter()
             .take(6)
             .map(|b| format!("{b:02x}"))
