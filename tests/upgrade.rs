@@ -639,7 +639,7 @@ fn upgrade_needs_root() {
     );
 }
 
-/// An exit storm across an upgrade: 40 execs exiting over a second while the server is
+/// An exit storm across an upgrade: 100 execs exiting over a second while the server is
 /// upgraded twice; each exec's exit is reported once (one `/tasks/exit` each) with its own
 /// code, and `ctr` gets that code from `Wait`.
 #[test]
@@ -652,7 +652,7 @@ fn an_exit_storm_across_upgrades_reports_each_exit_once() {
     let init = cd.wait_task_status(&id, "RUNNING", QUICK);
     let pid = cd.shim_pid(&id).unwrap();
     let fifo_dir = cd.dir().join("fifo");
-    let n = 40;
+    let n = 100;
     let execs: Vec<Background> = (0..n)
         .map(|i| {
             cd.ctr_spawn(&[
@@ -665,7 +665,7 @@ fn an_exit_storm_across_upgrades_reports_each_exit_once() {
                 id.clone(),
                 "sh".into(),
                 "-c".into(),
-                format!("usleep {}; exit {}", i * 25_000, 40 + i),
+                format!("usleep {}; exit {}", i * 10_000, 40 + i),
             ])
         })
         .collect();
