@@ -435,6 +435,62 @@ fn a_ctr_that_stops_reading_does_not_block_the_container() {
     }
 }
 
+/// The same through a terminal: `ctr run -t` on a terminal of the test's own that the test
+/// stops reading for [`CTR_PAUSE`] once it has 64 KiB. The container's terminal output is
+/// copied through a buffer, not spliced, and the spool takes it the same way: the container
+/// writes its 8 MiB meanwhile, and the terminal then shows every line once, in order.
+#[test]
+fn a_terminal_that_stops_reading_does_not_block_the_container() {
+    use common::pty::{Pace, PtyChild};
+    const CTR_PAUSE: Duration = Duration::from_secs(10);
+    const CTR_LINES: usize = 8 * 1024;
+    common::require_root();
+    let cd = Containerd::start();
+    let id = common::unique_id("unread-tty");
+    let argv = writer_argv(CTR_LINES);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let ctr = cd.ctr_cmd(&cd.run_args(&id, &argv).flag("-t").build());
+    let pace = Pace {
+        rate: None,
+        pause_at: Some(64 << 10),
+        pause: CTR_PAUSE,
+    };
+    let mut term = PtyChild::spawn_reading(ctr, 24, 80, Some(pace));
+    let pid = cd.wait_task_status(&id, "RUNNING", Duration::from_secs(20));
+    let total = (CTR_LINES * LINE_LEN) as u64;
+    let started = Instant::now();
+    common::wait_until(CTR_PAUSE, || wchar(pid) >= total);
+    let written = wchar(pid);
+    eprintln!(
+        "{}: the container wrote {:.1} of {:.1} MiB to its terminal in {:?} while the client's \
+         terminal was not read",
+        common::runtime(),
+        written as f64 / (1 << 20) as f64,
+        total as f64 / (1 << 20) as f64,
+        started.elapsed()
+    );
+    if common::runtime() == common::DEFAULT_RUNTIME {
+        assert!(
+            written >= total,
+            "tether's container blocked after {written} bytes"
+        );
+    }
+    let last = format!("{CTR_LINES:09} ");
+    term.wait_for(&last, Duration::from_secs(60));
+    let _ = cd.ctr(&["tasks", "kill", "-s", "SIGKILL", &id]);
+    let text = term.text();
+    term.kill();
+    let numbers: Vec<usize> = text
+        .lines()
+        .filter_map(|l| l.get(..9).and_then(|d| d.parse().ok()))
+        .collect();
+    assert_eq!(
+        numbers,
+        (1..=CTR_LINES).collect::<Vec<_>>(),
+        "the terminal did not show every line once, in order"
+    );
+}
+
 /// Joins `t`, or panics after `limit`.
 fn poll_join<T>(t: std::thread::JoinHandle<T>, limit: Duration) -> T {
     let deadline = Instant::now() + limit;

@@ -29,7 +29,7 @@ impl Source {
         }
     }
 
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    pub(super) async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Source::Pipe(p) => p.read(buf).await,
             Source::Console(c) => c.read(buf).await,
@@ -159,8 +159,18 @@ pub async fn pump_spooled(
             }
         };
         if let Some(s) = sink.as_mut() {
-            match s.write_all(&buf[..n]).await {
-                Ok(()) => progress.add(n),
+            let wrote = match s {
+                Sink::Fifo(to) if spooler.enabled() => {
+                    write_or_spool(&mut src, to, &buf[..n], &mut spooler, &progress).await
+                }
+                s => s.write_all(&buf[..n]).await.map(|()| {
+                    progress.add(n);
+                    Wrote::All
+                }),
+            };
+            match wrote {
+                Ok(Wrote::All) => {}
+                Ok(Wrote::SourceEnded) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "stdio write failed; discarding further output of this stream");
                     sink = None;
@@ -169,6 +179,55 @@ pub async fn pump_spooled(
         }
     }
     sink
+}
+
+/// How a buffered write into a FIFO ended.
+enum Wrote {
+    /// Written (perhaps through a spool that is empty again).
+    All,
+    /// A spool took over, and the source ended while it delivered; everything was delivered.
+    SourceEnded,
+}
+
+/// Writes `chunk` into the FIFO `to`; once the FIFO stayed full for [`STALL`], the spool takes
+/// the chunk and what `src` gives after it until it is delivered (`Spooler::run_buffered`).
+async fn write_or_spool(
+    src: &mut Source,
+    to: &pipe::Sender,
+    mut chunk: &[u8],
+    spooler: &mut Spooler,
+    progress: &Progress,
+) -> std::io::Result<Wrote> {
+    use std::io::ErrorKind::{Interrupted, WouldBlock};
+    while !chunk.is_empty() {
+        match to.try_write(chunk) {
+            Ok(n) => {
+                progress.add(n);
+                chunk = &chunk[n..];
+            }
+            Err(e) if e.kind() == Interrupted => {}
+            Err(e) if e.kind() == WouldBlock => {
+                if spooler.enabled() {
+                    match tokio::time::timeout(STALL, to.writable()).await {
+                        Ok(r) => {
+                            r?;
+                            continue;
+                        }
+                        Err(_) => match spooler.run_buffered(src, to, chunk, progress).await {
+                            Some(Spooled::Drained) => return Ok(Wrote::All),
+                            Some(Spooled::Eof) => return Ok(Wrote::SourceEnded),
+                            Some(Spooled::SinkFailed(e)) => return Err(e),
+                            // No spool file: wait for the reader, as without a spool.
+                            None => {}
+                        },
+                    }
+                }
+                to.writable().await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Wrote::All)
 }
 
 enum Spliced {

@@ -173,7 +173,12 @@ impl ProcessIo {
                 }
             };
             io.noted.outputs.push((src, sink_fd, kind));
-            let spooler = super::spool::Spooler::new(spool.clone(), "output");
+            // A terminal copied into a logger's pipe is not spooled (see `ProcessIo::open`).
+            let spool = match (src, state.logger) {
+                (None, Some(_)) => super::SpoolConfig::disabled(),
+                _ => spool.clone(),
+            };
+            let spooler = super::spool::Spooler::new(spool, "output");
             io.outputs.push(tokio::spawn(copy::pump_spooled(
                 source,
                 sink,

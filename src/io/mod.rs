@@ -96,8 +96,9 @@ pub struct ProcessIo {
     progress: Arc<Progress>,
     /// Set when the process's exit is reaped (a terminal reads on through EIO until then).
     exited: Arc<ExitSignal>,
-    /// A terminal whose master runc has not sent yet, with the copies to start then.
-    pending_console: Option<(ConsoleSocket, Option<pipe::Receiver>, Sink)>,
+    /// A terminal whose master runc has not sent yet, with the copies to start then (and the
+    /// spool behind its output).
+    pending_console: Option<(ConsoleSocket, Option<pipe::Receiver>, Sink, SpoolConfig)>,
     /// Weak: the copies own the pty master, so it closes when they end (see `hang_up`).
     console: Option<WeakConsole>,
     logger: Option<Logger>,
@@ -140,7 +141,12 @@ impl ProcessIo {
                         .map_err(Error::io("open /dev/null for a terminal's unread output"))?,
                 ),
             };
-            io.pending_console = Some((socket, stdin_fifo, sink));
+            // A client's FIFO gets the spool; a logger's pipe blocks, as without a terminal.
+            let spool = match stdout {
+                Target::Fifo(_) => ctx.spool.clone(),
+                _ => SpoolConfig::disabled(),
+            };
+            io.pending_console = Some((socket, stdin_fifo, sink, spool));
             return Ok((io, runc));
         }
 
@@ -292,7 +298,7 @@ impl ProcessIo {
 
     /// For a terminal: takes the pty master runc sent and starts copying.
     pub async fn attach_console(&mut self) -> Result<()> {
-        let Some((socket, stdin, sink)) = self.pending_console.take() else {
+        let Some((socket, stdin, sink, spool)) = self.pending_console.take() else {
             return Ok(());
         };
         let master = socket.receive().await?;
@@ -302,9 +308,10 @@ impl ProcessIo {
             self.noted.outputs.push((None, fd, kind));
         }
         let console = Console::new(master, self.exited.clone())?;
-        self.outputs.push(tokio::spawn(copy::pump(
+        self.outputs.push(tokio::spawn(copy::pump_spooled(
             Source::Console(console.clone()),
             sink,
+            spool::Spooler::new(spool, "terminal"),
             self.progress.clone(),
         )));
         self.seal_outputs();

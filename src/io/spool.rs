@@ -17,8 +17,11 @@
 //!
 //! Any failure to create or extend the file (missing or read-only directory, ENOSPC) is logged
 //! once per process and the stream falls back to blocking; what was spooled is still delivered.
-//! A terminal's output is not spooled (it is copied through a buffer, not spliced).
+//!
+//! A terminal's output is copied through a buffer, not spliced: the same spool takes it, read
+//! into a buffer and written into the file ([`Spooler::run_buffered`]).
 
+use super::copy::Source;
 use super::progress::Progress;
 use std::fs::File;
 use std::io::ErrorKind::{Interrupted, WouldBlock};
@@ -48,6 +51,9 @@ pub const DEFAULT_SIZE: u64 = 64 << 20;
 
 /// The buffer output leaves the spool through, per episode.
 const OUT_BUF: usize = 128 << 10;
+
+/// The buffer a terminal's output is read through while it spools.
+const IN_BUF: usize = 32 << 10;
 
 /// How far past the bytes it must drop a drop-oldest spool looks for a line end to drop too.
 const LINE_LOOKAHEAD: usize = 64 << 10;
@@ -168,6 +174,31 @@ impl Spooler {
         to: &pipe::Sender,
         progress: &Progress,
     ) -> Option<Spooled> {
+        let mut ring = self.begin()?;
+        let outcome = self.episode(&mut ring, from, to, progress).await;
+        self.end(&ring);
+        Some(outcome)
+    }
+
+    /// [`Spooler::run`] for a copy through a buffer (a terminal's output): `pending` is what
+    /// the copy still had to write when the FIFO stalled; it goes into the spool first.
+    pub async fn run_buffered(
+        &mut self,
+        from: &mut Source,
+        to: &pipe::Sender,
+        pending: &[u8],
+        progress: &Progress,
+    ) -> Option<Spooled> {
+        let mut ring = self.begin()?;
+        let outcome = self
+            .buffered_episode(&mut ring, from, to, pending, progress)
+            .await;
+        self.end(&ring);
+        Some(outcome)
+    }
+
+    /// Makes the spool file, or says (once) why not.
+    fn begin(&mut self) -> Option<Ring> {
         let file = match open_file(&self.cfg.dir) {
             Ok(f) => f,
             Err(e) => {
@@ -179,9 +210,11 @@ impl Spooler {
         };
         tracing::info!(container = %self.cfg.container, stream = self.stream,
             "output reader is away; spooling");
-        let mut ring = Ring::new(file, self.cfg.size);
         self.cfg.stats.active.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.episode(&mut ring, from, to, progress).await;
+        Some(Ring::new(file, self.cfg.size))
+    }
+
+    fn end(&self, ring: &Ring) {
         let stats = &self.cfg.stats;
         stats.active.fetch_sub(1, Ordering::Relaxed);
         stats.spooled.fetch_add(ring.tail, Ordering::Relaxed);
@@ -192,7 +225,66 @@ impl Spooler {
         }
         tracing::info!(container = %self.cfg.container, stream = self.stream,
             spooled_bytes = ring.tail, "spool delivered");
-        Some(outcome)
+    }
+
+    /// The buffered copy's episode: output read from `from` is held in `held` until the ring
+    /// takes it, and read again only once the ring took all of it, so under `block` a full
+    /// spool stops reading (the process blocks) and nothing read is ever lost. If the file
+    /// stops taking output, what is held is written to the FIFO as without a spool.
+    async fn buffered_episode(
+        &mut self,
+        ring: &mut Ring,
+        from: &mut Source,
+        to: &pipe::Sender,
+        pending: &[u8],
+        progress: &Progress,
+    ) -> Spooled {
+        let drop_oldest = self.cfg.when_full == SpoolWhenFull::DropOldest;
+        let mut held = pending.to_vec();
+        let mut inbuf = vec![0u8; IN_BUF];
+        let mut buf = vec![0u8; OUT_BUF];
+        let (mut eof, mut stuck) = (false, false);
+        loop {
+            if !held.is_empty() && !stuck {
+                match ring.push(&held, drop_oldest) {
+                    Ok(n) => drop(held.drain(..n)),
+                    Err(e) => {
+                        stuck = true;
+                        self.failed = true;
+                        self.cfg
+                            .warn_once(self.stream, "cannot write the spool file", &e);
+                    }
+                }
+            }
+            if ring.is_empty() && (eof || stuck || ring.tail > 0) {
+                if let Err(e) = write_all(to, &held, progress).await {
+                    return Spooled::SinkFailed(e);
+                }
+                return if eof { Spooled::Eof } else { Spooled::Drained };
+            }
+            let accepting = !eof && !stuck && held.is_empty();
+            tokio::select! {
+                w = to.writable(), if !ring.is_empty() => {
+                    if let Err(e) = w {
+                        return Spooled::SinkFailed(e);
+                    }
+                    match ring.deliver(to, &mut buf) {
+                        Ok(n) => progress.add(n),
+                        Err(e) if e.kind() == WouldBlock || e.kind() == Interrupted => {}
+                        Err(e) => return Spooled::SinkFailed(e),
+                    }
+                }
+                r = from.read(&mut inbuf), if accepting => match r {
+                    Ok(0) => eof = true,
+                    Ok(n) => held.extend_from_slice(&inbuf[..n]),
+                    Err(e) if e.kind() == Interrupted => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stdio read failed");
+                        eof = true;
+                    }
+                },
+            }
+        }
     }
 
     async fn episode(
@@ -242,6 +334,26 @@ impl Spooler {
             }
         }
     }
+}
+
+/// Writes all of `bytes` into the FIFO, waiting for room as long as it takes.
+async fn write_all(
+    to: &pipe::Sender,
+    mut bytes: &[u8],
+    progress: &Progress,
+) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match to.try_write(bytes) {
+            Ok(n) => {
+                progress.add(n);
+                bytes = &bytes[n..];
+            }
+            Err(e) if e.kind() == WouldBlock => to.writable().await?,
+            Err(e) if e.kind() == Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Opens an unlinked file in `dir`: O_TMPFILE, or create and unlink where the filesystem
@@ -335,6 +447,31 @@ impl Ring {
         let n = splice_to_file(from, &self.file, at, len as usize)?;
         self.tail += n as u64;
         Ok(n.max(1))
+    }
+
+    /// Appends what fits of `bytes` (all of it under drop-oldest, making room first); the
+    /// count taken.
+    fn push(&mut self, bytes: &[u8], drop_oldest: bool) -> std::io::Result<usize> {
+        // Under drop-oldest only the newest `size` bytes of a chunk can be kept at all.
+        let skip = if drop_oldest {
+            bytes.len().saturating_sub(self.size as usize)
+        } else {
+            0
+        };
+        let bytes = &bytes[skip..];
+        self.make_room(bytes.len() as u64, drop_oldest)?;
+        self.dropped += skip as u64;
+        let mut done = 0;
+        while done < bytes.len() && self.room() > 0 {
+            let at = self.tail % self.size;
+            let n = ((bytes.len() - done) as u64)
+                .min(self.room())
+                .min(self.size - at) as usize;
+            self.file.write_all_at(&bytes[done..done + n], at)?;
+            self.tail += n as u64;
+            done += n;
+        }
+        Ok(skip + done)
     }
 
     /// Under drop-oldest, discards the oldest bytes until `need` fit, and then up to the end
@@ -453,6 +590,50 @@ mod tests {
         }
     }
 
+    /// [`stream`] through a terminal: the writer writes the pty's slave side (raw, so bytes
+    /// pass unchanged), closes it and then reports the process's exit, as the reaper would.
+    fn terminal_stream(data: Vec<u8>, cfg: SpoolConfig) -> Stream {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let to = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(&fifo)
+            .unwrap();
+        let reader = std::fs::File::open(&fifo).unwrap();
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut t = nix::sys::termios::tcgetattr(&pty.slave).unwrap();
+        nix::sys::termios::cfmakeraw(&mut t);
+        nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t).unwrap();
+        let exited = Arc::new(super::super::progress::ExitSignal::default());
+        let console = super::super::console::Console::new(pty.master, exited.clone()).unwrap();
+        let written = Arc::new(AtomicUsize::new(0));
+        let progress = written.clone();
+        let slave = pty.slave;
+        let writer = std::thread::spawn(move || {
+            let mut w = std::fs::File::from(slave);
+            for chunk in data.chunks(4096) {
+                w.write_all(chunk).unwrap();
+                progress.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+            drop(w);
+            exited.set();
+        });
+        let pump = tokio::spawn(pump_spooled(
+            Source::Console(console),
+            Sink::Fifo(to),
+            Spooler::new(cfg, "terminal"),
+            Default::default(),
+        ));
+        Stream {
+            _dir: dir,
+            reader,
+            pump,
+            writer,
+            written,
+        }
+    }
+
     impl Stream {
         /// Waits (yielding to the pump) until the writer wrote `len` bytes; false after `limit`.
         async fn wrote(&self, len: usize, limit: Duration) -> bool {
@@ -539,6 +720,49 @@ mod tests {
             .unwrap()
             .next()
             .is_none());
+    }
+
+    /// The same through a terminal, whose output is copied through a buffer: the writer
+    /// finishes while nobody reads, and the reader then gets every byte once, in order.
+    #[tokio::test]
+    async fn a_terminals_output_is_spooled_while_its_reader_is_away() {
+        let spool_dir = tempfile::tempdir().unwrap();
+        let cfg = config(spool_dir.path(), 32 << 20, SpoolWhenFull::Block);
+        let want = lines(512 << 10); // 4 MiB
+        let s = terminal_stream(want.clone(), cfg.clone());
+        assert!(
+            s.wrote(want.len(), Duration::from_secs(15)).await,
+            "the terminal's writer blocked after {} of {} bytes",
+            s.written.load(Ordering::Relaxed),
+            want.len()
+        );
+        assert_eq!(open_in(spool_dir.path()), 1, "the spool file is open");
+        let got = s.read_all().await;
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes were lost, reordered or repeated");
+        assert_eq!(open_in(spool_dir.path()), 0, "closed once delivered");
+        let spooled = cfg.stats.spooled.load(Ordering::Relaxed);
+        assert!(
+            spooled > 2 << 20,
+            "only {spooled} bytes went through the spool"
+        );
+    }
+
+    /// A full block spool behind a terminal stops reading the terminal (its writer blocks)
+    /// and loses nothing: the reader gets every byte once, in order.
+    #[tokio::test]
+    async fn a_full_block_spool_behind_a_terminal_blocks_the_writer_and_loses_nothing() {
+        let spool_dir = tempfile::tempdir().unwrap();
+        let cfg = config(spool_dir.path(), 256 << 10, SpoolWhenFull::Block);
+        let want = lines(256 << 10); // 2 MiB
+        let s = terminal_stream(want.clone(), cfg.clone());
+        assert!(
+            !s.wrote(want.len(), Duration::from_secs(3)).await,
+            "the writer finished past a full 256 KiB spool"
+        );
+        let got = s.read_all().await;
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes were lost, reordered or repeated");
     }
 
     /// A full drop-oldest spool discards the oldest spooled lines, whole, and counts them: the
