@@ -603,16 +603,7 @@ fn a_pod_whose_parent_is_a_slice_runs_on_cgroupfs() {
         format!("BinaryName = \"{}\"\n", wrapper.display()),
     )
     .unwrap();
-    let cri = Cri::connect(cd.address(), RPC_TIMEOUT);
-    cri.wait_runtime_ready(Duration::from_secs(20));
-    cri_client::import_pod_images(
-        &cd,
-        &cri,
-        &dir,
-        SANDBOX_IMAGE,
-        WORKLOAD_IMAGE,
-        Duration::from_secs(10),
-    );
+    let cri = cri_client::ready_with_images(&cd);
     let pod = pod_config(
         &dir.join("pod-logs"),
         &common::unique_id("uid"),

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::Containerd;
-use cri_client::{CgroupParentGuard, Cri, PodGuard, SANDBOX_IMAGE, WORKLOAD_IMAGE};
+use cri_client::{CgroupParentGuard, PodGuard, SANDBOX_IMAGE, WORKLOAD_IMAGE};
 use k8s_cri::v1::{LinuxPodSandboxConfig, LinuxSandboxSecurityContext, PodSandboxConfig};
 use k8s_cri::v1::{PodSandboxMetadata, StopContainerRequest};
 
@@ -41,8 +41,6 @@ const LINES: usize = 256 * 1024;
 const LINE_LEN: usize = 1024;
 /// tether's spool per stream: room for the whole stream.
 const SPOOL_SIZE: u64 = 512 << 20;
-/// Bound for one CRI call.
-const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// awk printing `lines` lines `<9-digit number> <filler>` of `LINE_LEN` bytes, then sleeping.
 fn writer_argv(lines: usize) -> Vec<String> {
@@ -197,16 +195,7 @@ fn output_written_while_containerd_is_down_is_spooled_and_delivered_exactly() {
         format!("SpoolSize = {SPOOL_SIZE}\nSpoolWhenFull = \"block\"\n"),
     )
     .unwrap();
-    let cri = Cri::connect(cd.address(), RPC_TIMEOUT);
-    cri.wait_runtime_ready(Duration::from_secs(20));
-    cri_client::import_pod_images(
-        &cd,
-        &cri,
-        &dir,
-        SANDBOX_IMAGE,
-        WORKLOAD_IMAGE,
-        Duration::from_secs(10),
-    );
+    let cri = cri_client::ready_with_images(&cd);
     let log_dir = dir.join("pod-logs");
     let cgroup_parent = format!("/{}", common::unique_id("tether-outage"));
     let _cgroup_guard = CgroupParentGuard(cgroup_parent.clone());
@@ -390,30 +379,7 @@ fn a_ctr_that_stops_reading_does_not_block_the_container() {
         .stderr(std::process::Stdio::null());
     let mut child = ctr.spawn().unwrap();
     let pid = cd.wait_task_status(&id, "RUNNING", Duration::from_secs(20));
-    let total = (CTR_LINES * LINE_LEN) as u64;
-    let started = Instant::now();
-    common::wait_until(CTR_PAUSE, || wchar(pid) >= total);
-    let written = wchar(pid);
-    eprintln!(
-        "{}: the container wrote {:.1} of {:.1} MiB in {:?} while ctr's stdout was not read",
-        common::runtime(),
-        written as f64 / (1 << 20) as f64,
-        total as f64 / (1 << 20) as f64,
-        started.elapsed()
-    );
-    if common::runtime() == common::DEFAULT_RUNTIME {
-        assert!(
-            written >= total,
-            "tether's container blocked after {written} bytes"
-        );
-    } else {
-        // The Go shim (TETHER_TEST_RUNTIME=io.containerd.runc.v2) blocks once pipe, FIFO
-        // and ctr's pipe are full: the behaviour the spool removes.
-        assert!(
-            written < total,
-            "the Go shim did not block ({written} bytes)"
-        );
-    }
+    written_while_unread(pid, CTR_LINES, CTR_PAUSE, "ctr's stdout");
     let mut out = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut got = vec![0u8; CTR_LINES * LINE_LEN];
@@ -457,24 +423,7 @@ fn a_terminal_that_stops_reading_does_not_block_the_container() {
     };
     let mut term = PtyChild::spawn_reading(ctr, 24, 80, Some(pace));
     let pid = cd.wait_task_status(&id, "RUNNING", Duration::from_secs(20));
-    let total = (CTR_LINES * LINE_LEN) as u64;
-    let started = Instant::now();
-    common::wait_until(CTR_PAUSE, || wchar(pid) >= total);
-    let written = wchar(pid);
-    eprintln!(
-        "{}: the container wrote {:.1} of {:.1} MiB to its terminal in {:?} while the client's \
-         terminal was not read",
-        common::runtime(),
-        written as f64 / (1 << 20) as f64,
-        total as f64 / (1 << 20) as f64,
-        started.elapsed()
-    );
-    if common::runtime() == common::DEFAULT_RUNTIME {
-        assert!(
-            written >= total,
-            "tether's container blocked after {written} bytes"
-        );
-    }
+    written_while_unread(pid, CTR_LINES, CTR_PAUSE, "the client's terminal");
     let last = format!("{CTR_LINES:09} ");
     term.wait_for(&last, Duration::from_secs(60));
     let _ = cd.ctr(&["tasks", "kill", "-s", "SIGKILL", &id]);
@@ -489,6 +438,35 @@ fn a_terminal_that_stops_reading_does_not_block_the_container() {
         (1..=CTR_LINES).collect::<Vec<_>>(),
         "the terminal did not show every line once, in order"
     );
+}
+
+/// Waits (at most `pause`) while the client does not read `what`, until the writer of `lines`
+/// lines (process `pid`) has written them all, and prints how far it got. tether's container
+/// must get there; the Go shim's (TETHER_TEST_RUNTIME=io.containerd.runc.v2) must block once
+/// pipe, FIFO and the client's buffers are full: the behaviour the spool removes.
+fn written_while_unread(pid: i32, lines: usize, pause: Duration, what: &str) {
+    let total = (lines * LINE_LEN) as u64;
+    let started = Instant::now();
+    common::wait_until(pause, || wchar(pid) >= total);
+    let written = wchar(pid);
+    eprintln!(
+        "{}: the container wrote {:.1} of {:.1} MiB in {:?} while {what} was not read",
+        common::runtime(),
+        written as f64 / (1 << 20) as f64,
+        total as f64 / (1 << 20) as f64,
+        started.elapsed()
+    );
+    if common::runtime() == common::DEFAULT_RUNTIME {
+        assert!(
+            written >= total,
+            "tether's container blocked after {written} bytes"
+        );
+    } else {
+        assert!(
+            written < total,
+            "the Go shim did not block ({written} bytes)"
+        );
+    }
 }
 
 /// Joins `t`, or panics after `limit`.

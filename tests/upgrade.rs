@@ -811,7 +811,7 @@ fn an_oom_kill_during_the_handoff_is_reported_once_before_the_exit() {
 /// the new code.
 #[test]
 fn twenty_cri_pods_keep_their_status_across_an_upgrade() {
-    use cri_client::{Cri, PodGuard, SANDBOX_IMAGE, WORKLOAD_IMAGE};
+    use cri_client::{PodGuard, SANDBOX_IMAGE, WORKLOAD_IMAGE};
     use k8s_cri::v1::{ListContainersRequest, ListPodSandboxRequest, PodSandboxConfig};
     const PODS: usize = 20;
     let shim = ShimDir::new();
@@ -824,16 +824,7 @@ fn twenty_cri_pods_keep_their_status_across_an_upgrade() {
     );
     let dir = cd.dir().to_path_buf();
     fs::write(dir.join("tether.toml"), "").unwrap();
-    let cri = Cri::connect(cd.address(), Duration::from_secs(30));
-    cri.wait_runtime_ready(Duration::from_secs(20));
-    cri_client::import_pod_images(
-        &cd,
-        &cri,
-        &dir,
-        SANDBOX_IMAGE,
-        WORKLOAD_IMAGE,
-        Duration::from_secs(10),
-    );
+    let cri = cri_client::ready_with_images(&cd);
     let pod_config = |i: usize| PodSandboxConfig {
         metadata: Some(k8s_cri::v1::PodSandboxMetadata {
             name: format!("up-{i}"),

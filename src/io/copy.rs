@@ -148,6 +148,8 @@ pub async fn pump_spooled(
         }
     }
     let mut buf = vec![0u8; 32 * 1024];
+    // The last byte the target got did not end a line (for a spool's drop-oldest).
+    let mut mid_line = false;
     loop {
         let n = match src.read(&mut buf).await {
             Ok(0) => break,
@@ -161,7 +163,9 @@ pub async fn pump_spooled(
         if let Some(s) = sink.as_mut() {
             let wrote = match s {
                 Sink::Fifo(to) if spooler.enabled() => {
-                    write_or_spool(&mut src, to, &buf[..n], &mut spooler, &progress).await
+                    let chunk = &buf[..n];
+                    write_or_spool(&mut src, to, chunk, &mut spooler, &progress, &mut mid_line)
+                        .await
                 }
                 s => s.write_all(&buf[..n]).await.map(|()| {
                     progress.add(n);
@@ -197,12 +201,16 @@ async fn write_or_spool(
     mut chunk: &[u8],
     spooler: &mut Spooler,
     progress: &Progress,
+    mid_line: &mut bool,
 ) -> std::io::Result<Wrote> {
     use std::io::ErrorKind::{Interrupted, WouldBlock};
     while !chunk.is_empty() {
         match to.try_write(chunk) {
             Ok(n) => {
                 progress.add(n);
+                if n > 0 {
+                    *mid_line = chunk[n - 1] != b'\n';
+                }
                 chunk = &chunk[n..];
             }
             Err(e) if e.kind() == Interrupted => {}
@@ -213,7 +221,10 @@ async fn write_or_spool(
                             r?;
                             continue;
                         }
-                        Err(_) => match spooler.run_buffered(src, to, chunk, progress).await {
+                        Err(_) => match spooler
+                            .run_buffered(src, to, chunk, progress, mid_line)
+                            .await
+                        {
                             Some(Spooled::Drained) => return Ok(Wrote::All),
                             Some(Spooled::Eof) => return Ok(Wrote::SourceEnded),
                             Some(Spooled::SinkFailed(e)) => return Err(e),
@@ -322,7 +333,7 @@ async fn splice_all(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::io::Read;
     use std::os::fd::OwnedFd;
@@ -361,6 +372,20 @@ mod tests {
         assert!(got == want, "bytes were reordered or changed");
     }
 
+    /// A FIFO in a temp dir, held read-write as `ProcessIo` holds it (so opening never
+    /// blocks), and a reader that has not read yet.
+    pub(in crate::io) fn held_fifo() -> (tempfile::TempDir, pipe::Sender, std::fs::File) {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let to = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(&fifo)
+            .unwrap();
+        let reader = std::fs::File::open(&fifo).unwrap();
+        (dir, to, reader)
+    }
+
     /// Runs `pump` from a pipe into a FIFO: a thread writes `data` into the pipe in
     /// `write_chunk` pieces, `read` drains the FIFO on another and returns what it got.
     /// Returns (got, sent, the FIFO's capacity afterwards).
@@ -369,15 +394,7 @@ mod tests {
         write_chunk: usize,
         read: impl FnOnce(std::fs::File, usize) -> Vec<u8> + Send + 'static,
     ) -> (Vec<u8>, Vec<u8>, usize) {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("out");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        // Held read-write, as ProcessIo does, so opening never blocks.
-        let to = pipe::OpenOptions::new()
-            .read_write(true)
-            .open_sender(&fifo)
-            .unwrap();
-        let reader = std::fs::File::open(&fifo).unwrap();
+        let (dir, to, reader) = held_fifo();
         let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
         let from = pipe::Receiver::from_owned_fd(r).unwrap();
         let want = data.clone();
@@ -405,7 +422,7 @@ mod tests {
         let probe = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(&fifo)
+            .open(dir.path().join("out"))
             .unwrap();
         use std::os::fd::AsRawFd;
         let capacity = nix::fcntl::fcntl(probe.as_raw_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ)

@@ -182,17 +182,21 @@ impl Spooler {
 
     /// [`Spooler::run`] for a copy through a buffer (a terminal's output): `pending` is what
     /// the copy still had to write when the FIFO stalled; it goes into the spool first.
+    /// `mid_line` says whether the last byte the FIFO got ended a line, and is kept up to date.
     pub async fn run_buffered(
         &mut self,
         from: &mut Source,
         to: &pipe::Sender,
         pending: &[u8],
         progress: &Progress,
+        mid_line: &mut bool,
     ) -> Option<Spooled> {
         let mut ring = self.begin()?;
+        ring.head_mid_line = *mid_line;
         let outcome = self
             .buffered_episode(&mut ring, from, to, pending, progress)
             .await;
+        *mid_line = ring.head_mid_line;
         self.end(&ring);
         Some(outcome)
     }
@@ -259,6 +263,9 @@ impl Spooler {
             if ring.is_empty() && (eof || stuck || ring.tail > 0) {
                 if let Err(e) = write_all(to, &held, progress).await {
                     return Spooled::SinkFailed(e);
+                }
+                if let Some(&b) = held.last() {
+                    ring.head_mid_line = b != b'\n';
                 }
                 return if eof { Spooled::Eof } else { Spooled::Drained };
             }
@@ -400,6 +407,9 @@ struct Ring {
     tail: u64,
     /// Bytes discarded by drop-oldest.
     dropped: u64,
+    /// The reader got the start of the line `head` is in (the last byte it got was not a
+    /// newline): drop-oldest keeps the rest of that line, so the reader never sees it cut.
+    head_mid_line: bool,
 }
 
 impl Ring {
@@ -410,6 +420,7 @@ impl Ring {
             head: 0,
             tail: 0,
             dropped: 0,
+            head_mid_line: false,
         }
     }
 
@@ -475,34 +486,60 @@ impl Ring {
     }
 
     /// Under drop-oldest, discards the oldest bytes until `need` fit, and then up to the end
-    /// of the line they cut, so the reader gets whole lines where possible.
+    /// of the line they cut, so the reader gets whole lines where possible. A line the reader
+    /// already has the start of is kept whole: its rest moves up to just before the new head.
     fn make_room(&mut self, need: u64, drop_oldest: bool) -> std::io::Result<()> {
         if !drop_oldest || self.room() >= need {
             return Ok(());
         }
-        let mut new_head = self.head + (need - self.room());
+        let mut keep = Vec::new();
+        if self.head_mid_line {
+            let front = self.read(self.head, self.len().min(LINE_LOOKAHEAD as u64))?;
+            if let Some(i) = front.iter().position(|&b| b == b'\n') {
+                if (i + 1) as u64 + need <= self.size {
+                    keep = front[..=i].to_vec();
+                }
+            }
+        }
+        let drop_from = self.head + keep.len() as u64;
+        let mut new_head = drop_from + (need - self.room());
         // The rest of the cut line, if its end is near.
-        let at = new_head % self.size;
-        let span = (self.tail - new_head)
-            .min(self.size - at)
-            .min(LINE_LOOKAHEAD as u64);
-        if new_head > self.head && span > 0 {
-            let mut buf = vec![0u8; span as usize];
-            let cut_mid_line = {
-                let mut prev = [0u8; 1];
-                self.file
-                    .read_exact_at(&mut prev, (new_head - 1) % self.size)?;
-                prev[0] != b'\n'
-            };
-            self.file.read_exact_at(&mut buf, at)?;
+        if new_head > drop_from && new_head < self.tail {
+            let cut_mid_line = self.read(new_head - 1, 1)?[0] != b'\n';
+            let ahead = self.read(new_head, (self.tail - new_head).min(LINE_LOOKAHEAD as u64))?;
             if cut_mid_line {
-                if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                if let Some(i) = ahead.iter().position(|&b| b == b'\n') {
                     new_head += i as u64 + 1;
                 }
             }
         }
-        self.dropped += new_head - self.head;
-        self.head = new_head;
+        self.dropped += new_head - drop_from;
+        self.head = new_head - keep.len() as u64;
+        self.write(self.head, &keep)
+    }
+
+    /// `len` bytes from ring position `from` (counted since the episode began).
+    fn read(&self, from: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let at = (from + done as u64) % self.size;
+            let n = ((buf.len() - done) as u64).min(self.size - at) as usize;
+            self.file.read_exact_at(&mut buf[done..done + n], at)?;
+            done += n;
+        }
+        Ok(buf)
+    }
+
+    /// Writes `bytes` at ring position `from`.
+    fn write(&self, from: u64, bytes: &[u8]) -> std::io::Result<()> {
+        let mut done = 0;
+        while done < bytes.len() {
+            let at = (from + done as u64) % self.size;
+            let n = ((bytes.len() - done) as u64).min(self.size - at) as usize;
+            self.file.write_all_at(&bytes[done..done + n], at)?;
+            done += n;
+        }
         Ok(())
     }
 
@@ -520,6 +557,9 @@ impl Ring {
         }
         let n = to.try_write(&buf[..got])?;
         self.head += n as u64;
+        if n > 0 {
+            self.head_mid_line = buf[n - 1] != b'\n';
+        }
         if self.is_empty() && self.tail > 0 {
             self.file.set_len(0)?;
         }
@@ -555,16 +595,35 @@ mod tests {
     }
 
     fn stream(data: Vec<u8>, cfg: SpoolConfig) -> Stream {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("out");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let to = pipe::OpenOptions::new()
-            .read_write(true)
-            .open_sender(&fifo)
-            .unwrap();
-        let reader = std::fs::File::open(&fifo).unwrap();
         let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
         let from = pipe::Receiver::from_owned_fd(r).unwrap();
+        pumped(Source::Pipe(from), w, data, cfg, || {})
+    }
+
+    /// [`stream`] through a terminal: the writer writes the pty's slave side (raw, so bytes
+    /// pass unchanged), closes it and then reports the process's exit, as the reaper would.
+    fn terminal_stream(data: Vec<u8>, cfg: SpoolConfig) -> Stream {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut t = nix::sys::termios::tcgetattr(&pty.slave).unwrap();
+        nix::sys::termios::cfmakeraw(&mut t);
+        nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t).unwrap();
+        let exited = Arc::new(super::super::progress::ExitSignal::default());
+        let console = super::super::console::Console::new(pty.master, exited.clone()).unwrap();
+        pumped(Source::Console(console), pty.slave, data, cfg, move || {
+            exited.set()
+        })
+    }
+
+    /// `source` pumped into a fresh FIFO; a thread writes `data` into `w` (the source's other
+    /// end), closes it and calls `after`.
+    fn pumped(
+        source: Source,
+        w: OwnedFd,
+        data: Vec<u8>,
+        cfg: SpoolConfig,
+        after: impl FnOnce() + Send + 'static,
+    ) -> Stream {
+        let (dir, to, reader) = super::super::copy::tests::held_fifo();
         let written = Arc::new(AtomicUsize::new(0));
         let progress = written.clone();
         let writer = std::thread::spawn(move || {
@@ -573,56 +632,13 @@ mod tests {
                 w.write_all(chunk).unwrap();
                 progress.fetch_add(chunk.len(), Ordering::Relaxed);
             }
-        });
-        let spooler = Spooler::new(cfg, "stdout");
-        let pump = tokio::spawn(pump_spooled(
-            Source::Pipe(from),
-            Sink::Fifo(to),
-            spooler,
-            Default::default(),
-        ));
-        Stream {
-            _dir: dir,
-            reader,
-            pump,
-            writer,
-            written,
-        }
-    }
-
-    /// [`stream`] through a terminal: the writer writes the pty's slave side (raw, so bytes
-    /// pass unchanged), closes it and then reports the process's exit, as the reaper would.
-    fn terminal_stream(data: Vec<u8>, cfg: SpoolConfig) -> Stream {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("out");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let to = pipe::OpenOptions::new()
-            .read_write(true)
-            .open_sender(&fifo)
-            .unwrap();
-        let reader = std::fs::File::open(&fifo).unwrap();
-        let pty = nix::pty::openpty(None, None).unwrap();
-        let mut t = nix::sys::termios::tcgetattr(&pty.slave).unwrap();
-        nix::sys::termios::cfmakeraw(&mut t);
-        nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t).unwrap();
-        let exited = Arc::new(super::super::progress::ExitSignal::default());
-        let console = super::super::console::Console::new(pty.master, exited.clone()).unwrap();
-        let written = Arc::new(AtomicUsize::new(0));
-        let progress = written.clone();
-        let slave = pty.slave;
-        let writer = std::thread::spawn(move || {
-            let mut w = std::fs::File::from(slave);
-            for chunk in data.chunks(4096) {
-                w.write_all(chunk).unwrap();
-                progress.fetch_add(chunk.len(), Ordering::Relaxed);
-            }
             drop(w);
-            exited.set();
+            after();
         });
         let pump = tokio::spawn(pump_spooled(
-            Source::Console(console),
+            source,
             Sink::Fifo(to),
-            Spooler::new(cfg, "terminal"),
+            Spooler::new(cfg, "stdout"),
             Default::default(),
         ));
         Stream {
@@ -682,15 +698,17 @@ mod tests {
             .count()
     }
 
+    /// How a test's stream reaches the pump: a pipe (spliced) or a terminal (buffered).
+    type Make = fn(Vec<u8>, SpoolConfig) -> Stream;
+
     /// The reader goes away while the container writes far more than its pipe and the FIFO
     /// hold: the writer never blocks (up to the spool's size), the spool is a file that is
     /// closed again once delivered, and the returning reader gets every byte once, in order.
-    #[tokio::test]
-    async fn an_absent_reader_does_not_block_the_writer_and_gets_everything_once() {
+    async fn absent_reader(make: Make, len: usize) {
         let spool_dir = tempfile::tempdir().unwrap();
         let cfg = config(spool_dir.path(), 32 << 20, SpoolWhenFull::Block);
-        let want = lines(2 << 20); // 16 MiB
-        let s = stream(want.clone(), cfg.clone());
+        let want = lines(len / 8);
+        let s = make(want.clone(), cfg.clone());
         assert_eq!(open_in(spool_dir.path()), 0, "no spool file before a stall");
         assert!(
             s.wrote(want.len(), Duration::from_secs(15)).await,
@@ -711,9 +729,9 @@ mod tests {
             0,
             "the spool file is closed once empty"
         );
-        let spooled = cfg.stats.spooled.load(Ordering::Relaxed);
+        let spooled = cfg.stats.spooled.load(Ordering::Relaxed) as usize;
         assert!(
-            spooled > 8 << 20,
+            spooled > len / 2,
             "only {spooled} bytes went through the spool"
         );
         assert!(std::fs::read_dir(spool_dir.path())
@@ -722,58 +740,25 @@ mod tests {
             .is_none());
     }
 
-    /// The same through a terminal, whose output is copied through a buffer: the writer
-    /// finishes while nobody reads, and the reader then gets every byte once, in order.
     #[tokio::test]
-    async fn a_terminals_output_is_spooled_while_its_reader_is_away() {
-        let spool_dir = tempfile::tempdir().unwrap();
-        let cfg = config(spool_dir.path(), 32 << 20, SpoolWhenFull::Block);
-        let want = lines(512 << 10); // 4 MiB
-        let s = terminal_stream(want.clone(), cfg.clone());
-        assert!(
-            s.wrote(want.len(), Duration::from_secs(15)).await,
-            "the terminal's writer blocked after {} of {} bytes",
-            s.written.load(Ordering::Relaxed),
-            want.len()
-        );
-        assert_eq!(open_in(spool_dir.path()), 1, "the spool file is open");
-        let got = s.read_all().await;
-        assert_eq!(got.len(), want.len());
-        assert!(got == want, "bytes were lost, reordered or repeated");
-        assert_eq!(open_in(spool_dir.path()), 0, "closed once delivered");
-        let spooled = cfg.stats.spooled.load(Ordering::Relaxed);
-        assert!(
-            spooled > 2 << 20,
-            "only {spooled} bytes went through the spool"
-        );
+    async fn an_absent_reader_does_not_block_the_writer_and_gets_everything_once() {
+        absent_reader(stream, 16 << 20).await;
     }
 
-    /// A full block spool behind a terminal stops reading the terminal (its writer blocks)
-    /// and loses nothing: the reader gets every byte once, in order.
+    /// The same through a terminal, whose output is copied through a buffer.
     #[tokio::test]
-    async fn a_full_block_spool_behind_a_terminal_blocks_the_writer_and_loses_nothing() {
-        let spool_dir = tempfile::tempdir().unwrap();
-        let cfg = config(spool_dir.path(), 256 << 10, SpoolWhenFull::Block);
-        let want = lines(256 << 10); // 2 MiB
-        let s = terminal_stream(want.clone(), cfg.clone());
-        assert!(
-            !s.wrote(want.len(), Duration::from_secs(3)).await,
-            "the writer finished past a full 256 KiB spool"
-        );
-        let got = s.read_all().await;
-        assert_eq!(got.len(), want.len());
-        assert!(got == want, "bytes were lost, reordered or repeated");
+    async fn a_terminals_output_is_spooled_while_its_reader_is_away() {
+        absent_reader(terminal_stream, 4 << 20).await;
     }
 
     /// A full drop-oldest spool discards the oldest spooled lines, whole, and counts them: the
     /// reader gets a prefix (what was in the pipes at the stall, and the spool's delivered
     /// start) and the newest lines, with one gap, and the count is exactly what is missing.
-    #[tokio::test]
-    async fn drop_oldest_drops_only_the_oldest_whole_lines_and_counts_them() {
+    async fn drop_oldest(make: Make) {
         let spool_dir = tempfile::tempdir().unwrap();
         let cfg = config(spool_dir.path(), 1 << 20, SpoolWhenFull::DropOldest);
         let want = lines(1 << 20); // 8 MiB
-        let s = stream(want.clone(), cfg.clone());
+        let s = make(want.clone(), cfg.clone());
         assert!(
             s.wrote(want.len(), Duration::from_secs(15)).await,
             "a drop-oldest spool blocked the writer"
@@ -812,14 +797,23 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn drop_oldest_drops_only_the_oldest_whole_lines_and_counts_them() {
+        drop_oldest(stream).await;
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_behind_a_terminal_drops_only_the_oldest_whole_lines() {
+        drop_oldest(terminal_stream).await;
+    }
+
     /// A full block spool stops reading: the writer blocks after pipe, FIFO and spool are
     /// full, and still loses nothing once the reader returns.
-    #[tokio::test]
-    async fn a_full_block_spool_blocks_the_writer_and_loses_nothing() {
+    async fn full_block_spool(make: Make) {
         let spool_dir = tempfile::tempdir().unwrap();
         let cfg = config(spool_dir.path(), 1 << 20, SpoolWhenFull::Block);
         let want = lines(1 << 20); // 8 MiB
-        let s = stream(want.clone(), cfg.clone());
+        let s = make(want.clone(), cfg.clone());
         assert!(
             s.wrote(1 << 20, Duration::from_secs(10)).await,
             "the spool took nothing"
@@ -832,6 +826,17 @@ mod tests {
         assert!(at < 3 << 20, "{at} bytes written past a 1 MiB spool");
         let got = s.read_all().await;
         assert!(got == want, "bytes were lost, reordered or repeated");
+    }
+
+    #[tokio::test]
+    async fn a_full_block_spool_blocks_the_writer_and_loses_nothing() {
+        full_block_spool(stream).await;
+    }
+
+    /// Behind a terminal, a full block spool stops reading the terminal.
+    #[tokio::test]
+    async fn a_full_block_spool_behind_a_terminal_blocks_the_writer_and_loses_nothing() {
+        full_block_spool(terminal_stream).await;
     }
 
     /// A spool directory that is missing, or on a filesystem where no file can be made: the
