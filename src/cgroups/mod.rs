@@ -88,7 +88,8 @@ impl Metrics {
 }
 
 /// Where a process's cgroup lives, located once (at container create) and then read on demand.
-/// An upgrade carries it: a reaped-later (zombie) init's `/proc/<pid>/cgroup` names the root.
+/// An upgrade carries it: the `/proc/<pid>/cgroup` of an init killed but not yet reaped (a
+/// zombie) names the root cgroup.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ContainerCgroup {
     layout: Layout,
