@@ -52,6 +52,9 @@ pub const DEFAULT_SIZE: u64 = 64 << 20;
 /// The buffer output leaves the spool through, per episode.
 const OUT_BUF: usize = 128 << 10;
 
+/// How often a terminal's spool tries delivery without a writable wake-up.
+const RETRY: Duration = Duration::from_millis(100);
+
 /// The buffer a terminal's output is read through while it spools.
 const IN_BUF: usize = 32 << 10;
 
@@ -276,6 +279,15 @@ impl Spooler {
                         return Spooled::SinkFailed(e);
                     }
                     match ring.deliver(to, &mut buf) {
+                        Ok(n) => progress.add(n),
+                        Err(e) if e.kind() == WouldBlock || e.kind() == Interrupted => {}
+                        Err(e) => return Spooled::SinkFailed(e),
+                    }
+                }
+                // Delivery is also tried on a timer: in CI a terminal's episode once sat for
+                // 10 s with output spooled and the FIFO empty, no writable wake-up seen.
+                () = tokio::time::sleep(RETRY), if !ring.is_empty() => {
+                    match ring.deliver_direct(to, &mut buf) {
                         Ok(n) => progress.add(n),
                         Err(e) if e.kind() == WouldBlock || e.kind() == Interrupted => {}
                         Err(e) => return Spooled::SinkFailed(e),
@@ -543,9 +555,25 @@ impl Ring {
         Ok(())
     }
 
+    /// [`Ring::deliver`] by a plain `write(2)`, whatever the runtime believes of the FIFO's
+    /// readiness (a timer's retry).
+    fn deliver_direct(&mut self, to: &pipe::Sender, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.deliver_with(buf, |b| {
+            nix::unistd::write(to, b).map_err(std::io::Error::from)
+        })
+    }
+
     /// Writes the oldest spooled bytes into the FIFO; WouldBlock when it is full. Gives the
     /// file's blocks back when it empties.
     fn deliver(&mut self, to: &pipe::Sender, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.deliver_with(buf, |b| to.try_write(b))
+    }
+
+    fn deliver_with(
+        &mut self,
+        buf: &mut [u8],
+        write: impl FnOnce(&[u8]) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
         let at = self.head % self.size;
         let len = (self.len().min(self.size - at) as usize).min(buf.len());
         let got = self.file.read_at(&mut buf[..len], at)?;
@@ -555,7 +583,7 @@ impl Ring {
                 "the spool file is shorter than what was spooled",
             ));
         }
-        let n = to.try_write(&buf[..got])?;
+        let n = write(&buf[..got])?;
         self.head += n as u64;
         if n > 0 {
             self.head_mid_line = buf[n - 1] != b'\n';
