@@ -25,8 +25,10 @@ use common::*;
 /// code an idle server now runs at start (the upgrade service and the frame-gated connection
 /// every containerd connection goes through, the spool and exit signal in each copy). It
 /// cannot also catch a lost code layout with room to spare (that costs about one block here):
-/// `layout/check.sh` checks the order file against the build directly.
-const RSS_BUDGET_KB: u64 = 2430;
+/// `layout/check.sh` checks the order file against the build directly. The same build measures
+/// a block apart from one checkout and containerd to another (the source paths it embeds
+/// shift its pages): the highest seen is 2,432 kB, so the bound is about a block above that.
+const RSS_BUDGET_KB: u64 = 2500;
 
 /// The server is single-threaded plus at most one helper thread.
 const THREAD_BUDGET: u64 = 2;
