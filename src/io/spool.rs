@@ -278,19 +278,15 @@ impl Spooler {
                     if let Err(e) = w {
                         return Spooled::SinkFailed(e);
                     }
-                    match ring.deliver(to, &mut buf) {
-                        Ok(n) => progress.add(n),
-                        Err(e) if e.kind() == WouldBlock || e.kind() == Interrupted => {}
-                        Err(e) => return Spooled::SinkFailed(e),
+                    if let Err(e) = counted(ring.deliver(to, &mut buf), progress) {
+                        return Spooled::SinkFailed(e);
                     }
                 }
                 // Delivery is also tried on a timer: in CI a terminal's episode once sat for
                 // 10 s with output spooled and the FIFO empty, no writable wake-up seen.
                 () = tokio::time::sleep(RETRY), if !ring.is_empty() => {
-                    match ring.deliver_direct(to, &mut buf) {
-                        Ok(n) => progress.add(n),
-                        Err(e) if e.kind() == WouldBlock || e.kind() == Interrupted => {}
-                        Err(e) => return Spooled::SinkFailed(e),
+                    if let Err(e) = counted(ring.deliver_direct(to, &mut buf), progress) {
+                        return Spooled::SinkFailed(e);
                     }
                 }
                 r = from.read(&mut inbuf), if accepting => match r {
@@ -328,10 +324,8 @@ impl Spooler {
                     if let Err(e) = w {
                         return Spooled::SinkFailed(e);
                     }
-                    match ring.deliver(to, &mut buf) {
-                        Ok(n) => progress.add(n),
-                        Err(e) if e.kind() == WouldBlock || e.kind() == Interrupted => {}
-                        Err(e) => return Spooled::SinkFailed(e),
+                    if let Err(e) = counted(ring.deliver(to, &mut buf), progress) {
+                        return Spooled::SinkFailed(e);
                     }
                 }
                 r = from.readable(), if accepting => {
@@ -353,6 +347,16 @@ impl Spooler {
             }
         }
     }
+}
+
+/// Counts a delivery's bytes as progress; a full FIFO (or a signal) is no error.
+fn counted(delivered: std::io::Result<usize>, progress: &Progress) -> std::io::Result<()> {
+    match delivered {
+        Ok(n) => progress.add(n),
+        Err(e) if e.kind() == WouldBlock || e.kind() == Interrupted => {}
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 /// Writes all of `bytes` into the FIFO, waiting for room as long as it takes.
